@@ -1,0 +1,231 @@
+"""Pure JSON <-> proto conversion for chat completions (no IO).
+
+Outbound, `request_to_upstream` turns a CreateChatCompletionRequest into the upstream JSON body: only
+fields that are set, under their exact JSON keys (proto field names are the upstream keys), with three
+rewrites the proto needs (docs/proto-design.md): `content_parts` is sent as `content`, `tool_choice.mode`
+as the bare string, and `extra_body` merged into the top level. Struct numbers are doubles; integral ones
+are sent as JSON integers so `"minItems": 1` stays 1.
+
+Inbound, `response_from_upstream` / `chunk_from_upstream` fill a proto from parsed upstream JSON, tolerant
+by design: `null` means unset, and a key the proto does not know, or a known key whose value has the
+wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, cast
+
+from google.protobuf import struct_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+
+__all__ = [
+    "chunk_from_upstream",
+    "message_to_json",
+    "request_to_upstream",
+    "response_from_upstream",
+    "struct_to_json",
+    "value_to_json",
+]
+
+JSON = Any  # a json.loads() result
+_EXTRA: Final = "extra"
+_MAX_SAFE_INT: Final = 2**53
+_STRUCT: Final = struct_pb2.Struct.DESCRIPTOR.full_name
+_VALUE: Final = struct_pb2.Value.DESCRIPTOR.full_name
+_INT_RANGES: Final = {
+    FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+_FLOATS: Final = (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT)
+
+
+# --- outbound: proto -> upstream JSON ------------------------------------------------------------------
+
+
+def request_to_upstream(request: pb.CreateChatCompletionRequest, *, stream: bool) -> dict[str, JSON]:
+    """The upstream JSON body for `request`; `stream` is decided by the RPC. Assumes a validated request."""
+    body = message_to_json(request)
+    extra_body = body.pop("extra_body", None)
+    if extra_body:
+        body.update(extra_body)
+    body["stream"] = stream
+    return body
+
+
+def message_to_json(message: Message) -> dict[str, JSON]:
+    """JSON object of the set fields of `message`, keyed by proto field name (= upstream JSON key)."""
+    out: dict[str, JSON] = {}
+    for field, value in message.ListFields():
+        out[field.name] = _field_to_json(field, value)
+    special = _SPECIAL_OUT.get(message.DESCRIPTOR.full_name)
+    return special(out) if special else out
+
+
+def _field_to_json(field: FieldDescriptor, value: Any) -> JSON:
+    if _is_map(field):
+        value_field = _message_type(field).fields_by_name["value"]
+        return {k: _single_to_json(value_field, v) for k, v in value.items()}
+    if field.is_repeated:
+        return [_single_to_json(field, v) for v in value]
+    return _single_to_json(field, value)
+
+
+def _single_to_json(field: FieldDescriptor, value: Any) -> JSON:
+    if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+        name = _message_type(field).full_name
+        if name == _STRUCT:
+            return struct_to_json(value)
+        if name == _VALUE:
+            return value_to_json(value)
+        return message_to_json(value)
+    if field.cpp_type in _FLOATS:
+        return _number(value)
+    return value
+
+
+def struct_to_json(struct: struct_pb2.Struct) -> dict[str, JSON]:
+    """A Struct as a plain dict, integral numbers as ints."""
+    return {key: value_to_json(value) for key, value in struct.fields.items()}
+
+
+def value_to_json(value: struct_pb2.Value) -> JSON:
+    """A Value as plain JSON, integral numbers as ints."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return struct_to_json(value.struct_value)
+    if kind == "list_value":
+        return [value_to_json(v) for v in value.list_value.values]
+    if kind == "number_value":
+        return _number(value.number_value)
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None  # null_value, or a Value with no kind set
+
+
+def _number(x: float) -> int | float:
+    # Struct and double fields hold doubles; upstream JSON schemas and logit biases want integers.
+    if math.isfinite(x) and x.is_integer() and abs(x) <= _MAX_SAFE_INT:
+        return int(x)
+    return x
+
+
+def _chat_message_out(out: dict[str, JSON]) -> dict[str, JSON]:
+    parts = out.pop("content_parts", None)
+    if parts is not None:
+        out["content"] = parts
+    return out
+
+
+def _tool_choice_out(out: dict[str, JSON]) -> JSON:
+    mode = out.pop("mode", None)
+    return mode if mode is not None else out
+
+
+_SPECIAL_OUT: Final = {
+    pb.ChatMessage.DESCRIPTOR.full_name: _chat_message_out,
+    pb.ToolChoice.DESCRIPTOR.full_name: _tool_choice_out,
+}
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.is_repeated and field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None, field.full_name  # only called on message fields
+    return field.message_type
+
+
+# --- inbound: upstream JSON -> proto -------------------------------------------------------------------
+
+
+def response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:
+    """A `chat.completion` JSON object as a proto; unknown or mistyped keys land in `extra`."""
+    response = pb.CreateChatCompletionResponse()
+    _fill(response, obj)
+    return response
+
+
+def chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse:
+    """A `chat.completion.chunk` JSON object as a proto; unknown or mistyped keys land in `extra`."""
+    chunk = pb.StreamChatCompletionResponse()
+    _fill(chunk, obj)
+    return chunk
+
+
+def _fill(message: Message, obj: Mapping[str, JSON]) -> bool:
+    """Sets `message` from `obj`; returns False if something could be kept nowhere in `message`."""
+    fields = cast("Mapping[str, FieldDescriptor]", message.DESCRIPTOR.fields_by_name)
+    leftovers: dict[str, JSON] = {}
+    for key, value in obj.items():
+        field = fields.get(key) if key != _EXTRA else None
+        if field is None:
+            if value is not None:  # an unknown null says nothing
+                leftovers[key] = value
+        elif value is not None and not _set_field(message, field, value):
+            leftovers[key] = value  # wrong JSON type, or a nested object that lost something
+    if not leftovers:
+        return True
+    if _EXTRA not in fields:
+        return False
+    getattr(message, _EXTRA).update(leftovers)
+    return True
+
+
+def _set_field(message: Message, field: FieldDescriptor, value: JSON) -> bool:
+    if field.is_repeated:
+        return isinstance(value, list) and _set_repeated(message, field, value)
+    if field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
+        scalar = _scalar(field, value)
+        if scalar is None:
+            return False
+        setattr(message, field.name, scalar)
+        return True
+    if not isinstance(value, Mapping):
+        return False
+    target = getattr(message, field.name)
+    target.SetInParent()
+    if _message_type(field).full_name == _STRUCT:
+        target.update(value)
+        return True
+    return _fill(target, value)
+
+
+def _set_repeated(message: Message, field: FieldDescriptor, items: Iterable[JSON]) -> bool:
+    container = getattr(message, field.name)
+    if field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
+        scalars = [_scalar(field, item) for item in items]
+        if any(s is None for s in scalars):
+            return False
+        container.extend(scalars)
+        return True
+    complete = True
+    for item in items:
+        if not isinstance(item, Mapping):
+            return False
+        complete = _fill(container.add(), item) and complete
+    return complete
+
+
+def _scalar(field: FieldDescriptor, value: JSON) -> Any:
+    """`value` coerced to the field's scalar type, or None when it does not fit."""
+    cpp = field.cpp_type
+    if cpp == FieldDescriptor.CPPTYPE_STRING:
+        return value if isinstance(value, str) else None
+    if cpp == FieldDescriptor.CPPTYPE_BOOL:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if cpp in _FLOATS:
+        return float(value)
+    if cpp in _INT_RANGES and float(value).is_integer():
+        low, high = _INT_RANGES[cpp]
+        return int(value) if low <= value <= high else None
+    return None
