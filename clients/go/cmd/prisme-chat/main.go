@@ -65,7 +65,11 @@ func (f *kvFlag) Set(s string) error {
 	if !ok || k == "" {
 		return fmt.Errorf("want key=value, got %q", s)
 	}
-	*f = append(*f, [2]string{strings.ToLower(k), v})
+	k = strings.ToLower(k)
+	if strings.Trim(k, "0123456789abcdefghijklmnopqrstuvwxyz_.-") != "" {
+		return fmt.Errorf("%q is not a valid gRPC metadata key", k)
+	}
+	*f = append(*f, [2]string{k, v})
 	return nil
 }
 

@@ -363,7 +363,8 @@ func TestUsageErrors(t *testing.T) {
 		{"-prompt", "p"}, // no model
 		{"-model", "m"},  // no prompt
 		{"-model", "m", "-prompt", "p", "-metadata", "novalue"}, // bad metadata
-		{"-model", "m", "-prompt", "p", "extra"},                // stray argument
+		{"-model", "m", "-prompt", "p", "-metadata", "bad key=v"},
+		{"-model", "m", "-prompt", "p", "extra"}, // stray argument
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(args, &out, &errOut); code != 2 {
