@@ -1,10 +1,10 @@
 """Pure JSON <-> proto conversion for chat completions (no IO).
 
 Outbound, `request_to_upstream` turns a CreateChatCompletionRequest into the upstream JSON body: only
-fields that are set, under their exact JSON keys (proto field names are the upstream keys), with three
+fields that are set, under their exact JSON keys (proto field names are the upstream keys), with the
 rewrites the proto needs (docs/proto-design.md): `content_parts` is sent as `content`, `tool_choice.mode`
-as the bare string, and `extra_body` merged into the top level. Struct numbers are doubles; integral ones
-are sent as JSON integers so `"minItems": 1` stays 1.
+as the bare string, `extra_body` merged into the top level and each object's `extra` into that object.
+Struct numbers are doubles; integral ones are sent as JSON integers so `"minItems": 1` stays 1.
 
 Inbound, `response_from_upstream` / `chunk_from_upstream` fill a proto from parsed upstream JSON, tolerant
 by design: `null` means unset, and a key the proto does not know, or a known key whose value has the
@@ -51,7 +51,7 @@ _FLOATS: Final = (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT)
 
 def request_to_upstream(request: pb.CreateChatCompletionRequest, *, stream: bool) -> dict[str, JSON]:
     """The upstream JSON body for `request`; `stream` is decided by the RPC. Assumes a validated request."""
-    body = message_to_json(request)
+    body: dict[str, JSON] = message_to_json(request)
     extra_body = body.pop("extra_body", None)
     if extra_body:
         body.update(extra_body)
@@ -59,13 +59,20 @@ def request_to_upstream(request: pb.CreateChatCompletionRequest, *, stream: bool
     return body
 
 
-def message_to_json(message: Message) -> dict[str, JSON]:
-    """JSON object of the set fields of `message`, keyed by proto field name (= upstream JSON key)."""
+def message_to_json(message: Message) -> JSON:
+    """JSON of the set fields of `message`, keyed by proto field name (= upstream JSON key).
+
+    An `extra` Struct is merged into the object (its keys win); a ToolChoice with `mode` is that string.
+    """
     out: dict[str, JSON] = {}
     for field, value in message.ListFields():
         out[field.name] = _field_to_json(field, value)
+    extra = out.pop(_EXTRA, None)
     special = _SPECIAL_OUT.get(message.DESCRIPTOR.full_name)
-    return special(out) if special else out
+    result = special(out) if special else out
+    if extra and isinstance(result, dict):
+        result.update(extra)
+    return result
 
 
 def _field_to_json(field: FieldDescriptor, value: Any) -> JSON:

@@ -8,6 +8,7 @@ caller as INVALID_ARGUMENT anyway. Field paths follow AIP-193 style: `messages[2
 from __future__ import annotations
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 
@@ -35,6 +36,7 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     if request.HasField("stream_options") and not streaming:
         violations.append(("stream_options", "is only valid on StreamChatCompletion; remove it"))
     violations += _extra_body_violations(request)
+    violations += _extra_violations("", request)
     return violations
 
 
@@ -71,8 +73,8 @@ def _content_violations(path: str, content: struct_pb2.Value) -> list[FieldViola
 
 
 def _tool_choice_violations(choice: pb.ToolChoice) -> list[FieldViolation]:
-    if choice.mode and (choice.type or choice.HasField("function")):
-        return [("tool_choice", "set either mode or type/function, not both")]
+    if choice.mode and (choice.type or choice.HasField("function") or choice.HasField("extra")):
+        return [("tool_choice", "set either mode or the object form (type, function, extra), not both")]
     if not choice.mode and not choice.type:
         return [("tool_choice", 'set mode ("auto", "none", "required") or type + function')]
     return []
@@ -86,4 +88,28 @@ def _extra_body_violations(request: pb.CreateChatCompletionRequest) -> list[Fiel
             violations.append((f"extra_body.{key}", "is decided by the RPC (StreamChatCompletion streams)"))
         elif key in set_fields:
             violations.append((f"extra_body.{key}", f"duplicates the field {key}; set it in one place"))
+    return violations
+
+
+def _extra_violations(path: str, message: Message) -> list[FieldViolation]:
+    """Keys of every nested `extra` that repeat a field set beside it (the two would collide upstream)."""
+    violations: list[FieldViolation] = []
+    fields = message.ListFields()
+    names = {field.name for field, _ in fields}
+    if "content_parts" in names:
+        names.add("content")  # sent upstream as content
+    extra = next((value for field, value in fields if field.name == "extra"), None)
+    if extra is not None:
+        for key in sorted(extra.fields):
+            if key in names:
+                violations.append((f"{path}extra.{key}", f"duplicates the field {key}; set it in one place"))
+    for field, value in fields:
+        kind = field.message_type
+        if kind is None or kind.full_name.startswith("google.protobuf.") or kind.GetOptions().map_entry:
+            continue  # scalars, maps and free JSON hold no nested `extra`
+        if field.is_repeated:
+            for i, item in enumerate(value):
+                violations += _extra_violations(f"{path}{field.name}[{i}].", item)
+        else:
+            violations += _extra_violations(f"{path}{field.name}.", value)
     return violations

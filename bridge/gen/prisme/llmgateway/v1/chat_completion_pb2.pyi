@@ -5,6 +5,14 @@ Messages of the chat-completions contract. They mirror the JSON schema of the Pr
 OpenAI-compatible endpoint (POST .../v1/chat/completions) field for field: every field name is the
 upstream JSON key, so the proto3 JSON form of CreateChatCompletionRequest is the HTTP request body.
 Design notes and the JSON form of every field: docs/proto-design.md.
+
+Conventions:
+- Free JSON objects are google.protobuf.Struct. Struct numbers are doubles; the bridge sends integral
+  ones upstream as JSON integers (a schema's "minItems": 1 stays 1).
+- Field 100 of an object is `extra` (a Struct): in a request, its keys are merged into that JSON object
+  (for keys this proto does not know yet; repeating a set field is INVALID_ARGUMENT); in a response,
+  it holds the upstream keys this proto does not know, and known keys whose value had the wrong JSON
+  type, so nothing the upstream sent is lost. A null upstream value is the same as an absent one.
 """
 
 from collections import abc as _abc
@@ -156,7 +164,9 @@ class CreateChatCompletionRequest(_message.Message):
 
     @_builtins.property
     def stream_options(self) -> Global___StreamOptions:
-        """Streaming options; only valid on StreamChatCompletion. JSON key `stream_options`."""
+        """Streaming options; only valid on StreamChatCompletion (INVALID_ARGUMENT on CreateChatCompletion).
+        JSON key `stream_options`.
+        """
 
     @_builtins.property
     def extra_body(self) -> _struct_pb2.Struct:
@@ -257,6 +267,7 @@ class ChatMessage(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     CONTENT_PARTS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """Author role: "system", "developer", "user", "assistant" or "tool". Required. JSON key `role`."""
     name: _builtins.str
@@ -269,7 +280,8 @@ class ChatMessage(_message.Message):
     def content(self) -> _struct_pb2.Value:
         """Message content exactly as the HTTP API takes it: a string, an array of content parts
         ([{"type": "text", "text": "..."}, {"type": "image_url", "image_url": {"url": "..."}}]) or null
-        (an assistant message that only calls tools). JSON key `content`. Generated-stub callers can use the
+        (an assistant message that only calls tools). JSON key `content`. Any other JSON type (number, bool,
+        object) or a part without a string "type" is INVALID_ARGUMENT. Generated-stub callers can use the
         typed `content_parts` instead; setting both is INVALID_ARGUMENT.
         """
 
@@ -283,6 +295,12 @@ class ChatMessage(_message.Message):
         extension: the HTTP API has no `content_parts` key.
         """
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this message object, e.g. a provider's {"cache_control": {"type": "ephemeral"}}.
+        Bridge extension, merged into the message's JSON object.
+        """
+
     def __init__(
         self,
         *,
@@ -293,10 +311,11 @@ class ChatMessage(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         refusal: _builtins.str | None = ...,
         content_parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "refusal", b"refusal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "extra", b"extra", "refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "content_parts", b"content_parts", "name", b"name", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "content_parts", b"content_parts", "extra", b"extra", "name", b"name", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__refusal: _TypeAlias = _typing.Literal["refusal"]  # noqa: Y015
     _WhichOneofArgType__refusal: _TypeAlias = _typing.Literal["_refusal", b"_refusal"]  # noqa: Y015
@@ -313,6 +332,7 @@ class ContentPart(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     IMAGE_URL_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Part type: "text" or "image_url" (other upstream types go through ChatMessage.content). JSON key `type`."""
     text: _builtins.str
@@ -321,16 +341,21 @@ class ContentPart(_message.Message):
     def image_url(self) -> Global___ImageUrl:
         """For type "image_url": the image. JSON key `image_url`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this part object. Bridge extension, merged into the part's JSON object."""
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         text: _builtins.str = ...,
         image_url: Global___ImageUrl | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "image_url", b"image_url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_url", b"image_url", "text", b"text", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "image_url", b"image_url", "text", b"text", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -371,6 +396,7 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the call, echoed in the answering tool message's tool_call_id. JSON key `id`."""
     type: _builtins.str
@@ -379,16 +405,24 @@ class ToolCall(_message.Message):
     def function(self) -> Global___FunctionCall:
         """The function called. JSON key `function`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the tool call this proto does not know (e.g. Gemini's `extra_content` with a thought
+        signature, which must be sent back unchanged): filled from responses, merged into requests, so a
+        received tool call can be replayed as is. Bridge extension.
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___FunctionCall | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,21 +465,27 @@ class Tool(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Tool type, "function". JSON key `type`."""
     @_builtins.property
     def function(self) -> Global___FunctionDefinition:
         """The function definition. JSON key `function`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this tool object (other tool types' settings). Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         function: Global___FunctionDefinition | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -498,7 +538,8 @@ Global___FunctionDefinition: _TypeAlias = FunctionDefinition  # noqa: Y015
 class ToolChoice(_message.Message):
     """Tool choice. The HTTP API takes either a string ("auto", "none", "required") or an object
     {"type": "function", "function": {"name": "..."}}. Here the string form is `mode`
-    (JSON {"mode": "auto"}), the object form is `type` + `function`, unchanged. Set one form, not both.
+    (JSON {"mode": "auto"}), the object form is `type` + `function`, unchanged. Set exactly one form:
+    both, or neither, is INVALID_ARGUMENT.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -506,6 +547,7 @@ class ToolChoice(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
     """String form: "auto", "none" or "required"; sent upstream as the bare string `"tool_choice": "auto"`."""
     type: _builtins.str
@@ -514,16 +556,23 @@ class ToolChoice(_message.Message):
     def function(self) -> Global___ToolChoiceFunction:
         """Object form: the function the model must call. JSON key `function`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Object form: more keys for other choice types (e.g. type "allowed_tools" with its `allowed_tools`).
+        Bridge extension, merged into the object.
+        """
+
     def __init__(
         self,
         *,
         mode: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___ToolChoiceFunction | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "mode", b"mode", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "mode", b"mode", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1265,6 +1314,7 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Which tool call this fragment extends (may start at 1 on some providers). JSON key `index`."""
     id: _builtins.str
@@ -1275,6 +1325,10 @@ class ToolCallDelta(_message.Message):
     def function(self) -> Global___FunctionCallDelta:
         """The function fragment. JSON key `function`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the fragment this proto does not know (e.g. Gemini's `extra_content`). Bridge extension."""
+
     def __init__(
         self,
         *,
@@ -1282,10 +1336,11 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str | None = ...,
         type: _builtins.str | None = ...,
         function: Global___FunctionCallDelta | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "extra", b"extra", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
     _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015

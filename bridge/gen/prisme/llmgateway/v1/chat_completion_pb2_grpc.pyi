@@ -5,6 +5,14 @@ Messages of the chat-completions contract. They mirror the JSON schema of the Pr
 OpenAI-compatible endpoint (POST .../v1/chat/completions) field for field: every field name is the
 upstream JSON key, so the proto3 JSON form of CreateChatCompletionRequest is the HTTP request body.
 Design notes and the JSON form of every field: docs/proto-design.md.
+
+Conventions:
+- Free JSON objects are google.protobuf.Struct. Struct numbers are doubles; the bridge sends integral
+  ones upstream as JSON integers (a schema's "minItems": 1 stays 1).
+- Field 100 of an object is `extra` (a Struct): in a request, its keys are merged into that JSON object
+  (for keys this proto does not know yet; repeating a set field is INVALID_ARGUMENT); in a response,
+  it holds the upstream keys this proto does not know, and known keys whose value had the wrong JSON
+  type, so nothing the upstream sent is lost. A null upstream value is the same as an absent one.
 """
 
 from collections import abc as _abc
