@@ -699,6 +699,9 @@ async def _truncated(call: _Call) -> web.StreamResponse:
     if not call.stream:
         return await _truncated_unary(call)
     sse = await _partial_start(call)
+    # A provider dies some time after its last whole chunk: let those arrive first (aiohttp's reader
+    # raises a connection error before handing out bytes still buffered with it).
+    await asyncio.sleep(0.05)
     line = _frame(_PLAIN, 3, _dumps(_delta(call, {"content": " and more"})))
     await sse.write(line[: len(line) // 2])
     if call.model == "truncated":
