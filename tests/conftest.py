@@ -70,7 +70,9 @@ def stub(channel: grpc.aio.Channel) -> pb_grpc.ChatCompletionServiceStub:
     return pb_grpc.ChatCompletionServiceStub(channel)
 
 
-def chat_request(model: str = "echo", text: str = "Hello there, bridge", **fields: Any) -> pb.CreateChatCompletionRequest:
+def chat_request(
+    model: str = "echo", text: str = "Hello there, bridge", **fields: Any
+) -> pb.CreateChatCompletionRequest:
     """A one-user-message request."""
     from google.protobuf import struct_pb2
 

@@ -33,12 +33,18 @@ async def _collect(call: grpc.aio.UnaryStreamCall) -> list[pb.StreamChatCompleti
     return [chunk async for chunk in call]
 
 
+async def _drain(call: grpc.aio.UnaryStreamCall, into: list[pb.StreamChatCompletionResponse]) -> None:
+    async for chunk in call:
+        into.append(chunk)
+
+
 async def test_unary_echo(stub, mock_gateway: MockGateway) -> None:
     response = await stub.CreateChatCompletion(chat_request(text="Bonjour le monde"), timeout=10)
     assert response.object == "chat.completion"
     assert response.choices[0].message.content == "Bonjour le monde"
     assert response.choices[0].finish_reason == "stop"
-    assert response.usage.HasField("cost") and response.usage.carbon.fields["gco2e"].number_value > 0
+    assert response.usage.HasField("cost")
+    assert response.usage.carbon.fields["gco2e"].number_value > 0
     sent = mock_gateway.requests()[-1]
     assert sent["body"]["stream"] is False
     assert sent["body"]["messages"] == [{"role": "user", "content": "Bonjour le monde"}]
@@ -50,13 +56,15 @@ async def test_stream_chunks_in_order_with_usage(stub, mock_gateway: MockGateway
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
     assert text == "one two three four"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].HasField("finish_reason")] == [
-        "stop"
-    ]
+    assert [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].HasField("finish_reason")
+    ] == ["stop"]
     last = chunks[-1]
-    assert list(last.choices) == [] and last.usage.total_tokens > 0  # the usage-only chunk is passed on
+    assert list(last.choices) == []  # the usage-only chunk is passed on
+    assert last.usage.total_tokens > 0
     body = mock_gateway.requests()[-1]["body"]
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
 
 
 async def test_429_carries_retry_info(stub) -> None:
@@ -120,10 +128,9 @@ async def test_line_ending_variants_give_identical_text(stub, variant: str) -> N
 )
 async def test_broken_streams_end_non_ok_after_chunks(stub, model: str, code: grpc.StatusCode) -> None:
     call = stub.StreamChatCompletion(chat_request(model=model), timeout=10)
-    received = []
+    received: list[pb.StreamChatCompletionResponse] = []
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        async for chunk in call:
-            received.append(chunk)
+        await _drain(call, received)
     assert raised.value.code() == code
     assert len(received) >= 2  # the chunks before the failure were delivered
 
