@@ -34,7 +34,7 @@ import grpc
 import httpx
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # .pyi, no py.typed
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 __all__ = [
@@ -583,8 +583,10 @@ def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
 
 # ------------------------------------------------------------------------------------ in-stream errors
 
-# Types/codes of errors that are a passing state of the upstream: UNAVAILABLE invites a retry.
-_TRANSIENT_MARKERS: Final = ("overloaded", "unavailable", "timeout", "timed_out", "rate_limit", "throttl")
+# Types/codes of errors that are a passing state of the upstream: UNAVAILABLE invites a retry. Rate limits
+# and quotas are RESOURCE_EXHAUSTED, as an HTTP 429 is, so a caller handles both the same way.
+_QUOTA_MARKERS: Final = ("rate_limit", "throttl", "quota")
+_TRANSIENT_MARKERS: Final = ("overloaded", "unavailable", "timeout", "timed_out")
 
 
 def error_from_stream_event(
@@ -624,6 +626,8 @@ def _stream_code(body: UpstreamErrorBody) -> grpc.StatusCode:
     if body.code is not None and body.code.isdigit() and 400 <= int(body.code) <= 599:
         return grpc_code_for_http_status(int(body.code))
     label = " ".join(filter(None, (_upper_snake(body.code), _upper_snake(body.type)))).lower()
+    if any(marker in label for marker in _QUOTA_MARKERS):
+        return Code.RESOURCE_EXHAUSTED
     if any(marker in label for marker in _TRANSIENT_MARKERS):
         return Code.UNAVAILABLE
     return Code.INTERNAL

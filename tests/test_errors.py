@@ -636,7 +636,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         "prisme",
         {"error": "rate_limit_exceeded", "message": "Rate limit exceeded", "details": {}},
         "message",
-        C.UNAVAILABLE,
+        C.RESOURCE_EXHAUSTED,
         "RATE_LIMIT_EXCEEDED",
         "upstream stream error: Rate limit exceeded",
     ),
