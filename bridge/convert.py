@@ -182,7 +182,7 @@ def _fill(message: Message, obj: Mapping[str, JSON]) -> bool:
         return True
     if _EXTRA not in fields:
         return False
-    getattr(message, _EXTRA).update(leftovers)
+    _update_struct(getattr(message, _EXTRA), leftovers)
     return True
 
 
@@ -200,7 +200,7 @@ def _set_field(message: Message, field: FieldDescriptor, value: JSON) -> bool:
     target = getattr(message, field.name)
     target.SetInParent()
     if _message_type(field).full_name == _STRUCT:
-        target.update(value)
+        _update_struct(target, value)
         return True
     return _fill(target, value)
 
@@ -225,14 +225,54 @@ def _scalar(field: FieldDescriptor, value: JSON) -> Any:
     """`value` coerced to the field's scalar type, or None when it does not fit."""
     cpp = field.cpp_type
     if cpp == FieldDescriptor.CPPTYPE_STRING:
-        return value if isinstance(value, str) else None
+        return _text(value) if isinstance(value, str) else None
     if cpp == FieldDescriptor.CPPTYPE_BOOL:
         return value if isinstance(value, bool) else None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if cpp in _FLOATS:
-        return float(value)
-    if cpp in _INT_RANGES and float(value).is_integer():
+        return value if isinstance(value, float) else _int_as_float(value)
+    if cpp in _INT_RANGES and (isinstance(value, int) or value.is_integer()):
         low, high = _INT_RANGES[cpp]
         return int(value) if low <= value <= high else None
     return None
+
+
+def _int_as_float(value: int) -> float | None:
+    try:
+        return float(value)
+    except OverflowError:  # JSON integers have no size limit; doubles do
+        return None
+
+
+def _text(value: str) -> str:
+    """`value`, with lone UTF-16 surrogates (a JSON "\\ud83d" cut from its pair) made U+FFFD: proto
+    strings must be valid UTF-8."""
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def _update_struct(struct: struct_pb2.Struct, values: Mapping[str, JSON]) -> None:
+    try:
+        struct.update(values)
+    except (OverflowError, UnicodeEncodeError):
+        struct.update(_struct_safe(values))
+
+
+def _struct_safe(value: JSON) -> JSON:
+    """`value` with what a Struct can't hold made holdable: integers beyond a double as their decimal
+    string, lone surrogates as U+FFFD."""
+    if isinstance(value, Mapping):
+        return {_text(k): _struct_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_struct_safe(v) for v in value]
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and _int_as_float(value) is None:
+        return str(value)
+    return value

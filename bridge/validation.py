@@ -7,7 +7,12 @@ caller as INVALID_ARGUMENT anyway. Field paths follow AIP-193 style: `messages[2
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 from google.protobuf import struct_pb2
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -17,6 +22,8 @@ __all__ = ["FieldViolation", "validate_request"]
 FieldViolation = tuple[str, str]  # (field path, what is wrong and how to fix it)
 
 _RESERVED_EXTRA_KEYS = frozenset({"stream"})
+_FREE_JSON = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
+_NOT_FINITE = "must be a finite number"
 
 
 def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> list[FieldViolation]:
@@ -36,7 +43,7 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     if request.HasField("stream_options") and not streaming:
         violations.append(("stream_options", "is only valid on StreamChatCompletion; remove it"))
     violations += _extra_body_violations(request)
-    violations += _extra_violations("", request)
+    violations += _nested_violations("", request)
     return violations
 
 
@@ -81,7 +88,7 @@ def _tool_choice_violations(choice: pb.ToolChoice) -> list[FieldViolation]:
 
 
 def _extra_body_violations(request: pb.CreateChatCompletionRequest) -> list[FieldViolation]:
-    set_fields = {field.name for field, _ in request.ListFields()}
+    set_fields = {field.name for field, _ in request.ListFields()} - {"extra_body"}
     violations: list[FieldViolation] = []
     for key in sorted(request.extra_body.fields):
         if key in _RESERVED_EXTRA_KEYS:
@@ -91,25 +98,53 @@ def _extra_body_violations(request: pb.CreateChatCompletionRequest) -> list[Fiel
     return violations
 
 
-def _extra_violations(path: str, message: Message) -> list[FieldViolation]:
-    """Keys of every nested `extra` that repeat a field set beside it (the two would collide upstream)."""
-    violations: list[FieldViolation] = []
+def _nested_violations(path: str, message: Message) -> list[FieldViolation]:
+    """Walks the set fields: `extra` keys repeating a field set beside them (they would collide
+    upstream), and NaN or infinite numbers (JSON has none)."""
     fields = message.ListFields()
-    names = {field.name for field, _ in fields}
+    violations = _extra_duplicates(path, fields)
+    for field, value in fields:
+        where = f"{path}{field.name}"
+        kind = field.message_type
+        if kind is None:
+            if isinstance(value, float) and not math.isfinite(value):
+                violations.append((where, _NOT_FINITE))
+        elif kind.GetOptions().map_entry:
+            violations += [(f"{where}[{k}]", _NOT_FINITE) for k, v in value.items() if not _finite(v)]
+        elif kind.full_name in _FREE_JSON:
+            if not _finite(value):
+                violations.append((where, "contains a NaN or infinite number, which JSON cannot carry"))
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                violations += _nested_violations(f"{where}[{i}].", item)
+        else:
+            violations += _nested_violations(f"{where}.", value)
+    return violations
+
+
+def _extra_duplicates(path: str, fields: Sequence[tuple[FieldDescriptor, Any]]) -> list[FieldViolation]:
+    names = {field.name for field, _ in fields} - {"extra"}  # a key "extra" in extra collides with nothing
     if "content_parts" in names:
         names.add("content")  # sent upstream as content
     extra = next((value for field, value in fields if field.name == "extra"), None)
-    if extra is not None:
-        for key in sorted(extra.fields):
-            if key in names:
-                violations.append((f"{path}extra.{key}", f"duplicates the field {key}; set it in one place"))
-    for field, value in fields:
-        kind = field.message_type
-        if kind is None or kind.full_name.startswith("google.protobuf.") or kind.GetOptions().map_entry:
-            continue  # scalars, maps and free JSON hold no nested `extra`
-        if field.is_repeated:
-            for i, item in enumerate(value):
-                violations += _extra_violations(f"{path}{field.name}[{i}].", item)
-        else:
-            violations += _extra_violations(f"{path}{field.name}.", value)
-    return violations
+    if extra is None:
+        return []
+    return [
+        (f"{path}extra.{key}", f"duplicates the field {key}; set it in one place")
+        for key in sorted(extra.fields)
+        if key in names
+    ]
+
+
+def _finite(value: Any) -> bool:
+    """False if a number in `value` (a float, Struct, Value or ListValue) is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, struct_pb2.Struct):
+        return all(_finite(v) for v in value.fields.values())
+    if isinstance(value, struct_pb2.ListValue):
+        return all(_finite(v) for v in value.values)
+    if isinstance(value, struct_pb2.Value):
+        kind = value.WhichOneof("kind")
+        return kind not in ("number_value", "struct_value", "list_value") or _finite(getattr(value, kind))
+    return True

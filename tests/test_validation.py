@@ -313,16 +313,6 @@ def test_tool_choice_mode_with_extra_is_both_forms() -> None:
     assert _paths(request) == ["tool_choice"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: an extra key literally named 'extra' is reported as duplicating the field extra (the "
-        "extra Struct itself counts as a set field), though it is merged as a plain 'extra' key that "
-        "collides with nothing; response_from_upstream puts an upstream tool-call key 'extra' into "
-        "ToolCall.extra['extra'], "
-        "so replaying that received tool call is rejected"
-    ),
-)
 def test_nested_extra_key_named_extra_is_not_a_duplicate() -> None:
     request = _request(
         messages=[
@@ -335,4 +325,23 @@ def test_nested_extra_key_named_extra_is_not_a_duplicate() -> None:
             },
         ]
     )
+    assert _paths(request) == []
+
+
+def test_extra_body_key_named_extra_body_collides_with_nothing() -> None:
+    assert _paths(_request(extra_body={"extra_body": {"x": 1}})) == []
+
+
+def test_non_finite_numbers_are_rejected_where_they_sit() -> None:
+    request = _request(tools=[{"type": "function", "function": {"name": "f", "parameters": {"max": 1}}}])
+    request.temperature = float("nan")
+    request.logit_bias["50256"] = float("inf")
+    request.tools[0].function.parameters["max"] = float("-inf")
+    request.messages[0].extra["weight"] = float("nan")
+    expected = ["logit_bias[50256]", "messages[0].extra", "temperature", "tools[0].function.parameters"]
+    assert sorted(_paths(request)) == expected
+
+
+def test_finite_numbers_everywhere_pass() -> None:
+    request = _request(temperature=0.0, logit_bias={"1": -100}, analytics_context={"n": [1, 2.5, {"x": -3}]})
     assert _paths(request) == []
