@@ -1,0 +1,327 @@
+"""`prisme-bridge` command line: settings errors in one line, --help, and the three commands run as real
+subprocesses (serve with env vars and SIGTERM, mock-gateway, dev with its printed grpcurl lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge.cli import main
+from bridge.config import DevSettings, MockGatewaySettings, ServeSettings
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.mock_gateway import MockGateway
+from bridge.service import SERVICE_NAME
+from tests.conftest import chat_request
+from tests.test_integration_errors import free_port
+from tests.test_integration_ops import find_grpcurl, grpcurl
+
+SECRET = "Sup3r-secret-bridge-key-0042"
+
+
+def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own errors and --help
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------- settings errors
+
+
+def test_serve_without_upstream_url(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEY", SECRET)
+    code, out, err = _run_main(["serve"], capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.startswith("prisme-bridge serve: error: ")
+    assert "--upstream-url" in line
+    assert "BRIDGE_UPSTREAM_URL" in line
+    assert SECRET not in out + err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["serve", "--listen", "nonsense"], {}, ("--listen", "BRIDGE_LISTEN", "nonsense")),
+        (["serve", "--connect-timeout", "-1"], {}, ("--connect-timeout", "BRIDGE_CONNECT_TIMEOUT", "-1")),
+        (["serve"], {"BRIDGE_AUTH_MODE": "bogus"}, ("--auth-mode", "BRIDGE_AUTH_MODE", "bogus")),
+        (["serve", "--upstream-url", "ftp://host/v1"], {}, ("--upstream-url", "BRIDGE_UPSTREAM_URL", "http")),
+        (["serve", "--max-connections", "0"], {}, ("--max-connections", "BRIDGE_MAX_CONNECTIONS")),
+        (["serve"], {"BRIDGE_API_KEY_HEADER": "x-api-key"}, ("--api-key-header", "BRIDGE_API_KEY_HEADER")),
+        (["mock-gateway", "--listen", "host:port"], {}, ("--listen", "BRIDGE_LISTEN")),
+        (["dev", "--mock-listen", "8080"], {}, ("--mock-listen", "BRIDGE_MOCK_LISTEN")),
+    ],
+    ids=[
+        "listen",
+        "connect-timeout",
+        "auth-mode-env",
+        "url-scheme",
+        "max-connections",
+        "key-header",
+        "mock",
+        "dev",
+    ],
+)
+def test_bad_values_give_one_line(
+    capsys, monkeypatch, argv: list[str], env: dict[str, str], names: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEY", SECRET)
+    if argv[0] == "serve" and "--upstream-url" not in argv:
+        monkeypatch.setenv("BRIDGE_UPSTREAM_URL", "http://127.0.0.1:9/v1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = _run_main(argv, capsys)
+    assert code == 2
+    line = _one_line_error(err)
+    assert line.startswith(f"prisme-bridge {argv[0]}: error: ")
+    for name in names:
+        assert name in line
+    assert SECRET not in out + err
+
+
+def test_the_key_is_never_echoed(capsys, monkeypatch) -> None:
+    # Values of key settings are not shown, even when they are what is wrong.
+    monkeypatch.setenv("BRIDGE_UPSTREAM_URL", "http://127.0.0.1:9/v1")
+    code, out, err = _run_main(
+        ["serve", "--api-key", SECRET, "--listen", "bad", "--read-timeout", "x"], capsys
+    )
+    assert code == 2
+    line = _one_line_error(err)
+    assert "--listen" in line
+    assert "--read-timeout" in line
+    assert SECRET not in out + err
+    code, out, err = _run_main(["mock-gateway", "--require-api-key", SECRET, "--listen", "bad"], capsys)
+    assert code == 2
+    assert SECRET not in out + err
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [("serve", ServeSettings), ("mock-gateway", MockGatewaySettings), ("dev", DevSettings)],
+)
+def test_help_lists_every_flag_with_its_env_var(capsys, command: str, model: Any) -> None:
+    code, out, _ = _run_main([command, "--help"], capsys)
+    assert code == 0
+    entries = _help_entries(out)
+    for name, field in model.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = "BRIDGE_" + name.upper()
+        assert flag in entries, flag
+        assert f"(env {env};" in entries[flag], (flag, entries[flag])
+        if field.is_required():
+            assert f"(env {env}; required)" in entries[flag]
+    assert set(entries) == {"-h", *("--" + name.replace("_", "-") for name in model.model_fields)}
+
+
+def _help_entries(help_text: str) -> dict[str, str]:
+    """argparse's option entries: flag -> its text (metavar and help, wrapped lines joined)."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in help_text.split("options:", 1)[1].splitlines():
+        match = re.match(r"  (-{1,2}[a-z][a-z-]*)", line)
+        if match:
+            current = match.group(1)
+            entries[current] = line
+        elif current and line.startswith("   "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return {flag: " ".join(text.split()) for flag, text in entries.items()}
+
+
+def test_top_level_help_lists_the_commands(capsys) -> None:
+    code, out, _ = _run_main(["--help"], capsys)
+    assert code == 0
+    for command in ("serve", "mock-gateway", "dev"):
+        assert command in out
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+
+
+def _env(**bridge_vars: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(bridge_vars)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@asynccontextmanager
+async def _cli(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m bridge.cli ARGS` as a subprocess; killed on the way out if it is still running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.communicate()
+
+
+async def _wait_serving(address: str, process: asyncio.subprocess.Process, within: float = 20) -> None:
+    """Polls the health service until the bridge at `address` is SERVING."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            assert process.returncode is None, "exited before serving"
+            try:
+                response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            assert loop.time() < end, f"{address} not serving after {within} s"
+            await asyncio.sleep(0.1)
+
+
+async def test_serve_subprocess_from_env_answers_and_stops_on_sigterm(mock_gateway: MockGateway) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = _env(
+        BRIDGE_LISTEN=address,
+        BRIDGE_UPSTREAM_URL=mock_gateway.base_url,
+        BRIDGE_API_KEY=SECRET,
+        BRIDGE_SHUTDOWN_GRACE="3",
+    )
+    async with _cli("serve", env=env) as process:
+        await _wait_serving(address, process)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            response = await stub.CreateChatCompletion(chat_request(text="from a subprocess"), timeout=10)
+        assert response.choices[0].message.content == "from a subprocess"
+        assert mock_gateway.requests()[-1]["headers"]["authorization"] == f"Bearer {SECRET}"
+
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 3 + 2)
+        assert code == 0
+        _, err = await process.communicate()
+    logs = err.decode()
+    assert "bridge listening on" in logs
+    assert "shutting down" in logs
+    assert SECRET not in logs
+
+
+async def test_serve_subprocess_drains_a_stream_then_exits_0(mock_gateway: MockGateway) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    env = _env(BRIDGE_LISTEN=address, BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="1")
+    async with _cli("serve", env=env) as process:
+        await _wait_serving(address, process)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            call = stub.StreamChatCompletion(chat_request(model="endless"))
+            assert (await call.read()).choices[0].delta.role == "assistant"
+            process.send_signal(signal.SIGTERM)
+            # the in-flight stream is cut at the end of the grace, and the process still exits 0
+            code = await asyncio.wait_for(process.wait(), 1 + 3)
+            assert code == 0
+            with pytest.raises(grpc.aio.AioRpcError):
+                await _drain(call)
+
+
+async def _drain(call: Any) -> None:
+    # read() style throughout: grpc.aio refuses mixing it with `async for`
+    while await call.read() is not grpc.aio.EOF:
+        pass
+
+
+async def test_mock_gateway_subprocess_answers_http() -> None:
+    port = free_port()
+    async with (
+        _cli("mock-gateway", "--listen", f"127.0.0.1:{port}", env=_env()) as process,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as client,
+    ):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 20
+        while True:
+            assert process.returncode is None, "mock-gateway exited"
+            try:
+                health = await client.get("/healthz")
+                break
+            except httpx.TransportError:
+                assert loop.time() < end, "mock-gateway not answering"
+                await asyncio.sleep(0.1)
+        assert health.json() == {"status": "ok"}
+        reply = await client.post(
+            "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "ping"}]}
+        )
+        assert reply.status_code == 200
+        assert reply.json()["choices"][0]["message"]["content"] == "ping"
+        limited = await client.post(
+            "/v1/chat/completions",
+            json={"model": "error-429", "messages": [{"role": "user", "content": "x"}]},
+        )
+        assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 5) == 0
+
+
+async def test_dev_prints_grpcurl_lines_that_work() -> None:
+    find_grpcurl()  # fail early, and clearly, without grpcurl
+    env = _env()
+    async with _cli("dev", "--listen", "127.0.0.1:0", "--mock-listen", "127.0.0.1:0", env=env) as process:
+        assert process.stdout is not None
+        printed: list[str] = []
+        while not printed or printed[-1] != "Ctrl-C stops both.":
+            line = await asyncio.wait_for(process.stdout.readline(), 20)
+            assert line, "dev exited before printing its commands"
+            printed.append(line.decode().strip())
+        commands = [line for line in printed if line.startswith("grpcurl ")]
+        assert len(commands) == 5
+
+        results = []
+        for command in commands:
+            argv = shlex.split(command, comments=True)  # drops the trailing "# RESOURCE_EXHAUSTED ..." note
+            assert argv[0] == "grpcurl"
+            results.append((command, *await grpcurl(*argv[1:])))
+
+        (unary, unary_code, unary_out, _), (stream, stream_code, stream_out, _) = results[:2]
+        assert unary_code == 0, unary
+        assert '"content": "Hello, bridge!"' in unary_out
+        assert stream_code == 0, stream
+        assert '"content": "Stream "' in stream_out
+        assert '"total_tokens"' in stream_out
+        error, error_code, _, error_err = results[2]
+        assert error.endswith("# RESOURCE_EXHAUSTED + RetryInfo")
+        assert error_code != 0  # grpcurl exits non-zero on a failed RPC: the comment says what to expect
+        assert "Code: ResourceExhausted" in error_err
+        assert "google.rpc.RetryInfo" in error_err
+        describe, describe_code, describe_out, _ = results[3]
+        assert describe_code == 0, describe
+        assert "rpc StreamChatCompletion" in describe_out
+        health, health_code, health_out, _ = results[4]
+        assert health_code == 0, health
+        assert '"status": "SERVING"' in health_out
+
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 5) == 0
