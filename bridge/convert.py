@@ -135,9 +135,24 @@ def _tool_choice_out(out: dict[str, JSON]) -> JSON:
     return mode if mode is not None else out
 
 
+def _function_call_out(out: dict[str, JSON]) -> dict[str, JSON]:
+    # The HTTP API requires both keys; "" is their proto default, so it would otherwise vanish.
+    out.setdefault("name", "")
+    out.setdefault("arguments", "")
+    return out
+
+
+def _content_part_out(out: dict[str, JSON]) -> dict[str, JSON]:
+    if out.get("type") == "text":
+        out.setdefault("text", "")  # required by the HTTP API, even when empty
+    return out
+
+
 _SPECIAL_OUT: Final = {
     pb.ChatMessage.DESCRIPTOR.full_name: _chat_message_out,
     pb.ToolChoice.DESCRIPTOR.full_name: _tool_choice_out,
+    pb.FunctionCall.DESCRIPTOR.full_name: _function_call_out,
+    pb.ContentPart.DESCRIPTOR.full_name: _content_part_out,
 }
 
 
