@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +26,6 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as 
 from bridge.mock_gateway import MockGateway
 from bridge.service import SERVICE_NAME
 from tests.conftest import chat_request
-from tests.test_integration_errors import free_port
 from tests.test_integration_ops import find_grpcurl, grpcurl
 
 SECRET = "Sup3r-secret-bridge-key-0042"
@@ -168,9 +168,49 @@ def _env(**bridge_vars: str) -> dict[str, str]:
     return env
 
 
+class _Cli:
+    """`python -m bridge.cli ARGS` as a subprocess, its stderr (the logs) read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.log: list[str] = []
+
+    async def wait_log(self, pattern: str, within: float = 20) -> re.Match[str]:
+        """The first match of `pattern` in a line of the logs, waiting for it to be written."""
+        assert self.process.stderr is not None
+        for line in self.log:
+            if match := re.search(pattern, line):
+                return match
+        async with asyncio.timeout(within):
+            while raw := await self.process.stderr.readline():
+                self.log.append(raw.decode())
+                if match := re.search(pattern, self.log[-1]):
+                    return match
+        pytest.fail(f"exited ({await self.process.wait()}) before logging {pattern!r}:\n{''.join(self.log)}")
+
+    async def stop(self, sig: signal.Signals, within: float) -> int:
+        """Sends `sig` and returns the exit code; fails, showing the logs, if it takes over `within` s."""
+        self.process.send_signal(sig)
+        return await self.wait_exit(within)
+
+    async def wait_exit(self, within: float) -> int:
+        """The exit code; fails, showing the logs, if the process is still running after `within` s."""
+        try:
+            return await asyncio.wait_for(self.process.wait(), within)
+        except TimeoutError:
+            self.process.kill()
+            _, err = await self.process.communicate()
+            pytest.fail(f"still running after {within} s:\n{''.join(self.log)}{err.decode()}")
+
+    async def logs(self) -> str:
+        """Everything logged, once the process has exited."""
+        assert self.process.stderr is not None
+        return "".join(self.log) + (await self.process.stderr.read()).decode()
+
+
 @asynccontextmanager
-async def _cli(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python -m bridge.cli ARGS` as a subprocess; killed on the way out if it is still running."""
+async def _cli(*args: str, env: dict[str, str]) -> AsyncIterator[_Cli]:
+    """Runs `prisme-bridge ARGS`; killed on the way out if it is still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -181,70 +221,60 @@ async def _cli(*args: str, env: dict[str, str]) -> AsyncIterator[asyncio.subproc
         stderr=subprocess.PIPE,
     )
     try:
-        yield process
+        yield _Cli(process)
     finally:
         if process.returncode is None:
             process.kill()
         await process.communicate()
 
 
-async def _wait_serving(address: str, process: asyncio.subprocess.Process, within: float = 20) -> None:
-    """Polls the health service until the bridge at `address` is SERVING."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
+_BRIDGE_LISTENING = r"bridge listening on 127\.0\.0\.1:(\d+)"
+
+
+async def _check_serving(address: str) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.returncode is None, "exited before serving"
-            try:
-                response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert loop.time() < end, f"{address} not serving after {within} s"
-            await asyncio.sleep(0.1)
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_serve_subprocess_from_env_answers_and_stops_on_sigterm(mock_gateway: MockGateway) -> None:
-    address = f"127.0.0.1:{free_port()}"
     env = _env(
-        BRIDGE_LISTEN=address,
+        BRIDGE_LISTEN="127.0.0.1:0",  # the OS picks a free port; the log line says which
         BRIDGE_UPSTREAM_URL=mock_gateway.base_url,
         BRIDGE_API_KEY=SECRET,
         BRIDGE_SHUTDOWN_GRACE="3",
     )
-    async with _cli("serve", env=env) as process:
-        await _wait_serving(address, process)
+    async with _cli("serve", env=env) as bridge:
+        address = f"127.0.0.1:{(await bridge.wait_log(_BRIDGE_LISTENING)).group(1)}"
+        await _check_serving(address)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
             response = await stub.CreateChatCompletion(chat_request(text="from a subprocess"), timeout=10)
         assert response.choices[0].message.content == "from a subprocess"
         assert mock_gateway.requests()[-1]["headers"]["authorization"] == f"Bearer {SECRET}"
 
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.wait(), 3 + 2)
-        assert code == 0
-        _, err = await process.communicate()
-    logs = err.decode()
-    assert "bridge listening on" in logs
+        assert await bridge.stop(signal.SIGTERM, within=3 + 2) == 0
+        logs = await bridge.logs()
     assert "shutting down" in logs
     assert SECRET not in logs
 
 
 async def test_serve_subprocess_drains_a_stream_then_exits_0(mock_gateway: MockGateway) -> None:
-    address = f"127.0.0.1:{free_port()}"
-    env = _env(BRIDGE_LISTEN=address, BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="1")
-    async with _cli("serve", env=env) as process:
-        await _wait_serving(address, process)
+    env = _env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="1")
+    async with _cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
+        address = f"127.0.0.1:{(await bridge.wait_log(_BRIDGE_LISTENING)).group(1)}"
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
             call = stub.StreamChatCompletion(chat_request(model="endless"))
             assert (await call.read()).choices[0].delta.role == "assistant"
-            process.send_signal(signal.SIGTERM)
-            # the in-flight stream is cut at the end of the grace, and the process still exits 0
-            code = await asyncio.wait_for(process.wait(), 1 + 3)
-            assert code == 0
+            signalled = time.monotonic()
+            bridge.process.send_signal(signal.SIGTERM)
+            await bridge.wait_log("shutting down")
+            # the in-flight stream holds the 1 s grace open, is then cut, and the process exits 0
+            assert (await call.read()).choices[0].delta.content == "tick "
+            assert await bridge.wait_exit(within=1 + 3) == 0
+            assert time.monotonic() - signalled > 0.9
             with pytest.raises(grpc.aio.AioRpcError):
                 await _drain(call)
 
@@ -256,44 +286,33 @@ async def _drain(call: Any) -> None:
 
 
 async def test_mock_gateway_subprocess_answers_http() -> None:
-    port = free_port()
-    async with (
-        _cli("mock-gateway", "--listen", f"127.0.0.1:{port}", env=_env()) as process,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as client,
-    ):
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 20
-        while True:
-            assert process.returncode is None, "mock-gateway exited"
-            try:
-                health = await client.get("/healthz")
-                break
-            except httpx.TransportError:
-                assert loop.time() < end, "mock-gateway not answering"
-                await asyncio.sleep(0.1)
-        assert health.json() == {"status": "ok"}
-        reply = await client.post(
-            "/v1/chat/completions", json={"model": "echo", "messages": [{"role": "user", "content": "ping"}]}
-        )
-        assert reply.status_code == 200
-        assert reply.json()["choices"][0]["message"]["content"] == "ping"
-        limited = await client.post(
-            "/v1/chat/completions",
-            json={"model": "error-429", "messages": [{"role": "user", "content": "x"}]},
-        )
-        assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 5) == 0
+    async with _cli("mock-gateway", "--listen", "127.0.0.1:0", env=_env()) as mock:
+        url = (await mock.wait_log(r"mock gateway listening on (http://127\.0\.0\.1:\d+)")).group(1)
+        async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=5) as client:
+            health = await client.get("/healthz")
+            assert health.json() == {"status": "ok"}
+            reply = await client.post(
+                "/v1/chat/completions",
+                json={"model": "echo", "messages": [{"role": "user", "content": "ping"}]},
+            )
+            assert reply.status_code == 200
+            assert reply.json()["choices"][0]["message"]["content"] == "ping"
+            limited = await client.post(
+                "/v1/chat/completions",
+                json={"model": "error-429", "messages": [{"role": "user", "content": "x"}]},
+            )
+            assert (limited.status_code, limited.headers["retry-after"]) == (429, "7")
+        assert await mock.stop(signal.SIGINT, within=5) == 0
 
 
 async def test_dev_prints_grpcurl_lines_that_work() -> None:
     find_grpcurl()  # fail early, and clearly, without grpcurl
     env = _env()
-    async with _cli("dev", "--listen", "127.0.0.1:0", "--mock-listen", "127.0.0.1:0", env=env) as process:
-        assert process.stdout is not None
+    async with _cli("dev", "--listen", "127.0.0.1:0", "--mock-listen", "127.0.0.1:0", env=env) as dev:
+        assert dev.process.stdout is not None
         printed: list[str] = []
         while not printed or printed[-1] != "Ctrl-C stops both.":
-            line = await asyncio.wait_for(process.stdout.readline(), 20)
+            line = await asyncio.wait_for(dev.process.stdout.readline(), 20)
             assert line, "dev exited before printing its commands"
             printed.append(line.decode().strip())
         commands = [line for line in printed if line.startswith("grpcurl ")]
@@ -323,5 +342,4 @@ async def test_dev_prints_grpcurl_lines_that_work() -> None:
         assert health_code == 0, health
         assert '"status": "SERVING"' in health_out
 
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 5) == 0
+        assert await dev.stop(signal.SIGINT, within=5) == 0
