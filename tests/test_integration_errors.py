@@ -148,7 +148,7 @@ async def test_http_error_maps_to_grpc_status(
     assert [r["stream"] for r in mock_gateway.requests()] == [False, True]
 
 
-async def test_correlation_id_of_an_error_comes_from_the_upstream(stub, mock_gateway: MockGateway) -> None:
+async def test_callers_correlation_id_round_trips_on_errors(stub, mock_gateway: MockGateway) -> None:
     correlation_id = f"caller-{uuid.uuid4()}"
     error, _ = await call_failing(
         stub,
