@@ -724,10 +724,13 @@ TRANSPORT_ERRORS: Final[Mapping[type[BaseException], _Target]] = MappingProxyTyp
 )
 
 
-def error_from_transport_exception(exc: BaseException, *, domain: str) -> BridgeError:
+def error_from_transport_exception(
+    exc: BaseException, *, domain: str, correlation_id: str | None = None
+) -> BridgeError:
     """The error for an exception raised while talking to the upstream (httpx, or aiohttp leaking through).
 
-    Exceptions no table entry covers are bugs of the bridge: INTERNAL, without their text.
+    ``correlation_id``: the upstream's, when its response had begun before the failure (a body cut
+    short). Exceptions no table entry covers are bugs of the bridge: INTERNAL, without their text.
     """
     if isinstance(exc, httpx.HTTPStatusError):
         response = exc.response
@@ -740,8 +743,12 @@ def error_from_transport_exception(exc: BaseException, *, domain: str) -> Bridge
         return BridgeError(f"internal error ({type(exc).__name__})", details=[_exception_info(exc, domain)])
     error_class, code, what = target
     text = _clean(_safe_str(witness))
-    info = _exception_info(witness, domain, original=exc)
-    return error_class(f"{what}: {text}" if text else what, code=code, details=[info])
+    correlation_id = _clean_opt(correlation_id)
+    info = _exception_info(witness, domain, original=exc, correlation_id=correlation_id)
+    error = error_class(f"{what}: {text}" if text else what, code=code, details=[info])
+    if isinstance(error, UpstreamError):
+        error.correlation_id = correlation_id
+    return error
 
 
 def _witness(exc: BaseException) -> BaseException:
@@ -771,10 +778,13 @@ def _read_body(response: httpx.Response) -> bytes:
 
 
 def _exception_info(
-    exc: BaseException, domain: str, original: BaseException | None = None
+    exc: BaseException,
+    domain: str,
+    original: BaseException | None = None,
+    correlation_id: str | None = None,
 ) -> error_details_pb2.ErrorInfo:
     reason = _upper_snake(type(exc).__name__) or "TRANSPORT_ERROR"
-    metadata = {"exception": _qualified(exc)}
+    metadata: dict[str, str | None] = {"exception": _qualified(exc), "correlation_id": correlation_id}
     if original is not None and original is not exc:
         metadata["raised_as"] = _qualified(original)
     return _error_info(reason, domain, metadata)

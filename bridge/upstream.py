@@ -99,10 +99,11 @@ class UpstreamClient:
         request = self._build(body, headers)
         async with self._guard(deadline):
             response = await self._client.send(request, stream=True)
-            try:
+        try:
+            async with self._guard(deadline, response.headers):
                 raw = await self._read(response, self.settings.max_event_bytes)
-            finally:
-                await response.aclose()
+        finally:
+            await response.aclose()
         if response.status_code != 200:
             raise errors.error_from_http_response(
                 response.status_code, response.headers, raw, domain=self.domain
@@ -118,7 +119,7 @@ class UpstreamClient:
         async with self._guard(deadline):
             response = await self._client.send(request, stream=True)
         try:
-            async with self._guard(deadline):
+            async with self._guard(deadline, response.headers):
                 await self._check_stream_start(response)
             yield UpstreamStream(self, response, deadline)
         finally:
@@ -133,18 +134,26 @@ class UpstreamClient:
         )
 
     @contextlib.asynccontextmanager
-    async def _guard(self, deadline: float | None) -> AsyncIterator[None]:
-        """Maps transport exceptions and the call's deadline to bridge errors around one upstream await."""
+    async def _guard(
+        self, deadline: float | None, headers: httpx.Headers | None = None
+    ) -> AsyncIterator[None]:
+        """Maps transport exceptions and the call's deadline to bridge errors around one upstream await;
+        `headers` of a response already begun give the errors its correlation id."""
         try:
             async with asyncio.timeout_at(deadline):
                 yield
         except TimeoutError as exc:
             raise errors.UpstreamTimeoutError(
-                "upstream did not answer within the call's deadline", code=grpc.StatusCode.DEADLINE_EXCEEDED
+                "upstream did not answer within the call's deadline",
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+                correlation_id=_correlation_id(headers) if headers is not None else None,
             ) from exc
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             # aiohttp errors: the ones httpx-aiohttp's exception map lets through unmapped.
-            raise errors.error_from_transport_exception(exc, domain=self.domain) from exc
+            correlation_id = _correlation_id(headers) if headers is not None else None
+            raise errors.error_from_transport_exception(
+                exc, domain=self.domain, correlation_id=correlation_id
+            ) from exc
 
     async def _read(self, response: httpx.Response, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -231,7 +240,7 @@ class UpstreamStream:
         finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
         raw_chunks = self._response.aiter_bytes()
         while True:
-            async with self._client._guard(self._deadline):
+            async with self._client._guard(self._deadline, self.headers):
                 raw = await anext(raw_chunks, None)
             if raw is None:
                 break

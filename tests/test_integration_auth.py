@@ -245,12 +245,6 @@ async def test_correlation_id_in_trailers_on_errors(stub, model: str, rpc: str) 
     assert status_details(error)["ErrorInfo"].metadata["correlation_id"] == "corr-err"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a transport error after the upstream's response headers (body cut short) is built by "
-    "errors.error_from_transport_exception without the response's x-correlation-id, so neither the "
-    "trailers nor ErrorInfo carry it (unary: the caller never sees the id at all)",
-)
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
 async def test_correlation_id_in_trailers_when_the_body_is_cut_short(stub, rpc: str) -> None:
     error, _ = await call_failing(
