@@ -85,12 +85,12 @@ def _one_line(exc: ValidationError) -> str:
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else "settings"
         text = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        # Our own validators word their messages (safely); keys and URLs may hold secrets.
+        hidden = error["type"] in ("missing", "value_error") or "key" in name or "url" in name
+        shown = "" if hidden or value is None or isinstance(value, SecretStr) else f" (got {value!r})"
         if error["type"] == "missing":
-            text, shown = "is required", ""
-        else:
-            value = error.get("input")
-            secret = value is None or isinstance(value, SecretStr) or "key" in name
-            shown = "" if secret else f" (got {value!r})"
+            text = "is required"
         problems.append(f"{_flag(name)} / {_env(name)}: {text}{shown}")
     return "; ".join(problems)
 

@@ -31,10 +31,19 @@ def _check_listen(value: str) -> str:
 def _check_upstream_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an http(s) base URL like https://host/v1, got {value!r}")
+        raise ValueError(f"expected an http(s) base URL like https://host/v1, got {_shown_url(value)!r}")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials: use --api-key")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or fragment")
     return value.rstrip("/")
+
+
+def _shown_url(value: str) -> str:
+    """`value` fit for an error message: no userinfo, query or fragment (they may hold secrets)."""
+    parts = urlsplit(value)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else host + parts.path
 
 
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
