@@ -17,11 +17,11 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs lacks it
-from grpc_reflection.v1alpha import reflection
 
 from bridge.config import ServeSettings, split_host_port
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.metadata import AuthPolicy
+from bridge.reflection import enable_reflection
 from bridge.service import SERVICE_NAME, ChatCompletionService
 from bridge.upstream import UpstreamClient, UpstreamSettings
 
@@ -88,10 +88,7 @@ async def start_server(settings: ServeSettings) -> BridgeServer:
     pb_grpc.add_ChatCompletionServiceServicer_to_server(ChatCompletionService(upstream, auth), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     host, port = split_host_port(settings.listen)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

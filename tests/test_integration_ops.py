@@ -125,11 +125,6 @@ async def test_describe_shows_the_methods(bridge: BridgeServer) -> None:
     assert "returns ( stream .prisme.llmgateway.v1.StreamChatCompletionResponse )" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reflection serves the descriptors compiled into bridge/gen/*_pb2.py, which protoc's "
-    "python_out writes without SourceCodeInfo, so `grpcurl describe` shows no proto comments",
-)
 async def test_describe_shows_the_proto_comments(bridge: BridgeServer) -> None:
     address = f"127.0.0.1:{bridge.port}"
     code, out, err = await grpcurl("-plaintext", address, "describe", SERVICE_NAME)

@@ -179,6 +179,8 @@ async def test_readme_grpcurl_calls_work_as_printed(bridge: BridgeServer) -> Non
         result = await _run(_tool(argv[0]), *argv[1:])
         assert result.code == 0, f"{line}\n{result.stderr}"
         assert "Hello, bridge!" in result.stdout or "Stream " in result.stdout
+        # Output keys are the upstream's own snake_case JSON keys (reflection serves no json_name).
+        assert '"finish_reason": "stop"' in result.stdout
 
 
 async def test_dev_printed_grpcurl_lines_work(bridge: BridgeServer) -> None:
