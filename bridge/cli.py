@@ -108,10 +108,11 @@ async def _run(command: str, settings: BaseSettings) -> None:
         await serve(settings)
     elif isinstance(settings, MockGatewaySettings):
         from bridge.mock_gateway import serve_forever
+        from bridge.server import wait_for_signal
 
         host, port = split_host_port(settings.listen)
         key = settings.require_api_key.get_secret_value() if settings.require_api_key else None
-        await serve_forever(host, port, require_api_key=key)
+        await serve_forever(host, port, require_api_key=key, until=wait_for_signal())
     elif isinstance(settings, DevSettings):
         from bridge.dev import run_dev
 
