@@ -8,11 +8,9 @@ caller as INVALID_ARGUMENT anyway. Field paths follow AIP-193 style: `messages[2
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -36,13 +34,14 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     for i, message in enumerate(request.messages):
         violations += _message_violations(f"messages[{i}]", message)
     for i, tool in enumerate(request.tools):
-        if not tool.function.name:
+        # Other tool types carry their settings in `extra`; a function needs its name.
+        if tool.type in ("", "function") and not tool.function.name:
             violations.append((f"tools[{i}].function.name", "must not be empty"))
     if request.HasField("tool_choice"):
         violations += _tool_choice_violations(request.tool_choice)
     if request.HasField("stream_options") and not streaming:
         violations.append(("stream_options", "is only valid on StreamChatCompletion; remove it"))
-    violations += _extra_body_violations(request)
+    violations += _extra_body_violations(request, streaming=streaming)
     violations += _nested_violations("", request)
     return violations
 
@@ -87,23 +86,31 @@ def _tool_choice_violations(choice: pb.ToolChoice) -> list[FieldViolation]:
     return []
 
 
-def _extra_body_violations(request: pb.CreateChatCompletionRequest) -> list[FieldViolation]:
+def _extra_body_violations(
+    request: pb.CreateChatCompletionRequest, *, streaming: bool
+) -> list[FieldViolation]:
+    # At the top level a repeated field is rejected, not overridden: nothing fills extra_body for the
+    # caller, so a duplicate there is a mistake (unlike a nested `extra`, see _nested_violations).
     set_fields = {field.name for field, _ in request.ListFields()} - {"extra_body"}
     violations: list[FieldViolation] = []
     for key in sorted(request.extra_body.fields):
         if key in _RESERVED_EXTRA_KEYS:
             violations.append((f"extra_body.{key}", "is decided by the RPC (StreamChatCompletion streams)"))
+        elif key == "stream_options" and not streaming:
+            violations.append((f"extra_body.{key}", "is only valid on StreamChatCompletion; remove it"))
         elif key in set_fields:
             violations.append((f"extra_body.{key}", f"duplicates the field {key}; set it in one place"))
     return violations
 
 
 def _nested_violations(path: str, message: Message) -> list[FieldViolation]:
-    """Walks the set fields: `extra` keys repeating a field set beside them (they would collide
-    upstream), and NaN or infinite numbers (JSON has none)."""
-    fields = message.ListFields()
-    violations = _extra_duplicates(path, fields)
-    for field, value in fields:
+    """NaN or infinite numbers (JSON has none) anywhere below `message`.
+
+    A nested `extra` may repeat a field set beside it, and wins: a received object that was only partly
+    understood (its typed fields filled as far as they fit, the original kept in `extra`) replays as is.
+    """
+    violations: list[FieldViolation] = []
+    for field, value in message.ListFields():
         where = f"{path}{field.name}"
         kind = field.message_type
         if kind is None:
@@ -120,20 +127,6 @@ def _nested_violations(path: str, message: Message) -> list[FieldViolation]:
         else:
             violations += _nested_violations(f"{where}.", value)
     return violations
-
-
-def _extra_duplicates(path: str, fields: Sequence[tuple[FieldDescriptor, Any]]) -> list[FieldViolation]:
-    names = {field.name for field, _ in fields} - {"extra"}  # a key "extra" in extra collides with nothing
-    if "content_parts" in names:
-        names.add("content")  # sent upstream as content
-    extra = next((value for field, value in fields if field.name == "extra"), None)
-    if extra is None:
-        return []
-    return [
-        (f"{path}extra.{key}", f"duplicates the field {key}; set it in one place")
-        for key in sorted(extra.fields)
-        if key in names
-    ]
 
 
 def _finite(value: Any) -> bool:

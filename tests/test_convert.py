@@ -1069,3 +1069,32 @@ def _all_set_fields(message: Message) -> Iterator[tuple[FieldDescriptor, Any]]:
             continue
         for item in value if field.is_repeated else [value]:
             yield from _all_set_fields(item)
+
+
+def test_received_tool_calls_replay_unchanged() -> None:
+    """The ToolCall.extra promise: what came in goes back out, even the parts the proto did not understand."""
+    calls = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            "extra_content": {"google": {"thought_signature": "c2lnbmF0dXJl"}},
+        },
+        {
+            "id": "call_2",
+            "type": "function",
+            "function": {"name": "f", "arguments": {"as": "object"}, "x": 1},
+        },
+    ]
+    answer = response_from_upstream(
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": calls}}]}
+    )
+    request = pb.CreateChatCompletionRequest(
+        model="m",
+        messages=[
+            pb.ChatMessage(role="user", content=struct_pb2.Value(string_value="hi")),
+            pb.ChatMessage(role="assistant", tool_calls=answer.choices[0].message.tool_calls),
+        ],
+    )
+    assert validate_request(request, streaming=False) == []
+    assert request_to_upstream(request, stream=False)["messages"][1]["tool_calls"] == calls

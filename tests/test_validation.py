@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format
 
+from bridge.convert import request_to_upstream
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.validation import validate_request
 
@@ -258,53 +259,80 @@ def test_nested_extra_of_unset_fields_is_valid() -> None:
     assert _paths(request, streaming=True) == []
 
 
-def test_message_extra_repeating_a_set_field() -> None:
-    request = _request(
-        messages=[
-            USER,
-            {"role": "user", "content": "x", "name": "a", "extra": {"role": "system", "name": "b"}},
-        ]
-    )
-    assert _paths(request) == ["messages[1].extra.name", "messages[1].extra.role"]
+def _last_message(body: dict[str, Any]) -> Any:
+    return body["messages"][-1]
 
 
-def test_message_extra_content_collides_with_content_parts() -> None:
-    # content_parts is sent as `content`, so extra.content would collide with it.
-    request = _request(
-        messages=[{"role": "user", "content_parts": [{"type": "text"}], "extra": {"content": "x"}}]
-    )
-    assert _paths(request) == ["messages[0].extra.content"]
+_CALL = {"id": "b", "type": "function", "function": {"name": "f"}, "extra": {"function": {}}}
+_PART = {"type": "text", "text": "t", "extra": {"text": "u"}}
 
 
-def test_content_part_extra_repeating_a_set_field() -> None:
-    parts = [{"type": "text", "text": "t", "extra": {"text": "u", "type": "image_url"}}]
-    request = _request(messages=[{"role": "user", "content_parts": parts}])
-    assert _paths(request) == [
-        "messages[0].content_parts[0].extra.text",
-        "messages[0].content_parts[0].extra.type",
+@pytest.mark.parametrize(
+    ("fields", "sent_part", "expected"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x", "name": "a", "extra": {"role": "system", "name": "b"}}
+                ]
+            },
+            _last_message,
+            {"role": "system", "content": "x", "name": "b"},
+        ),
+        (
+            {"messages": [{"role": "user", "content_parts": [{"type": "text"}], "extra": {"content": "x"}}]},
+            _last_message,
+            {"role": "user", "content": "x"},
+        ),
+        (
+            {"messages": [{"role": "user", "content_parts": [_PART]}]},
+            lambda body: _last_message(body)["content"][0],
+            {"type": "text", "text": "u"},
+        ),
+        (
+            {"messages": [USER, {"role": "assistant", "tool_calls": [_CALL]}]},
+            lambda body: _last_message(body)["tool_calls"][0],
+            {"id": "b", "type": "function", "function": {}},
+        ),
+        (
+            {
+                "tools": [
+                    {"type": "function", "function": {"name": "f"}, "extra": {"function": {"name": "g"}}}
+                ]
+            },
+            lambda body: body["tools"][0],
+            {"type": "function", "function": {"name": "g"}},
+        ),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "f"}, "extra": {"type": "x"}}},
+            lambda body: body["tool_choice"],
+            {"type": "x", "function": {"name": "f"}},
+        ),
+    ],
+    ids=["message", "content_vs_content_parts", "content_part", "tool_call", "tool", "tool_choice"],
+)
+def test_nested_extra_may_repeat_a_set_field_and_wins(
+    fields: dict[str, Any], sent_part: Any, expected: Any
+) -> None:
+    # A received object that was only partly understood keeps its original in `extra`; replaying it must
+    # work, so `extra` overrides the typed fields instead of being rejected.
+    request = _request(**fields)
+    assert _paths(request) == []
+    assert sent_part(request_to_upstream(request, stream=False)) == expected
+
+
+def test_tools_of_other_types_need_no_function() -> None:
+    request = _request(tools=[{"type": "custom", "extra": {"custom": {"name": "grep"}}}])
+    assert _paths(request) == []
+    assert request_to_upstream(request, stream=False)["tools"] == [
+        {"type": "custom", "custom": {"name": "grep"}}
     ]
 
 
-def test_tool_call_extra_repeating_a_set_field() -> None:
-    calls = [
-        {"id": "a", "type": "function", "function": {"name": "f"}},
-        {"id": "b", "type": "function", "function": {"name": "f"}, "extra": {"id": "c", "function": {}}},
-    ]
-    request = _request(messages=[USER, {"role": "assistant", "tool_calls": calls}])
-    assert _paths(request) == [
-        "messages[1].tool_calls[1].extra.function",
-        "messages[1].tool_calls[1].extra.id",
-    ]
-
-
-def test_tool_extra_repeating_a_set_field() -> None:
-    request = _request(tools=[{"type": "function", "function": {"name": "f"}, "extra": {"function": {}}}])
-    assert _paths(request) == ["tools[0].extra.function"]
-
-
-def test_tool_choice_extra_repeating_a_set_field() -> None:
-    request = _request(tool_choice={"type": "function", "function": {"name": "f"}, "extra": {"type": "x"}})
-    assert _paths(request) == ["tool_choice.extra.type"]
+def test_stream_options_in_extra_body_only_when_streaming() -> None:
+    request = _request(extra_body={"stream_options": {"include_usage": True}})
+    assert _paths(request, streaming=False) == ["extra_body.stream_options"]
+    assert _paths(request, streaming=True) == []
 
 
 def test_tool_choice_mode_with_extra_is_both_forms() -> None:

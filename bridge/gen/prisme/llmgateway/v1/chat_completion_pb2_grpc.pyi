@@ -8,11 +8,14 @@ Design notes and the JSON form of every field: docs/proto-design.md.
 
 Conventions:
 - Free JSON objects are google.protobuf.Struct. Struct numbers are doubles; the bridge sends integral
-  ones upstream as JSON integers (a schema's "minItems": 1 stays 1).
-- Field 100 of an object is `extra` (a Struct): in a request, its keys are merged into that JSON object
-  (for keys this proto does not know yet; repeating a set field is INVALID_ARGUMENT); in a response,
-  it holds the upstream keys this proto does not know, and known keys whose value had the wrong JSON
-  type, so nothing the upstream sent is lost. A null upstream value is the same as an absent one.
+  ones upstream as JSON integers (a schema's "minItems": 1 stays 1). NaN and infinite numbers, which
+  JSON cannot carry, are INVALID_ARGUMENT wherever they appear in a request.
+- A field `extra` (a Struct, number 100) on an object: in a request, its keys are merged into that JSON
+  object and win over the typed fields beside them; in a response, it holds the upstream keys this
+  proto does not know, known keys whose value had the wrong JSON type, and the whole original of a
+  nested object that has no `extra` of its own but lost keys. So nothing the upstream sent is lost,
+  and a received object replays unchanged. A null upstream value is the same as an absent one.
+  (The request's own top level uses `extra_body`, where repeating a set field is INVALID_ARGUMENT.)
 """
 
 from collections import abc as _abc
