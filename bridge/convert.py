@@ -14,7 +14,8 @@ wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but u
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from google.protobuf import struct_pb2
@@ -182,30 +183,65 @@ def chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionRespo
     return chunk
 
 
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """What `_fill` needs of a field, looked up once per message type (descriptor access is slow)."""
+
+    name: str
+    repeated: bool
+    kind: int  # _SCALAR, _MESSAGE or _STRUCT
+    coerce: Callable[[JSON], Any]  # scalars: the value as the field's type, or None if it does not fit
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    fields: Mapping[str, _Field]  # by JSON key; `extra` itself is not a key upstream JSON can fill
+    has_extra: bool
+
+
+_SCALAR, _MESSAGE, _STRUCT_KIND = range(3)
+_PLANS: dict[type[Message], _Plan] = {}
+
+
+def _plan(message_class: type[Message]) -> _Plan:
+    plan = _PLANS.get(message_class)
+    if plan is None:
+        descriptor = cast("Descriptor", message_class.DESCRIPTOR)
+        fields = {f.name: _field_plan(f) for f in descriptor.fields if f.name != _EXTRA}
+        plan = _PLANS[message_class] = _Plan(fields, _EXTRA in descriptor.fields_by_name)
+    return plan
+
+
+def _field_plan(field: FieldDescriptor) -> _Field:
+    if field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
+        return _Field(field.name, field.is_repeated, _SCALAR, _coercer(field.cpp_type))
+    kind = _STRUCT_KIND if _message_type(field).full_name == _STRUCT else _MESSAGE
+    return _Field(field.name, field.is_repeated, kind, _no_coercion)
+
+
 def _fill(message: Message, obj: Mapping[str, JSON]) -> bool:
     """Sets `message` from `obj`; returns False if something could be kept nowhere in `message`."""
-    fields = cast("Mapping[str, FieldDescriptor]", message.DESCRIPTOR.fields_by_name)
+    plan = _plan(type(message))
     leftovers: dict[str, JSON] = {}
     for key, value in obj.items():
-        field = fields.get(key) if key != _EXTRA else None
-        if field is None:
-            if value is not None:  # an unknown null says nothing
-                leftovers[key] = value
-        elif value is not None and not _set_field(message, field, value):
-            leftovers[key] = value  # wrong JSON type, or a nested object that lost something
+        if value is None:
+            continue  # null is absent (and an unknown null says nothing)
+        field = plan.fields.get(key)
+        if field is None or not _set_field(message, field, value):
+            leftovers[key] = value  # unknown, wrong JSON type, or a nested object that lost something
     if not leftovers:
         return True
-    if _EXTRA not in fields:
+    if not plan.has_extra:
         return False
     _update_struct(getattr(message, _EXTRA), leftovers)
     return True
 
 
-def _set_field(message: Message, field: FieldDescriptor, value: JSON) -> bool:
-    if field.is_repeated:
+def _set_field(message: Message, field: _Field, value: JSON) -> bool:
+    if field.repeated:
         return isinstance(value, list) and _set_repeated(message, field, value)
-    if field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
-        scalar = _scalar(field, value)
+    if field.kind == _SCALAR:
+        scalar = field.coerce(value)
         if scalar is None:
             return False
         setattr(message, field.name, scalar)
@@ -214,16 +250,16 @@ def _set_field(message: Message, field: FieldDescriptor, value: JSON) -> bool:
         return False
     target = getattr(message, field.name)
     target.SetInParent()
-    if _message_type(field).full_name == _STRUCT:
+    if field.kind == _STRUCT_KIND:
         _update_struct(target, value)
         return True
     return _fill(target, value)
 
 
-def _set_repeated(message: Message, field: FieldDescriptor, items: Iterable[JSON]) -> bool:
+def _set_repeated(message: Message, field: _Field, items: Iterable[JSON]) -> bool:
     container = getattr(message, field.name)
-    if field.cpp_type != FieldDescriptor.CPPTYPE_MESSAGE:
-        scalars = [_scalar(field, item) for item in items]
+    if field.kind == _SCALAR:
+        scalars = [field.coerce(item) for item in items]
         if any(s is None for s in scalars):
             return False
         container.extend(scalars)
@@ -236,21 +272,44 @@ def _set_repeated(message: Message, field: FieldDescriptor, items: Iterable[JSON
     return complete
 
 
-def _scalar(field: FieldDescriptor, value: JSON) -> Any:
-    """`value` coerced to the field's scalar type, or None when it does not fit."""
-    cpp = field.cpp_type
-    if cpp == FieldDescriptor.CPPTYPE_STRING:
-        return _text(value) if isinstance(value, str) else None
-    if cpp == FieldDescriptor.CPPTYPE_BOOL:
-        return value if isinstance(value, bool) else None
+def _coercer(cpp_type: int) -> Callable[[JSON], Any]:
+    """The function turning a JSON value into a scalar of `cpp_type` (None when it does not fit)."""
+    if cpp_type == FieldDescriptor.CPPTYPE_STRING:
+        return _as_text
+    if cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+        return _as_bool
+    if cpp_type in _FLOATS:
+        return _as_float
+    low, high = _INT_RANGES[cpp_type]
+    return lambda value: _as_int(value, low, high)
+
+
+def _no_coercion(value: JSON) -> Any:
+    return value
+
+
+def _as_text(value: JSON) -> str | None:
+    return _text(value) if isinstance(value, str) else None
+
+
+def _as_bool(value: JSON) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _as_float(value: JSON) -> float | None:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_as_float(value)
+    return None
+
+
+def _as_int(value: JSON, low: int, high: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if cpp in _FLOATS:
-        return value if isinstance(value, float) else _int_as_float(value)
-    if cpp in _INT_RANGES and (isinstance(value, int) or value.is_integer()):
-        low, high = _INT_RANGES[cpp]
-        return int(value) if low <= value <= high else None
-    return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if low <= value <= high else None
 
 
 def _int_as_float(value: int) -> float | None:

@@ -77,10 +77,12 @@ def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
 
 def response_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """The upstream response headers to return to the caller as gRPC metadata."""
+    # One pass into a plain dict: httpx.Headers scans all its items on every lookup.
+    lowered = {name.lower(): value for name, value in headers.items()}
     return tuple(
         (name, value)
         for name in RETURNED_HEADERS
-        if (value := headers.get(name)) is not None and value.isascii() and value.isprintable()
+        if (value := lowered.get(name)) is not None and value.isascii() and value.isprintable()
     )
 
 

@@ -34,6 +34,8 @@ JSONObject = dict[str, Any]
 _DONE: Final = "[DONE]"
 _ERROR_BODY_LIMIT: Final = 64 * 1024  # error documents are small; errors.py keeps only their head anyway
 _USER_AGENT: Final = "prisme-grpc-bridge"
+# aiohttp errors: the ones httpx-aiohttp's exception map lets through unmapped.
+_TRANSPORT_ERRORS: Final = (httpx.HTTPError, aiohttp.ClientError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class UpstreamClient:
     ) -> None:
         self.settings = settings
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
+        self._url = httpx.URL(self.url)  # parsed once: build_request would re-parse the string per call
         self.domain = urlsplit(self.url).hostname or "upstream"
         # Streams hold their connection for minutes: the pool is as large as the concurrency allowed, and
         # keeps every connection alive so bursts don't pay new handshakes.
@@ -130,7 +133,7 @@ class UpstreamClient:
     def _build(self, body: JSONObject, headers: Mapping[str, str]) -> httpx.Request:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         return self._client.build_request(
-            "POST", self.url, content=content, headers={**headers, "content-type": "application/json"}
+            "POST", self._url, content=content, headers={**headers, "content-type": "application/json"}
         )
 
     @contextlib.asynccontextmanager
@@ -139,21 +142,24 @@ class UpstreamClient:
     ) -> AsyncIterator[None]:
         """Maps transport exceptions and the call's deadline to bridge errors around one upstream await;
         `headers` of a response already begun give the errors its correlation id."""
+        correlation_id = _correlation_id(headers) if headers is not None else None
         try:
             async with asyncio.timeout_at(deadline):
                 yield
         except TimeoutError as exc:
-            raise errors.UpstreamTimeoutError(
-                "upstream did not answer within the call's deadline",
-                code=grpc.StatusCode.DEADLINE_EXCEEDED,
-                correlation_id=_correlation_id(headers) if headers is not None else None,
-            ) from exc
-        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
-            # aiohttp errors: the ones httpx-aiohttp's exception map lets through unmapped.
-            correlation_id = _correlation_id(headers) if headers is not None else None
-            raise errors.error_from_transport_exception(
-                exc, domain=self.domain, correlation_id=correlation_id
-            ) from exc
+            raise self._deadline_error(correlation_id) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._transport_error(exc, correlation_id) from exc
+
+    def _deadline_error(self, correlation_id: str | None) -> errors.UpstreamTimeoutError:
+        return errors.UpstreamTimeoutError(
+            "upstream did not answer within the call's deadline",
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            correlation_id=correlation_id,
+        )
+
+    def _transport_error(self, exc: BaseException, correlation_id: str | None) -> errors.BridgeError:
+        return errors.error_from_transport_exception(exc, domain=self.domain, correlation_id=correlation_id)
 
     async def _read(self, response: httpx.Response, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -234,14 +240,14 @@ class UpstreamStream:
         self._response = response
         self._deadline = deadline
         self.headers = response.headers
+        self._correlation_id = _correlation_id(response.headers)
 
     async def __aiter__(self) -> AsyncIterator[JSONObject]:
         decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
         finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
-        raw_chunks = self._response.aiter_bytes()
+        raw_chunks = self._raw_chunks()
         while True:
-            async with self._client._guard(self._deadline, self.headers):
-                raw = await anext(raw_chunks, None)
+            raw = await self._next_read(raw_chunks)
             if raw is None:
                 break
             for event in self._decode(decoder, raw):
@@ -254,6 +260,23 @@ class UpstreamStream:
                 yield chunk
         self._check_end(decoder.finish(), finished)
 
+    def _raw_chunks(self) -> AsyncIterator[bytes]:
+        # Without a content encoding the bytes need no decoder: skip httpx's decoding layer (per chunk).
+        identity = self.headers.get("content-encoding", "identity") == "identity"
+        return self._response.aiter_raw() if identity else self._response.aiter_bytes()
+
+    async def _next_read(self, raw_chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The next read of the body; None at its end. The deadline's timer exists only when one is set."""
+        try:
+            if self._deadline is None:
+                return await anext(raw_chunks, None)
+            async with asyncio.timeout_at(self._deadline):
+                return await anext(raw_chunks, None)
+        except TimeoutError as exc:
+            raise self._client._deadline_error(self._correlation_id) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._client._transport_error(exc, self._correlation_id) from exc
+
     def _decode(self, decoder: SSEDecoder, raw: bytes) -> list[ServerSentEvent]:
         try:
             return decoder.feed(raw)
@@ -262,7 +285,7 @@ class UpstreamStream:
 
     def _chunk(self, event: str, data: str) -> JSONObject | None:
         error = errors.error_from_stream_event(
-            data, event=event, domain=self._client.domain, correlation_id=_correlation_id(self.headers)
+            data, event=event, domain=self._client.domain, correlation_id=self._correlation_id
         )
         if error is not None:
             raise error
