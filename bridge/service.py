@@ -9,6 +9,7 @@ context managers, which close the upstream request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -54,49 +55,23 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
     async def CreateChatCompletion(
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> pb.CreateChatCompletionResponse:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
+        async with _rpc("CreateChatCompletion", request, context):
             call = self._accept(request, context, streaming=False)
             reply = await self._upstream.complete(call.body, call.headers, deadline=call.deadline)
             await context.send_initial_metadata(response_metadata(reply.headers))
             return convert.response_from_upstream(reply.body)
-        except grpc.aio.AbortError:
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            error = _as_bridge_error(exc)
-            code = error.code
-            await _abort(context, error)
-        finally:
-            _log_call("CreateChatCompletion", request.model, code, started, None)
+        raise AssertionError("unreachable: _rpc re-raises or aborts")  # pragma: no cover
 
     async def StreamChatCompletion(
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        sent = 0
-        try:
+        async with _rpc("StreamChatCompletion", request, context) as progress:
             call = self._accept(request, context, streaming=True)
             async with self._upstream.stream(call.body, call.headers, deadline=call.deadline) as stream:
                 await context.send_initial_metadata(response_metadata(stream.headers))
                 async for chunk in stream:
                     yield convert.chunk_from_upstream(chunk)
-                    sent += 1
-        except grpc.aio.AbortError:
-            raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            error = _as_bridge_error(exc)
-            code = error.code
-            await _abort(context, error)
-        finally:
-            _log_call("StreamChatCompletion", request.model, code, started, sent)
+                    progress.chunks += 1
 
     def _accept(self, request: pb.CreateChatCompletionRequest, context: Context, *, streaming: bool) -> _Call:
         """The upstream call for `request`; raises InvalidRequestError before anything is sent."""
@@ -110,6 +85,35 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
             headers=upstream_headers(context.invocation_metadata() or (), self._auth),
             deadline=deadline,
         )
+
+
+@dataclass(slots=True)
+class _Progress:
+    chunks: int = 0
+
+
+@contextlib.asynccontextmanager
+async def _rpc(
+    method: str, request: pb.CreateChatCompletionRequest, context: Context
+) -> AsyncIterator[_Progress]:
+    """One RPC's outcome: errors become its status (aborting the call), and one log line says how it ended."""
+    started = time.perf_counter()
+    progress = _Progress()
+    code = grpc.StatusCode.OK
+    try:
+        yield progress
+    except grpc.aio.AbortError:
+        raise
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        error = _as_bridge_error(exc)
+        code = error.code
+        await _abort(context, error)
+    finally:
+        chunks = progress.chunks if method == "StreamChatCompletion" else None
+        _log_call(method, request.model, code, started, chunks)
 
 
 def _as_bridge_error(exc: Exception) -> errors.BridgeError:
