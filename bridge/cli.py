@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
@@ -59,10 +59,17 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 _flag(field_name),
                 dest=field_name,
-                metavar=field_name.upper(),
+                metavar=_metavar(field_name, field),
                 help=f"{field.description} (env {_env(field_name)}; {_default_text(field)})",
             )
     return parser
+
+
+def _metavar(field_name: str, field: Any) -> str:
+    """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
+    if get_origin(field.annotation) is Literal:
+        return "{" + ",".join(str(choice) for choice in get_args(field.annotation)) + "}"
+    return field_name.upper()
 
 
 def _flag(field_name: str) -> str:
