@@ -40,8 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     _setup_logging(getattr(settings, "log_level", "INFO"))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(args.command, settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run(args.command, settings))
+    except OSError as exc:  # e.g. a listen address already in use
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -119,7 +123,7 @@ async def _run(command: str, settings: BaseSettings) -> None:
 
         host, port = split_host_port(settings.listen)
         key = settings.require_api_key.get_secret_value() if settings.require_api_key else None
-        await serve_forever(host, port, require_api_key=key, until=wait_for_signal())
+        await serve_forever(host, port, require_api_key=key, until=wait_for_signal)
     elif isinstance(settings, DevSettings):
         from bridge.dev import run_dev
 

@@ -938,12 +938,16 @@ async def start_mock_gateway(
 
 
 async def serve_forever(
-    host: str, port: int, *, require_api_key: str | None = None, until: Awaitable[object] | None = None
+    host: str,
+    port: int,
+    *,
+    require_api_key: str | None = None,
+    until: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Run the mock gateway until `until` completes, or until cancelled (``prisme-bridge mock-gateway``)."""
+    """Run the mock gateway until `until()` completes, or until cancelled (``prisme-bridge mock-gateway``)."""
     gateway = await start_mock_gateway(host, port, require_api_key=require_api_key)
     logger.info("mock gateway listening on %s", gateway.url)
     try:
-        await (until if until is not None else asyncio.Event().wait())
+        await (until() if until is not None else asyncio.Event().wait())
     finally:
         await gateway.close()

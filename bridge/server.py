@@ -90,9 +90,11 @@ async def start_server(settings: ServeSettings) -> BridgeServer:
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
     host, port = split_host_port(settings.listen)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"could not listen on {settings.listen}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc's "Failed to bind"
+        await upstream.aclose()
+        raise OSError(f"cannot listen on {settings.listen}: address in use or not available") from exc
     await server.start()
     for service in ("", SERVICE_NAME):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)

@@ -359,3 +359,22 @@ async def test_dev_prints_grpcurl_lines_that_work() -> None:
         assert '"status": "SERVING"' in health_out
 
         assert await dev.stop(signal.SIGINT, within=5) == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "mock-gateway"])
+def test_listen_address_in_use_is_a_one_line_error(capsys, command: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        argv = [command, "--listen", address]
+        if command == "serve":
+            argv += ["--upstream-url", "http://127.0.0.1:9/v1"]
+        code, _, err = _run_main(argv, capsys)
+    assert code == 1
+    line = [text for text in err.splitlines() if text.startswith("prisme-bridge")]
+    assert len(line) == 1, err
+    assert address.split(":")[1] in line[0]
+    assert "Traceback" not in err
