@@ -104,7 +104,9 @@ class UpstreamClient:
             response = await self._client.send(request, stream=True)
         try:
             async with self._guard(deadline, response.headers):
-                raw = await self._read(response, self.settings.max_event_bytes)
+                raw = await (
+                    self._read(response) if response.status_code == 200 else self._read_error(response)
+                )
         finally:
             await response.aclose()
         if response.status_code != 200:
@@ -161,20 +163,22 @@ class UpstreamClient:
     def _transport_error(self, exc: BaseException, correlation_id: str | None) -> errors.BridgeError:
         return errors.error_from_transport_exception(exc, domain=self.domain, correlation_id=correlation_id)
 
-    async def _read(self, response: httpx.Response, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise self._protocol_error(
-                    f"reply body exceeds max_event_bytes={limit}",
-                    "BODY_TOO_LARGE",
-                    response.headers,
-                    code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def _read(self, response: httpx.Response) -> bytes:
+        """A reply body meant to be parsed whole: larger than max_event_bytes is an error."""
+        limit = self.settings.max_event_bytes
+        raw = await _read_up_to(response, limit + 1)
+        if len(raw) > limit:
+            raise self._protocol_error(
+                f"reply body exceeds max_event_bytes={limit}",
+                "BODY_TOO_LARGE",
+                response.headers,
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+        return raw
+
+    async def _read_error(self, response: httpx.Response) -> bytes:
+        """The head of an error reply: its status decides the code, so a huge page must not hide it."""
+        return await _read_up_to(response, _ERROR_BODY_LIMIT)
 
     def _completion(self, raw: bytes, headers: httpx.Headers) -> JSONObject:
         try:
@@ -194,30 +198,20 @@ class UpstreamClient:
 
     async def _check_stream_start(self, response: httpx.Response) -> None:
         if response.status_code != 200:
-            raw = await self._read_capped(response)
+            raw = await self._read_error(response)
             raise errors.error_from_http_response(
                 response.status_code, response.headers, raw, domain=self.domain
             )
         content_type = response.headers.get("content-type", "")
         if "json" in content_type:
             # Some servers ignore stream: true, or report failures as a 200 JSON document.
-            raw = await self._read(response, self.settings.max_event_bytes)
+            raw = await self._read(response)
             self._completion(raw, response.headers)  # raises the upstream's error, if it is one
             raise self._protocol_error(
                 "upstream answered a stream request with a JSON document instead of an event stream",
                 "NOT_AN_EVENT_STREAM",
                 response.headers,
             )
-
-    async def _read_capped(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= _ERROR_BODY_LIMIT:
-                break
-        return b"".join(chunks)
 
     def _protocol_error(
         self,
@@ -316,6 +310,18 @@ class UpstreamStream:
         self, message: str, reason: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     ) -> errors.UpstreamProtocolError:
         return self._client._protocol_error(message, reason, self.headers, code=code)
+
+
+async def _read_up_to(response: httpx.Response, limit: int) -> bytes:
+    """The body, or its first `limit`-or-a-little-more bytes: reading stops once `limit` is reached."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
 
 
 def _has_finish_reason(chunk: JSONObject) -> bool:
