@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import grpc
 
-from bridge import convert, errors
+from bridge.chat import convert
+from bridge.chat.validation import validate_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
-from bridge.metadata import AuthPolicy, response_metadata, upstream_headers
-from bridge.sse import SSEDecoder
-from bridge.validation import validate_request
+from bridge.http.sse import SSEDecoder
+from bridge.upstream import errors
+from bridge.upstream.headers import AuthPolicy, response_metadata, upstream_headers
 
 _DONE = "[DONE]"
 

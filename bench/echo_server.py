@@ -2,7 +2,7 @@
 
 The canned CreateChatCompletionResponse and stream chunks are what the bridge itself would send for the
 benchmark request: at startup they are fetched once from the mock gateway (`--sample-from`) and converted
-with `bridge.convert`, so the echo server and the bridge put the same bytes on the wire. Per call it does
+with `bridge.chat.convert`, so the echo server and the bridge put the same bytes on the wire. Per call it does
 no work but returning (or yielding) those messages.
 
     python bench/echo_server.py --listen 127.0.0.1:50061 --sample-from http://127.0.0.1:8080/v1
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 
 from bench import workload
-from bridge import convert
+from bridge.chat import convert
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 

@@ -24,11 +24,15 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from bench import workload  # noqa: E402
-from bridge import convert, errors, upstream  # noqa: E402
+from bridge.app import upstream_client  # noqa: E402
+from bridge.chat import convert  # noqa: E402
+from bridge.chat.validation import validate_request  # noqa: E402
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb  # noqa: E402
-from bridge.metadata import AuthPolicy, response_metadata, upstream_headers  # noqa: E402
-from bridge.sse import SSEDecoder  # noqa: E402
-from bridge.validation import validate_request  # noqa: E402
+from bridge.http.client import HttpClient  # noqa: E402
+from bridge.http.sse import SSEDecoder  # noqa: E402
+from bridge.settings import UpstreamSettings  # noqa: E402
+from bridge.upstream import errors  # noqa: E402
+from bridge.upstream.headers import AuthPolicy, correlation_id, response_metadata, upstream_headers  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], Any], *, number: int = 0, repeat: int = 5) -> float:
@@ -119,7 +123,7 @@ def chunk_fast_path(obj: dict[str, Any]) -> pb.StreamChatCompletionResponse:
     return out
 
 
-async def _guard_costs(client: upstream.UpstreamClient, n: int = 100_000) -> dict[str, float]:
+async def _guard_costs(client: HttpClient, n: int = 100_000) -> dict[str, float]:
     """Per-chunk cost of the deadline/exception guard the stream loop enters around every read."""
 
     async def source() -> Any:
@@ -151,23 +155,24 @@ async def _guard_costs(client: upstream.UpstreamClient, n: int = 100_000) -> dic
 
 
 def _log_call_cost() -> tuple[float, float]:
-    """`service._log_call` per call: at WARNING (filtered, as benchmarked) and at INFO (the CLI default)."""
+    """The access log line per call: at WARNING (filtered, as benchmarked) and at INFO (the CLI default)."""
     import io
     import logging
 
-    import grpc
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import AccessLog
 
-    from bridge import service
+    access_log = AccessLog()
 
     root = logging.getLogger()
     handler = logging.StreamHandler(io.StringIO())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     try:
-        started = time.perf_counter()
+        call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
 
         def log_one() -> None:
-            service._log_call("CreateChatCompletion", "echo", grpc.StatusCode.OK, started, None)
+            access_log._write(call)
 
         root.setLevel(logging.WARNING)
         filtered = per_call_us(log_one)
@@ -190,7 +195,7 @@ def main() -> None:
     request = workload.request_proto()
     body = convert.request_to_upstream(request, stream=False)
     httpx_headers = httpx.Headers(headers)
-    client = upstream.UpstreamClient(upstream.UpstreamSettings(base_url="http://127.0.0.1:9/v1"))
+    client = upstream_client(UpstreamSettings(url="http://127.0.0.1:9/v1"))
     sse_frames = [f"data: {text}\n\n".encode() for text in chunk_lines]
 
     def sse_feed() -> None:
@@ -202,7 +207,8 @@ def main() -> None:
     for chunk in chunks:
         assert chunk_fast_path(chunk) == convert.chunk_from_upstream(chunk)
 
-    url = httpx.URL(client.url)
+    url = httpx.URL(client.base_url + "/chat/completions")
+    httpx_client = client._transport._client  # type: ignore[attr-defined]
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     guard = asyncio.run(_guard_costs(client))
     log_warning, log_info = _log_call_cost()
@@ -223,18 +229,17 @@ def main() -> None:
             "upstream_headers (metadata -> headers)",
             per_call_us(lambda: upstream_headers((), AuthPolicy())),
         ),
-        ("per call", "UpstreamClient._build (httpx.Request)", per_call_us(lambda: client._build(body, {}))),
         (
             "per call",
-            "candidate: build_request with a pre-parsed httpx.URL",
+            "httpx build_request with a pre-parsed httpx.URL",
             per_call_us(
-                lambda: client._client.build_request(
+                lambda: httpx_client.build_request(
                     "POST", url, content=content, headers={"content-type": "application/json"}
                 )
             ),
         ),
-        ("per call", "service._log_call at WARNING (filtered)", log_warning),
-        ("per call", "service._log_call at INFO (default level)", log_info),
+        ("per call", "access log line at WARNING (filtered)", log_warning),
+        ("per call", "access log line at INFO (default level)", log_info),
         (
             "per call",
             "response_metadata(httpx.Headers)",
@@ -257,8 +262,8 @@ def main() -> None:
             per_call_us(convert.response_from_upstream(unary_doc).SerializeToString),
         ),
         ("per chunk", "SSEDecoder.feed (one event per feed)", per_call_us(sse_feed) / len(sse_frames)),
-        ("per chunk", "UpstreamClient._guard, no deadline", guard["none"]),
-        ("per chunk", "UpstreamClient._guard, with a deadline", guard["deadline"]),
+        ("per chunk", "HttpClient._guard, no deadline", guard["none"]),
+        ("per chunk", "HttpClient._guard, with a deadline", guard["deadline"]),
         (
             "per chunk",
             "errors.error_from_stream_event",
@@ -270,8 +275,8 @@ def main() -> None:
         ),
         (
             "per chunk",
-            "upstream._correlation_id(httpx.Headers)",
-            per_call_us(lambda: upstream._correlation_id(httpx_headers)),
+            "correlation_id(httpx.Headers)",
+            per_call_us(lambda: correlation_id(httpx_headers)),
         ),
         ("per chunk", "json.loads chunk", per_call_us(lambda: json.loads(word_text))),
         (

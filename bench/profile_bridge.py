@@ -5,7 +5,7 @@
 
 Needs `pyinstrument` in the venv (`.venv/bin/pip install pyinstrument`; not a project dependency) unless
 --profiler cprofile. The mock gateway runs as its own process; the bridge is built with
-`bridge.server.start_server` (what `prisme-bridge serve` runs) at log level WARNING; the load is ghz
+`bridge.app.build_bridge` (what `prisme-bridge serve` runs) at log level WARNING; the load is ghz
 (unary) or bench/streamgen (stream) for `--seconds`, after a warm-up that is not profiled.
 
 Only the main thread is profiled: the event loop, where all Python code of the bridge runs (gRPC's C
@@ -37,13 +37,13 @@ from bench import workload  # noqa: E402
 
 # (path fragment, category), first match wins
 CATEGORIES: list[tuple[str, str]] = [
-    ("/bridge/convert.py", "bridge.convert (proto<->JSON conversion)"),
-    ("/bridge/sse.py", "bridge.sse (SSE decoder)"),
-    ("/bridge/upstream.py", "bridge.upstream (client wrapper, guards)"),
-    ("/bridge/validation.py", "bridge validation/metadata/errors/service"),
-    ("/bridge/metadata.py", "bridge validation/metadata/errors/service"),
-    ("/bridge/errors.py", "bridge validation/metadata/errors/service"),
-    ("/bridge/service.py", "bridge validation/metadata/errors/service"),
+    ("/bridge/chat/convert.py", "bridge.chat.convert (proto<->JSON conversion)"),
+    ("/bridge/http/sse.py", "bridge.http.sse (SSE decoder)"),
+    ("/bridge/http/", "bridge.http (client, transport, guards)"),
+    ("/bridge/rpc/", "bridge.rpc (interceptor chain, access log)"),
+    ("/bridge/chat/", "bridge validation/headers/errors/service"),
+    ("/bridge/upstream/", "bridge validation/headers/errors/service"),
+    ("/bridge/errors.py", "bridge validation/headers/errors/service"),
     ("/json/", "json (stdlib + _json)"),
     ("_json", "json (stdlib + _json)"),
     ("/logging/", "logging"),
@@ -170,8 +170,8 @@ def report_cprofile(
 
 async def profile(args: argparse.Namespace) -> tuple[str, str]:
     """(summary, the profiler's own full report)."""
-    from bridge.config import ServeSettings
-    from bridge.server import start_server
+    from bridge.app import build_bridge
+    from bridge.settings import ServeSettings
 
     protoset, request_bin = bench_run.build_inputs()
     gen = bench_run.Generators(bench_run.find_ghz(), bench_run.build_streamgen(), protoset, request_bin)
@@ -189,7 +189,8 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
             upstream_transport=args.transport,
             log_level="WARNING",
         )
-        bridge = await start_server(settings)
+        bridge = await build_bridge(settings)
+        await bridge.start()
         address = f"127.0.0.1:{bridge.port}"
         try:
             await _load(args, address, gen, args.warmup)

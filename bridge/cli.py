@@ -1,6 +1,6 @@
 """`prisme-bridge` command line: serve, mock-gateway, dev.
 
-Flags are generated from the settings models in bridge.config, so each flag has its BRIDGE_* env var and
+Flags are generated from the settings models in bridge.settings, so each flag has its BRIDGE_* env var and
 its validation there; this module only parses, reports bad values in one line, and starts things.
 """
 
@@ -12,18 +12,27 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Literal, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
-from pydantic_settings import BaseSettings
 
 from bridge import __version__
-from bridge.config import DevSettings, MockGatewaySettings, ServeSettings, split_host_port
+from bridge.settings import (
+    CommandSettings,
+    DevSettings,
+    FlatField,
+    MockGatewaySettings,
+    ServeSettings,
+    flat_fields,
+    group_title,
+    load,
+    split_host_port,
+)
 
-__all__ = ["main"]
+__all__ = ["flag_table", "main"]
 
 PROG = "prisme-bridge"
-_COMMANDS: dict[str, tuple[type[BaseSettings], str]] = {
+_COMMANDS: dict[str, tuple[type[CommandSettings], str]] = {
     "serve": (ServeSettings, "run the gRPC bridge in front of an OpenAI-compatible upstream"),
     "mock-gateway": (MockGatewaySettings, "run the mock LLM gateway (JSON + SSE, scripted by model name)"),
     "dev": (DevSettings, "run the mock gateway and a bridge in front of it, and print grpcurl calls to try"),
@@ -35,11 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model, _ = _COMMANDS[args.command]
     try:
-        settings = model(**{k: v for k, v in vars(args).items() if k in model.model_fields and v is not None})
+        settings = load(model, vars(args))
     except ValidationError as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    _setup_logging(getattr(settings, "log_level", "INFO"))
+    _setup_logging(settings.logging.level)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
@@ -59,42 +68,51 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (model, summary) in _COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        for field_name, field in model.model_fields.items():
-            sub.add_argument(
-                _flag(field_name),
-                dest=field_name,
-                metavar=_metavar(field_name, field),
-                help=f"{field.description} (env {_env(field_name)}; {_default_text(field)})",
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        for field in flat_fields(model):
+            if field.group not in groups:
+                groups[field.group] = sub.add_argument_group(f"{group_title(model, field.group)} options")
+            groups[field.group].add_argument(
+                field.flag,
+                dest=field.name,
+                metavar=_metavar(field),
+                help=f"{field.info.description} (env {field.env}; {default_text(field)})",
             )
     return parser
 
 
-def _metavar(field_name: str, field: Any) -> str:
+def _metavar(field: FlatField) -> str:
     """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
-    if get_origin(field.annotation) is Literal:
-        return "{" + ",".join(str(choice) for choice in get_args(field.annotation)) + "}"
-    return field_name.upper()
+    if get_origin(field.info.annotation) is Literal:
+        return "{" + ",".join(str(choice) for choice in get_args(field.info.annotation)) + "}"
+    return field.name.upper()
 
 
-def _flag(field_name: str) -> str:
-    return "--" + field_name.replace("_", "-")
-
-
-def _env(field_name: str) -> str:
-    return "BRIDGE_" + field_name.upper()
-
-
-def _default_text(field: Any) -> str:
-    if field.is_required():
+def default_text(field: FlatField) -> str:
+    """ "required", "default: none" or "default: VALUE", as --help and the README say it."""
+    if field.info.is_required():
         return "required"
-    return "default: none" if field.default is None else f"default: {field.default}"
+    return "default: none" if field.info.default is None else f"default: {field.info.default}"
+
+
+def flag_table(command: str) -> str:
+    """The Markdown table of `command`'s flags, env vars and defaults (the README's; a test compares)."""
+    model, _ = _COMMANDS[command]
+    rows = ["| flag | env | default | |", "|---|---|---|---|"]
+    for field in flat_fields(model):
+        default = "required" if field.info.is_required() else f"`{field.info.default}`"
+        if field.info.default is None:
+            default = "none"
+        meaning = (field.info.description or "").replace("|", "\\|")
+        rows.append(f"| `{field.flag}` | `{field.env}` | {default} | {meaning} |")
+    return "\n".join(rows)
 
 
 def _one_line(exc: ValidationError) -> str:
     """`--flag / BRIDGE_FLAG: problem (got 'value')` for each error, secrets never echoed."""
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "settings"
+        name = str(error["loc"][-1]) if error["loc"] else "settings"
         text = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
         # Our own validators word their messages (safely); keys and URLs may hold secrets.
@@ -102,7 +120,7 @@ def _one_line(exc: ValidationError) -> str:
         shown = "" if hidden or value is None or isinstance(value, SecretStr) else f" (got {value!r})"
         if error["type"] == "missing":
             text = "is required"
-        problems.append(f"{_flag(name)} / {_env(name)}: {text}{shown}")
+        problems.append(f"--{name.replace('_', '-')} / BRIDGE_{name.upper()}: {text}{shown}")
     return "; ".join(problems)
 
 
@@ -112,17 +130,17 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _run(command: str, settings: BaseSettings) -> None:
+async def _run(command: str, settings: CommandSettings) -> None:
     if isinstance(settings, ServeSettings):
-        from bridge.server import serve
+        from bridge.app import serve
 
         await serve(settings)
     elif isinstance(settings, MockGatewaySettings):
+        from bridge.app import wait_for_signal
         from bridge.mock_gateway import serve_forever
-        from bridge.server import wait_for_signal
 
-        host, port = split_host_port(settings.listen)
-        key = settings.require_api_key.get_secret_value() if settings.require_api_key else None
+        host, port = split_host_port(settings.mock.listen)
+        key = settings.mock.require_api_key.get_secret_value() if settings.mock.require_api_key else None
         await serve_forever(host, port, require_api_key=key, until=wait_for_signal)
     elif isinstance(settings, DevSettings):
         from bridge.dev import run_dev

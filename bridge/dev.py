@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import shlex
 
-from bridge.config import DevSettings, ServeSettings, split_host_port
+from bridge.app import build_bridge, wait_for_signal
+from bridge.chat.service import SERVICE_NAME
 from bridge.mock_gateway import start_mock_gateway
-from bridge.server import start_server, wait_for_signal
-from bridge.service import SERVICE_NAME
+from bridge.settings import DevSettings, ServeSettings, split_host_port
 
 __all__ = ["run_dev", "try_commands"]
 
@@ -39,14 +39,15 @@ def try_commands(address: str) -> list[str]:
 
 async def run_dev(settings: DevSettings) -> None:
     """Runs mock gateway + bridge until SIGINT/SIGTERM."""
-    mock_host, mock_port = split_host_port(settings.mock_listen)
+    mock_host, mock_port = split_host_port(settings.servers.mock_listen)
     mock = await start_mock_gateway(mock_host, mock_port)
     try:
-        serve = ServeSettings(
-            listen=settings.listen, upstream_url=mock.base_url, log_level=settings.log_level
+        serve = ServeSettings.model_validate(
+            {"listen": settings.servers.listen, "upstream_url": mock.base_url, "logging": settings.logging}
         )
-        bridge = await start_server(serve)
-        host, _ = split_host_port(settings.listen)
+        bridge = await build_bridge(serve)
+        await bridge.start()
+        host, _ = split_host_port(settings.servers.listen)
         address = f"{host}:{bridge.port}"
         lines = [
             f"mock gateway: {mock.base_url}  (models: see `pydoc bridge.mock_gateway`)",

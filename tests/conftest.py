@@ -1,27 +1,42 @@
-"""Shared fixtures: the real mock gateway and the real bridge, on loopback, per test."""
+"""Shared fixtures: a clean environment; the real mock gateway and the real bridge, on loopback, per test.
+
+Suites: `unit/` (pure code, no sockets), `integration/` (the bridge against the mock gateway over
+loopback), `interop/` (real grpcurl, Go and Java clients; marker `interop`). `pytest -m "not interop"` is
+the fast loop; CI runs everything.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from bridge.config import ServeSettings
-from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.app import build_bridge
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway, start_mock_gateway
-from bridge.server import BridgeServer, start_server
+from bridge.rpc.server import GrpcServer
+from bridge.settings import ServeSettings
 
 BridgeFactory = Callable[..., Any]
+_SUITE_MARKERS = {"interop": pytest.mark.interop}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/interop/ carries the `interop` marker."""
+    here = Path(__file__).parent
+    for item in items:
+        suite = Path(item.path).relative_to(here).parts[0] if Path(item.path).is_relative_to(here) else ""
+        if suite in _SUITE_MARKERS:
+            item.add_marker(_SUITE_MARKERS[suite])
 
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """No BRIDGE_* variable of the developer's shell leaks into a test."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("BRIDGE_"):
             monkeypatch.delenv(name)
@@ -38,13 +53,17 @@ async def mock_gateway() -> AsyncIterator[MockGateway]:
 
 @pytest.fixture
 async def start_bridge(mock_gateway: MockGateway) -> AsyncIterator[BridgeFactory]:
-    """Starts bridges in front of the mock gateway; settings override the defaults (port 0)."""
-    started: list[BridgeServer] = []
+    """Starts bridges in front of the mock gateway; flat settings override the defaults (port 0); parts
+    (`upstream=`, `services=`, `interceptors=`, `credentials=`) go to build_bridge."""
+    started: list[GrpcServer] = []
+    part_names = ("upstream", "services", "interceptors", "credentials")
 
-    async def start(**overrides: Any) -> BridgeServer:
+    async def start(**overrides: Any) -> GrpcServer:
+        parts = {name: overrides.pop(name) for name in part_names if name in overrides}
         values: dict[str, Any] = {"listen": "127.0.0.1:0", "upstream_url": mock_gateway.base_url}
         values.update(overrides)
-        server = await start_server(ServeSettings(**values))
+        server = await build_bridge(ServeSettings.model_validate(values), **parts)
+        await server.start()
         started.append(server)
         return server
 
@@ -54,13 +73,13 @@ async def start_bridge(mock_gateway: MockGateway) -> AsyncIterator[BridgeFactory
 
 
 @pytest.fixture
-async def bridge(start_bridge: BridgeFactory) -> BridgeServer:
-    server: BridgeServer = await start_bridge()
+async def bridge(start_bridge: BridgeFactory) -> GrpcServer:
+    server: GrpcServer = await start_bridge()
     return server
 
 
 @pytest.fixture
-async def channel(bridge: BridgeServer) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(bridge: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as chan:
         yield chan
 
@@ -68,13 +87,3 @@ async def channel(bridge: BridgeServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> pb_grpc.ChatCompletionServiceStub:
     return pb_grpc.ChatCompletionServiceStub(channel)
-
-
-def chat_request(
-    model: str = "echo", text: str = "Hello there, bridge", **fields: Any
-) -> pb.CreateChatCompletionRequest:
-    """A one-user-message request."""
-    from google.protobuf import struct_pb2
-
-    message = pb.ChatMessage(role="user", content=struct_pb2.Value(string_value=text))
-    return pb.CreateChatCompletionRequest(model=model, messages=[message], **fields)

@@ -1,0 +1,85 @@
+"""ChatCompletionService: validate, convert, call the upstream, convert back, chunk for chunk.
+
+Each RPC is one POST to `{upstream}/chat/completions`. Handlers only raise: the interceptor chain turns a
+`bridge.errors.BridgeError` into the call's status and logs the call (bridge.rpc.interceptors).
+`asyncio.CancelledError` (client cancel, deadline) is never caught: it unwinds through the upstream
+context managers, which close the upstream request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+
+from bridge.chat import convert, stream
+from bridge.chat.validation import validate_request
+from bridge.errors import invalid_request
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2 as pb_service
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.http.client import HttpClient
+from bridge.rpc.call import Context, deadline_of
+from bridge.upstream.headers import AuthPolicy, response_metadata, upstream_headers
+
+__all__ = ["SERVICE_NAME", "ChatCompletionService"]
+
+# From the descriptor (importing it also registers the service for reflection).
+SERVICE_NAME: Final[str] = pb_service.DESCRIPTOR.services_by_name["ChatCompletionService"].full_name
+PATH: Final = "/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """An accepted request, ready to send upstream."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+    deadline: float | None  # absolute event-loop time
+
+
+class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
+    """The servicer; one instance per server, sharing one upstream client."""
+
+    name: Final = SERVICE_NAME
+
+    def __init__(self, upstream: HttpClient, auth: AuthPolicy) -> None:
+        self._upstream = upstream
+        self._auth = auth
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_ChatCompletionServiceServicer_to_server(self, server)
+
+    async def CreateChatCompletion(
+        self, request: pb.CreateChatCompletionRequest, context: Context
+    ) -> pb.CreateChatCompletionResponse:
+        call = self._accept(request, context, streaming=False)
+        reply = await self._upstream.request_json(
+            "POST", PATH, body=call.body, headers=call.headers, deadline=call.deadline
+        )
+        await context.send_initial_metadata(response_metadata(reply.headers))
+        return convert.response_from_upstream(reply.body)
+
+    async def StreamChatCompletion(
+        self, request: pb.CreateChatCompletionRequest, context: Context
+    ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
+        call = self._accept(request, context, streaming=True)
+        async with self._upstream.open_sse(
+            PATH, call.body, headers=call.headers, deadline=call.deadline
+        ) as events:
+            await context.send_initial_metadata(response_metadata(events.headers))
+            async for chunk in stream.chunks(events):
+                yield convert.chunk_from_upstream(chunk)
+
+    def _accept(self, request: pb.CreateChatCompletionRequest, context: Context, *, streaming: bool) -> _Call:
+        """The upstream call for `request`; raises InvalidRequestError before anything is sent."""
+        violations = validate_request(request, streaming=streaming)
+        if violations:
+            raise invalid_request(violations)
+        return _Call(
+            body=convert.request_to_upstream(request, stream=streaming),
+            headers=upstream_headers(context.invocation_metadata() or (), self._auth),
+            deadline=deadline_of(context),
+        )

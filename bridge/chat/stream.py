@@ -1,0 +1,76 @@
+"""How an upstream chat completion stream ends, and what its events are (no IO of its own).
+
+The rules: `data: [DONE]` ends the stream OK; an error event (bridge.upstream.errors) ends it with that
+error; other event types are skipped; every `message` event is a JSON object chunk. A body that ends
+without `[DONE]` is accepted only on an event boundary after a choice reported its `finish_reason`
+(some providers close without `[DONE]`); otherwise the stream was cut short: UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+import grpc
+
+from bridge.http.client import EventStream, JSONObject
+from bridge.http.sse import ServerSentEvent
+from bridge.upstream.errors import error_from_stream_event
+
+__all__ = ["chunks"]
+
+log = logging.getLogger(__name__)
+
+_DONE: Final = "[DONE]"
+
+
+async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
+    """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
+    finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
+    async for events in stream.batches():
+        for event in events:
+            if event.data == _DONE:
+                return
+            chunk = _chunk(stream, event)
+            if chunk is not None:
+                finished = finished or _has_finish_reason(chunk)
+                yield chunk
+    _check_end(stream, finished)
+
+
+def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
+    error = error_from_stream_event(
+        event.data, event=event.event, domain=stream.domain, correlation_id=stream.correlation_id
+    )
+    if error is not None:
+        raise error
+    if event.event != "message":
+        log.debug("skipping SSE event of type %r", event.event)
+        return None
+    try:
+        chunk = json.loads(event.data)
+    except (ValueError, RecursionError):
+        raise stream.protocol_error("stream chunk is not valid JSON", "INVALID_JSON") from None
+    if not isinstance(chunk, dict):
+        raise stream.protocol_error("stream chunk is not a JSON object", "INVALID_JSON")
+    return chunk
+
+
+def _check_end(stream: EventStream, finished: bool) -> None:
+    if stream.ended_mid_event:
+        raise stream.protocol_error(
+            "stream ended in the middle of an event", "TRUNCATED_STREAM", grpc.StatusCode.UNAVAILABLE
+        )
+    if not finished:
+        raise stream.protocol_error(
+            "stream ended without [DONE] or a finish_reason", "INCOMPLETE_STREAM", grpc.StatusCode.UNAVAILABLE
+        )
+
+
+def _has_finish_reason(chunk: JSONObject) -> bool:
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    return any(isinstance(choice, dict) and choice.get("finish_reason") for choice in choices)

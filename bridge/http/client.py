@@ -1,0 +1,303 @@
+"""The upstream HTTP client: JSON requests and SSE streams to `{base_url}{path}`, whatever the endpoint.
+
+Every failure leaves this module as a `bridge.errors.BridgeError`, never as an exception of the HTTP
+library: non-2xx replies and error documents through the injected `ErrorPolicy`, transport exceptions
+through the transport's own map. The call's gRPC deadline, passed as an absolute event-loop time, bounds
+every await on the upstream; the transport's connect and read timeouts apply below it. A reply is always
+closed when the caller is done, fails or is cancelled, and cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import grpc
+
+from bridge import errors
+from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
+from bridge.http.transport import HttpxTransport, Response, Transport, TransportSettings
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "ErrorPolicy",
+    "EventStream",
+    "HttpClient",
+    "HttpSettings",
+    "JSONObject",
+    "JsonReply",
+]
+
+JSONObject = dict[str, Any]
+# Largest JSON reply and largest SSE event accepted by default: requests and replies can carry images.
+DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
+_ERROR_BODY_LIMIT: Final = 64 * 1024  # error documents are small; only their head is read
+_JSON_HEADERS: Final = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """What the client needs: where the upstream is, its transport, and the size limits of replies."""
+
+    base_url: str
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    max_body_bytes: int = DEFAULT_MAX_BYTES  # a JSON reply
+    max_event_bytes: int = DEFAULT_MAX_BYTES  # one SSE event
+
+
+class ErrorPolicy(Protocol):
+    """How an upstream family reports errors (bridge.upstream.errors.OpenAICompatibleErrors)."""
+
+    def correlation_id(self, headers: Mapping[str, str]) -> str | None:
+        """The upstream's id of the request, from reply headers."""
+        ...
+
+    def from_reply(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, domain: str
+    ) -> errors.BridgeError:
+        """The error for a non-2xx reply (`body` may be only its head)."""
+        ...
+
+    def from_document(
+        self, doc: Any, headers: Mapping[str, str], *, domain: str
+    ) -> errors.BridgeError | None:
+        """The error a 2xx JSON document reports instead of a result, or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class JsonReply:
+    """A 2xx reply holding a JSON object."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: JSONObject
+
+
+class HttpClient:
+    """One upstream: a base URL, a transport (its connection pool) and the upstream's error policy."""
+
+    def __init__(
+        self, settings: HttpSettings, *, errors: ErrorPolicy, transport: Transport | None = None
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.domain = urlsplit(self.base_url).hostname or "upstream"
+        self._errors = errors
+        self._transport = transport or HttpxTransport(settings.transport)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        deadline: float | None,
+        body: JSONObject | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> JsonReply:
+        """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
+        response = await self._send(method, _with_query(path, query), headers, body, deadline)
+        try:
+            async with self._guard(deadline, response.headers):
+                if response.status // 100 != 2:
+                    raise await self._reply_error(response)
+                raw = await self._read_body(response)
+        finally:
+            await response.aclose()
+        return JsonReply(response.status, response.headers, self._document(raw, response.headers))
+
+    @contextlib.asynccontextmanager
+    async def open_sse(
+        self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
+    ) -> AsyncIterator[EventStream]:
+        """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
+        response = await self._send("POST", path, headers, body, deadline)
+        try:
+            async with self._guard(deadline, response.headers):
+                await self._check_stream_start(response)
+            yield EventStream(self, response, deadline, self._failures(response.headers))
+        finally:
+            await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
+
+    def protocol_error(
+        self,
+        message: str,
+        reason: str,
+        headers: Mapping[str, str],
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
+    ) -> errors.UpstreamProtocolError:
+        """An error for a reply that cannot be understood (`reason` like "INVALID_JSON")."""
+        correlation_id = self._errors.correlation_id(headers)
+        return errors.protocol_error(
+            message, domain=self.domain, reason=reason, correlation_id=correlation_id, code=code
+        )
+
+    # --- internals ---
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: JSONObject | None,
+        deadline: float | None,
+    ) -> Response:
+        content = None
+        if body is not None:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = {**headers, **_JSON_HEADERS}
+        async with self._guard(deadline):
+            return await self._transport.send(method, self.base_url + path, headers, content)
+
+    @contextlib.asynccontextmanager
+    async def _guard(
+        self, deadline: float | None, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[None]:
+        """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
+        `headers` of a reply already begun give the errors its correlation id."""
+        failures = self._failures(headers)
+        try:
+            async with asyncio.timeout_at(deadline):
+                yield
+        except failures.caught as exc:
+            raise failures.error(exc) from exc
+
+    def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
+        correlation_id = self._errors.correlation_id(headers) if headers is not None else None
+        return _Failures(self._transport, self.domain, correlation_id)
+
+    async def _read_body(self, response: Response) -> bytes:
+        """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
+        limit = self.settings.max_body_bytes
+        raw = await _read_up_to(response, limit + 1)
+        if len(raw) > limit:
+            raise self.protocol_error(
+                f"reply body exceeds max_body_bytes={limit}",
+                "BODY_TOO_LARGE",
+                response.headers,
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+        return raw
+
+    async def _reply_error(self, response: Response) -> errors.BridgeError:
+        # Only the head of an error reply: its status decides the code, so a huge page must not hide it.
+        raw = await _read_up_to(response, _ERROR_BODY_LIMIT)
+        return self._errors.from_reply(response.status, response.headers, raw, domain=self.domain)
+
+    def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise self.protocol_error("reply is not valid JSON", "INVALID_JSON", headers) from None
+        error = self._errors.from_document(doc, headers, domain=self.domain)
+        if error is not None:
+            raise error
+        if not isinstance(doc, dict):
+            raise self.protocol_error("reply is not a JSON object", "INVALID_JSON", headers)
+        return doc
+
+    async def _check_stream_start(self, response: Response) -> None:
+        if response.status // 100 != 2:
+            raise await self._reply_error(response)
+        if "json" in response.headers.get("content-type", ""):
+            # Some servers ignore stream: true, or report failures as a 200 JSON document.
+            self._document(await self._read_body(response), response.headers)  # raises their error
+            raise self.protocol_error(
+                "upstream answered a stream request with a JSON document instead of an event stream",
+                "NOT_AN_EVENT_STREAM",
+                response.headers,
+            )
+
+
+class EventStream:
+    """An open upstream event stream: its events in order, read by `batches()`."""
+
+    def __init__(
+        self, client: HttpClient, response: Response, deadline: float | None, failures: _Failures
+    ) -> None:
+        self._client = client
+        self._response = response
+        self._deadline = deadline
+        self._failures = failures
+        self.headers = response.headers
+        self.domain = failures.domain
+        self.correlation_id = failures.correlation_id  # the upstream's id of this request
+        self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
+
+    async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:
+        """The events of each read of the body (often one, possibly none), until the body ends."""
+        decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
+        chunks = self._response.chunks()
+        while (raw := await self._next_read(chunks)) is not None:
+            yield self._decode(decoder, raw)
+        self.ended_mid_event = not decoder.finish()
+
+    def protocol_error(
+        self, message: str, reason: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    ) -> errors.UpstreamProtocolError:
+        """An error about this stream's content, carrying its correlation id."""
+        return self._client.protocol_error(message, reason, self.headers, code=code)
+
+    async def _next_read(self, chunks: AsyncIterator[bytes]) -> bytes | None:
+        """The next read of the body; None at its end. The deadline's timer exists only when one is set
+        (this runs once per read: no context manager of the client's here)."""
+        try:
+            if self._deadline is None:
+                return await anext(chunks, None)
+            async with asyncio.timeout_at(self._deadline):
+                return await anext(chunks, None)
+        except self._failures.caught as exc:
+            raise self._failures.error(exc) from exc
+
+    def _decode(self, decoder: SSEDecoder, raw: bytes) -> list[ServerSentEvent]:
+        try:
+            return decoder.feed(raw)
+        except SSEEventTooLarge as exc:
+            raise self.protocol_error(
+                str(exc), "EVENT_TOO_LARGE", grpc.StatusCode.RESOURCE_EXHAUSTED
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failures:
+    """What can fail around an upstream await of one request, and the bridge error for it."""
+
+    transport: Transport
+    domain: str
+    correlation_id: str | None
+
+    @property
+    def caught(self) -> tuple[type[BaseException], ...]:
+        # TimeoutError first in spirit: asyncio.timeout_at raises it when the call's deadline passes.
+        return (TimeoutError, *self.transport.caught)
+
+    def error(self, exc: BaseException) -> errors.BridgeError:
+        if isinstance(exc, TimeoutError):
+            return errors.deadline_exceeded(self.correlation_id)
+        return self.transport.error_for(exc, domain=self.domain, correlation_id=self.correlation_id)
+
+
+async def _read_up_to(response: Response, limit: int) -> bytes:
+    """The body, or its first `limit`-or-a-little-more bytes: reading stops once `limit` is reached."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.chunks():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
+
+
+def _with_query(path: str, query: Mapping[str, str] | None) -> str:
+    return f"{path}?{urlencode(query)}" if query else path

@@ -1,0 +1,155 @@
+"""The network seam under the upstream client: send one request, read its reply's body as it arrives.
+
+`HttpClient` speaks to a `Transport`; `HttpxTransport` is the one implementation today (the httpx API over
+aiohttp, or over httpx's own httpcore: `--upstream-transport`). A transport owns its connection pool, its
+TLS settings and the map of its own exceptions to bridge errors, so another HTTP library plugs in here
+without touching the client.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Final, Literal, Protocol
+
+import certifi
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+from bridge.errors import BridgeError
+from bridge.http.transport_errors import CAUGHT_EXCEPTIONS, error_from_transport_exception
+
+__all__ = ["HttpxTransport", "Response", "Transport", "TransportName", "TransportSettings"]
+
+TransportName = Literal["aiohttp", "httpx"]
+_USER_AGENT: Final = "prisme-grpc-bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """Connection-level settings of a transport."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0  # seconds of silence tolerated while a reply is read
+    max_connections: int = 1024
+    name: TransportName = "aiohttp"
+
+
+class Response(Protocol):
+    """A reply whose headers have arrived; its body is read with `chunks()`, then `aclose()`d."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Case-insensitive."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, without content decoding when there is no content encoding."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Sends requests over a connection pool. Exceptions it raises are mapped by `error_for`."""
+
+    caught: tuple[type[BaseException], ...]
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
+    ) -> Response:
+        """Sends the request; returns once the reply's headers have arrived."""
+        ...
+
+    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
+        """The bridge error for an exception of `caught` raised by `send` or a body read."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        # Without a content encoding the bytes need no decoder: skip httpx's decoding layer (per chunk).
+        # A reply already read in full (httpx.MockTransport's) only has its decoded bytes left.
+        response = self._response
+        raw = (
+            response.headers.get("content-encoding", "identity") == "identity"
+            and not response.is_stream_consumed
+        )
+        return response.aiter_raw() if raw else response.aiter_bytes()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxTransport:
+    """The httpx client API over aiohttp (default: encode/httpx#3215, see docs/PERFORMANCE.md) or httpcore.
+
+    `mock`: an httpx transport to use instead (unit tests: `httpx.MockTransport`).
+    """
+
+    caught: tuple[type[BaseException], ...] = CAUGHT_EXCEPTIONS
+
+    def __init__(self, settings: TransportSettings, *, mock: httpx.AsyncBaseTransport | None = None) -> None:
+        # Streams hold their connection for minutes: the pool is as large as the concurrency allowed, and
+        # keeps every connection alive so bursts don't pay new handshakes.
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+            keepalive_expiry=30.0,
+        )
+        timeout = httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=settings.connect_timeout,
+        )
+        # One TLS context and no environment (proxies, SSL_CERT_FILE) for both transports: what reaches
+        # the upstream is decided by the bridge's settings alone.
+        tls = _tls_context()
+        transport = mock
+        if transport is None and settings.name == "aiohttp":
+            transport = AiohttpTransport(limits=limits, verify=tls, trust_env=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            verify=tls,
+            headers={"user-agent": _USER_AGENT},
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
+    ) -> Response:
+        request = self._client.build_request(method, _url(url), content=content, headers=headers)
+        return _HttpxResponse(await self._client.send(request, stream=True))
+
+    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
+        return error_from_transport_exception(exc, domain=domain, correlation_id=correlation_id)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+@lru_cache(maxsize=256)
+def _url(url: str) -> httpx.URL:
+    # Parsed once per distinct URL: httpx would re-parse the string on every request.
+    return httpx.URL(url)
+
+
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=certifi.where())

@@ -1,0 +1,102 @@
+"""A scripted, real-HTTP mock of the Prisme.ai LLM gateway (aiohttp.web), speaking JSON and SSE.
+
+Used by the integration tests (started on ``127.0.0.1`` port 0), by ``prisme-bridge mock-gateway`` /
+``prisme-bridge dev`` and by the benchmarks, so the hot path does no sleeping unless a model scripts it.
+
+Routes
+------
+=====================================================================  ====================================
+``POST /v1/chat/completions``                                          chat completions (JSON or SSE)
+``POST /v2/workspaces/slug:llm-gateway/webhooks/v1/chat/completions``  same handler (the gateway's path)
+``GET /v1/models`` (and under the same ``/v2/...`` prefix)             small catalogue in Prisme's shape
+                                                                       ``{items,total,page,limit}``
+``GET /healthz``                                                       200 ``{"status": "ok"}``
+``GET /_mock/requests``, ``GET /_mock/requests/{id}``                  recorded chat requests (last 1000)
+``DELETE /_mock/requests``                                             clear the record (204)
+=====================================================================  ====================================
+
+Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``.
+With ``create_app(require_api_key=KEY)`` a chat request needs ``Authorization: Bearer KEY`` or
+``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}`` (the other routes stay
+open). A body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an
+``n`` outside 1..16 gets 400 ``invalid_request``.
+
+A record is ``{"id", "path", "headers" (lower-cased names, values as sent, credentials included),
+"body", "stream", "model", "started_at", "ended_at", "outcome"}`` where ``started_at``/``ended_at`` are
+``time.time()`` seconds and ``outcome`` is ``in_progress``, ``completed`` (any 2xx script ran to its end),
+``error`` (an HTTP status >= 400, or the server shut down mid-request) or ``client_disconnected`` (the
+client closed the connection; noticed within ~20 ms, also while a script sleeps).
+
+Scripted behaviours, chosen by the request's ``model``
+------------------------------------------------------
+The reply *text* is the last user message's text (a string, or the ``text`` parts of a list joined with
+``"\\n"``), or ``"ok"`` when there is none. Token counts are whitespace word counts; ``n`` choices are
+honoured in every unary reply and in echo-family streams. A stream's content pieces are the text's words,
+each keeping its following whitespace, so they concatenate back to the text exactly. Usage carries
+``cost``, ``duration_ms`` and ``carbon``; the usage chunk (``"choices": []``) is sent only when
+``stream_options.include_usage`` is true, and then every other chunk has ``"usage": null``.
+
+=========================  ==========================================================================
+model                      behaviour
+=========================  ==========================================================================
+anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Stream: role chunk
+``gpt-4o``, ...)           (``{"role":"assistant","content":""}``), one chunk per word, an empty delta
+                           with ``finish_reason:"stop"``, the usage chunk if asked, ``data: [DONE]``.
+``echo-crlf``              echo, SSE lines end with CRLF.
+``echo-cr``                echo, SSE lines end with CR only.
+``echo-bytewise``          echo, the stream body is written one byte per write (drain after each).
+``echo-comments``          echo, with a UTF-8 BOM first, ``: ping`` comment lines before every event, a
+                           ``: OPENROUTER PROCESSING`` comment block, ``event: message`` on odd events
+                           and ``id: mock-1`` on the second event.
+``echo-nospace``           echo, data lines written as ``data:{...}`` (no space after the colon).
+``echo-multiline``         echo, each JSON payload pretty-printed over several ``data:`` lines.
+``tools``                  assistant message with ``content: null`` and one tool call ``call_mock_1``
+                           (function = the request's first tool, else ``get_weather``; arguments
+                           ``{"city": "Paris", "unit": "celsius"}``), ``finish_reason:"tool_calls"``.
+                           Stream: role chunk (``content: null``), a first fragment with index, id, type,
+                           name and ``arguments: ""``, three fragments carrying only index and argument
+                           pieces, the finish chunk, usage if asked, ``[DONE]``.
+``reasoning``              echo whose deltas first carry ``reasoning_content`` pieces; the unary
+                           message has ``reasoning_content``; ``reasoning_tokens`` is counted.
+``azure``                  echo; the stream starts with Azure's ``{"id":"","object":"","created":0,
+                           "model":"","choices":[],"prompt_filter_results":[...]}`` chunk and later chunks
+                           carry ``content_filter_results: {}`` in choices and ``"obfuscation":"abc"``;
+                           the unary reply has top-level ``prompt_filter_results``.
+``error-<status>``         (400..599) that status with a Prisme body ``{"error","message","details"}``:
+                           400 ``invalid_request``, 401 ``invalid_token``, 403 ``MODEL_NOT_ALLOWED``,
+                           404 ``not_found``, 429 ``rate_limit_exceeded``, 500 ``internal_error``,
+                           503 ``service_unavailable``, others ``mock_error``. 429 and 503 add
+                           ``Retry-After: 7``. Stream requests get the same JSON error, not SSE.
+``openai-error-<status>``  same statuses and Retry-After, OpenAI body ``{"error":{"message","type",
+                           "param","code"}}`` (400: ``invalid_request_error`` / ``messages`` /
+                           ``invalid_value``).
+``slow-<ms>``              waits that many ms before the response headers, then echo (stream or not).
+``endless``                stream: role chunk, then a ``"tick "`` content chunk every 50 ms until the
+                           client disconnects. Unary: never answers.
+``stream-error``           role chunk, two content chunks (``"Partial "``, ``"answer"``), then
+                           ``data: {"error":{"message":"upstream provider failed","type":"server_error",
+                           "code":"provider_error"}}``, then ``[DONE]``.
+``stream-error-event``     the same, the error event sent as ``event: error``.
+``stream-error-vllm``      the same, vLLM shape ``{"error":{"object":"error","message":...,
+                           "type":"BadRequestError","param":null,"code":400}}`` (integer code).
+``stream-error-content``   the same two chunks, then the error as *content* (``"\\n\\n[upstream provider
+                           failed]"``, Prisme's documented mid-stream error), then ``[DONE]``.
+                           Unary requests for any ``stream-error*`` model get a 500 ``internal_error``.
+``truncated``              stream: role chunk, two content chunks, half a ``data:`` line, then the TCP
+                           connection is closed mid-body (the chunked body never terminates). Unary:
+                           ``Content-Length`` of the full reply, half of it sent, connection closed.
+``truncated-eof``          stream: as ``truncated`` but the HTTP body ends cleanly after the half line.
+``no-done``                echo stream (finish_reason and usage as usual) whose body ends, with
+                           ``Connection: close``, without ``[DONE]``. Unary: echo.
+``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no
+                           ``[DONE]``. Unary: echo.
+``json-on-stream``         a stream request gets 200 ``application/json`` with a ``chat.completion``.
+=========================  ==========================================================================
+
+A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
+``error-99``, is plain echo.
+"""
+
+from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
+
+__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]

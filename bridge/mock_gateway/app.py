@@ -1,0 +1,211 @@
+"""The mock gateway's HTTP application: routes, the chat handler around the scripts, running it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from bridge.mock_gateway.bodies import dumps, json_response, prisme_error
+from bridge.mock_gateway.call import STATE, Call, ScriptStoppedError, State, validate_body
+from bridge.mock_gateway.records import Json, RequestLog
+from bridge.mock_gateway.scripts import run_script
+
+__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]
+
+logger = logging.getLogger("bridge.mock_gateway")
+
+GATEWAY_PREFIX: Final = "/v2/workspaces/slug:llm-gateway/webhooks/v1"
+
+
+def _authorized(request: web.Request, key: str) -> bool:
+    return (
+        request.headers.get("Authorization") == f"Bearer {key}"
+        or request.headers.get("x-prismeai-api-key") == key
+    )
+
+
+async def _read_json(request: web.Request) -> tuple[Any, bool]:
+    """The parsed body and whether it was valid JSON."""
+    raw = await request.read()
+    try:
+        return json.loads(raw), True
+    except ValueError:
+        return None, False
+
+
+async def _answer(request: web.Request, state: State, body: Any, valid_json: bool) -> web.StreamResponse:
+    if state.api_key is not None and not _authorized(request, state.api_key):
+        return json_response(401, {"error": "invalid_token", "message": "Missing or invalid API key"})
+    if not valid_json:
+        return prisme_error(400, "Request body is not valid JSON")
+    problem = validate_body(body)
+    if problem is not None:
+        return prisme_error(400, problem)
+    return await run_script(Call.parse(request, state, body))
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    body, valid_json = await _read_json(request)
+    record = state.log.start(request, body)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("mock request #%d %s model=%s", record["id"], request.path, record["model"])
+    try:
+        response = await _answer(request, state, body, valid_json)
+    except ScriptStoppedError as stop:
+        state.log.finish(record, stop.outcome)
+        # aiohttp's finish_response() ignores the failed write of a reply nobody reads.
+        return stop.response or web.Response(status=499)
+    except asyncio.CancelledError:
+        gone = request.transport is None or request.transport.is_closing()
+        state.log.finish(record, "client_disconnected" if gone else "error")
+        raise
+    except Exception:
+        state.log.finish(record, "error")
+        raise
+    state.log.finish(record, "completed" if response.status < 400 else "error")
+    return response
+
+
+_CATALOGUE: Final = ("echo", "tools", "reasoning", "azure", "endless", "slow-1000", "error-429")
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    items = [
+        {"model_id": name, "type": "chat", "capabilities": ["chat", "streaming", "tools"]}
+        for name in _CATALOGUE
+    ]
+    return json_response(200, {"items": items, "total": len(items), "page": 1, "limit": len(items)})
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return json_response(200, {"status": "ok"})
+
+
+async def _list_requests(request: web.Request) -> web.StreamResponse:
+    return json_response_list(request.app[STATE].log.snapshot())
+
+
+def json_response_list(items: list[Json]) -> web.Response:
+    return web.Response(body=dumps(items).encode(), content_type="application/json")
+
+
+async def _get_request(request: web.Request) -> web.StreamResponse:
+    raw_id = request.match_info["id"]
+    record = request.app[STATE].log.get(int(raw_id)) if raw_id.isdigit() else None
+    if record is None:
+        return prisme_error(404, f"No recorded request {raw_id}")
+    return json_response(200, record)
+
+
+async def _clear_requests(request: web.Request) -> web.StreamResponse:
+    request.app[STATE].log.clear()
+    return web.Response(status=204)
+
+
+async def _add_correlation_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    response.headers["x-correlation-id"] = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+    request_id = request.headers.get("x-request-id")
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[STATE].closing = True  # scripts that sleep or tick stop within POLL_S
+
+
+def create_app(*, require_api_key: str | None = None) -> web.Application:
+    """The mock gateway as an aiohttp application (see the module docstring for its behaviours)."""
+    app = web.Application()
+    app[STATE] = State(api_key=require_api_key, log=RequestLog())
+    app.on_response_prepare.append(_add_correlation_headers)
+    app.on_shutdown.append(_on_shutdown)
+    for prefix in ("/v1", GATEWAY_PREFIX):
+        app.router.add_post(f"{prefix}/chat/completions", _chat_completions)
+        app.router.add_get(f"{prefix}/models", _models)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/_mock/requests", _list_requests)
+    app.router.add_delete("/_mock/requests", _clear_requests)
+    app.router.add_get("/_mock/requests/{id}", _get_request)
+    return app
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+class MockGateway:
+    """A running mock gateway; ``await close()`` stops it."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self._state = runner.app[STATE]
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-SDK-style base URL (``.../webhooks/v1``)."""
+        return self.url + GATEWAY_PREFIX
+
+    def requests(self) -> list[Json]:
+        """The recorded chat requests, oldest first (same records as ``GET /_mock/requests``)."""
+        return self._state.log.snapshot()
+
+    async def wait_for_request(self, predicate: Callable[[Json], bool]) -> Json:
+        """The first recorded request for which `predicate` holds, as soon as there is one (it is checked
+        whenever a request starts or ends; no polling). Bound the wait with `asyncio.timeout`."""
+        return await self._state.log.wait_for(predicate)
+
+    def clear_requests(self) -> None:
+        self._state.log.clear()
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+    async def __aenter__(self) -> MockGateway:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def start_mock_gateway(
+    host: str = "127.0.0.1", port: int = 0, *, require_api_key: str | None = None
+) -> MockGateway:
+    """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log."""
+    runner = web.AppRunner(create_app(require_api_key=require_api_key), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port: int = runner.addresses[0][1]
+    return MockGateway(runner, host, bound_port)
+
+
+async def serve_forever(
+    host: str,
+    port: int,
+    *,
+    require_api_key: str | None = None,
+    until: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Run the mock gateway until `until()` completes, or until cancelled (``prisme-bridge mock-gateway``)."""
+    gateway = await start_mock_gateway(host, port, require_api_key=require_api_key)
+    logger.info("mock gateway listening on %s", gateway.url)
+    try:
+        await (until() if until is not None else asyncio.Event().wait())
+    finally:
+        await gateway.close()

@@ -1,0 +1,158 @@
+"""The mock's behaviours, each a script registered under the model names that select it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from bridge.mock_gateway import bodies
+from bridge.mock_gateway.call import Call, ScriptStoppedError, sleep_watching
+from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame
+
+TICK_S: Final = 0.05
+
+
+Script = Callable[[Call], Awaitable[web.StreamResponse]]
+# Model name -> its script. Other names run a prefixed script (error-N, openai-error-N, slow-N) or echo.
+SCRIPTS: dict[str, Script] = {}
+
+
+def script(*models: str) -> Callable[[Script], Script]:
+    """Registers the decorated script as the behaviour of `models`."""
+
+    def register(function: Script) -> Script:
+        for model in models:
+            SCRIPTS[model] = function
+        return function
+
+    return register
+
+
+@script("echo", *STYLES)
+async def _echo(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return bodies.json_response(200, bodies.echo_completion(call))
+    sse = await SseStream.open(call, STYLES.get(call.model, PLAIN))
+    return await sse.send_all(bodies.echo_chunks(call))
+
+
+@script("tools")
+async def _tools(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return bodies.json_response(200, bodies.tool_completion(call))
+    return await (await SseStream.open(call)).send_all(bodies.tool_chunks(call))
+
+
+@script("reasoning")
+async def _reasoning(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return bodies.json_response(200, bodies.reasoning_completion(call))
+    return await (await SseStream.open(call)).send_all(bodies.reasoning_chunks(call))
+
+
+@script("azure")
+async def _azure(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        filters = bodies.AZURE_FIRST["prompt_filter_results"]
+        return bodies.json_response(200, {**bodies.echo_completion(call), "prompt_filter_results": filters})
+    return await (await SseStream.open(call)).send_all(bodies.azure_chunks(bodies.echo_chunks(call)))
+
+
+@script("json-on-stream")
+async def _json_on_stream(call: Call) -> web.StreamResponse:
+    return bodies.json_response(200, bodies.echo_completion(call))
+
+
+@script("endless")
+async def _endless(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        await sleep_watching(call, None, None)
+    sse = await SseStream.open(call)
+    await sse.send(bodies.delta_chunk(call, {"role": "assistant", "content": ""}))
+    tick = frame(PLAIN, 1, bodies.dumps(bodies.delta_chunk(call, {"content": "tick "})))
+    while True:
+        await sleep_watching(call, TICK_S, sse.response)
+        await sse.write(tick)
+
+
+async def _partial_start(call: Call) -> SseStream:
+    sse = await SseStream.open(call)
+    await sse.send(bodies.delta_chunk(call, {"role": "assistant", "content": ""}))
+    for piece in bodies.PARTIAL:
+        await sse.send(bodies.delta_chunk(call, {"content": piece}))
+    return sse
+
+
+@script("stream-error", "stream-error-event", "stream-error-vllm", "stream-error-content")
+async def _stream_error(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return bodies.prisme_error(500, bodies.UPSTREAM_FAILED, {"model": call.model})
+    sse = await _partial_start(call)
+    if call.model == "stream-error-content":
+        await sse.send(bodies.delta_chunk(call, {"content": f"\n\n[{bodies.UPSTREAM_FAILED}]"}))
+    else:
+        event, payload = bodies.STREAM_ERRORS[call.model]
+        await sse.send(payload, event)
+    await sse.send("[DONE]")
+    return sse.response
+
+
+@script("truncated", "truncated-eof")
+async def _truncated(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _truncated_unary(call)
+    sse = await _partial_start(call)
+    # A provider dies some time after its last whole chunk: let those arrive first (aiohttp's reader
+    # raises a connection error before handing out bytes still buffered with it).
+    await asyncio.sleep(0.05)
+    line = frame(PLAIN, 3, bodies.dumps(bodies.delta_chunk(call, {"content": " and more"})))
+    await sse.write(line[: len(line) // 2])
+    if call.model == "truncated":
+        abort_connection(call)
+    return sse.response
+
+
+async def _truncated_unary(call: Call) -> web.StreamResponse:
+    body = bodies.dumps(bodies.echo_completion(call)).encode()
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(call.request)
+    try:
+        await response.write(body[: len(body) // 2])
+    except ConnectionError as exc:
+        raise ScriptStoppedError("client_disconnected", response) from exc
+    abort_connection(call)
+    return response
+
+
+@script("no-done", "no-finish")
+async def _no_done(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _echo(call)
+    sse = await SseStream.open(call, close=True)
+    return await sse.send_all(bodies.echo_chunks(call, finish=call.model == "no-done"), done=False)
+
+
+def _suffix_int(model: str, prefix: str) -> int | None:
+    suffix = model.removeprefix(prefix)
+    if suffix == model or not suffix.isdigit():
+        return None
+    return int(suffix)
+
+
+async def run_script(call: Call) -> web.StreamResponse:
+    """Answers `call` with the script its model selects."""
+    model = call.model
+    status = _suffix_int(model, "openai-error-")
+    if status is not None and 400 <= status <= 599:
+        return bodies.openai_error(status)
+    status = _suffix_int(model, "error-")
+    if status is not None and 400 <= status <= 599:
+        return bodies.scripted_error(call, status)
+    delay_ms = _suffix_int(model, "slow-")
+    if delay_ms is not None:
+        await sleep_watching(call, delay_ms / 1000, None)
+    return await SCRIPTS.get(model, _echo)(call)

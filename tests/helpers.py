@@ -1,0 +1,298 @@
+"""Helpers shared by the test suites: requests, reading rich statuses, streams, tools on PATH."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from bridge.errors import BridgeError, UpstreamHTTPError
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.upstream.errors import error_from_http_response, error_from_stream_event
+
+
+def chat_request(
+    model: str = "echo", text: str = "Hello there, bridge", **fields: Any
+) -> pb.CreateChatCompletionRequest:
+    """A one-user-message request."""
+    message = pb.ChatMessage(role="user", content=struct_pb2.Value(string_value=text))
+    return pb.CreateChatCompletionRequest(model=model, messages=[message], **fields)
+
+
+async def collect(call: Any) -> list[pb.StreamChatCompletionResponse]:
+    """Every message of a streaming call."""
+    return [chunk async for chunk in call]
+
+
+_DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.BadRequest)
+
+
+def status_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The google.rpc details of a failed call, by type name (decoded from grpc-status-details-bin)."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no grpc-status-details-bin"
+    assert status.code == error.code().value[0]
+    assert status.message == error.details()
+    found: dict[str, Message] = {}
+    for detail in status.details:
+        for kind in _DETAIL_TYPES:
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                assert kind.DESCRIPTOR.name not in found, f"two {kind.DESCRIPTOR.name}"
+                found[kind.DESCRIPTOR.name] = message
+    return found
+
+
+async def call_failing(
+    stub: Any, rpc: str, request: pb.CreateChatCompletionRequest, **kwargs: Any
+) -> tuple[grpc.aio.AioRpcError, list[pb.StreamChatCompletionResponse]]:
+    """Runs `rpc` ("unary" or "stream"), expecting it to fail; returns (error, chunks received first)."""
+    received: list[pb.StreamChatCompletionResponse] = []
+    try:
+        if rpc == "unary":
+            await stub.CreateChatCompletion(request, **kwargs)
+        else:
+            async for chunk in stub.StreamChatCompletion(request, **kwargs):
+                received.append(chunk)
+    except grpc.aio.AioRpcError as error:
+        return error, received
+    pytest.fail(f"{rpc} call of {request.model!r} succeeded")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def find_grpcurl() -> str:
+    """The grpcurl binary; the CI installs it, so its absence is a failure, not a skip."""
+    found = shutil.which("grpcurl")
+    if found:
+        return found
+    candidates = [Path("/root/go/bin/grpcurl")]
+    go = shutil.which("go")
+    if go:
+        gopath = subprocess.run(
+            [go, "env", "GOPATH"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        if gopath:
+            candidates.append(Path(gopath) / "bin" / "grpcurl")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(
+        "grpcurl not found on PATH, in /root/go/bin or $(go env GOPATH)/bin; install it to run this test"
+    )
+
+
+async def grpcurl(*args: str, stdin: bytes | None = None, limit: float = 15) -> tuple[int, str, str]:
+    """Runs grpcurl without blocking the event loop the bridge is serving on: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        find_grpcurl(),
+        *args,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(stdin), limit)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def wait_request(mock: Any, predicate: Any, within: float = 2.0) -> dict[str, Any]:
+    """The first request the mock gateway recorded that satisfies `predicate` (awaited, not polled)."""
+    async with asyncio.timeout(within):
+        record: dict[str, Any] = await mock.wait_for_request(predicate)
+        return record
+
+
+async def wait_all_ended(mock: Any, within: float = 5.0) -> list[dict[str, Any]]:
+    """Every request the mock gateway recorded, once each has ended."""
+    async with asyncio.timeout(within):
+        for record in mock.requests():
+            await mock.wait_for_request(
+                lambda r, request_id=record["id"]: r["id"] == request_id and r["outcome"] != "in_progress"
+            )
+    records: list[dict[str, Any]] = mock.requests()
+    return records
+
+
+# -------------------------------------------------------------------------- the CLI as a subprocess
+
+
+def cli_env(**bridge_vars: str) -> dict[str, str]:
+    """This process's environment without BRIDGE_* variables, plus `bridge_vars`, unbuffered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update(bridge_vars)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class CliProcess:
+    """`python -m bridge.cli ARGS` as a subprocess, its stderr (the logs) read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.log: list[str] = []
+
+    async def wait_log(self, pattern: str, within: float = 20) -> re.Match[str]:
+        """The first match of `pattern` in a line of the logs, waiting for it to be written."""
+        assert self.process.stderr is not None
+        for line in self.log:
+            if match := re.search(pattern, line):
+                return match
+        async with asyncio.timeout(within):
+            while raw := await self.process.stderr.readline():
+                self.log.append(raw.decode())
+                if match := re.search(pattern, self.log[-1]):
+                    return match
+        pytest.fail(f"exited ({await self.process.wait()}) before logging {pattern!r}:\n{''.join(self.log)}")
+
+    async def stop(self, sig: signal.Signals, within: float) -> int:
+        """Sends `sig` and returns the exit code; fails, showing the logs, if it takes over `within` s."""
+        self.process.send_signal(sig)
+        return await self.wait_exit(within)
+
+    async def wait_exit(self, within: float) -> int:
+        """The exit code; fails, showing the logs, if the process is still running after `within` s."""
+        try:
+            return await asyncio.wait_for(self.process.wait(), within)
+        except TimeoutError:
+            self.process.kill()
+            _, err = await self.process.communicate()
+            pytest.fail(f"still running after {within} s:\n{''.join(self.log)}{err.decode()}")
+
+    async def logs(self) -> str:
+        """Everything logged, once the process has exited."""
+        assert self.process.stderr is not None
+        return "".join(self.log) + (await self.process.stderr.read()).decode()
+
+
+@asynccontextmanager
+async def run_cli(*args: str, env: dict[str, str]) -> AsyncIterator[CliProcess]:
+    """Runs `prisme-bridge ARGS`; killed on the way out if it is still running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield CliProcess(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.communicate()
+
+
+# ------------------------------------------------------- rich statuses of BridgeError objects (unit tests)
+
+
+class _FakeCall:
+    """What rpc_status.from_call reads from a finished call, taken from a grpc.Status."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        self._status = status
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def trailing_metadata(self) -> Any:
+        return self._status.trailing_metadata
+
+
+def rich_status(error: BridgeError) -> status_pb2.Status:
+    """The google.rpc.Status a client decodes from `error.to_status()`."""
+    # from_call also checks that the trailer agrees with grpc-status and grpc-message.
+    rich = rpc_status.from_call(_FakeCall(error.to_status()))  # type: ignore[arg-type]
+    assert rich is not None
+    return rich
+
+
+def error_details(error: BridgeError) -> dict[type[Message], Message]:
+    """The details a client unpacks from `error`'s status, by type."""
+    found: dict[type[Message], Message] = {}
+    for packed in rich_status(error).details:
+        for kind in _DETAIL_TYPES:
+            if packed.Is(kind.DESCRIPTOR):
+                message = kind()
+                packed.Unpack(message)
+                found[kind] = message
+    assert len(found) == len(rich_status(error).details), "unexpected detail type"
+    return found
+
+
+def error_info(error: BridgeError) -> error_details_pb2.ErrorInfo:
+    info = error_details(error)[error_details_pb2.ErrorInfo]
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    return info
+
+
+def error_violations(error: BridgeError) -> list[tuple[str, str]]:
+    bad = error_details(error).get(error_details_pb2.BadRequest)
+    if bad is None:
+        return []
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    return [(v.field, v.description) for v in bad.field_violations]
+
+
+def retry_seconds(error: BridgeError) -> float | None:
+    retry = error_details(error).get(error_details_pb2.RetryInfo)
+    if retry is None:
+        return None
+    assert isinstance(retry, error_details_pb2.RetryInfo)
+    return float(retry.retry_delay.ToNanoseconds()) / 1e9
+
+
+def everything_sent(error: BridgeError) -> str:
+    """All text a client could see: message and every detail, as sent."""
+    status = error.to_status()
+    trailer = b"".join(value for _, value in status.trailing_metadata if isinstance(value, bytes))
+    return status.details + trailer.decode("utf-8", "replace") + str(error_details(error))
+
+
+# The upstream host of errors built by unit tests; they read it back from ErrorInfo.domain.
+DOMAIN = "gateway.example.com"
+
+
+def http_error(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> UpstreamHTTPError:
+    """The bridge error for an upstream reply of `status` with `body` (JSON if not bytes)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return error_from_http_response(status, headers or {}, raw, domain=DOMAIN)
+
+
+def stream_error(data: Any, event: str = "message", correlation_id: str | None = "corr-1") -> Any:
+    """The bridge error for an SSE event carrying `data` (JSON if not a str), or None."""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return error_from_stream_event(text, event=event, domain=DOMAIN, correlation_id=correlation_id)

@@ -1,0 +1,105 @@
+"""bridge.redaction: secrets never reach a status, whatever carried them in."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.errors import (
+    protocol_error,
+)
+from bridge.http.transport_errors import error_from_transport_exception
+from bridge.redaction import MAX_TEXT_BYTES, redact
+from tests.helpers import DOMAIN
+from tests.helpers import everything_sent as _everything_sent
+from tests.helpers import http_error as _http
+from tests.helpers import stream_error as _stream
+
+# -------------------------------------------------------------------------------------------- redaction
+
+_JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
+_SECRETS = {
+    "bearer": ("Authorization: Bearer abc.DEF-123_xyz~+/=", "abc.DEF-123_xyz"),
+    "bearer-lower": ("header was bearer opaque0token1", "opaque0token1"),
+    "iak": ("key iak_acme_7f0e9a4c-1b2d-4e5f-8a9b-0c1d2e3f4a5b rejected", "iak_acme_7f0e"),
+    "sk": ("Incorrect API key provided: sk-abcdEFGH1234ijkl", "sk-abcdEFGH1234ijkl"),
+    "sk-proj": ("key sk-proj-AbC_dEf-123456 is revoked", "AbC_dEf-123456"),
+    "sk-litellm": ("master key sk-1234.", "sk-1234"),
+    "jwt": (f"token {_JWT} expired", "dozjgNryP4J3"),
+    "jwt-unsigned": ("token eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0. used", "eyJzdWIiOiJ4In0"),
+    "api-key-query": ("GET https://x/v1?api_key=hunter2hunter2&x=1", "hunter2hunter2"),
+    "api-key-json": ('{"x-prismeai-api-key": "not-an-iak-format-key"}', "not-an-iak-format-key"),
+    "password": ("password=Tr0ub4dor&3", "Tr0ub4dor"),
+}
+
+
+@pytest.mark.parametrize(("text", "secret"), list(_SECRETS.values()), ids=list(_SECRETS))
+def test_redact_removes_secrets(text: str, secret: str) -> None:
+    cleaned = redact(text)
+    assert secret not in cleaned
+    assert "[REDACTED]" in cleaned
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api.openai.com returned 502",
+        "task-force risk-free desk-top",
+        "version 1.2.3 of eyJ-less text",
+        "Bearer",
+        "messages[0].role: must not be empty",
+    ],
+)
+def test_redact_leaves_ordinary_text_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_redact_keeps_the_auth_scheme() -> None:
+    assert redact("Authorization: Bearer abc123") == "Authorization: Bearer [REDACTED]"
+
+
+@given(st.text(max_size=300))
+def test_redact_is_idempotent(text: str) -> None:
+    once = redact(text)
+    assert redact(once) == once
+
+
+@pytest.mark.parametrize(("text", "secret"), list(_SECRETS.values()), ids=list(_SECRETS))
+def test_secrets_never_reach_http_errors(text: str, secret: str) -> None:
+    body = {
+        "error": {"message": text, "type": text, "param": text, "code": text},
+    }
+    headers = {"x-correlation-id": text, "Retry-After": "1"}
+    for status in (400, 401, 500):
+        sent = _everything_sent(_http(status, body, headers))
+        assert secret not in sent
+    prisme = {"error": "invalid_token", "message": text, "details": {"auth": text}}
+    assert secret not in _everything_sent(_http(401, prisme))
+    fastapi = {"detail": [{"loc": ["body", text], "msg": text}]}
+    assert secret not in _everything_sent(_http(422, fastapi))
+    assert secret not in _everything_sent(_http(502, text.encode()))
+
+
+@pytest.mark.parametrize(("text", "secret"), list(_SECRETS.values()), ids=list(_SECRETS))
+def test_secrets_never_reach_stream_or_transport_errors(text: str, secret: str) -> None:
+    stream = _stream({"error": {"message": text, "type": text, "code": text}}, correlation_id=text)
+    assert stream is not None
+    assert secret not in _everything_sent(stream)
+    event = _stream(text, event="error")
+    assert secret not in _everything_sent(event)
+    transport = error_from_transport_exception(httpx.ConnectError(text), domain=DOMAIN)
+    assert secret not in _everything_sent(transport)
+    assert secret not in _everything_sent(
+        protocol_error(text, domain=DOMAIN, reason="X_Y", correlation_id=text)
+    )
+
+
+def test_secret_in_huge_message_is_redacted_before_truncation() -> None:
+    text = "x" * (MAX_TEXT_BYTES - 8) + " Bearer abcdefghijklmnop"
+    error = _http(500, {"message": text})
+    assert "abcdefgh" not in error.message

@@ -1,0 +1,85 @@
+"""bridge.settings: grouped settings keep their flat public names; precedence; the README's flag table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from bridge.cli import flag_table
+from bridge.settings import (
+    CommandSettings,
+    DevSettings,
+    MockGatewaySettings,
+    ServeSettings,
+    flat_fields,
+    load,
+)
+
+README = Path(__file__).parents[2] / "README.md"
+
+# The public names: flags and BRIDGE_* variables users and deployments depend on. Add, never rename.
+PINNED = {
+    ServeSettings: [
+        "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
+        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "log_level",
+    ],
+    MockGatewaySettings: ["listen", "require_api_key", "log_level"],
+    DevSettings: ["listen", "mock_listen", "log_level"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", list(PINNED), ids=lambda m: m.__name__)
+def test_flat_names_flags_and_env_vars_are_pinned(model: type[CommandSettings]) -> None:
+    fields = list(flat_fields(model))
+    assert [f.name for f in fields] == PINNED[model]
+    assert [f.flag for f in fields] == ["--" + n.replace("_", "-") for n in PINNED[model]]
+    assert [f.env for f in fields] == ["BRIDGE_" + n.upper() for n in PINNED[model]]
+
+
+@pytest.mark.parametrize("model", list(PINNED), ids=lambda m: m.__name__)
+def test_every_group_field_has_its_flat_name_and_a_description(model: type[CommandSettings]) -> None:
+    for field in flat_fields(model):
+        assert field.info.alias, f"{field.group}.{field.attribute} has no flat name (alias)"
+        assert field.info.description, field.name
+
+
+def test_groups_are_reached_by_flat_names_and_by_their_own() -> None:
+    settings = ServeSettings(listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed")
+    assert settings.server.listen == "127.0.0.1:0"
+    assert settings.upstream.url == "http://gw/v1"
+    assert settings.auth.mode == "fixed"
+    assert settings.logging.level == "INFO"
+    by_group = ServeSettings.model_validate(
+        {"upstream": {"url": "http://gw/v1"}, "logging": {"level": "DEBUG"}}
+    )
+    assert (by_group.upstream.url, by_group.logging.level) == ("http://gw/v1", "DEBUG")
+
+
+def test_flag_beats_env_beats_default() -> None:
+    env = {"BRIDGE_UPSTREAM_URL": "http://env/v1", "BRIDGE_READ_TIMEOUT": "3", "UNRELATED": "x"}
+    settings = load(ServeSettings, {"upstream_url": "http://flag/v1", "read_timeout": None}, env)
+    assert settings.upstream.url == "http://flag/v1"
+    assert settings.upstream.read_timeout == 3.0
+    assert settings.upstream.connect_timeout == 10.0
+
+
+def test_a_missing_setting_is_reported_by_its_flat_name() -> None:
+    with pytest.raises(ValidationError) as raised:
+        load(ServeSettings, {}, {})
+    assert [error["loc"][-1] for error in raised.value.errors()] == ["upstream_url"]
+
+
+def test_unknown_names_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        ServeSettings(upstream_url="http://gw/v1", no_such_setting=1)
+
+
+@pytest.mark.parametrize("command", ["serve"])
+def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
+    text = README.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
+    assert found, f"README.md lacks the <!-- flags:{command} --> table"
+    assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
