@@ -181,3 +181,29 @@ def test_baseline_is_reproducible(contract: Path, buf_env: dict[str, str]) -> No
     assert _run(contract, buf_env, "proto-baseline").returncode == 0
     assert (contract / BASELINE).read_bytes() == first
     assert first
+
+
+# --- lock-ins WIRE_JSON does not see ------------------------------------------------------------------
+
+GO_PACKAGE = "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+
+
+def test_generated_code_locations_are_fixed() -> None:
+    """File options are outside WIRE_JSON, yet changing one breaks every Go or Java importer: they are
+    decided for v1 (docs/proto-design.md, "Lock-ins") and pinned here."""
+    from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2, chat_completion_service_pb2
+
+    for module, outer in (
+        (chat_completion_pb2, "ChatCompletionProto"),
+        (chat_completion_service_pb2, "ChatCompletionServiceProto"),
+    ):
+        options = module.DESCRIPTOR.GetOptions()
+        assert options.go_package == f"{GO_PACKAGE};llmgatewayv1"
+        assert options.java_package == "ai.prisme.llmgateway.v1"
+        assert options.java_multiple_files
+        assert options.java_outer_classname == outer
+        assert module.DESCRIPTOR.package == "prisme.llmgateway.v1"
+    # The Go import path is the module path of clients/go plus the generated directory.
+    go_mod = (ROOT / "clients" / "go" / "go.mod").read_text().splitlines()
+    assert f"{go_mod[0].removeprefix('module ')}/gen/prisme/llmgateway/v1" == GO_PACKAGE
+    assert (ROOT / "clients/go/gen/prisme/llmgateway/v1/chat_completion.pb.go").is_file()
