@@ -186,7 +186,7 @@ class CreateChatCompletionRequest(_message.Message):
     means the upstream default. JSON key `reasoning_effort`.
     """
     service_tier: _builtins.str
-    """Processing tier: "auto", "default", "flex", "scale" or "priority" (OpenAI; the response's
+    """Processing tier: "auto", "default", "flex", "scale", "priority" or "fast" (OpenAI; the response's
     service_tier says which one served the call). Empty means the upstream default.
     JSON key `service_tier`.
     """

@@ -123,7 +123,7 @@ type CreateChatCompletionRequest struct {
 	// (OpenAI's list; not every model takes every value, and other upstreams may define others). Empty
 	// means the upstream default. JSON key `reasoning_effort`.
 	ReasoningEffort string `protobuf:"bytes,23,opt,name=reasoning_effort,json=reasoningEffort,proto3" json:"reasoning_effort,omitempty"`
-	// Processing tier: "auto", "default", "flex", "scale" or "priority" (OpenAI; the response's
+	// Processing tier: "auto", "default", "flex", "scale", "priority" or "fast" (OpenAI; the response's
 	// service_tier says which one served the call). Empty means the upstream default.
 	// JSON key `service_tier`.
 	ServiceTier string `protobuf:"bytes,24,opt,name=service_tier,json=serviceTier,proto3" json:"service_tier,omitempty"`
