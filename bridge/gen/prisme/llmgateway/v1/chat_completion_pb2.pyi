@@ -853,8 +853,8 @@ class ToolChoice(_message.Message):
     {"type": "function", "function": {"name": "..."}}, {"type": "custom", "custom": {"name": "..."}} or
     {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [...]}}. Here the string form is
     `mode` (JSON {"mode": "auto"}), the object form is `type` plus the field `type` names, unchanged. Set
-    exactly one form: both, or neither, is INVALID_ARGUMENT, and so is a `function`, `custom` or
-    `allowed_tools` that `type` does not name.
+    exactly one form: both, or neither, is INVALID_ARGUMENT, and so is more than one of `function`,
+    `custom` and `allowed_tools`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -2146,7 +2146,9 @@ class ToolCallDelta(_message.Message):
 
     @_builtins.property
     def custom(self) -> Global___CustomToolCallDelta:
-        """The custom tool call fragment. JSON key `custom`."""
+        """The custom tool call fragment. JSON key `custom` (the shape reported for OpenAI streams; OpenAI's
+        published chunk schema does not list it yet).
+        """
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:

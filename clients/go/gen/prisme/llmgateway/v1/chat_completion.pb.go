@@ -1274,8 +1274,8 @@ func (x *CustomToolGrammar) GetExtra() *structpb.Struct {
 // {"type": "function", "function": {"name": "..."}}, {"type": "custom", "custom": {"name": "..."}} or
 // {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [...]}}. Here the string form is
 // `mode` (JSON {"mode": "auto"}), the object form is `type` plus the field `type` names, unchanged. Set
-// exactly one form: both, or neither, is INVALID_ARGUMENT, and so is a `function`, `custom` or
-// `allowed_tools` that `type` does not name.
+// exactly one form: both, or neither, is INVALID_ARGUMENT, and so is more than one of `function`,
+// `custom` and `allowed_tools`.
 type ToolChoice struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// String form: "auto", "none" or "required"; sent upstream as the bare string `"tool_choice": "auto"`.
@@ -3480,7 +3480,8 @@ type ToolCallDelta struct {
 	Type *string `protobuf:"bytes,3,opt,name=type,proto3,oneof" json:"type,omitempty"`
 	// The function fragment. JSON key `function`.
 	Function *FunctionCallDelta `protobuf:"bytes,4,opt,name=function,proto3" json:"function,omitempty"`
-	// The custom tool call fragment. JSON key `custom`.
+	// The custom tool call fragment. JSON key `custom` (the shape reported for OpenAI streams; OpenAI's
+	// published chunk schema does not list it yet).
 	Custom *CustomToolCallDelta `protobuf:"bytes,5,opt,name=custom,proto3" json:"custom,omitempty"`
 	// Keys of the fragment this proto does not know (e.g. Gemini's `extra_content`). Bridge extension.
 	Extra         *structpb.Struct `protobuf:"bytes,100,opt,name=extra,proto3" json:"extra,omitempty"`
