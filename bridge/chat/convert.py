@@ -2,13 +2,15 @@
 
 Outbound, `request_to_upstream` turns a CreateChatCompletionRequest into the upstream JSON body: only
 fields that are set, under their exact JSON keys (proto field names are the upstream keys), with the
-rewrites the proto needs (docs/proto-design.md): `content_parts` is sent as `content`, `tool_choice.mode`
-as the bare string, `extra_body` merged into the top level and each object's `extra` into that object.
+rewrites the proto needs (docs/proto-design.md): `content_parts` and `content_text` are sent as `content`,
+`tool_choice.mode` as the bare string, `extra_body` merged into the top level and each object's `extra`
+into that object.
 Struct numbers are doubles; integral ones are sent as JSON integers so `"minItems": 1` stays 1.
 
 Inbound, `response_from_upstream` / `chunk_from_upstream` fill a proto from parsed upstream JSON, tolerant
 by design: `null` means unset, and a key the proto does not know, or a known key whose value has the
-wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls).
+wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls). A few fields
+are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES).
 """
 
 from __future__ import annotations
@@ -124,10 +126,11 @@ def _number(x: float) -> int | float:
     return x
 
 
-def _chat_message_out(out: dict[str, JSON]) -> dict[str, JSON]:
-    parts = out.pop("content_parts", None)
-    if parts is not None:
-        out["content"] = parts
+def _typed_content_out(out: dict[str, JSON]) -> dict[str, JSON]:
+    # The typed alternatives of `content` (validation allows one of them) are sent under its key.
+    for key in ("content_parts", "content_text"):
+        if key in out:
+            out["content"] = out.pop(key)
     return out
 
 
@@ -143,6 +146,12 @@ def _function_call_out(out: dict[str, JSON]) -> dict[str, JSON]:
     return out
 
 
+def _custom_tool_call_out(out: dict[str, JSON]) -> dict[str, JSON]:
+    out.setdefault("name", "")  # required by the HTTP API, like a function call's keys
+    out.setdefault("input", "")
+    return out
+
+
 def _content_part_out(out: dict[str, JSON]) -> dict[str, JSON]:
     if out.get("type") == "text":
         out.setdefault("text", "")  # required by the HTTP API, even when empty
@@ -150,9 +159,11 @@ def _content_part_out(out: dict[str, JSON]) -> dict[str, JSON]:
 
 
 _SPECIAL_OUT: Final = {
-    pb.ChatMessage.DESCRIPTOR.full_name: _chat_message_out,
+    pb.ChatMessage.DESCRIPTOR.full_name: _typed_content_out,
+    pb.Prediction.DESCRIPTOR.full_name: _typed_content_out,
     pb.ToolChoice.DESCRIPTOR.full_name: _tool_choice_out,
     pb.FunctionCall.DESCRIPTOR.full_name: _function_call_out,
+    pb.CustomToolCall.DESCRIPTOR.full_name: _custom_tool_call_out,
     pb.ContentPart.DESCRIPTOR.full_name: _content_part_out,
 }
 
@@ -197,10 +208,18 @@ class _Field:
 class _Plan:
     fields: Mapping[str, _Field]  # by JSON key; `extra` itself is not a key upstream JSON can fill
     has_extra: bool
+    aliases: Mapping[str, _Field]  # second JSON keys of some fields (_ALIASES)
 
 
 _SCALAR, _MESSAGE, _STRUCT_KIND = range(3)
 _PLANS: dict[type[Message], _Plan] = {}
+# Upstream keys read into a field named otherwise, by message: vLLM (newer) and OpenRouter send the
+# reasoning text as `reasoning`, DeepSeek and others as `reasoning_content` (docs/proto-design.md).
+_REASONING: Final = {"reasoning": "reasoning_content"}
+_ALIASES: Final[Mapping[str, Mapping[str, str]]] = {
+    pb.ChatCompletionMessage.DESCRIPTOR.full_name: _REASONING,
+    pb.ChatCompletionDelta.DESCRIPTOR.full_name: _REASONING,
+}
 
 
 def _plan(message_class: type[Message]) -> _Plan:
@@ -208,7 +227,9 @@ def _plan(message_class: type[Message]) -> _Plan:
     if plan is None:
         descriptor = cast("Descriptor", message_class.DESCRIPTOR)
         fields = {f.name: _field_plan(f) for f in descriptor.fields if f.name != _EXTRA}
-        plan = _PLANS[message_class] = _Plan(fields, _EXTRA in descriptor.fields_by_name)
+        aliases = {alias: fields[name] for alias, name in _ALIASES.get(descriptor.full_name, {}).items()}
+        plan = _Plan(fields, _EXTRA in descriptor.fields_by_name, aliases)
+        _PLANS[message_class] = plan
     return plan
 
 
@@ -227,6 +248,13 @@ def _fill(message: Message, obj: Mapping[str, JSON]) -> bool:
         if value is None:
             continue  # null is absent (and an unknown null says nothing)
         field = plan.fields.get(key)
+        if field is None and key in plan.aliases:
+            field = plan.aliases[key]
+            canonical = obj.get(field.name)
+            if canonical is not None:
+                if isinstance(value, str) and canonical == value:
+                    continue  # the same text under both keys: kept once, by the canonical key
+                field = None  # both keys, different values: the canonical one is typed, this one kept raw
         if field is None or not _set_field(message, field, value):
             leftovers[key] = value  # unknown, wrong JSON type, or a nested object that lost something
     if not leftovers:

@@ -1,8 +1,9 @@
 """Pure checks of a chat completion request before anything is sent upstream.
 
 Only what is plainly wrong whatever the upstream is (missing model, no messages, an empty role, shapes the
-JSON body cannot express) is rejected here; value ranges are the upstream's call, and its 400 reaches the
-caller as INVALID_ARGUMENT anyway. Field paths follow AIP-193 style: `messages[2].content`.
+JSON body cannot express, either/or fields set together, the gateway's documented length limits) is
+rejected here; value ranges are the upstream's call, and its 400 reaches the caller as INVALID_ARGUMENT
+anyway. Field paths follow AIP-193 style: `messages[2].content`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ __all__ = ["validate_request"]
 _RESERVED_EXTRA_KEYS = frozenset({"stream"})
 _FREE_JSON = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 _NOT_FINITE = "must be a finite number"
+# Limits the Prisme gateway documents for its chat endpoint (characters, i.e. code points).
+_MAX_MODEL_LENGTH = 256
+_MAX_TASK_ID_LENGTH = 128
+# Tool types whose settings live in a typed field (others carry theirs in `extra`).
+_TOOL_BODIES = ("function", "custom")
+# ToolChoice object-form fields: one per choice type, at most one set.
+_CHOICE_BODIES = ("function", "custom", "allowed_tools")
 
 
 def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> list[FieldViolation]:
@@ -28,21 +36,47 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     violations: list[FieldViolation] = []
     if not request.model:
         violations.append(("model", 'must not be empty: name the model to use, e.g. "gpt-4o"'))
+    violations += _length_violations("model", request.model, _MAX_MODEL_LENGTH)
+    violations += _length_violations("task_id", request.task_id, _MAX_TASK_ID_LENGTH)
     if not request.messages:
         violations.append(("messages", "must contain at least one message"))
     for i, message in enumerate(request.messages):
         violations += _message_violations(f"messages[{i}]", message)
     for i, tool in enumerate(request.tools):
-        # Other tool types carry their settings in `extra`; a function needs its name.
-        if tool.type in ("", "function") and not tool.function.name:
-            violations.append((f"tools[{i}].function.name", "must not be empty"))
+        violations += _tool_violations(f"tools[{i}]", tool)
     if request.HasField("tool_choice"):
         violations += _tool_choice_violations(request.tool_choice)
+    if request.HasField("prediction"):
+        violations += _prediction_violations(request.prediction)
     if request.HasField("stream_options") and not streaming:
         violations.append(("stream_options", "is only valid on StreamChatCompletion; remove it"))
     violations += _extra_body_violations(request, streaming=streaming)
     violations += _nested_violations("", request)
     return violations
+
+
+def _length_violations(path: str, value: str, limit: int) -> list[FieldViolation]:
+    if len(value) <= limit:
+        return []
+    return [(path, f"must be at most {limit} characters (the gateway's limit), not {len(value)}")]
+
+
+def _set_names(message: Message, names: tuple[str, ...]) -> list[str]:
+    """Those of the fields `names` that are set in `message` (a repeated field: when not empty)."""
+    fields = message.DESCRIPTOR.fields_by_name
+    return [
+        name
+        for name in names
+        if (bool(getattr(message, name)) if fields[name].is_repeated else message.HasField(name))
+    ]
+
+
+def _one_of(path: str, message: Message, names: tuple[str, ...]) -> list[FieldViolation]:
+    """Either/or fields (plain fields, not a oneof): a violation at the second one set, if any."""
+    set_names = _set_names(message, names)
+    if len(set_names) < 2:
+        return []
+    return [(f"{path}.{set_names[1]}", f"set only one of {', '.join(names)}")]
 
 
 def _message_violations(path: str, message: pb.ChatMessage) -> list[FieldViolation]:
@@ -51,8 +85,7 @@ def _message_violations(path: str, message: pb.ChatMessage) -> list[FieldViolati
         violations.append(
             (f"{path}.role", "must not be empty: use system, developer, user, assistant or tool")
         )
-    if message.HasField("content") and message.content_parts:
-        violations.append((f"{path}.content_parts", "set either content or content_parts, not both"))
+    violations += _one_of(path, message, ("content", "content_parts", "content_text"))
     if message.HasField("content"):
         violations += _content_violations(f"{path}.content", message.content)
     for j, part in enumerate(message.content_parts):
@@ -77,12 +110,41 @@ def _content_violations(path: str, content: struct_pb2.Value) -> list[FieldViola
     return violations
 
 
+def _tool_violations(path: str, tool: pb.Tool) -> list[FieldViolation]:
+    both = _one_of(path, tool, _TOOL_BODIES)
+    if both:
+        return both
+    if tool.HasField("custom") and tool.type != "custom":
+        return [(f"{path}.type", 'must be "custom" when custom is set')]
+    if tool.type == "custom":
+        body, name = "custom", tool.custom.name
+    elif tool.type in ("", "function"):
+        body, name = "function", tool.function.name
+    else:
+        return []  # other tool types carry their settings in `extra`
+    # A function or custom tool needs its name, typed or in the raw object `extra` sends instead.
+    if not name and body not in tool.extra.fields:
+        return [(f"{path}.{body}.name", "must not be empty")]
+    return []
+
+
 def _tool_choice_violations(choice: pb.ToolChoice) -> list[FieldViolation]:
-    if choice.mode and (choice.type or choice.HasField("function") or choice.HasField("extra")):
-        return [("tool_choice", "set either mode or the object form (type, function, extra), not both")]
+    object_form = choice.type or _set_names(choice, _CHOICE_BODIES) or choice.HasField("extra")
+    if choice.mode and object_form:
+        return [("tool_choice", "set either mode or the object form (type, function, custom, ...), not both")]
     if not choice.mode and not choice.type:
         return [("tool_choice", 'set mode ("auto", "none", "required") or type + function')]
-    return []
+    violations = _one_of("tool_choice", choice, _CHOICE_BODIES)
+    for i, tool in enumerate(choice.allowed_tools.tools):
+        violations += _tool_violations(f"tool_choice.allowed_tools.tools[{i}]", tool)
+    return violations
+
+
+def _prediction_violations(prediction: pb.Prediction) -> list[FieldViolation]:
+    violations = _one_of("prediction", prediction, ("content", "content_text"))
+    if prediction.HasField("content"):
+        violations += _content_violations("prediction.content", prediction.content)
+    return violations
 
 
 def _extra_body_violations(

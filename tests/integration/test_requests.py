@@ -77,6 +77,30 @@ INVALID: list[tuple[str, pb.CreateChatCompletionRequest, tuple[str, ...], list[s
         ["extra_body.stream"],
     ),
     (
+        "model-too-long",
+        chat_request(model="m" * 257),
+        ("unary", "stream"),
+        ["model"],
+    ),
+    (
+        "task-id-too-long",
+        chat_request(task_id="t" * 129),
+        ("unary", "stream"),
+        ["task_id"],
+    ),
+    (
+        "content-and-content-text",
+        pb.CreateChatCompletionRequest(model="echo", messages=[_user(content=HELLO, content_text="hi")]),
+        ("unary", "stream"),
+        ["messages[0].content_text"],
+    ),
+    (
+        "custom-tool-without-name",
+        chat_request(tools=[pb.Tool(type="custom", custom=pb.CustomToolDefinition(description="x"))]),
+        ("unary", "stream"),
+        ["tools[0].custom.name"],
+    ),
+    (
         "several-at-once",
         pb.CreateChatCompletionRequest(
             messages=[pb.ChatMessage(content=_value(True))], extra_body=_struct({"stream": False})
@@ -214,6 +238,47 @@ async def test_request_shaping_reaches_the_upstream(stub, mock_gateway: MockGate
         # integral Struct numbers travel as JSON integers
         assert type(body["top_k"]) is int
         assert type(body["tools"][0]["function"]["parameters"]["properties"]["days"]["minimum"]) is int
+
+
+async def test_v1_typed_fields_reach_the_upstream(stub, mock_gateway: MockGateway) -> None:
+    """The typed fields of contract v1 go out under their upstream keys; the typed plain-text content
+    (content_text) is sent as the `content` string, at the gateway's length limits."""
+    request = pb.CreateChatCompletionRequest(
+        model="echo" + "-" * 252,  # 256 characters: the gateway's limit, still valid
+        task_id="t" * 128,
+        messages=[pb.ChatMessage(role="user", content_text="Bonjour")],
+        tools=[pb.Tool(type="custom", custom=pb.CustomToolDefinition(name="run_sql"))],
+        tool_choice=pb.ToolChoice(type="custom", custom=pb.ToolChoiceCustom(name="run_sql")),
+        service_tier="flex",
+        metadata={"team": "search"},
+        store=False,
+        prompt_cache_key="k1",
+        safety_identifier="u-hash",
+        verbosity="low",
+        prediction=pb.Prediction(type="content", content_text="Bonjour"),
+        web_search_options=pb.WebSearchOptions(search_context_size="low"),
+        stream_options=pb.StreamOptions(include_usage=True, include_obfuscation=False),
+    )
+    chunks = [c async for c in stub.StreamChatCompletion(request, timeout=10)]
+    assert chunks[-1].HasField("usage")
+    body = mock_gateway.requests()[-1]["body"]
+    assert body == {
+        "model": request.model,
+        "task_id": "t" * 128,
+        "messages": [{"role": "user", "content": "Bonjour"}],
+        "tools": [{"type": "custom", "custom": {"name": "run_sql"}}],
+        "tool_choice": {"type": "custom", "custom": {"name": "run_sql"}},
+        "service_tier": "flex",
+        "metadata": {"team": "search"},
+        "store": False,
+        "prompt_cache_key": "k1",
+        "safety_identifier": "u-hash",
+        "verbosity": "low",
+        "prediction": {"type": "content", "content": "Bonjour"},
+        "web_search_options": {"search_context_size": "low"},
+        "stream_options": {"include_usage": True, "include_obfuscation": False},
+        "stream": True,
+    }
 
 
 async def test_tool_choice_object_form_and_content_null(stub, mock_gateway: MockGateway) -> None:

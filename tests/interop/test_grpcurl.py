@@ -40,6 +40,21 @@ async def test_describe_shows_the_proto_comments(bridge: GrpcServer) -> None:
     code, out, err = await grpcurl("-plaintext", address, "describe", "prisme.llmgateway.v1.ChatMessage")
     assert code == 0, err
     assert "Author role" in out
+    assert "Typed alternative to `content` for plain text" in out
+    # Contract v1: the new fields and the gateway's own meanings are documented where callers look.
+    request = "prisme.llmgateway.v1.CreateChatCompletionRequest"
+    code, out, err = await grpcurl("-plaintext", address, "describe", request)
+    assert code == 0, err
+    assert "propagates to agent-to-agent (A2A) flows" in out
+    assert "At most 128 characters" in out
+    assert "safety_identifier (abuse detection) and prompt_cache_key" in out
+    assert '"xhigh"' in out
+    assert "map<string, string> metadata = 25;" in out
+    message = "prisme.llmgateway.v1.ChatCompletionMessage"
+    code, out, err = await grpcurl("-plaintext", address, "describe", message)
+    assert code == 0, err
+    assert "or `reasoning` (newer vLLM" in out
+    assert "repeated .prisme.llmgateway.v1.Annotation annotations = 6;" in out
 
 
 async def test_golden_request_pastes_into_grpcurl(bridge: GrpcServer, mock_gateway: MockGateway) -> None:

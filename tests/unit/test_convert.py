@@ -1,4 +1,4 @@
-"""Tests for bridge.convert: proto <-> upstream JSON for chat completions.
+"""Tests for bridge.chat.convert: proto <-> upstream JSON for chat completions.
 
 Layout:
 - the seed request (tests/golden/request_full.json) round-trips unchanged;
@@ -46,6 +46,11 @@ SEED = GOLDEN / "request_full.json"
 STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 VALUE = struct_pb2.Value.DESCRIPTOR.full_name
 REQUEST_FIELDS = frozenset(pb.CreateChatCompletionRequest.DESCRIPTOR.fields_by_name)
+# Second upstream keys of some response fields (the contract's reasoning_content comment), by message.
+ALIASES = {
+    "ChatCompletionMessage": {"reasoning": "reasoning_content"},
+    "ChatCompletionDelta": {"reasoning": "reasoning_content"},
+}
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -550,30 +555,113 @@ def test_unknown_nulls_dropped_known_nulls_unset() -> None:
     assert not response.choices[0].HasField("extra")
 
 
-def test_nested_object_without_extra_is_kept_raw_in_parent() -> None:
-    raw = {"cached_tokens": 4, "image_tokens": 2}
+def test_token_details_keep_unknown_keys_in_their_own_extra() -> None:
+    raw = {"cached_tokens": 4, "image_tokens": 2, "video_tokens": 3}
     usage = response_from_upstream({"usage": {"prompt_tokens_details": raw}}).usage
-    assert usage.prompt_tokens_details.cached_tokens == 4
-    assert struct_to_json(usage.extra) == {"prompt_tokens_details": raw}
-    # With no leftovers nothing is duplicated.
-    usage = response_from_upstream({"usage": {"prompt_tokens_details": {"cached_tokens": 4}}}).usage
+    details = usage.prompt_tokens_details
+    assert (details.cached_tokens, details.image_tokens) == (4, 2)
+    assert struct_to_json(details.extra) == {"video_tokens": 3}
+    assert not usage.HasField("extra")  # nothing duplicated one level up
+
+
+def test_litellm_float_token_counts_are_typed_not_extra() -> None:
+    # LiteLLM reports every breakdown count as a JSON float; integral ones are integers to the contract.
+    usage = response_from_upstream(
+        json.loads(
+            '{"usage": {"prompt_tokens": 9.0, "prompt_tokens_details": {"cached_tokens": 0.0, '
+            '"text_tokens": 9.0, "audio_tokens": 0.0, "image_tokens": 0.0, "cache_write_tokens": 0.0}, '
+            '"completion_tokens_details": {"reasoning_tokens": 0.0, "text_tokens": 3.0, '
+            '"audio_tokens": 0.5}}}'
+        )
+    ).usage
+    prompt, completion = usage.prompt_tokens_details, usage.completion_tokens_details
+    assert usage.prompt_tokens == 9
+    assert (prompt.cached_tokens, prompt.text_tokens, prompt.image_tokens) == (0, 9, 0)
+    assert prompt.HasField("cached_tokens")
+    assert prompt.HasField("cache_write_tokens")
+    assert not prompt.HasField("extra")
     assert not usage.HasField("extra")
+    assert (completion.reasoning_tokens, completion.text_tokens) == (0, 3)
+    # A fractional count is no token count: kept as sent, beside the typed ones.
+    assert not completion.HasField("audio_tokens")
+    assert struct_to_json(completion.extra) == {"audio_tokens": 0.5}
 
 
-def test_leftovers_bubble_up_through_several_levels_without_extra() -> None:
-    # TopLogprob -> TokenLogprob -> ChoiceLogprobs have no extra: the nearest one is the choice's.
+def test_unknown_keys_stay_at_their_own_level() -> None:
+    # Every object message has its own extra: nothing bubbles up to the choice.
     logprobs = {
-        "content": [{"token": "a", "logprob": -1, "top_logprobs": [{"token": "b", "logprob": -2, "id": 7}]}]
+        "content": [{"token": "a", "logprob": -1, "top_logprobs": [{"token": "b", "logprob": -2, "id": 7}]}],
+        "x": 1,
     }
     choice = chunk_from_upstream({"choices": [{"index": 0, "logprobs": logprobs}]}).choices[0]
-    assert struct_to_json(choice.extra) == {"logprobs": logprobs}
+    assert not choice.HasField("extra")
+    assert struct_to_json(choice.logprobs.extra) == {"x": 1}
+    assert struct_to_json(choice.logprobs.content[0].top_logprobs[0].extra) == {"id": 7}
     assert choice.logprobs.content[0].top_logprobs[0].token == "b"
 
 
 def test_mistyped_known_key_is_not_partially_typed_for_scalars() -> None:
     token = response_from_upstream({"choices": [{"logprobs": {"content": [{"bytes": [1, 2, "x"]}]}}]})
-    assert list(token.choices[0].logprobs.content[0].bytes) == []
-    assert struct_to_json(token.choices[0].extra) == {"logprobs": {"content": [{"bytes": [1, 2, "x"]}]}}
+    entry = token.choices[0].logprobs.content[0]
+    assert list(entry.bytes) == []
+    assert struct_to_json(entry.extra) == {"bytes": [1, 2, "x"]}
+
+
+def test_array_with_an_element_that_is_not_an_object_is_kept_whole_beside_it() -> None:
+    calls = [{"id": "c1", "type": "custom", "custom": {"name": "grep", "input": "x"}}, 7]
+    message = response_from_upstream({"choices": [{"message": {"tool_calls": calls}}]}).choices[0].message
+    assert message.tool_calls[0].custom.name == "grep"
+    assert struct_to_json(message.extra) == {"tool_calls": calls}
+
+
+def test_every_object_message_has_extra() -> None:
+    """The v1 rule (docs/proto-design.md section 7): each message that is a JSON object has `extra` (field
+    100, a Struct), except the request's top level, whose escape hatch is `extra_body`."""
+    roots = (pb.CreateChatCompletionRequest, pb.CreateChatCompletionResponse, pb.StreamChatCompletionResponse)
+    seen: set[str] = set()
+    todo = [root.DESCRIPTOR for root in roots]
+    while todo:
+        desc = todo.pop()
+        if desc.full_name in seen or desc.full_name in (STRUCT, VALUE) or desc.GetOptions().map_entry:
+            continue
+        seen.add(desc.full_name)
+        todo += [f.message_type for f in desc.fields if f.message_type is not None]
+        name = "extra_body" if desc is pb.CreateChatCompletionRequest.DESCRIPTOR else "extra"
+        field = desc.fields_by_name.get(name)
+        assert field is not None, f"{desc.name} has no {name}"
+        assert (field.number, field.message_type.full_name) == (100, STRUCT), desc.name
+    assert len(seen) > 30
+
+
+def test_reasoning_key_is_read_into_reasoning_content() -> None:
+    message = response_from_upstream({"choices": [{"message": {"reasoning": "think"}}]}).choices[0].message
+    assert message.reasoning_content == "think"
+    assert not message.HasField("extra")
+    delta = chunk_from_upstream({"choices": [{"delta": {"reasoning": ""}}]}).choices[0].delta
+    assert delta.HasField("reasoning_content")
+    assert delta.reasoning_content == ""
+
+
+@pytest.mark.parametrize("order", ["reasoning_first", "reasoning_content_first"])
+def test_reasoning_under_both_keys(order: str) -> None:
+    def delta(obj: dict[str, Any]) -> pb.ChatCompletionDelta:
+        items = list(obj.items())
+        if order == "reasoning_content_first":
+            items.reverse()
+        return chunk_from_upstream({"choices": [{"delta": dict(items)}]}).choices[0].delta
+
+    same = delta({"reasoning": "hmm", "reasoning_content": "hmm"})
+    assert same.reasoning_content == "hmm"
+    assert not same.HasField("extra")  # the same text is kept once
+    different = delta({"reasoning": "b", "reasoning_content": "a"})
+    assert different.reasoning_content == "a"
+    assert struct_to_json(different.extra) == {"reasoning": "b"}
+    mistyped = delta({"reasoning": 1, "reasoning_content": "a"})
+    assert mistyped.reasoning_content == "a"
+    assert struct_to_json(mistyped.extra) == {"reasoning": 1}
+    alone_mistyped = delta({"reasoning": ["a"]})
+    assert not alone_mistyped.HasField("reasoning_content")
+    assert struct_to_json(alone_mistyped.extra) == {"reasoning": ["a"]}
 
 
 # --- property (a): request -> upstream JSON text -> proto3 JSON parse ------------------------------------
@@ -625,11 +713,13 @@ def _extra_for(cls: type[Message]) -> st.SearchStrategy[dict[str, Any]]:
     return st.dictionaries(TEXT.filter(lambda k: k not in names), JSON_VALUE, min_size=1, max_size=2)
 
 
-FUNCTION_CALL = _obj(name=TEXT, arguments=TEXT)
-TOOL_CALL = _obj(id=TEXT, type=TEXT, function=FUNCTION_CALL, extra=_extra_for(pb.ToolCall))
-CONTENT_PART = _obj(
-    {"type": NAME}, text=TEXT, image_url=_obj(url=TEXT, detail=TEXT), extra=_extra_for(pb.ContentPart)
+FUNCTION_CALL = _obj(name=TEXT, arguments=TEXT, extra=_extra_for(pb.FunctionCall))
+CUSTOM_CALL = _obj(name=TEXT, input=TEXT, extra=_extra_for(pb.CustomToolCall))
+TOOL_CALL = _obj(
+    id=TEXT, type=TEXT, function=FUNCTION_CALL, custom=CUSTOM_CALL, extra=_extra_for(pb.ToolCall)
 )
+IMAGE_URL = _obj(url=TEXT, detail=TEXT, extra=_extra_for(pb.ImageUrl))
+CONTENT_PART = _obj({"type": NAME}, text=TEXT, image_url=IMAGE_URL, extra=_extra_for(pb.ContentPart))
 CONTENT_VALUE = st.one_of(
     st.none(),
     TEXT,
@@ -645,18 +735,59 @@ _MESSAGE_BASE = {
 CHAT_MESSAGE = st.one_of(
     _obj({"role": NAME}, content=CONTENT_VALUE, **_MESSAGE_BASE),
     _obj({"role": NAME}, content_parts=st.lists(CONTENT_PART, max_size=3), **_MESSAGE_BASE),
+    _obj({"role": NAME}, content_text=TEXT, **_MESSAGE_BASE),
 )
-TOOL = _obj(
-    {"function": _obj({"name": NAME}, description=TEXT, parameters=JSON_OBJECT, strict=st.booleans())},
+FUNCTION_DEFINITION = _obj(
+    {"name": NAME},
+    description=TEXT,
+    parameters=JSON_OBJECT,
+    strict=st.booleans(),
+    extra=_extra_for(pb.FunctionDefinition),
+)
+CUSTOM_FORMAT = _obj(
     type=TEXT,
-    extra=_extra_for(pb.Tool),
+    grammar=_obj(definition=TEXT, syntax=TEXT, extra=_extra_for(pb.CustomToolGrammar)),
+    extra=_extra_for(pb.CustomToolFormat),
 )
+CUSTOM_DEFINITION = _obj(
+    {"name": NAME}, description=TEXT, format=CUSTOM_FORMAT, extra=_extra_for(pb.CustomToolDefinition)
+)
+TOOL = st.one_of(
+    _obj(
+        {"function": FUNCTION_DEFINITION},
+        type=TEXT.filter(lambda t: t != "custom"),
+        extra=_extra_for(pb.Tool),
+    ),
+    _obj({"type": st.just("custom"), "custom": CUSTOM_DEFINITION}, extra=_extra_for(pb.Tool)),
+)
+_CHOICE_EXTRA = {"extra": _extra_for(pb.ToolChoice)}
 TOOL_CHOICE = st.one_of(
     _obj({"mode": NAME}),
-    _obj({"type": NAME}, function=_obj(name=TEXT), extra=_extra_for(pb.ToolChoice)),
+    _obj({"type": NAME}, function=_obj(name=TEXT, extra=_extra_for(pb.ToolChoiceFunction)), **_CHOICE_EXTRA),
+    _obj({"type": NAME}, custom=_obj(name=TEXT, extra=_extra_for(pb.ToolChoiceCustom)), **_CHOICE_EXTRA),
+    _obj(
+        {"type": NAME},
+        allowed_tools=_obj(mode=TEXT, tools=st.lists(TOOL, max_size=2), extra=_extra_for(pb.AllowedTools)),
+        **_CHOICE_EXTRA,
+    ),
 )
 RESPONSE_FORMAT = _obj(
-    type=TEXT, json_schema=_obj(name=TEXT, description=TEXT, schema=JSON_OBJECT, strict=st.booleans())
+    type=TEXT,
+    json_schema=_obj(
+        name=TEXT, description=TEXT, schema=JSON_OBJECT, strict=st.booleans(), extra=_extra_for(pb.JsonSchema)
+    ),
+    extra=_extra_for(pb.ResponseFormat),
+)
+PREDICTION = st.one_of(
+    _obj(type=TEXT, content=CONTENT_VALUE, extra=_extra_for(pb.Prediction)),
+    _obj(type=TEXT, content_text=TEXT, extra=_extra_for(pb.Prediction)),
+)
+LOCATION = _obj(
+    type=TEXT,
+    approximate=_obj(
+        city=TEXT, country=TEXT, region=TEXT, timezone=TEXT, extra=_extra_for(pb.WebSearchApproximateLocation)
+    ),
+    extra=_extra_for(pb.WebSearchUserLocation),
 )
 EXTRA_BODY = st.dictionaries(
     TEXT.filter(lambda k: k not in REQUEST_FIELDS and k != "stream"), JSON_VALUE, min_size=1, max_size=3
@@ -682,8 +813,22 @@ REQUEST_JSON = _obj(
     parallel_tool_calls=st.booleans(),
     user=TEXT,
     logit_bias=st.dictionaries(TEXT, DOUBLE, max_size=3),
-    stream_options=_obj(include_usage=st.booleans()),
+    stream_options=_obj(
+        include_usage=st.booleans(), include_obfuscation=st.booleans(), extra=_extra_for(pb.StreamOptions)
+    ),
     reasoning_effort=TEXT,
+    service_tier=TEXT,
+    metadata=st.dictionaries(TEXT, TEXT, max_size=3),
+    store=st.booleans(),
+    prompt_cache_key=TEXT,
+    safety_identifier=TEXT,
+    verbosity=TEXT,
+    modalities=st.lists(TEXT, max_size=2),
+    audio=_obj(voice=TEXT, format=TEXT, extra=_extra_for(pb.AudioParams)),
+    prediction=PREDICTION,
+    web_search_options=_obj(
+        search_context_size=TEXT, user_location=LOCATION, extra=_extra_for(pb.WebSearchOptions)
+    ),
     extra_body=EXTRA_BODY,
 )
 
@@ -723,6 +868,8 @@ def _undo_rewrites(body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     assert "extra_body" not in body
     for message in body.get("messages", []):
         assert "content_parts" not in message
+        assert "content_text" not in message
+    assert "content_text" not in body.get("prediction", {})
     if isinstance(body.get("tool_choice"), dict):
         assert "mode" not in body["tool_choice"]
     extra_body = {key: body.pop(key) for key in list(body) if key not in REQUEST_FIELDS}
@@ -732,18 +879,27 @@ def _undo_rewrites(body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     return out
 
 
+def _extras_merged(part: dict[str, Any]) -> dict[str, Any]:
+    """The proto3 JSON of a ContentPart with its extra, and its image_url's, merged into their objects."""
+    extra = part.pop("extra", {})
+    if "image_url" in part:
+        part["image_url"] = _extras_merged(part["image_url"])
+    return {**part, **extra}
+
+
 def _parts_as_content(request: pb.CreateChatCompletionRequest) -> pb.CreateChatCompletionRequest:
     """`request` with every message's content_parts moved into content as JSON (the documented rewrite),
-    each part's extra merged into its object."""
+    each part's extra merged into its object, and content_text (messages, prediction) moved into content
+    as a string."""
     expected = pb.CreateChatCompletionRequest()
     expected.CopyFrom(request)
+    for holder in [*expected.messages, expected.prediction]:
+        if holder.HasField("content_text"):
+            holder.content.string_value = holder.content_text
+            holder.ClearField("content_text")
     for message in expected.messages:
         if message.content_parts:
-            parts = []
-            for part in message.content_parts:
-                obj = _to_dict(part)
-                obj.update(obj.pop("extra", {}))
-                parts.append(obj)
+            parts = [_extras_merged(_to_dict(part)) for part in message.content_parts]
             del message.content_parts[:]
             json_format.ParseDict(parts, message.content)
     return expected
@@ -806,6 +962,7 @@ WILD_VALUE = st.recursive(
 )
 _UNKNOWN_KEYS = [
     "extra",
+    "reasoning",
     "obfuscation",
     "prompt_filter_results",
     "content_filter_results",
@@ -916,15 +1073,20 @@ def _typed_holds(message: Message, field: FieldDescriptor, value: Any) -> bool:
 
 
 def _recoverable(message: Message, obj: Mapping[str, Any]) -> bool:
-    """Every non-null key of `obj` is held by a typed field of `message` or, raw and equal, in its extra."""
+    """Every non-null key of `obj` is held by a typed field of `message` or, raw and equal, in its extra
+    (an alias key: by its field, when that holds the same text)."""
     fields = message.DESCRIPTOR.fields_by_name
     extra = message.extra.fields if "extra" in fields else {}  # type: ignore[attr-defined]
+    aliases = ALIASES.get(message.DESCRIPTOR.name, {})
     for key, value in obj.items():
         if value is None:
             continue
         if key in extra and _py(extra[key]) == _norm(value):
             continue
-        field = fields.get(key) if key != "extra" else None
+        if key in aliases and not isinstance(value, str):
+            return False  # an alias only ever holds text; anything else belongs in extra
+        name = aliases.get(key, key)
+        field = fields.get(name) if name != "extra" else None
         if field is None or not _typed_holds(message, field, value):
             return False
     return True
@@ -938,6 +1100,9 @@ def _assert_nothing_invented(message: Message, obj: Mapping[str, Any]) -> None:
                 assert obj.get(key) is not None, f"extra[{key!r}] has no non-null upstream key"
             continue
         source = obj.get(field.name)
+        for alias, name in ALIASES.get(message.DESCRIPTOR.name, {}).items():
+            if source is None and name == field.name:
+                source = obj.get(alias)
         assert source is not None, f"{field.full_name} is set without a non-null upstream key"
         if field.message_type is None or field.message_type.full_name == STRUCT:
             continue

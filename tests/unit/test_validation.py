@@ -1,4 +1,4 @@
-"""Tests for bridge.validation: one test per rule, checking the exact AIP-193 field paths."""
+"""Tests for bridge.chat.validation: one test per rule, checking the exact AIP-193 field paths."""
 
 from __future__ import annotations
 
@@ -102,6 +102,30 @@ def test_content_null_and_content_parts_both_set() -> None:
     assert _paths(request) == ["messages[0].content_parts"]
 
 
+@pytest.mark.parametrize(
+    ("message", "path"),
+    [
+        ({"content": "a", "content_text": "b"}, "content_text"),
+        ({"content": None, "content_text": ""}, "content_text"),
+        ({"content_parts": [{"type": "text"}], "content_text": "b"}, "content_text"),
+        ({"content": "a", "content_parts": [{"type": "text"}], "content_text": "b"}, "content_parts"),
+    ],
+    ids=["content", "content_null_and_empty_text", "content_parts", "all_three"],
+)
+def test_content_text_with_another_content_form(message: dict[str, Any], path: str) -> None:
+    request = _request(messages=[USER, {"role": "user", **message}])
+    violations = validate_request(request, streaming=False)
+    assert [p for p, _ in violations] == [f"messages[1].{path}"]
+    assert "content, content_parts, content_text" in violations[0][1]
+
+
+@pytest.mark.parametrize("text", ["Bonjour", ""], ids=["text", "empty"])
+def test_content_text_alone_is_valid(text: str) -> None:
+    request = _request(messages=[{"role": "user", "content_text": text}])
+    assert _paths(request) == []
+    assert request_to_upstream(request, stream=False)["messages"] == [{"role": "user", "content": text}]
+
+
 def test_content_parts_alone_are_valid() -> None:
     parts = [{"type": "text", "text": "t"}, {"type": "image_url", "image_url": {"url": "u"}}]
     assert _paths(_request(messages=[{"role": "user", "content_parts": parts}])) == []
@@ -120,6 +144,104 @@ def test_tool_without_function_name() -> None:
         {"type": "function"},
     ]
     assert _paths(_request(tools=tools)) == ["tools[1].function.name", "tools[2].function.name"]
+
+
+def test_custom_tools() -> None:
+    tools = [
+        {"type": "custom", "custom": {"name": "grep", "format": {"type": "text"}}},
+        {"type": "custom", "custom": {"description": "nameless"}},
+        {"type": "custom"},
+        {"custom": {"name": "untyped"}},
+        {"type": "function", "custom": {"name": "mistyped"}},
+        {"type": "custom", "function": {"name": "f"}, "custom": {"name": "g"}},
+        {"type": "custom", "extra": {"custom": {"name": "raw"}}},
+    ]
+    assert _paths(_request(tools=tools)) == [
+        "tools[1].custom.name",
+        "tools[2].custom.name",
+        "tools[3].type",
+        "tools[4].type",
+        "tools[5].custom",
+    ]
+
+
+def test_function_tool_given_whole_in_extra_is_valid() -> None:
+    # `extra` wins over the typed fields: a function object there is what goes upstream.
+    request = _request(tools=[{"type": "function", "extra": {"function": {"name": "f", "x": 1}}}])
+    assert _paths(request) == []
+    assert request_to_upstream(request, stream=False)["tools"] == [
+        {"type": "function", "function": {"name": "f", "x": 1}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "paths"),
+    [
+        ({"type": "custom", "custom": {"name": "grep"}}, []),
+        ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}, []),
+        ({"type": "function", "function": {"name": "f"}, "custom": {"name": "g"}}, ["tool_choice.custom"]),
+        (
+            {"type": "allowed_tools", "custom": {"name": "g"}, "allowed_tools": {"mode": "auto"}},
+            ["tool_choice.allowed_tools"],
+        ),
+        ({"mode": "auto", "custom": {"name": "g"}}, ["tool_choice"]),
+        ({"mode": "required", "allowed_tools": {}}, ["tool_choice"]),
+        (
+            {
+                "type": "allowed_tools",
+                "allowed_tools": {
+                    "mode": "required",
+                    "tools": [
+                        {"type": "function", "function": {"name": "f"}},
+                        {"type": "function", "function": {}},
+                        {"type": "custom", "custom": {}},
+                    ],
+                },
+            },
+            [
+                "tool_choice.allowed_tools.tools[1].function.name",
+                "tool_choice.allowed_tools.tools[2].custom.name",
+            ],
+        ),
+    ],
+    ids=[
+        "custom",
+        "allowed_tools",
+        "function_and_custom",
+        "custom_and_allowed",
+        "mode_custom",
+        "mode_allowed",
+        "allowed_tools_checked_like_tools",
+    ],
+)
+def test_tool_choice_object_forms(tool_choice: dict[str, Any], paths: list[str]) -> None:
+    assert _paths(_request(tool_choice=tool_choice)) == paths
+
+
+@pytest.mark.parametrize(
+    ("prediction", "paths"),
+    [
+        ({"type": "content", "content": "old text"}, []),
+        ({"type": "content", "content": [{"type": "text", "text": "old"}]}, []),
+        ({"type": "content", "content_text": ""}, []),
+        ({"type": "content", "content": "a", "content_text": "b"}, ["prediction.content_text"]),
+        ({"type": "content", "content": 7}, ["prediction.content"]),
+        ({"type": "content", "content": [{"text": "no type"}]}, ["prediction.content[0]"]),
+    ],
+    ids=["string", "parts", "content_text", "both", "number", "part_without_type"],
+)
+def test_prediction_content_forms(prediction: dict[str, Any], paths: list[str]) -> None:
+    assert _paths(_request(prediction=prediction)) == paths
+
+
+@pytest.mark.parametrize(("field", "limit"), [("model", 256), ("task_id", 128)], ids=["model", "task_id"])
+def test_gateway_length_limits(field: str, limit: int) -> None:
+    # The gateway documents these limits in characters: a multi-byte character counts once.
+    assert _paths(_request(**{field: "é" * limit})) == []
+    violations = validate_request(_request(**{field: "é" * (limit + 1)}), streaming=False)
+    assert violations == [
+        (field, f"must be at most {limit} characters (the gateway's limit), not {limit + 1}")
+    ]
 
 
 @pytest.mark.parametrize(

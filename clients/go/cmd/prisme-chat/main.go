@@ -40,7 +40,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 )
@@ -169,7 +168,7 @@ func buildRequest(o *options) *llmgatewayv1.CreateChatCompletionRequest {
 	req := &llmgatewayv1.CreateChatCompletionRequest{
 		Model: o.model,
 		Messages: []*llmgatewayv1.ChatMessage{
-			{Role: "user", Content: structpb.NewStringValue(o.prompt)},
+			{Role: "user", ContentText: proto.String(o.prompt)}, // plain text: no structpb.Value needed
 		},
 	}
 	if o.stream && o.includeUsage {

@@ -160,7 +160,7 @@ func TestUnaryText(t *testing.T) {
 	if req.GetModel() != "gpt-4o" || len(req.GetMessages()) != 1 {
 		t.Fatalf("request = %v", req)
 	}
-	if m := req.GetMessages()[0]; m.GetRole() != "user" || m.GetContent().GetStringValue() != "Say hello" {
+	if m := req.GetMessages()[0]; m.GetRole() != "user" || m.GetContentText() != "Say hello" || m.GetContent() != nil {
 		t.Errorf("message = %v", m)
 	}
 	if req.GetStreamOptions() != nil {

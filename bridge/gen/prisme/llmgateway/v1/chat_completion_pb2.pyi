@@ -10,12 +10,30 @@ Conventions:
 - Free JSON objects are google.protobuf.Struct. Struct numbers are doubles; the bridge sends integral
   ones upstream as JSON integers (a schema's "minItems": 1 stays 1). NaN and infinite numbers, which
   JSON cannot carry, are INVALID_ARGUMENT wherever they appear in a request.
-- A field `extra` (a Struct, number 100) on an object: in a request, its keys are merged into that JSON
-  object and win over the typed fields beside them; in a response, it holds the upstream keys this
-  proto does not know, known keys whose value had the wrong JSON type, and the whole original of a
-  nested object that has no `extra` of its own but lost keys. So nothing the upstream sent is lost,
-  and a received object replays unchanged. A null upstream value is the same as an absent one.
-  (The request's own top level uses `extra_body`, where repeating a set field is INVALID_ARGUMENT.)
+- Every message that is a JSON object has a field `extra` (a Struct, number 100). In a request, its keys
+  are merged into that JSON object and win over the typed fields beside them. In a response, it holds
+  the upstream keys this proto does not know and known keys whose value had the wrong JSON type (an
+  array with an element that does not fit is also kept whole there, beside the object elements that
+  did). So nothing the upstream sent is lost, and a received object replays unchanged. A null upstream
+  value is the same as an absent one. The request's own top level uses `extra_body` instead, where
+  repeating a set field is INVALID_ARGUMENT.
+- Either/or fields (ChatMessage content / content_parts / content_text, ToolChoice mode / object form,
+  Tool function / custom, ...) are plain fields, not `oneof`s: setting more than one is
+  INVALID_ARGUMENT naming the field (docs/proto-design.md, "Lock-ins").
+
+What the gateway documents: its chat reference (docs.prisme.ai, LLM gateway, "Create a chat completion")
+lists only the request fields it accepts: model (at most 256 characters), messages (role, content, name,
+tool_call_id, tool_calls), temperature, max_tokens, top_p, tools, stream, and its extensions task_id (at
+most 128 characters) and analytics_context; responses: id, object, created, model, choices (index,
+message, finish_reason) and usage (token counts, cost, duration_ms, carbon). Every other typed field
+here (n, stop, seed, penalties, logprobs, logit_bias, response_format, tool_choice, parallel_tool_calls,
+user, max_completion_tokens, reasoning_effort, stream_options, service_tier, metadata, store,
+prompt_cache_key, safety_identifier, verbosity, modalities, audio, prediction, web_search_options;
+ChatMessage.refusal and custom tools; on responses refusal, logprobs, reasoning_content, annotations,
+audio, custom tool calls, system_fingerprint, service_tier and the token details) is OpenAI's or a
+provider's. The bridge sends and maps it as OpenAI defines it; whether the gateway passes it on to a
+given provider is the gateway's business, and its rejection reaches the caller as an error status.
+content_parts and content_text are bridge extensions, sent as `content`.
 """
 
 from collections import abc as _abc
@@ -63,6 +81,26 @@ class CreateChatCompletionRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MODEL_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
@@ -86,10 +124,21 @@ class CreateChatCompletionRequest(_message.Message):
     LOGIT_BIAS_FIELD_NUMBER: _builtins.int
     STREAM_OPTIONS_FIELD_NUMBER: _builtins.int
     REASONING_EFFORT_FIELD_NUMBER: _builtins.int
+    SERVICE_TIER_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    STORE_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHE_KEY_FIELD_NUMBER: _builtins.int
+    SAFETY_IDENTIFIER_FIELD_NUMBER: _builtins.int
+    VERBOSITY_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    PREDICTION_FIELD_NUMBER: _builtins.int
+    WEB_SEARCH_OPTIONS_FIELD_NUMBER: _builtins.int
     EXTRA_BODY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model id as the gateway names it, e.g. "gpt-4o" or "eu.anthropic.claude-sonnet-4-20250514-v1:0".
-    Required. JSON key `model`.
+    Required, at most 256 characters (the gateway's limit; longer is INVALID_ARGUMENT before any upstream
+    call). JSON key `model`.
     """
     temperature: _builtins.float
     """Sampling temperature, 0 to 2; unset means the upstream default (1 for OpenAI). JSON key `temperature`."""
@@ -106,7 +155,8 @@ class CreateChatCompletionRequest(_message.Message):
     seed: _builtins.int
     """Seed for best-effort deterministic sampling. JSON key `seed`."""
     task_id: _builtins.str
-    """Prisme extension: id of the gateway task this call belongs to (cost and analytics grouping).
+    """Prisme extension: an opaque correlation id that the gateway propagates to agent-to-agent (A2A) flows.
+    At most 128 characters (the gateway's limit; longer is INVALID_ARGUMENT before any upstream call).
     Empty means none. JSON key `task_id`.
     """
     n: _builtins.int
@@ -126,10 +176,34 @@ class CreateChatCompletionRequest(_message.Message):
     JSON key `parallel_tool_calls`.
     """
     user: _builtins.str
-    """Stable id of the end user, for abuse monitoring. Empty means none. JSON key `user`."""
+    """Stable id of the end user. Empty means none. JSON key `user`. OpenAI is replacing it with two fields:
+    safety_identifier (abuse detection) and prompt_cache_key (cache bucketing); set those instead where
+    the upstream supports them.
+    """
     reasoning_effort: _builtins.str
-    """Reasoning effort for reasoning models: "minimal", "low", "medium" or "high" (upstream-defined).
-    Empty means the upstream default. JSON key `reasoning_effort`.
+    """Reasoning effort for reasoning models: "none", "minimal", "low", "medium", "high", "xhigh" or "max"
+    (OpenAI's list; not every model takes every value, and other upstreams may define others). Empty
+    means the upstream default. JSON key `reasoning_effort`.
+    """
+    service_tier: _builtins.str
+    """Processing tier: "auto", "default", "flex", "scale", "priority" or "fast" (OpenAI; the response's
+    service_tier says which one served the call). Empty means the upstream default.
+    JSON key `service_tier`.
+    """
+    store: _builtins.bool
+    """Whether the upstream stores the completion (OpenAI: for distillation and evals). JSON key `store`."""
+    prompt_cache_key: _builtins.str
+    """Key for the upstream's prompt cache: requests with a common prefix and the same key share cache
+    entries. Successor of `user` for caching. Empty means none. JSON key `prompt_cache_key`.
+    """
+    safety_identifier: _builtins.str
+    """Stable id of the end user that does not identify them (e.g. a hash of their user name), for abuse
+    detection. Successor of `user` for safety (OpenAI: at most 64 characters). Empty means none.
+    JSON key `safety_identifier`.
+    """
+    verbosity: _builtins.str
+    """Length and detail of the answer: "low", "medium" or "high". Empty means the upstream default
+    ("medium" for OpenAI). JSON key `verbosity`.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatMessage]:
@@ -172,6 +246,34 @@ class CreateChatCompletionRequest(_message.Message):
         """
 
     @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Key-value pairs stored with the completion (OpenAI: up to 16, keys at most 64 characters, values at
+        most 512). JSON key `metadata`.
+        """
+
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output types wanted: ["text"] (the default) or ["text", "audio"] (then set `audio`).
+        JSON key `modalities`.
+        """
+
+    @_builtins.property
+    def audio(self) -> Global___AudioParams:
+        """Voice and format of the audio output; required upstream with modalities ["text", "audio"].
+        JSON key `audio`.
+        """
+
+    @_builtins.property
+    def prediction(self) -> Global___Prediction:
+        """Predicted output (e.g. the current version of a file being rewritten), to speed up generation.
+        JSON key `prediction`.
+        """
+
+    @_builtins.property
+    def web_search_options(self) -> Global___WebSearchOptions:
+        """Web search settings, for models that search the web. JSON key `web_search_options`."""
+
+    @_builtins.property
     def extra_body(self) -> _struct_pb2.Struct:
         """Escape hatch for request fields this proto does not know yet: each key is merged into the top level of
         the upstream JSON body (like the OpenAI SDKs' `extra_body`). A key may not repeat a field set above,
@@ -204,11 +306,21 @@ class CreateChatCompletionRequest(_message.Message):
         logit_bias: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         stream_options: Global___StreamOptions | None = ...,
         reasoning_effort: _builtins.str = ...,
+        service_tier: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        store: _builtins.bool | None = ...,
+        prompt_cache_key: _builtins.str = ...,
+        safety_identifier: _builtins.str = ...,
+        verbosity: _builtins.str = ...,
+        modalities: _abc.Iterable[_builtins.str] | None = ...,
+        audio: Global___AudioParams | None = ...,
+        prediction: Global___Prediction | None = ...,
+        web_search_options: Global___WebSearchOptions | None = ...,
         extra_body: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "analytics_context", b"analytics_context", "extra_body", b"extra_body", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_logprobs", b"top_logprobs", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "analytics_context", b"analytics_context", "audio", b"audio", "extra_body", b"extra_body", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "response_format", b"response_format", "seed", b"seed", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "web_search_options", b"web_search_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "analytics_context", b"analytics_context", "extra_body", b"extra_body", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "stream_options", b"stream_options", "task_id", b"task_id", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_seed", b"_seed", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "analytics_context", b"analytics_context", "audio", b"audio", "extra_body", b"extra_body", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "prediction", b"prediction", "presence_penalty", b"presence_penalty", "prompt_cache_key", b"prompt_cache_key", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "safety_identifier", b"safety_identifier", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream_options", b"stream_options", "task_id", b"task_id", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user", "verbosity", b"verbosity", "web_search_options", b"web_search_options"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -226,6 +338,8 @@ class CreateChatCompletionRequest(_message.Message):
     _WhichOneofArgType__presence_penalty: _TypeAlias = _typing.Literal["_presence_penalty", b"_presence_penalty"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__store: _TypeAlias = _typing.Literal["store"]  # noqa: Y015
+    _WhichOneofArgType__store: _TypeAlias = _typing.Literal["_store", b"_store"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__top_logprobs: _TypeAlias = _typing.Literal["top_logprobs"]  # noqa: Y015
@@ -249,6 +363,8 @@ class CreateChatCompletionRequest(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__store) -> _WhichOneofReturnType__store | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top_logprobs) -> _WhichOneofReturnType__top_logprobs | None: ...
@@ -270,6 +386,7 @@ class ChatMessage(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     CONTENT_PARTS_FIELD_NUMBER: _builtins.int
+    CONTENT_TEXT_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """Author role: "system", "developer", "user", "assistant" or "tool". Required. JSON key `role`."""
@@ -279,13 +396,19 @@ class ChatMessage(_message.Message):
     """For role "tool": id of the tool call this message answers. JSON key `tool_call_id`."""
     refusal: _builtins.str
     """For role "assistant": a refusal the model gave in this turn. JSON key `refusal`."""
+    content_text: _builtins.str
+    """Typed alternative to `content` for plain text, so Go and Java callers need no google.protobuf.Value:
+    sent upstream as the `content` string ("" included). Bridge extension: the HTTP API has no
+    `content_text` key. Not with `content` or `content_parts`.
+    """
     @_builtins.property
     def content(self) -> _struct_pb2.Value:
         """Message content exactly as the HTTP API takes it: a string, an array of content parts
         ([{"type": "text", "text": "..."}, {"type": "image_url", "image_url": {"url": "..."}}]) or null
         (an assistant message that only calls tools). JSON key `content`. Any other JSON type (number, bool,
         object) or a part without a string "type" is INVALID_ARGUMENT. Generated-stub callers can use the
-        typed `content_parts` instead; setting both is INVALID_ARGUMENT.
+        typed `content_text` (plain text) or `content_parts` instead; setting more than one of the three is
+        INVALID_ARGUMENT.
         """
 
     @_builtins.property
@@ -300,8 +423,9 @@ class ChatMessage(_message.Message):
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
-        """More keys for this message object, e.g. a provider's {"cache_control": {"type": "ephemeral"}}.
-        Bridge extension, merged into the message's JSON object.
+        """More keys for this message object, e.g. a provider's {"cache_control": {"type": "ephemeral"}}, or
+        the reasoning text a provider wants back ({"reasoning_content": "..."}). Bridge extension, merged into
+        the message's JSON object.
         """
 
     def __init__(
@@ -314,14 +438,20 @@ class ChatMessage(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         refusal: _builtins.str | None = ...,
         content_parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        content_text: _builtins.str | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "extra", b"extra", "refusal", b"refusal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_text", b"_content_text", "_refusal", b"_refusal", "content", b"content", "content_text", b"content_text", "extra", b"extra", "refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_refusal", b"_refusal", "content", b"content", "content_parts", b"content_parts", "extra", b"extra", "name", b"name", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_text", b"_content_text", "_refusal", b"_refusal", "content", b"content", "content_parts", b"content_parts", "content_text", b"content_text", "extra", b"extra", "name", b"name", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__content_text: _TypeAlias = _typing.Literal["content_text"]  # noqa: Y015
+    _WhichOneofArgType__content_text: _TypeAlias = _typing.Literal["_content_text", b"_content_text"]  # noqa: Y015
     _WhichOneofReturnType__refusal: _TypeAlias = _typing.Literal["refusal"]  # noqa: Y015
     _WhichOneofArgType__refusal: _TypeAlias = _typing.Literal["_refusal", b"_refusal"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content_text) -> _WhichOneofReturnType__content_text | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__refusal) -> _WhichOneofReturnType__refusal | None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
@@ -372,19 +502,25 @@ class ImageUrl(_message.Message):
 
     URL_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """http(s) URL or `data:image/...;base64,...` URL of the image. JSON key `url`."""
     detail: _builtins.str
     """Fidelity: "auto", "low" or "high"; empty means the upstream default ("auto"). JSON key `detail`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
         url: _builtins.str = ...,
         detail: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "extra", b"extra", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -399,14 +535,19 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id of the call, echoed in the answering tool message's tool_call_id. JSON key `id`."""
     type: _builtins.str
-    """Call type, "function". JSON key `type`."""
+    """Call type: "function" or "custom". JSON key `type`."""
     @_builtins.property
     def function(self) -> Global___FunctionCall:
-        """The function called. JSON key `function`."""
+        """For type "function": the function called. JSON key `function`."""
+
+    @_builtins.property
+    def custom(self) -> Global___CustomToolCall:
+        """For type "custom": the custom tool called. JSON key `custom`."""
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
@@ -421,11 +562,12 @@ class ToolCall(_message.Message):
         id: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___FunctionCall | None = ...,
+        custom: Global___CustomToolCall | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -439,6 +581,7 @@ class FunctionCall(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Function name. JSON key `name`."""
     arguments: _builtins.str
@@ -446,34 +589,86 @@ class FunctionCall(_message.Message):
     Kept a string, not a Struct: it streams in fragments and a Struct would turn integers into doubles.
     JSON key `arguments`.
     """
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the function object this proto does not know: filled from responses, merged into requests.
+        Bridge extension.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         arguments: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "extra", b"extra", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FunctionCall: _TypeAlias = FunctionCall  # noqa: Y015
 
 @_typing.final
+class CustomToolCall(_message.Message):
+    """A call of a custom tool: its name and free-form input. JSON object `custom` of a tool call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the custom tool. JSON key `name`; always sent, even ""."""
+    input: _builtins.str
+    """The input the model generated for the tool, as text in the tool's format. JSON key `input`; always
+    sent, even "".
+    """
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the object this proto does not know: filled from responses, merged into requests. Bridge
+        extension.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        input: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "input", b"input", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomToolCall: _TypeAlias = CustomToolCall  # noqa: Y015
+
+@_typing.final
 class Tool(_message.Message):
-    """A tool the model may call. JSON object of `tools[]`."""
+    """A tool the model may call. JSON object of `tools[]`. Set `function` for type "function" (or an empty
+    type) and `custom` for type "custom": the other one, or both, is INVALID_ARGUMENT.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """Tool type, "function". JSON key `type`."""
+    """Tool type: "function" or "custom" (other tool types put their settings in `extra`). JSON key `type`."""
     @_builtins.property
     def function(self) -> Global___FunctionDefinition:
-        """The function definition. JSON key `function`."""
+        """For type "function": the function definition; its name must not be empty. JSON key `function`."""
+
+    @_builtins.property
+    def custom(self) -> Global___CustomToolDefinition:
+        """For type "custom": the custom tool, which takes free-form text input; its name must not be empty.
+        JSON key `custom`.
+        """
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
@@ -484,11 +679,12 @@ class Tool(_message.Message):
         *,
         type: _builtins.str = ...,
         function: Global___FunctionDefinition | None = ...,
+        custom: Global___CustomToolDefinition | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["custom", b"custom", "extra", b"extra", "function", b"function", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -504,6 +700,7 @@ class FunctionDefinition(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Function name (a-z, A-Z, 0-9, underscores and dashes, at most 64). JSON key `name`."""
     description: _builtins.str
@@ -514,6 +711,10 @@ class FunctionDefinition(_message.Message):
     def parameters(self) -> _struct_pb2.Struct:
         """JSON Schema of the arguments object. JSON key `parameters`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
@@ -521,10 +722,11 @@ class FunctionDefinition(_message.Message):
         description: _builtins.str | None = ...,
         parameters: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra", b"extra", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "name", b"name", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra", b"extra", "name", b"name", "parameters", b"parameters", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -538,11 +740,121 @@ class FunctionDefinition(_message.Message):
 Global___FunctionDefinition: _TypeAlias = FunctionDefinition  # noqa: Y015
 
 @_typing.final
+class CustomToolDefinition(_message.Message):
+    """A custom tool: the model calls it with free-form text (optionally constrained by a grammar) instead of
+    JSON arguments. JSON object `custom` of a tool.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Tool name, used in the tool calls. JSON key `name`."""
+    description: _builtins.str
+    """What the tool does, for the model to decide when to call it. JSON key `description`."""
+    @_builtins.property
+    def format(self) -> Global___CustomToolFormat:
+        """Input format; unset means unconstrained text. JSON key `format`."""
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str | None = ...,
+        format: Global___CustomToolFormat | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "extra", b"extra", "format", b"format"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "extra", b"extra", "format", b"format", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+
+Global___CustomToolDefinition: _TypeAlias = CustomToolDefinition  # noqa: Y015
+
+@_typing.final
+class CustomToolFormat(_message.Message):
+    """Input format of a custom tool. JSON object `format`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    GRAMMAR_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"text" (unconstrained) or "grammar". JSON key `type`."""
+    @_builtins.property
+    def grammar(self) -> Global___CustomToolGrammar:
+        """For type "grammar": the grammar the input must match. JSON key `grammar`."""
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        grammar: Global___CustomToolGrammar | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "grammar", b"grammar"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "grammar", b"grammar", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomToolFormat: _TypeAlias = CustomToolFormat  # noqa: Y015
+
+@_typing.final
+class CustomToolGrammar(_message.Message):
+    """A grammar for a custom tool's input. JSON object `grammar`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    SYNTAX_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    definition: _builtins.str
+    """The grammar definition. JSON key `definition`."""
+    syntax: _builtins.str
+    """Its syntax: "lark" or "regex". JSON key `syntax`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        definition: _builtins.str = ...,
+        syntax: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["definition", b"definition", "extra", b"extra", "syntax", b"syntax"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomToolGrammar: _TypeAlias = CustomToolGrammar  # noqa: Y015
+
+@_typing.final
 class ToolChoice(_message.Message):
-    """Tool choice. The HTTP API takes either a string ("auto", "none", "required") or an object
-    {"type": "function", "function": {"name": "..."}}. Here the string form is `mode`
-    (JSON {"mode": "auto"}), the object form is `type` + `function`, unchanged. Set exactly one form:
-    both, or neither, is INVALID_ARGUMENT.
+    """Tool choice. The HTTP API takes either a string ("auto", "none", "required") or an object:
+    {"type": "function", "function": {"name": "..."}}, {"type": "custom", "custom": {"name": "..."}} or
+    {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [...]}}. Here the string form is
+    `mode` (JSON {"mode": "auto"}), the object form is `type` plus the field `type` names, unchanged. Set
+    exactly one form: both, or neither, is INVALID_ARGUMENT, and so is more than one of `function`,
+    `custom` and `allowed_tools`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -550,19 +862,29 @@ class ToolChoice(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
+    ALLOWED_TOOLS_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
     """String form: "auto", "none" or "required"; sent upstream as the bare string `"tool_choice": "auto"`."""
     type: _builtins.str
-    """Object form: the tool type, "function". JSON key `type`."""
+    """Object form: "function", "custom" or "allowed_tools". JSON key `type`."""
     @_builtins.property
     def function(self) -> Global___ToolChoiceFunction:
-        """Object form: the function the model must call. JSON key `function`."""
+        """Object form, type "function": the function the model must call. JSON key `function`."""
+
+    @_builtins.property
+    def custom(self) -> Global___ToolChoiceCustom:
+        """Object form, type "custom": the custom tool the model must call. JSON key `custom`."""
+
+    @_builtins.property
+    def allowed_tools(self) -> Global___AllowedTools:
+        """Object form, type "allowed_tools": the subset of `tools` the model may use. JSON key `allowed_tools`."""
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
-        """Object form: more keys for other choice types (e.g. type "allowed_tools" with its `allowed_tools`).
-        Bridge extension, merged into the object.
+        """Object form: more keys for this object (other choice types' settings). Bridge extension, merged
+        into the object.
         """
 
     def __init__(
@@ -571,11 +893,13 @@ class ToolChoice(_message.Message):
         mode: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___ToolChoiceFunction | None = ...,
+        custom: Global___ToolChoiceCustom | None = ...,
+        allowed_tools: Global___AllowedTools | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "custom", b"custom", "extra", b"extra", "function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "function", b"function", "mode", b"mode", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_tools", b"allowed_tools", "custom", b"custom", "extra", b"extra", "function", b"function", "mode", b"mode", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -588,20 +912,90 @@ class ToolChoiceFunction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Function name. JSON key `name`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolChoiceFunction: _TypeAlias = ToolChoiceFunction  # noqa: Y015
+
+@_typing.final
+class ToolChoiceCustom(_message.Message):
+    """The custom tool named by a ToolChoice. JSON object `custom`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Custom tool name. JSON key `name`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoiceCustom: _TypeAlias = ToolChoiceCustom  # noqa: Y015
+
+@_typing.final
+class AllowedTools(_message.Message):
+    """Restricts the model to some of the request's tools. JSON object `allowed_tools`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"auto" (the model may call one of them or answer) or "required" (it must call one). JSON key `mode`."""
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """The tools allowed, each naming a tool of the request's `tools`, e.g.
+        {"type": "function", "function": {"name": "get_weather"}}. Checked like `tools`. JSON key `tools`.
+        """
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "mode", b"mode", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllowedTools: _TypeAlias = AllowedTools  # noqa: Y015
 
 @_typing.final
 class ResponseFormat(_message.Message):
@@ -611,21 +1005,27 @@ class ResponseFormat(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     JSON_SCHEMA_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """"text", "json_object" or "json_schema". JSON key `type`."""
     @_builtins.property
     def json_schema(self) -> Global___JsonSchema:
         """For type "json_schema": the schema the output must match. JSON key `json_schema`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
         type: _builtins.str = ...,
         json_schema: Global___JsonSchema | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "json_schema", b"json_schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_schema", b"json_schema", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "json_schema", b"json_schema", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,6 +1041,7 @@ class JsonSchema(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Schema name (a-z, A-Z, 0-9, underscores and dashes, at most 64). JSON key `name`."""
     description: _builtins.str
@@ -651,6 +1052,10 @@ class JsonSchema(_message.Message):
     def schema(self) -> _struct_pb2.Struct:
         """The JSON Schema itself. JSON key `schema`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
@@ -658,10 +1063,11 @@ class JsonSchema(_message.Message):
         description: _builtins.str | None = ...,
         schema: _struct_pb2.Struct | None = ...,
         strict: _builtins.bool | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra", b"extra", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "name", b"name", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra", b"extra", "name", b"name", "schema", b"schema", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -681,22 +1087,228 @@ class StreamOptions(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INCLUDE_USAGE_FIELD_NUMBER: _builtins.int
+    INCLUDE_OBFUSCATION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     include_usage: _builtins.bool
     """Ask for a final chunk with `usage` and empty `choices`. JSON key `include_usage`."""
+    include_obfuscation: _builtins.bool
+    """Whether chunks carry the random `obfuscation` padding (OpenAI's default: true); false saves bandwidth
+    on trusted networks. JSON key `include_obfuscation`.
+    """
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
     def __init__(
         self,
         *,
         include_usage: _builtins.bool | None = ...,
+        include_obfuscation: _builtins.bool | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_include_usage", b"_include_usage", "include_usage", b"include_usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_include_obfuscation", b"_include_obfuscation", "_include_usage", b"_include_usage", "extra", b"extra", "include_obfuscation", b"include_obfuscation", "include_usage", b"include_usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_usage", b"_include_usage", "include_usage", b"include_usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_include_obfuscation", b"_include_obfuscation", "_include_usage", b"_include_usage", "extra", b"extra", "include_obfuscation", b"include_obfuscation", "include_usage", b"include_usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__include_obfuscation: _TypeAlias = _typing.Literal["include_obfuscation"]  # noqa: Y015
+    _WhichOneofArgType__include_obfuscation: _TypeAlias = _typing.Literal["_include_obfuscation", b"_include_obfuscation"]  # noqa: Y015
     _WhichOneofReturnType__include_usage: _TypeAlias = _typing.Literal["include_usage"]  # noqa: Y015
     _WhichOneofArgType__include_usage: _TypeAlias = _typing.Literal["_include_usage", b"_include_usage"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__include_obfuscation) -> _WhichOneofReturnType__include_obfuscation | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__include_usage) -> _WhichOneofReturnType__include_usage | None: ...
 
 Global___StreamOptions: _TypeAlias = StreamOptions  # noqa: Y015
+
+@_typing.final
+class AudioParams(_message.Message):
+    """Parameters of the audio output. JSON object `audio` of a request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOICE_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    voice: _builtins.str
+    """A built-in voice: "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin",
+    "cedar", ... (a custom voice object {"id": "voice_1234"} goes in `extra` as {"voice": {...}}).
+    JSON key `voice`.
+    """
+    format: _builtins.str
+    """Audio format: "wav", "aac", "mp3", "flac", "opus" or "pcm16". JSON key `format`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it (and winning over `voice`)."""
+
+    def __init__(
+        self,
+        *,
+        voice: _builtins.str = ...,
+        format: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "format", b"format", "voice", b"voice"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AudioParams: _TypeAlias = AudioParams  # noqa: Y015
+
+@_typing.final
+class Prediction(_message.Message):
+    """Predicted output. JSON object `prediction`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    CONTENT_TEXT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"content" (the only type OpenAI defines). JSON key `type`."""
+    content_text: _builtins.str
+    """Typed alternative to `content` for plain text: sent upstream as the `content` string. Bridge
+    extension. Not with `content`.
+    """
+    @_builtins.property
+    def content(self) -> _struct_pb2.Value:
+        """The predicted text as the HTTP API takes it: a string or an array of text parts. JSON key `content`.
+        Any other JSON type is INVALID_ARGUMENT. Not with `content_text`.
+        """
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        content: _struct_pb2.Value | None = ...,
+        content_text: _builtins.str | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content_text", b"_content_text", "content", b"content", "content_text", b"content_text", "extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content_text", b"_content_text", "content", b"content", "content_text", b"content_text", "extra", b"extra", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__content_text: _TypeAlias = _typing.Literal["content_text"]  # noqa: Y015
+    _WhichOneofArgType__content_text: _TypeAlias = _typing.Literal["_content_text", b"_content_text"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__content_text) -> _WhichOneofReturnType__content_text | None: ...
+
+Global___Prediction: _TypeAlias = Prediction  # noqa: Y015
+
+@_typing.final
+class WebSearchOptions(_message.Message):
+    """Web search settings. JSON object `web_search_options`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEARCH_CONTEXT_SIZE_FIELD_NUMBER: _builtins.int
+    USER_LOCATION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    search_context_size: _builtins.str
+    """Share of the context window used for search results: "low", "medium" (the default) or "high".
+    JSON key `search_context_size`.
+    """
+    @_builtins.property
+    def user_location(self) -> Global___WebSearchUserLocation:
+        """Approximate location of the user, to localise results. JSON key `user_location`."""
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        search_context_size: _builtins.str = ...,
+        user_location: Global___WebSearchUserLocation | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "user_location", b"user_location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "search_context_size", b"search_context_size", "user_location", b"user_location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSearchOptions: _TypeAlias = WebSearchOptions  # noqa: Y015
+
+@_typing.final
+class WebSearchUserLocation(_message.Message):
+    """Location of the user for web search. JSON object `user_location`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    APPROXIMATE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """"approximate" (the only type OpenAI defines). JSON key `type`."""
+    @_builtins.property
+    def approximate(self) -> Global___WebSearchApproximateLocation:
+        """The approximate location. JSON key `approximate`."""
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        approximate: Global___WebSearchApproximateLocation | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approximate", b"approximate", "extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approximate", b"approximate", "extra", b"extra", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSearchUserLocation: _TypeAlias = WebSearchUserLocation  # noqa: Y015
+
+@_typing.final
+class WebSearchApproximateLocation(_message.Message):
+    """An approximate location; every field is free text and optional. JSON object `approximate`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CITY_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    city: _builtins.str
+    """City, e.g. "Lyon". JSON key `city`."""
+    country: _builtins.str
+    """Two-letter ISO 3166-1 country code, e.g. "FR". JSON key `country`."""
+    region: _builtins.str
+    """Region, e.g. "Auvergne-Rhône-Alpes". JSON key `region`."""
+    timezone: _builtins.str
+    """IANA time zone, e.g. "Europe/Paris". JSON key `timezone`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """More keys for this object. Bridge extension, merged into it."""
+
+    def __init__(
+        self,
+        *,
+        city: _builtins.str = ...,
+        country: _builtins.str = ...,
+        region: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["city", b"city", "country", b"country", "extra", b"extra", "region", b"region", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebSearchApproximateLocation: _TypeAlias = WebSearchApproximateLocation  # noqa: Y015
 
 @_typing.final
 class CreateChatCompletionResponse(_message.Message):
@@ -824,6 +1436,8 @@ class ChatCompletionMessage(_message.Message):
     REFUSAL_FIELD_NUMBER: _builtins.int
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     REASONING_CONTENT_FIELD_NUMBER: _builtins.int
+    ANNOTATIONS_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     """Author role, "assistant". JSON key `role`."""
@@ -832,16 +1446,26 @@ class ChatCompletionMessage(_message.Message):
     refusal: _builtins.str
     """Refusal text, when the model refused. JSON key `refusal`."""
     reasoning_content: _builtins.str
-    """Reasoning text some providers return beside the answer (DeepSeek, vLLM reasoning parsers).
-    JSON key `reasoning_content`.
+    """Reasoning text some providers return beside the answer. One field for both spellings in use: JSON
+    key `reasoning_content` (DeepSeek, SGLang, LiteLLM, older vLLM) or `reasoning` (newer vLLM,
+    OpenRouter, OpenAI's guidance for gpt-oss). When both keys come with the same text it is kept once;
+    when they differ, `reasoning_content` is kept here and `reasoning` in `extra`.
     """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tool calls the model made. JSON key `tool_calls`."""
 
     @_builtins.property
+    def annotations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Annotation]:
+        """Citations of the answer, e.g. web pages a search model used. JSON key `annotations`."""
+
+    @_builtins.property
+    def audio(self) -> Global___ChatCompletionAudio:
+        """The audio answer, when modalities included "audio". JSON key `audio`."""
+
+    @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
-        """Unknown upstream keys of the message (e.g. `annotations`, `audio`). Bridge extension."""
+        """Unknown upstream keys of the message (e.g. the deprecated `function_call`). Bridge extension."""
 
     def __init__(
         self,
@@ -851,11 +1475,13 @@ class ChatCompletionMessage(_message.Message):
         refusal: _builtins.str | None = ...,
         tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
         reasoning_content: _builtins.str | None = ...,
+        annotations: _abc.Iterable[Global___Annotation] | None = ...,
+        audio: Global___ChatCompletionAudio | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "content", b"content", "extra", b"extra", "reasoning_content", b"reasoning_content", "refusal", b"refusal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "audio", b"audio", "content", b"content", "extra", b"extra", "reasoning_content", b"reasoning_content", "refusal", b"refusal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "content", b"content", "extra", b"extra", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "annotations", b"annotations", "audio", b"audio", "content", b"content", "extra", b"extra", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
@@ -873,6 +1499,124 @@ class ChatCompletionMessage(_message.Message):
 Global___ChatCompletionMessage: _TypeAlias = ChatCompletionMessage  # noqa: Y015
 
 @_typing.final
+class Annotation(_message.Message):
+    """An annotation of a message's text. JSON object of `annotations[]`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    URL_CITATION_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Annotation type: "url_citation". JSON key `type`."""
+    @_builtins.property
+    def url_citation(self) -> Global___UrlCitation:
+        """For type "url_citation": the cited web page. JSON key `url_citation`."""
+
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the annotation (other annotation types' data). Bridge extension."""
+
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        url_citation: Global___UrlCitation | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "url_citation", b"url_citation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra", "type", b"type", "url_citation", b"url_citation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Annotation: _TypeAlias = Annotation  # noqa: Y015
+
+@_typing.final
+class UrlCitation(_message.Message):
+    """A web page cited in a message. JSON object `url_citation`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_INDEX_FIELD_NUMBER: _builtins.int
+    END_INDEX_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    start_index: _builtins.int
+    """Index of the first character of the citation in the message content. JSON key `start_index`."""
+    end_index: _builtins.int
+    """Index of the last character of the citation in the message content. JSON key `end_index`."""
+    url: _builtins.str
+    """URL of the page. JSON key `url`."""
+    title: _builtins.str
+    """Title of the page. JSON key `title`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the object. Bridge extension."""
+
+    def __init__(
+        self,
+        *,
+        start_index: _builtins.int = ...,
+        end_index: _builtins.int = ...,
+        url: _builtins.str = ...,
+        title: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_index", b"end_index", "extra", b"extra", "start_index", b"start_index", "title", b"title", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UrlCitation: _TypeAlias = UrlCitation  # noqa: Y015
+
+@_typing.final
+class ChatCompletionAudio(_message.Message):
+    """An audio answer. JSON object `audio` of a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Id of the audio answer; an assistant message can refer to it in a later turn (ChatMessage.extra
+    {"audio": {"id": "..."}}). JSON key `id`.
+    """
+    data: _builtins.str
+    """The audio, base64-encoded, in the format requested. JSON key `data`."""
+    expires_at: _builtins.int
+    """When the upstream forgets the audio (no more multi-turn reference), Unix seconds.
+    JSON key `expires_at`.
+    """
+    transcript: _builtins.str
+    """Transcript of the audio. JSON key `transcript`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the object. Bridge extension."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        data: _builtins.str = ...,
+        expires_at: _builtins.int = ...,
+        transcript: _builtins.str = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "expires_at", b"expires_at", "extra", b"extra", "id", b"id", "transcript", b"transcript"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatCompletionAudio: _TypeAlias = ChatCompletionAudio  # noqa: Y015
+
+@_typing.final
 class ChoiceLogprobs(_message.Message):
     """Log probabilities of a choice. JSON object `logprobs` of a choice."""
 
@@ -880,6 +1624,7 @@ class ChoiceLogprobs(_message.Message):
 
     CONTENT_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def content(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenLogprob]:
         """One entry per generated content token. JSON key `content`."""
@@ -888,15 +1633,20 @@ class ChoiceLogprobs(_message.Message):
     def refusal(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenLogprob]:
         """One entry per generated refusal token. JSON key `refusal`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the object. Bridge extension."""
+
     def __init__(
         self,
         *,
         content: _abc.Iterable[Global___TokenLogprob] | None = ...,
         refusal: _abc.Iterable[Global___TokenLogprob] | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "refusal", b"refusal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "extra", b"extra", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -912,6 +1662,7 @@ class TokenLogprob(_message.Message):
     LOGPROB_FIELD_NUMBER: _builtins.int
     BYTES_FIELD_NUMBER: _builtins.int
     TOP_LOGPROBS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """The token. JSON key `token`."""
     logprob: _builtins.float
@@ -924,6 +1675,10 @@ class TokenLogprob(_message.Message):
     def top_logprobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopLogprob]:
         """The most likely tokens at this position, best first. JSON key `top_logprobs`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the entry. Bridge extension."""
+
     def __init__(
         self,
         *,
@@ -931,10 +1686,11 @@ class TokenLogprob(_message.Message):
         logprob: _builtins.float = ...,
         bytes: _abc.Iterable[_builtins.int] | None = ...,
         top_logprobs: _abc.Iterable[Global___TopLogprob] | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "logprob", b"logprob", "token", b"token", "top_logprobs", b"top_logprobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "extra", b"extra", "logprob", b"logprob", "token", b"token", "top_logprobs", b"top_logprobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -949,6 +1705,7 @@ class TopLogprob(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     LOGPROB_FIELD_NUMBER: _builtins.int
     BYTES_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """The token. JSON key `token`."""
     logprob: _builtins.float
@@ -957,16 +1714,21 @@ class TopLogprob(_message.Message):
     def bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """UTF-8 bytes of the token. JSON key `bytes`."""
 
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the entry. Bridge extension."""
+
     def __init__(
         self,
         *,
         token: _builtins.str = ...,
         logprob: _builtins.float = ...,
         bytes: _abc.Iterable[_builtins.int] | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extra", b"extra"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "logprob", b"logprob", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "extra", b"extra", "logprob", b"logprob", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1045,40 +1807,76 @@ Global___Usage: _TypeAlias = Usage  # noqa: Y015
 
 @_typing.final
 class PromptTokensDetails(_message.Message):
-    """Breakdown of prompt tokens. JSON object `prompt_tokens_details`."""
+    """Breakdown of prompt tokens. JSON object `prompt_tokens_details`. Each count is unset when the upstream
+    did not send it; an integral JSON float (LiteLLM sends 0.0) counts as an integer.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CACHED_TOKENS_FIELD_NUMBER: _builtins.int
     AUDIO_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    IMAGE_TOKENS_FIELD_NUMBER: _builtins.int
+    TEXT_TOKENS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     cached_tokens: _builtins.int
     """Prompt tokens served from the provider's prompt cache. JSON key `cached_tokens`."""
     audio_tokens: _builtins.int
     """Audio input tokens. JSON key `audio_tokens`."""
+    cache_write_tokens: _builtins.int
+    """Prompt tokens written to the provider's cache (billed differently by some). JSON key
+    `cache_write_tokens`.
+    """
+    image_tokens: _builtins.int
+    """Image input tokens. JSON key `image_tokens`."""
+    text_tokens: _builtins.int
+    """Text input tokens. JSON key `text_tokens`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the breakdown (e.g. another provider's counts). Bridge extension."""
+
     def __init__(
         self,
         *,
         cached_tokens: _builtins.int | None = ...,
         audio_tokens: _builtins.int | None = ...,
+        cache_write_tokens: _builtins.int | None = ...,
+        image_tokens: _builtins.int | None = ...,
+        text_tokens: _builtins.int | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_audio_tokens", b"_audio_tokens", "_cached_tokens", b"_cached_tokens", "audio_tokens", b"audio_tokens", "cached_tokens", b"cached_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_audio_tokens", b"_audio_tokens", "_cache_write_tokens", b"_cache_write_tokens", "_cached_tokens", b"_cached_tokens", "_image_tokens", b"_image_tokens", "_text_tokens", b"_text_tokens", "audio_tokens", b"audio_tokens", "cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "extra", b"extra", "image_tokens", b"image_tokens", "text_tokens", b"text_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_audio_tokens", b"_audio_tokens", "_cached_tokens", b"_cached_tokens", "audio_tokens", b"audio_tokens", "cached_tokens", b"cached_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_audio_tokens", b"_audio_tokens", "_cache_write_tokens", b"_cache_write_tokens", "_cached_tokens", b"_cached_tokens", "_image_tokens", b"_image_tokens", "_text_tokens", b"_text_tokens", "audio_tokens", b"audio_tokens", "cache_write_tokens", b"cache_write_tokens", "cached_tokens", b"cached_tokens", "extra", b"extra", "image_tokens", b"image_tokens", "text_tokens", b"text_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__audio_tokens: _TypeAlias = _typing.Literal["audio_tokens"]  # noqa: Y015
     _WhichOneofArgType__audio_tokens: _TypeAlias = _typing.Literal["_audio_tokens", b"_audio_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__cache_write_tokens: _TypeAlias = _typing.Literal["cache_write_tokens"]  # noqa: Y015
+    _WhichOneofArgType__cache_write_tokens: _TypeAlias = _typing.Literal["_cache_write_tokens", b"_cache_write_tokens"]  # noqa: Y015
     _WhichOneofReturnType__cached_tokens: _TypeAlias = _typing.Literal["cached_tokens"]  # noqa: Y015
     _WhichOneofArgType__cached_tokens: _TypeAlias = _typing.Literal["_cached_tokens", b"_cached_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__image_tokens: _TypeAlias = _typing.Literal["image_tokens"]  # noqa: Y015
+    _WhichOneofArgType__image_tokens: _TypeAlias = _typing.Literal["_image_tokens", b"_image_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__text_tokens: _TypeAlias = _typing.Literal["text_tokens"]  # noqa: Y015
+    _WhichOneofArgType__text_tokens: _TypeAlias = _typing.Literal["_text_tokens", b"_text_tokens"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__audio_tokens) -> _WhichOneofReturnType__audio_tokens | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_tokens) -> _WhichOneofReturnType__cache_write_tokens | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_tokens) -> _WhichOneofReturnType__cached_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__image_tokens) -> _WhichOneofReturnType__image_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__text_tokens) -> _WhichOneofReturnType__text_tokens | None: ...
 
 Global___PromptTokensDetails: _TypeAlias = PromptTokensDetails  # noqa: Y015
 
 @_typing.final
 class CompletionTokensDetails(_message.Message):
-    """Breakdown of completion tokens. JSON object `completion_tokens_details`."""
+    """Breakdown of completion tokens. JSON object `completion_tokens_details`. Each count is unset when the
+    upstream did not send it; an integral JSON float (LiteLLM sends 0.0) counts as an integer.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1086,6 +1884,8 @@ class CompletionTokensDetails(_message.Message):
     AUDIO_TOKENS_FIELD_NUMBER: _builtins.int
     ACCEPTED_PREDICTION_TOKENS_FIELD_NUMBER: _builtins.int
     REJECTED_PREDICTION_TOKENS_FIELD_NUMBER: _builtins.int
+    TEXT_TOKENS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     reasoning_tokens: _builtins.int
     """Tokens spent on hidden reasoning. JSON key `reasoning_tokens`."""
     audio_tokens: _builtins.int
@@ -1093,7 +1893,13 @@ class CompletionTokensDetails(_message.Message):
     accepted_prediction_tokens: _builtins.int
     """Predicted-output tokens that appeared in the completion. JSON key `accepted_prediction_tokens`."""
     rejected_prediction_tokens: _builtins.int
-    """Predicted-output tokens that did not. JSON key `rejected_prediction_tokens`."""
+    """Predicted-output tokens that did not (still billed). JSON key `rejected_prediction_tokens`."""
+    text_tokens: _builtins.int
+    """Text output tokens. JSON key `text_tokens`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Unknown upstream keys of the breakdown. Bridge extension."""
+
     def __init__(
         self,
         *,
@@ -1101,10 +1907,12 @@ class CompletionTokensDetails(_message.Message):
         audio_tokens: _builtins.int | None = ...,
         accepted_prediction_tokens: _builtins.int | None = ...,
         rejected_prediction_tokens: _builtins.int | None = ...,
+        text_tokens: _builtins.int | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_accepted_prediction_tokens", b"_accepted_prediction_tokens", "_audio_tokens", b"_audio_tokens", "_reasoning_tokens", b"_reasoning_tokens", "_rejected_prediction_tokens", b"_rejected_prediction_tokens", "accepted_prediction_tokens", b"accepted_prediction_tokens", "audio_tokens", b"audio_tokens", "reasoning_tokens", b"reasoning_tokens", "rejected_prediction_tokens", b"rejected_prediction_tokens"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accepted_prediction_tokens", b"_accepted_prediction_tokens", "_audio_tokens", b"_audio_tokens", "_reasoning_tokens", b"_reasoning_tokens", "_rejected_prediction_tokens", b"_rejected_prediction_tokens", "_text_tokens", b"_text_tokens", "accepted_prediction_tokens", b"accepted_prediction_tokens", "audio_tokens", b"audio_tokens", "extra", b"extra", "reasoning_tokens", b"reasoning_tokens", "rejected_prediction_tokens", b"rejected_prediction_tokens", "text_tokens", b"text_tokens"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accepted_prediction_tokens", b"_accepted_prediction_tokens", "_audio_tokens", b"_audio_tokens", "_reasoning_tokens", b"_reasoning_tokens", "_rejected_prediction_tokens", b"_rejected_prediction_tokens", "accepted_prediction_tokens", b"accepted_prediction_tokens", "audio_tokens", b"audio_tokens", "reasoning_tokens", b"reasoning_tokens", "rejected_prediction_tokens", b"rejected_prediction_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accepted_prediction_tokens", b"_accepted_prediction_tokens", "_audio_tokens", b"_audio_tokens", "_reasoning_tokens", b"_reasoning_tokens", "_rejected_prediction_tokens", b"_rejected_prediction_tokens", "_text_tokens", b"_text_tokens", "accepted_prediction_tokens", b"accepted_prediction_tokens", "audio_tokens", b"audio_tokens", "extra", b"extra", "reasoning_tokens", b"reasoning_tokens", "rejected_prediction_tokens", b"rejected_prediction_tokens", "text_tokens", b"text_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__accepted_prediction_tokens: _TypeAlias = _typing.Literal["accepted_prediction_tokens"]  # noqa: Y015
     _WhichOneofArgType__accepted_prediction_tokens: _TypeAlias = _typing.Literal["_accepted_prediction_tokens", b"_accepted_prediction_tokens"]  # noqa: Y015
@@ -1114,6 +1922,8 @@ class CompletionTokensDetails(_message.Message):
     _WhichOneofArgType__reasoning_tokens: _TypeAlias = _typing.Literal["_reasoning_tokens", b"_reasoning_tokens"]  # noqa: Y015
     _WhichOneofReturnType__rejected_prediction_tokens: _TypeAlias = _typing.Literal["rejected_prediction_tokens"]  # noqa: Y015
     _WhichOneofArgType__rejected_prediction_tokens: _TypeAlias = _typing.Literal["_rejected_prediction_tokens", b"_rejected_prediction_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__text_tokens: _TypeAlias = _typing.Literal["text_tokens"]  # noqa: Y015
+    _WhichOneofArgType__text_tokens: _TypeAlias = _typing.Literal["_text_tokens", b"_text_tokens"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__accepted_prediction_tokens) -> _WhichOneofReturnType__accepted_prediction_tokens | None: ...
     @_typing.overload
@@ -1122,6 +1932,8 @@ class CompletionTokensDetails(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__reasoning_tokens) -> _WhichOneofReturnType__reasoning_tokens | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rejected_prediction_tokens) -> _WhichOneofReturnType__rejected_prediction_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__text_tokens) -> _WhichOneofReturnType__text_tokens | None: ...
 
 Global___CompletionTokensDetails: _TypeAlias = CompletionTokensDetails  # noqa: Y015
 
@@ -1263,7 +2075,9 @@ class ChatCompletionDelta(_message.Message):
     refusal: _builtins.str
     """Refusal fragment to append. JSON key `refusal`."""
     reasoning_content: _builtins.str
-    """Reasoning text fragment (provider extension). JSON key `reasoning_content`."""
+    """Reasoning text fragment to append (provider extension). JSON key `reasoning_content` or `reasoning`,
+    read as for ChatCompletionMessage.reasoning_content.
+    """
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]:
         """Tool-call fragments; merge them by `index`. JSON key `tool_calls`."""
@@ -1308,7 +2122,8 @@ Global___ChatCompletionDelta: _TypeAlias = ChatCompletionDelta  # noqa: Y015
 @_typing.final
 class ToolCallDelta(_message.Message):
     """A fragment of a tool call in a stream. Fragments with the same `index` form one call: `id`, `type` and
-    `function.name` come in the first fragment, `function.arguments` pieces are concatenated in order.
+    the name come in the first fragment; `function.arguments` (or `custom.input`) pieces are concatenated
+    in order.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1317,16 +2132,23 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    CUSTOM_FIELD_NUMBER: _builtins.int
     EXTRA_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Which tool call this fragment extends (may start at 1 on some providers). JSON key `index`."""
     id: _builtins.str
     """Call id, in the first fragment only. JSON key `id`."""
     type: _builtins.str
-    """Call type, "function", in the first fragment only. JSON key `type`."""
+    """Call type, "function" or "custom", in the first fragment only. JSON key `type`."""
     @_builtins.property
     def function(self) -> Global___FunctionCallDelta:
         """The function fragment. JSON key `function`."""
+
+    @_builtins.property
+    def custom(self) -> Global___CustomToolCallDelta:
+        """The custom tool call fragment. JSON key `custom` (the shape reported for OpenAI streams; OpenAI's
+        published chunk schema does not list it yet).
+        """
 
     @_builtins.property
     def extra(self) -> _struct_pb2.Struct:
@@ -1339,11 +2161,12 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str | None = ...,
         type: _builtins.str | None = ...,
         function: Global___FunctionCallDelta | None = ...,
+        custom: Global___CustomToolCallDelta | None = ...,
         extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "custom", b"custom", "extra", b"extra", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "extra", b"extra", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "custom", b"custom", "extra", b"extra", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
     _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015
@@ -1364,19 +2187,25 @@ class FunctionCallDelta(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Function name, in the first fragment only. JSON key `name`."""
     arguments: _builtins.str
     """Piece of the JSON-encoded arguments to append. JSON key `arguments`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the fragment this proto does not know. Bridge extension."""
+
     def __init__(
         self,
         *,
         name: _builtins.str | None = ...,
         arguments: _builtins.str | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_name", b"_name", "arguments", b"arguments", "name", b"name"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_name", b"_name", "arguments", b"arguments", "extra", b"extra", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_name", b"_name", "arguments", b"arguments", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arguments", b"_arguments", "_name", b"_name", "arguments", b"arguments", "extra", b"extra", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__arguments: _TypeAlias = _typing.Literal["arguments"]  # noqa: Y015
     _WhichOneofArgType__arguments: _TypeAlias = _typing.Literal["_arguments", b"_arguments"]  # noqa: Y015
@@ -1388,3 +2217,42 @@ class FunctionCallDelta(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
 
 Global___FunctionCallDelta: _TypeAlias = FunctionCallDelta  # noqa: Y015
+
+@_typing.final
+class CustomToolCallDelta(_message.Message):
+    """A fragment of a custom tool call. JSON object `custom` of a tool-call delta."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    EXTRA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Custom tool name, in the first fragment only. JSON key `name`."""
+    input: _builtins.str
+    """Piece of the input to append. JSON key `input`."""
+    @_builtins.property
+    def extra(self) -> _struct_pb2.Struct:
+        """Keys of the fragment this proto does not know. Bridge extension."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str | None = ...,
+        input: _builtins.str | None = ...,
+        extra: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input", b"_input", "_name", b"_name", "extra", b"extra", "input", b"input", "name", b"name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input", b"_input", "_name", b"_name", "extra", b"extra", "input", b"input", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input: _TypeAlias = _typing.Literal["input"]  # noqa: Y015
+    _WhichOneofArgType__input: _TypeAlias = _typing.Literal["_input", b"_input"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input) -> _WhichOneofReturnType__input | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+
+Global___CustomToolCallDelta: _TypeAlias = CustomToolCallDelta  # noqa: Y015

@@ -10,12 +10,30 @@ Conventions:
 - Free JSON objects are google.protobuf.Struct. Struct numbers are doubles; the bridge sends integral
   ones upstream as JSON integers (a schema's "minItems": 1 stays 1). NaN and infinite numbers, which
   JSON cannot carry, are INVALID_ARGUMENT wherever they appear in a request.
-- A field `extra` (a Struct, number 100) on an object: in a request, its keys are merged into that JSON
-  object and win over the typed fields beside them; in a response, it holds the upstream keys this
-  proto does not know, known keys whose value had the wrong JSON type, and the whole original of a
-  nested object that has no `extra` of its own but lost keys. So nothing the upstream sent is lost,
-  and a received object replays unchanged. A null upstream value is the same as an absent one.
-  (The request's own top level uses `extra_body`, where repeating a set field is INVALID_ARGUMENT.)
+- Every message that is a JSON object has a field `extra` (a Struct, number 100). In a request, its keys
+  are merged into that JSON object and win over the typed fields beside them. In a response, it holds
+  the upstream keys this proto does not know and known keys whose value had the wrong JSON type (an
+  array with an element that does not fit is also kept whole there, beside the object elements that
+  did). So nothing the upstream sent is lost, and a received object replays unchanged. A null upstream
+  value is the same as an absent one. The request's own top level uses `extra_body` instead, where
+  repeating a set field is INVALID_ARGUMENT.
+- Either/or fields (ChatMessage content / content_parts / content_text, ToolChoice mode / object form,
+  Tool function / custom, ...) are plain fields, not `oneof`s: setting more than one is
+  INVALID_ARGUMENT naming the field (docs/proto-design.md, "Lock-ins").
+
+What the gateway documents: its chat reference (docs.prisme.ai, LLM gateway, "Create a chat completion")
+lists only the request fields it accepts: model (at most 256 characters), messages (role, content, name,
+tool_call_id, tool_calls), temperature, max_tokens, top_p, tools, stream, and its extensions task_id (at
+most 128 characters) and analytics_context; responses: id, object, created, model, choices (index,
+message, finish_reason) and usage (token counts, cost, duration_ms, carbon). Every other typed field
+here (n, stop, seed, penalties, logprobs, logit_bias, response_format, tool_choice, parallel_tool_calls,
+user, max_completion_tokens, reasoning_effort, stream_options, service_tier, metadata, store,
+prompt_cache_key, safety_identifier, verbosity, modalities, audio, prediction, web_search_options;
+ChatMessage.refusal and custom tools; on responses refusal, logprobs, reasoning_content, annotations,
+audio, custom tool calls, system_fingerprint, service_tier and the token details) is OpenAI's or a
+provider's. The bridge sends and maps it as OpenAI defines it; whether the gateway passes it on to a
+given provider is the gateway's business, and its rejection reaches the caller as an error status.
+content_parts and content_text are bridge extensions, sent as `content`.
 """
 
 from collections import abc as _abc

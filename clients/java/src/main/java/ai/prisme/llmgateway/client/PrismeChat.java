@@ -13,7 +13,6 @@ import com.google.protobuf.Any;
 import com.google.protobuf.Duration;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.protobuf.MessageOrBuilder;
-import com.google.protobuf.Value;
 import com.google.protobuf.util.JsonFormat;
 import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
@@ -289,7 +288,7 @@ public final class PrismeChat {
             .addMessages(
                 ChatMessage.newBuilder()
                     .setRole("user")
-                    .setContent(Value.newBuilder().setStringValue(o.prompt)));
+                    .setContentText(o.prompt)); // plain text: no protobuf Value needed
     if (o.stream && o.includeUsage) {
       req.setStreamOptions(StreamOptions.newBuilder().setIncludeUsage(true));
     }

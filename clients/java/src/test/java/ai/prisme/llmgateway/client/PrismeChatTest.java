@@ -232,7 +232,8 @@ class PrismeChatTest {
     assertEquals("gpt-4o", req.getModel());
     assertEquals(1, req.getMessagesCount());
     assertEquals("user", req.getMessages(0).getRole());
-    assertEquals("Say hello", req.getMessages(0).getContent().getStringValue());
+    assertEquals("Say hello", req.getMessages(0).getContentText());
+    assertFalse(req.getMessages(0).hasContent());
     assertFalse(req.hasStreamOptions());
     assertEquals(
         "Bearer iak_secret",
