@@ -57,7 +57,12 @@ def test_repeated_id_and_name_are_not_concatenated() -> None:
         {"choices": [{"index": 0, "delta": {"tool_calls": [fragment]}}]}, pb.StreamChatCompletionResponse()
     )
     call = accumulate([chunk, chunk]).choices[0].message.tool_calls[0]
-    assert (call.id, call.type, call.function.name, call.function.arguments) == ("call_1", "function", "f", "{}{}")
+    assert (call.id, call.type, call.function.name, call.function.arguments) == (
+        "call_1",
+        "function",
+        "f",
+        "{}{}",
+    )
 
 
 def test_chunk_extra_keeps_all_but_obfuscation() -> None:

@@ -34,7 +34,9 @@ TEXT_FIELDS: Final = ("content", "refusal", "reasoning_content")
 STREAM_ONLY_KEYS: Final = frozenset({"obfuscation"})
 
 
-def _merge_struct(target: struct_pb2.Struct, source: struct_pb2.Struct, drop: frozenset[str] = frozenset()) -> None:
+def _merge_struct(
+    target: struct_pb2.Struct, source: struct_pb2.Struct, drop: frozenset[str] = frozenset()
+) -> None:
     for key, value in source.fields.items():
         if key not in drop:
             target.fields[key].CopyFrom(value)

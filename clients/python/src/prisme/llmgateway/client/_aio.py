@@ -41,9 +41,8 @@ class AsyncChatStream:
 
     async def __anext__(self) -> pb.StreamChatCompletionResponse:
         chunk = await self._call.read()  # read() throughout: grpc.aio refuses mixing it with async for
-        if chunk is grpc.aio.EOF:
+        if not isinstance(chunk, pb.StreamChatCompletionResponse):  # grpc.aio.EOF
             raise StopAsyncIteration
-        assert isinstance(chunk, pb.StreamChatCompletionResponse)
         self._accumulator.add(chunk)
         return chunk
 
@@ -89,7 +88,7 @@ class AsyncChatClient:
         """Wraps a channel you own; `secure` says whether it uses TLS (bearer tokens need it)."""
         self._channel = channel
         self._owned = False
-        self._stub = pb_grpc.ChatCompletionServiceAsyncStub(channel)
+        self._stub = pb_grpc.ChatCompletionServiceStub(channel)  # typed as the async stub
         self._settings = CallSettings(secure, credentials, normalize_metadata(metadata), timeout)
 
     @classmethod
@@ -123,7 +122,7 @@ class AsyncChatClient:
         self,
         request: pb.CreateChatCompletionRequest,
         *,
-        timeout: float | None | Default = DEFAULT,
+        timeout: float | Default | None = DEFAULT,
         metadata: CallMetadata | None = None,
         credentials: Bearer | None = None,
     ) -> pb.CreateChatCompletionResponse:
@@ -138,7 +137,7 @@ class AsyncChatClient:
         self,
         request: pb.CreateChatCompletionRequest,
         *,
-        timeout: float | None | Default = DEFAULT,
+        timeout: float | Default | None = DEFAULT,
         metadata: CallMetadata | None = None,
         credentials: Bearer | None = None,
     ) -> AsyncChatStream:
@@ -153,7 +152,7 @@ class AsyncChatClient:
     async def close(self) -> None:
         """Closes the channel if connect() opened it."""
         if self._owned:
-            await self._channel.close()
+            await self._channel.close(grace=None)
 
     async def __aenter__(self) -> AsyncChatClient:
         return self

@@ -6,7 +6,7 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
@@ -32,7 +32,7 @@ KEEPALIVE_TIMEOUT_S: Final = 10
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
 # A headless Kubernetes Service resolves (dns:///name.ns.svc:50051) to every pod: spread calls over all of
 # them instead of pick_first's single connection.
-SERVICE_CONFIG: Final = {"loadBalancingConfig": [{"round_robin": {}}]}
+SERVICE_CONFIG: Final[dict[str, Any]] = {"loadBalancingConfig": [{"round_robin": {}}]}
 
 CallMetadata = Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]]
 
@@ -128,7 +128,7 @@ class CallSettings:
     metadata: tuple[tuple[str, str | bytes], ...] = ()
     timeout: float | None = None
 
-    def timeout_for(self, timeout: float | None | Default) -> float | None:
+    def timeout_for(self, timeout: float | Default | None) -> float | None:
         return self.timeout if isinstance(timeout, Default) else timeout
 
     def metadata_for(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -68,15 +69,17 @@ class ErrorDetails:
 
 def _unpack(packed: any_pb2.Any) -> Message:
     for kind in _KNOWN:
-        if packed.Is(kind.DESCRIPTOR):
+        if packed.TypeName() == kind.DESCRIPTOR.full_name:
             detail = kind()
             packed.Unpack(detail)
             return detail
     return packed
 
 
-def _trailer(error: grpc.Call | grpc.aio.AioRpcError) -> bytes | None:
-    for key, value in error.trailing_metadata() or ():
+def _trailer(error: grpc.RpcError) -> bytes | None:
+    # Sync and asyncio errors both iterate their trailers as (key, value) pairs; grpc-stubs types them
+    # differently (and the sync one wrongly), hence the cast.
+    for key, value in cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ()):
         if key == DETAILS_KEY and isinstance(value, bytes):
             return value
     return None
@@ -86,7 +89,7 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     """Code, message and decoded google.rpc details of a failed call (sync `grpc.RpcError` or asyncio
     `grpc.aio.AioRpcError`). Without a details trailer, or with one that does not decode, `details` is
     empty; the code and message still come from the call."""
-    if not isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+    if not callable(getattr(error, "code", None)):  # a bare RpcError raised outside a call
         return ErrorDetails(grpc.StatusCode.UNKNOWN, str(error))
     code, message = error.code(), error.details() or ""
     raw = _trailer(error)

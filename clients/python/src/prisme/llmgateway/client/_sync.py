@@ -55,7 +55,8 @@ class ChatStream:
 
     def cancel(self) -> bool:
         """Cancels the call (the bridge closes its upstream request)."""
-        return self._call.cancel()
+        cancelled = self._call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+        return bool(cancelled)
 
     def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         """Response headers (waits for them)."""
@@ -123,7 +124,7 @@ class ChatClient:
         self,
         request: pb.CreateChatCompletionRequest,
         *,
-        timeout: float | None | Default = DEFAULT,
+        timeout: float | Default | None = DEFAULT,
         metadata: CallMetadata | None = None,
         credentials: Bearer | None = None,
     ) -> pb.CreateChatCompletionResponse:
@@ -138,7 +139,7 @@ class ChatClient:
         self,
         request: pb.CreateChatCompletionRequest,
         *,
-        timeout: float | None | Default = DEFAULT,
+        timeout: float | Default | None = DEFAULT,
         metadata: CallMetadata | None = None,
         credentials: Bearer | None = None,
     ) -> ChatStream:
