@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from datetime import timedelta
@@ -96,7 +97,14 @@ def test_calls_spread_over_every_address(options: list[tuple[str, str]], servers
     try:
         target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for _, port in started)
         with ChatClient.connect(target, tls=False, timeout=10, options=options) as client:
-            answered_by = {client.complete(_request()).model for _ in range(10)}
+            # Calls until both answered, at most 100 over about 1 s: round_robin uses a server once its
+            # connection is ready; pick_first never leaves the first.
+            answered_by: set[str] = set()
+            for _ in range(100):
+                answered_by.add(client.complete(_request()).model)
+                if len(answered_by) == 2:
+                    break
+                time.sleep(0.01)
         assert len(answered_by) == servers_used
     finally:
         for server, _ in started:
