@@ -128,9 +128,7 @@ class AsyncChatClient:
     ) -> pb.CreateChatCompletionResponse:
         """CreateChatCompletion. Raises grpc.aio.AioRpcError on failure."""
         return await self._stub.CreateChatCompletion(
-            request,
-            timeout=self._settings.timeout_for(timeout),
-            metadata=self._settings.metadata_for(metadata, credentials),
+            request, **self._settings.for_call(timeout, metadata, credentials)
         )
 
     def stream(
@@ -143,9 +141,7 @@ class AsyncChatClient:
     ) -> AsyncChatStream:
         """StreamChatCompletion. The deadline covers the whole stream."""
         call = self._stub.StreamChatCompletion(
-            request,
-            timeout=self._settings.timeout_for(timeout),
-            metadata=self._settings.metadata_for(metadata, credentials),
+            request, **self._settings.for_call(timeout, metadata, credentials)
         )
         return AsyncChatStream(call)
 

@@ -131,6 +131,12 @@ class CallSettings:
     def timeout_for(self, timeout: float | Default | None) -> float | None:
         return self.timeout if isinstance(timeout, Default) else timeout
 
+    def for_call(
+        self, timeout: float | Default | None, metadata: CallMetadata | None, credentials: Bearer | None
+    ) -> dict[str, Any]:
+        """The `timeout` and `metadata` keyword arguments of one stub call."""
+        return {"timeout": self.timeout_for(timeout), "metadata": self.metadata_for(metadata, credentials)}
+
     def metadata_for(
         self, metadata: CallMetadata | None, credentials: Bearer | None
     ) -> tuple[tuple[str, str | bytes], ...]:

@@ -130,9 +130,7 @@ class ChatClient:
     ) -> pb.CreateChatCompletionResponse:
         """CreateChatCompletion. Raises grpc.RpcError on failure."""
         return self._stub.CreateChatCompletion(
-            request,
-            timeout=self._settings.timeout_for(timeout),
-            metadata=self._settings.metadata_for(metadata, credentials),
+            request, **self._settings.for_call(timeout, metadata, credentials)
         )
 
     def stream(
@@ -145,9 +143,7 @@ class ChatClient:
     ) -> ChatStream:
         """StreamChatCompletion. The deadline covers the whole stream."""
         call = self._stub.StreamChatCompletion(
-            request,
-            timeout=self._settings.timeout_for(timeout),
-            metadata=self._settings.metadata_for(metadata, credentials),
+            request, **self._settings.for_call(timeout, metadata, credentials)
         )
         return ChatStream(call)
 
