@@ -14,16 +14,21 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from google.protobuf import json_format, struct_pb2
 from prisme.llmgateway.client import AsyncChatClient
 from prisme.llmgateway.v1 import chat_completion_pb2 as client_pb
 
-from bridge.server import BridgeServer
-
 pytestmark = pytest.mark.interop
+
+
+class _Bridge(Protocol):
+    """The conftest's `bridge` fixture (a started bridge in front of the mock gateway): only its port."""
+
+    port: int
+
 
 ROOT = Path(__file__).resolve().parent.parent
 JAR = ROOT / "clients" / "java" / "target" / "prisme-chat.jar"
@@ -91,7 +96,7 @@ async def _python_replies(address: str, model: str) -> tuple[dict[str, Any], dic
 
 @pytest.mark.parametrize("model", ["tools", "echo"])
 async def test_accumulators_fold_a_live_stream_into_the_unary_reply(
-    bridge: BridgeServer, go_chat: list[str], java_chat: list[str], model: str
+    bridge: _Bridge, go_chat: list[str], java_chat: list[str], model: str
 ) -> None:
     address = f"127.0.0.1:{bridge.port}"
     replies: dict[str, dict[str, Any]] = {}
