@@ -3,12 +3,15 @@
 //
 //	prisme-chat -addr 127.0.0.1:50051 -model gpt-4o -prompt "Say hello"
 //	prisme-chat -model gpt-4o -prompt "Count to 5" -stream -include-usage
+//	prisme-chat -model gpt-4o -prompt "Count to 5" -stream -accumulate -json
 //
 // Output contract (scripts and tests rely on it):
 //   - text mode: the assistant text of choice 0 on stdout, then a newline (with -stream, the content
 //     deltas are written as they arrive); with -include-usage a "usage: ..." line on stderr.
 //   - -json: each response (unary) or chunk (stream) on stdout as compact protojson, one per line,
 //     field names as in the .proto (snake_case, the upstream JSON keys).
+//   - -stream -accumulate: the chunks are folded (prisme.Accumulator) and printed as the unary reply
+//     would be: the text once, or with -json one CreateChatCompletionResponse line.
 //   - -v: "header KEY: VALUE" lines for the response headers and "trailer KEY: VALUE" for the trailers,
 //     on stderr.
 //   - on an RPC error: "CODE: message", one line per google.rpc detail, then "grpc-status: CODE" on
@@ -18,7 +21,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -33,8 +35,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	"github.com/prisme-ai/prisme-grpc-bridge/clients/go/prisme"
 )
 
 func main() {
@@ -77,6 +78,7 @@ type options struct {
 	model        string
 	prompt       string
 	stream       bool
+	accumulate   bool
 	timeout      time.Duration
 	apiKey       string
 	includeUsage bool
@@ -96,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) i
 	fs.StringVar(&o.model, "model", "", "model id as the gateway names it (required)")
 	fs.StringVar(&o.prompt, "prompt", "", "user message to send (required)")
 	fs.BoolVar(&o.stream, "stream", false, "call StreamChatCompletion and print deltas as they arrive")
+	fs.BoolVar(&o.accumulate, "accumulate", false,
+		"with -stream, fold the chunks and print the result as a unary reply")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (0 = none)")
 	fs.StringVar(&o.apiKey, "api-key", "", "sent as 'authorization: Bearer <key>' metadata")
 	fs.BoolVar(&o.includeUsage, "include-usage", false,
@@ -119,12 +123,25 @@ func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) i
 		fs.Usage()
 		return 2
 	}
-
-	creds := insecure.NewCredentials()
-	if o.tls {
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	if o.accumulate && !o.stream {
+		fmt.Fprintln(stderr, "prisme-chat: -accumulate needs -stream")
+		return 2
 	}
-	conn, err := grpc.NewClient(o.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, dialOpts...)...)
+
+	security := prisme.Plaintext()
+	if o.tls {
+		security = prisme.TLS(nil)
+	}
+	if o.apiKey != "" {
+		bearer, err := prisme.NewBearer(o.apiKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "prisme-chat: -api-key: %v\n", err)
+			return 2
+		}
+		// Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer.AllowingPlaintext()))
+	}
+	conn, err := prisme.NewClient(o.addr, security, dialOpts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "prisme-chat: %v\n", err)
 		return 2
@@ -155,9 +172,6 @@ func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) i
 
 func outgoingMetadata(o *options) metadata.MD {
 	md := metadata.MD{}
-	if o.apiKey != "" {
-		md.Append("authorization", "Bearer "+o.apiKey)
-	}
 	for _, kv := range o.metadata {
 		md.Append(kv[0], kv[1])
 	}
@@ -188,6 +202,11 @@ func callUnary(ctx context.Context, client llmgatewayv1.ChatCompletionServiceCli
 	if err != nil {
 		return err
 	}
+	return printResponse(resp, o, stdout, stderr)
+}
+
+// printResponse prints a unary reply (or a folded stream): protojson, or the text of choice 0 and usage.
+func printResponse(resp *llmgatewayv1.CreateChatCompletionResponse, o *options, stdout, stderr io.Writer) error {
 	if o.json {
 		return printJSON(stdout, resp)
 	}
@@ -216,6 +235,13 @@ func callStream(ctx context.Context, client llmgatewayv1.ChatCompletionServiceCl
 		header, _ := stream.Header()
 		printMetadata(stderr, "header", header)
 		defer func() { printMetadata(stderr, "trailer", stream.Trailer()) }()
+	}
+	if o.accumulate {
+		resp, err := prisme.Accumulate(stream)
+		if err != nil {
+			return err
+		}
+		return printResponse(resp, o, stdout, stderr)
 	}
 	var usage *llmgatewayv1.Usage
 	var refusal strings.Builder

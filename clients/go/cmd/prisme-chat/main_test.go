@@ -300,6 +300,34 @@ func TestStreamJSONOneLinePerChunk(t *testing.T) {
 	}
 }
 
+func TestStreamAccumulatePrintsTheFoldedReply(t *testing.T) {
+	code, out, errOut := runCLI(t, &fakeService{}, "-model", "m", "-prompt", "p", "-stream", "-accumulate", "-include-usage")
+	if code != 0 || out != "One, two, three.\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if errOut != "usage: prompt_tokens=7 completion_tokens=4 total_tokens=11\n" {
+		t.Errorf("stderr = %q", errOut)
+	}
+	code, out, errOut = runCLI(t, &fakeService{}, "-model", "m", "-prompt", "p", "-stream", "-accumulate", "-json", "-include-usage")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	want := `{"id":"chatcmpl-2","object":"chat.completion","created":"1700000001","model":"m",` +
+		`"choices":[{"message":{"role":"assistant","content":"One, two, three."},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":7,"completion_tokens":4,"total_tokens":11}}` + "\n"
+	if out != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", out, want)
+	}
+}
+
+func TestStreamAccumulateError(t *testing.T) {
+	f := &fakeService{streamErr: status.Error(codes.Unavailable, "upstream closed the stream early")}
+	code, out, errOut := runCLI(t, f, "-model", "m", "-prompt", "p", "-stream", "-accumulate")
+	if code != 1 || out != "" || errOut != "UNAVAILABLE: upstream closed the stream early\ngrpc-status: UNAVAILABLE\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
 func TestUnaryErrorDetails(t *testing.T) {
 	f := &fakeService{unaryErr: detailedError(t)}
 	code, out, errOut := runCLI(t, f, "-model", "m", "-prompt", "p")
@@ -364,7 +392,9 @@ func TestUsageErrors(t *testing.T) {
 		{"-model", "m"},  // no prompt
 		{"-model", "m", "-prompt", "p", "-metadata", "novalue"}, // bad metadata
 		{"-model", "m", "-prompt", "p", "-metadata", "bad key=v"},
-		{"-model", "m", "-prompt", "p", "extra"}, // stray argument
+		{"-model", "m", "-prompt", "p", "extra"},            // stray argument
+		{"-model", "m", "-prompt", "p", "-accumulate"},      // without -stream
+		{"-model", "m", "-prompt", "p", "-api-key", "a\nb"}, // not one line
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(args, &out, &errOut); code != 2 {

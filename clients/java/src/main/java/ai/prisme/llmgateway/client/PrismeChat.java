@@ -21,13 +21,9 @@ import com.google.rpc.LocalizedMessage;
 import com.google.rpc.QuotaFailure;
 import com.google.rpc.RequestInfo;
 import com.google.rpc.RetryInfo;
-import io.grpc.ChannelCredentials;
-import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.Status;
-import io.grpc.TlsChannelCredentials;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.MetadataUtils;
 import java.io.FileDescriptor;
@@ -53,6 +49,7 @@ import java.util.function.Function;
  * <pre>
  * java -jar target/prisme-chat.jar --addr 127.0.0.1:50051 --model gpt-4o --prompt "Say hello"
  * java -jar target/prisme-chat.jar --model gpt-4o --prompt "Count to 5" --stream --include-usage
+ * java -jar target/prisme-chat.jar --model gpt-4o --prompt "Count to 5" --stream --accumulate --json
  * </pre>
  *
  * <p>Output contract:
@@ -62,6 +59,8 @@ import java.util.function.Function;
  *       deltas are written as they arrive); with --include-usage a {@code usage: ...} line on stderr.
  *   <li>--json: each response (unary) or chunk (stream) on stdout as compact proto3 JSON, one per line,
  *       field names as in the .proto (snake_case, the upstream JSON keys).
+ *   <li>--stream --accumulate: the chunks are folded ({@link StreamAccumulator}) and printed as the unary
+ *       reply would be: the text once, or with --json one CreateChatCompletionResponse line.
  *   <li>-v: {@code header KEY: VALUE} and {@code trailer KEY: VALUE} lines on stderr.
  *   <li>on an RPC error: {@code CODE: message}, one line per google.rpc detail, then {@code grpc-status:
  *       CODE} on stderr, exit status 1. Bad arguments exit with status 2.
@@ -77,6 +76,7 @@ public final class PrismeChat {
           "  --model MODEL         model id as the gateway names it (required)",
           "  --prompt TEXT         user message to send (required)",
           "  --stream              call StreamChatCompletion and print deltas as they arrive",
+          "  --accumulate          with --stream, fold the chunks and print the result as a unary reply",
           "  --timeout-ms N        deadline of the call in milliseconds, 0 = none (default 30000)",
           "  --api-key KEY         sent as 'authorization: Bearer KEY' metadata",
           "  --include-usage       with --stream, ask for the usage chunk; print token usage to stderr",
@@ -95,6 +95,7 @@ public final class PrismeChat {
     String model = "";
     String prompt = "";
     boolean stream;
+    boolean accumulate;
     long timeoutMs = 30_000;
     String apiKey = "";
     boolean includeUsage;
@@ -123,9 +124,7 @@ public final class PrismeChat {
   }
 
   static ManagedChannel defaultChannel(Options o) {
-    ChannelCredentials creds =
-        o.tls ? TlsChannelCredentials.create() : InsecureChannelCredentials.create();
-    return Grpc.newChannelBuilder(o.addr, creds).build();
+    return PrismeChannels.builder(o.addr, o.tls ? PrismeChannels.tls() : PrismeChannels.plaintext()).build();
   }
 
   /** main without the process: returns the exit status. Tests pass an in-process channel factory. */
@@ -161,6 +160,10 @@ public final class PrismeChat {
                   MetadataUtils.newCaptureMetadataInterceptor(headers, trailers));
       if (o.timeoutMs > 0) {
         stub = stub.withDeadlineAfter(o.timeoutMs, TimeUnit.MILLISECONDS);
+      }
+      if (!o.apiKey.isEmpty()) {
+        // Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
+        stub = stub.withCallCredentials(BearerCredentials.of(o.apiKey).allowingPlaintext());
       }
       CreateChatCompletionRequest req = buildRequest(o);
       try {
@@ -205,6 +208,7 @@ public final class PrismeChat {
       switch (name) {
         case "-h", "--help" -> throw new UsageException("");
         case "--stream" -> o.stream = flag(name, inline);
+        case "--accumulate" -> o.accumulate = flag(name, inline);
         case "--include-usage" -> o.includeUsage = flag(name, inline);
         case "--json" -> o.json = flag(name, inline);
         case "--tls" -> o.tls = flag(name, inline);
@@ -221,7 +225,12 @@ public final class PrismeChat {
             case "--addr" -> o.addr = value;
             case "--model" -> o.model = value;
             case "--prompt" -> o.prompt = value;
-            case "--api-key" -> o.apiKey = value;
+            case "--api-key" -> {
+              if (value.isEmpty() || value.contains("\n") || value.contains("\r")) {
+                throw new UsageException("--api-key must be non-empty and on one line");
+              }
+              o.apiKey = value;
+            }
             case "--timeout-ms" -> {
               try {
                 o.timeoutMs = Long.parseLong(value);
@@ -251,6 +260,9 @@ public final class PrismeChat {
     if (o.model.isEmpty() || o.prompt.isEmpty()) {
       throw new UsageException("--model and --prompt are required");
     }
+    if (o.accumulate && !o.stream) {
+      throw new UsageException("--accumulate needs --stream");
+    }
     return o;
   }
 
@@ -266,9 +278,6 @@ public final class PrismeChat {
 
   static Metadata outgoingMetadata(Options o) {
     Metadata md = new Metadata();
-    if (!o.apiKey.isEmpty()) {
-      md.put(Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + o.apiKey);
-    }
     for (String[] kv : o.metadata) {
       if (kv[0].endsWith(Metadata.BINARY_HEADER_SUFFIX)) {
         md.put(
@@ -301,7 +310,11 @@ public final class PrismeChat {
       Options o,
       PrintStream out,
       PrintStream err) {
-    CreateChatCompletionResponse resp = stub.createChatCompletion(req);
+    printResponse(stub.createChatCompletion(req), o, out, err);
+  }
+
+  /** Prints a unary reply (or a folded stream): JSON, or the text of choice 0 and the usage. */
+  private static void printResponse(CreateChatCompletionResponse resp, Options o, PrintStream out, PrintStream err) {
     if (o.json) {
       printJson(out, resp);
       return;
@@ -331,6 +344,17 @@ public final class PrismeChat {
     boolean wroteText = false;
     boolean printedHeaders = false;
     Iterator<StreamChatCompletionResponse> chunks = stub.streamChatCompletion(req);
+    if (o.accumulate) {
+      StreamAccumulator acc = new StreamAccumulator();
+      while (chunks.hasNext()) {
+        acc.add(chunks.next());
+        if (o.verbose && acc.chunks() == 1) {
+          printMetadata(err, "header", headers.getAndSet(null));
+        }
+      }
+      printResponse(acc.response(), o, out, err);
+      return;
+    }
     try {
       while (chunks.hasNext()) {
         StreamChatCompletionResponse chunk = chunks.next();

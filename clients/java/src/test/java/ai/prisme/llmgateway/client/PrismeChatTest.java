@@ -328,6 +328,31 @@ class PrismeChatTest {
   }
 
   @Test
+  void streamAccumulatePrintsTheFoldedReply() throws Exception {
+    Result r = run(new FakeService(), "--model", "m", "--prompt", "p", "--stream", "--accumulate", "--include-usage");
+    assertEquals(0, r.code(), r.err());
+    assertEquals("One, two, three.\n", r.out());
+    assertEquals("usage: prompt_tokens=7 completion_tokens=4 total_tokens=11\n", r.err());
+    r = run(new FakeService(), "--model", "m", "--prompt", "p", "--stream", "--accumulate", "--json", "--include-usage");
+    assertEquals(0, r.code(), r.err());
+    assertEquals(
+        "{\"id\":\"chatcmpl-2\",\"object\":\"chat.completion\",\"created\":\"1700000001\",\"model\":\"m\","
+            + "\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"One, two, three.\"},\"finish_reason\":\"stop\"}],"
+            + "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4,\"total_tokens\":11}}\n",
+        r.out());
+  }
+
+  @Test
+  void streamAccumulateError() throws Exception {
+    FakeService fake = new FakeService();
+    fake.streamError = Status.UNAVAILABLE.withDescription("upstream closed the stream early").asRuntimeException();
+    Result r = run(fake, "--model", "m", "--prompt", "p", "--stream", "--accumulate");
+    assertEquals(1, r.code());
+    assertEquals("", r.out());
+    assertEquals("UNAVAILABLE: upstream closed the stream early\ngrpc-status: UNAVAILABLE\n", r.err());
+  }
+
+  @Test
   void unaryErrorPrintsDetailsAndStatus() throws Exception {
     FakeService fake = new FakeService();
     fake.unaryError = detailedError();
@@ -402,6 +427,8 @@ class PrismeChatTest {
       {"--model", "m", "--prompt", "p", "--metadata", "bad key=v"},
       {"--model", "m", "--prompt", "p", "--timeout-ms", "soon"},
       {"--model", "m", "--prompt", "p", "--bogus"},
+      {"--model", "m", "--prompt", "p", "--accumulate"},
+      {"--model", "m", "--prompt", "p", "--api-key", "a\nb"},
       {"--model"},
     };
     for (String[] args : cases) {
