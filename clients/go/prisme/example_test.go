@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
-	"github.com/prisme-ai/prisme-grpc-bridge/clients/go/prisme"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	"github.com/prismeai/prisme-grpc-bridge/clients/go/prisme"
 )
 
 // A service in the same cluster as the bridge: a headless Service, plaintext inside the mesh, the caller's
