@@ -21,13 +21,14 @@ from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.server import GrpcServer, Service, build_server
 from bridge.settings import AuthSettings, ServeSettings, UpstreamSettings, split_host_port
 from bridge.upstream.errors import OPENAI_COMPATIBLE
-from bridge.upstream.headers import AuthPolicy
+from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
 
 __all__ = [
     "auth_policy",
     "build_bridge",
     "default_interceptors",
     "default_services",
+    "header_policy",
     "serve",
     "upstream_client",
     "wait_for_signal",
@@ -58,8 +59,14 @@ def auth_policy(settings: AuthSettings) -> AuthPolicy:
     return AuthPolicy(mode=settings.mode, api_key=api_key, api_key_header=settings.api_key_header)
 
 
+def header_policy(settings: ServeSettings) -> HeaderPolicy:
+    """What crosses between metadata and upstream headers: auth, and the reply headers returned."""
+    extra = tuple(name for name in settings.headers.response_headers if name not in RETURNED_HEADERS)
+    return HeaderPolicy(auth=auth_policy(settings.auth), returned=RETURNED_HEADERS + extra)
+
+
 def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Service]:
-    return [ChatCompletionService(upstream, auth_policy(settings.auth))]
+    return [ChatCompletionService(upstream, header_policy(settings))]
 
 
 def default_interceptors(settings: ServeSettings) -> list[Interceptor]:

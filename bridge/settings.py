@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.transport import TransportName
+from bridge.upstream.headers import check_returned_header
 
 __all__ = [
     "ENV_PREFIX",
@@ -27,6 +28,7 @@ __all__ = [
     "CommandSettings",
     "DevSettings",
     "FlatField",
+    "HeadersSettings",
     "LoggingSettings",
     "MockGatewaySettings",
     "MockSettings",
@@ -158,6 +160,29 @@ class AuthSettings(_Group):
     )
 
 
+def _header_names(value: object) -> object:
+    # A comma-separated list, from a flag or an environment variable; each name checked as metadata.
+    if isinstance(value, str):
+        value = [name for name in value.split(",") if name.strip()]
+    if isinstance(value, list | tuple):
+        return tuple(check_returned_header(str(name)) for name in value)
+    return value
+
+
+HeaderNames = Annotated[tuple[str, ...], BeforeValidator(_header_names)]
+
+
+class HeadersSettings(_Group):
+    title = "metadata"
+
+    response_headers: HeaderNames = Field(
+        (),
+        alias="response_headers",
+        description="more upstream reply headers to return as gRPC metadata, comma-separated (the ids, "
+        "rate-limit and timing headers of the Prisme gateway, OpenAI, vLLM and LiteLLM always are)",
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
@@ -241,6 +266,7 @@ class ServeSettings(CommandSettings):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings
     auth: AuthSettings = AuthSettings()
+    headers: HeadersSettings = HeadersSettings()
 
 
 class MockGatewaySettings(CommandSettings):

@@ -282,17 +282,17 @@ def everything_sent(error: BridgeError) -> str:
     return status.details + trailer.decode("utf-8", "replace") + str(error_details(error))
 
 
-# The upstream host of errors built by unit tests; they read it back from ErrorInfo.domain.
-DOMAIN = "gateway.example.com"
+# The upstream host of errors built by unit tests; they read it back from ErrorInfo metadata `upstreamHost`.
+HOST = "gateway.example.com"
 
 
 def http_error(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> UpstreamHTTPError:
     """The bridge error for an upstream reply of `status` with `body` (JSON if not bytes)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return error_from_http_response(status, headers or {}, raw, domain=DOMAIN)
+    return error_from_http_response(status, headers or {}, raw, host=HOST)
 
 
 def stream_error(data: Any, event: str = "message", correlation_id: str | None = "corr-1") -> Any:
     """The bridge error for an SSE event carrying `data` (JSON if not a str), or None."""
     text = data if isinstance(data, str) else json.dumps(data)
-    return error_from_stream_event(text, event=event, domain=DOMAIN, correlation_id=correlation_id)
+    return error_from_stream_event(text, event=event, host=HOST, correlation_id=correlation_id)

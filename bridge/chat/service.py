@@ -22,7 +22,7 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2 as pb_se
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.http.client import HttpClient
 from bridge.rpc.call import Context, deadline_of
-from bridge.upstream.headers import AuthPolicy, response_metadata, upstream_headers
+from bridge.upstream.headers import HeaderPolicy
 
 __all__ = ["SERVICE_NAME", "ChatCompletionService"]
 
@@ -45,9 +45,9 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
 
     name: Final = SERVICE_NAME
 
-    def __init__(self, upstream: HttpClient, auth: AuthPolicy) -> None:
+    def __init__(self, upstream: HttpClient, headers: HeaderPolicy) -> None:
         self._upstream = upstream
-        self._auth = auth
+        self._headers = headers
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ChatCompletionServiceServicer_to_server(self, server)
@@ -59,7 +59,7 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
         reply = await self._upstream.request_json(
             "POST", PATH, body=call.body, headers=call.headers, deadline=call.deadline
         )
-        await context.send_initial_metadata(response_metadata(reply.headers))
+        await context.send_initial_metadata(self._headers.reply_metadata(reply.headers))
         return convert.response_from_upstream(reply.body)
 
     async def StreamChatCompletion(
@@ -69,7 +69,7 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
         async with self._upstream.open_sse(
             PATH, call.body, headers=call.headers, deadline=call.deadline
         ) as events:
-            await context.send_initial_metadata(response_metadata(events.headers))
+            await context.send_initial_metadata(self._headers.reply_metadata(events.headers))
             async for chunk in stream.chunks(events):
                 yield convert.chunk_from_upstream(chunk)
 
@@ -80,6 +80,6 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
             raise invalid_request(violations)
         return _Call(
             body=convert.request_to_upstream(request, stream=streaming),
-            headers=upstream_headers(context.invocation_metadata() or (), self._auth),
+            headers=self._headers.request_headers(context.invocation_metadata() or ()),
             deadline=deadline_of(context),
         )

@@ -65,8 +65,9 @@ class Transport(Protocol):
         """Sends the request; returns once the reply's headers have arrived."""
         ...
 
-    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
-        """The bridge error for an exception of `caught` raised by `send` or a body read."""
+    def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
+        """The bridge error for an exception of `caught` raised by `send` or a body read from the upstream
+        at `address` (host:port)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -138,8 +139,8 @@ class HttpxTransport:
         request = self._client.build_request(method, _url(url), content=content, headers=headers)
         return _HttpxResponse(await self._client.send(request, stream=True))
 
-    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
-        return error_from_transport_exception(exc, domain=domain, correlation_id=correlation_id)
+    def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
+        return error_from_transport_exception(exc, address=address, correlation_id=correlation_id)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -15,7 +15,8 @@ Routes
 ``DELETE /_mock/requests``                                             clear the record (204)
 =====================================================================  ====================================
 
-Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``.
+Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``,
+except the LiteLLM-style replies of the ``litellm*`` models, which carry LiteLLM's ids instead.
 With ``create_app(require_api_key=KEY)`` a chat request needs ``Authorization: Bearer KEY`` or
 ``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}`` (the other routes stay
 open). A body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an
@@ -91,6 +92,16 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 ``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no
                            ``[DONE]``. Unary: echo.
 ``json-on-stream``         a stream request gets 200 ``application/json`` with a ``chat.completion``.
+``litellm``                echo as a LiteLLM proxy answers it: ``x-litellm-call-id``, ``request-id``,
+                           ``llm_provider-x-request-id`` and ``x-litellm-model-id`` headers, no
+                           ``x-correlation-id``.
+``litellm-error-429``      429 with LiteLLM's body (``"message": "litellm.RateLimitError: ..."``, ``"code":
+                           "429"``), its ids, and the provider's Retry-After as
+                           ``llm_provider-retry-after: 5``.
+``litellm-stream-error``   stream: role chunk, ``"Partial "``, ``"answer"``, then LiteLLM's mid-stream
+                           ``{"error": {"message": "litellm.APIConnectionError: ...", "type": null, "param":
+                           null, "code": "500"}}`` and the body ends (no ``[DONE]``, as LiteLLM 1.108 does).
+                           Unary: that document with status 500.
 =========================  ==========================================================================
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or

@@ -110,6 +110,8 @@ async def _clear_requests(request: web.Request) -> web.StreamResponse:
 
 
 async def _add_correlation_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    if "x-litellm-call-id" in response.headers:
+        return  # a LiteLLM-style reply (model "litellm*") names itself with LiteLLM's ids only
     response.headers["x-correlation-id"] = request.headers.get("x-correlation-id") or str(uuid.uuid4())
     request_id = request.headers.get("x-request-id")
     if request_id is not None:

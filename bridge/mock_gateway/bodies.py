@@ -192,6 +192,23 @@ def json_response(status: int, body: Json, headers: dict[str, str] | None = None
     )
 
 
+def litellm_headers(call: Call) -> dict[str, str]:
+    """The ids a LiteLLM proxy names its replies with (instead of x-correlation-id), and a header of its own
+    that the bridge returns only when asked (`--response-headers x-litellm-model-id`)."""
+    return {
+        "x-litellm-call-id": f"litellm-{call.completion_id}",
+        "request-id": f"req_{call.completion_id[-12:]}",
+        "llm_provider-x-request-id": "provider-req-1",
+        "x-litellm-model-id": "mock-deployment-1",
+    }
+
+
+def litellm_error(exception: str, message: str, code: str) -> Json:
+    """A LiteLLM proxy's error document: its exception class heads the message; code a string."""
+    text = f"litellm.{exception}: {exception}: OpenAIException - {message}"
+    return {"error": {"message": text, "type": None, "param": None, "code": code}}
+
+
 def retry_headers(status: int) -> dict[str, str] | None:
     return {"Retry-After": "7"} if status in (429, 503) else None
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import grpc
 from google.protobuf.message import Message
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, internal_error
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 
 __all__ = ["AccessLog", "ErrorMapping", "Interceptor", "InterceptorChain"]
@@ -186,7 +186,7 @@ def _as_bridge_error(exc: Exception) -> BridgeError:
     if isinstance(exc, BridgeError):
         return exc
     log.exception("unexpected error in handler")
-    return BridgeError("internal error in the bridge; see its logs")
+    return internal_error()
 
 
 def _ended_code(context: Context) -> grpc.StatusCode:

@@ -24,7 +24,8 @@ README = Path(__file__).parents[2] / "README.md"
 PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
-        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "log_level",
+        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
+        "log_level",
     ],
     MockGatewaySettings: ["listen", "require_api_key", "log_level"],
     DevSettings: ["listen", "mock_listen", "log_level"],
