@@ -57,6 +57,10 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            Stream: role chunk (``content: null``), a first fragment with index, id, type,
                            name and ``arguments: ""``, three fragments carrying only index and argument
                            pieces, the finish chunk, usage if asked, ``[DONE]``.
+``tools-custom``           as ``tools``, with one custom tool call ``call_mock_custom_1`` (``type: "custom"``;
+                           ``custom.name``: the request's first tool's custom name, else ``apply_patch``;
+                           ``custom.input``: a four-line patch with a non-ASCII character). Stream: the
+                           first fragment has ``input: ""``, three fragments carry index and input pieces.
 ``reasoning``              echo whose deltas first carry ``reasoning_content`` pieces; the unary
                            message has ``reasoning_content``; ``reasoning_tokens`` is counted.
 ``azure``                  echo; the stream starts with Azure's ``{"id":"","object":"","created":0,

@@ -39,11 +39,12 @@ async def _echo(call: Call) -> web.StreamResponse:
     return await sse.send_all(bodies.echo_chunks(call))
 
 
-@script("tools")
+@script("tools", "tools-custom")
 async def _tools(call: Call) -> web.StreamResponse:
+    custom = call.model == "tools-custom"
     if not call.stream:
-        return bodies.json_response(200, bodies.tool_completion(call))
-    return await (await SseStream.open(call)).send_all(bodies.tool_chunks(call))
+        return bodies.json_response(200, bodies.tool_completion(call, custom=custom))
+    return await (await SseStream.open(call)).send_all(bodies.tool_chunks(call, custom=custom))
 
 
 @script("reasoning")

@@ -76,6 +76,7 @@ USAGE = pb.StreamOptions(include_usage=True)
         pytest.param("echo-multiline", {}, id="echo-multiline"),
         pytest.param("echo-nospace", {"stream_options": USAGE}, id="echo-nospace"),
         pytest.param("tools", {"stream_options": USAGE}, id="tools"),
+        pytest.param("tools-custom", {"stream_options": USAGE}, id="tools-custom"),
         pytest.param("reasoning", {"stream_options": USAGE}, id="reasoning"),
         pytest.param("azure", {"stream_options": USAGE}, id="azure"),
     ],
