@@ -407,14 +407,13 @@ async def test_a_provider_stream_ending_early_looks_finished_behind_litellm(stub
     # Straight from the mock, the bridge reports both as UNAVAILABLE (tests/test_integration_core.py): the
     # body ends after half an event, or without finish_reason and [DONE]. LiteLLM closes such a stream as a
     # finished one (finish_reason "stop", [DONE]), so what reaches the bridge is a complete stream.
-    through = await _collect(
-        stub.StreamChatCompletion(_request(script, _unique("cut short")), metadata=_key(), timeout=TIMEOUT_S)
-    )
+    sent = _unique("cut short")
+    call = stub.StreamChatCompletion(_request(script, sent), metadata=_key(), timeout=TIMEOUT_S)
+    through = await _collect(call)
     text = "".join(c.choices[0].delta.content for c in through if c.choices)
-    assert text.startswith("Partial answer" if script == "truncated-eof" else "cut short")
-    assert [c.choices[0].finish_reason for c in through if c.choices and c.choices[0].finish_reason] == [
-        "stop"
-    ]
+    assert text == ("Partial answer" if script == "truncated-eof" else sent)
+    finishes = [c.choices[0].finish_reason for c in through if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
 
 
 # ------------------------------------------------------------------- deadlines and cancels reach the provider
