@@ -165,7 +165,8 @@ async def _provider_stream(
 
 async def test_unary_reply(stub, provider: MockGateway) -> None:
     text = _unique("unary through LiteLLM")
-    response = await stub.CreateChatCompletion(_request("echo", text), metadata=_key(), timeout=TIMEOUT_S)
+    metadata = (*_key(), ("x-request-id", "req-conformance-1"))
+    response = await stub.CreateChatCompletion(_request("echo", text), metadata=metadata, timeout=TIMEOUT_S)
     assert response.object == "chat.completion"
     assert response.model == "mock/echo"  # LiteLLM answers under its model group
     assert response.id.startswith("chatcmpl-mock")  # the provider's id, passed through
@@ -179,6 +180,8 @@ async def test_unary_reply(stub, provider: MockGateway) -> None:
     assert record["outcome"] == "completed"
     # LiteLLM calls the provider with its own provider key, never the caller's master key.
     assert record["headers"]["authorization"] == f"Bearer {servers.PROVIDER_KEY}"
+    # The bridge forwards the caller's x-request-id to LiteLLM, which does not pass it on to its provider.
+    assert "x-request-id" not in record["headers"]
 
 
 async def test_stream_matches_the_provider_chunk_for_chunk(stub, provider: MockGateway) -> None:
