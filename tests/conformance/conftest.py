@@ -27,9 +27,12 @@ _versions: dict[str, str] = {}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     session_loop = pytest.mark.asyncio(loop_scope="session")
+    # The first test also starts LiteLLM (its readiness wait alone may take 90 s on a loaded machine).
+    setup_timeout = pytest.mark.timeout(240)
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.conformance)
+            item.add_marker(setup_timeout)
             if is_async_test(item):
                 item.add_marker(session_loop, append=False)
 

@@ -111,10 +111,8 @@ def litellm_environment() -> dict[str, str]:
 
 def free_port() -> int:
     # LiteLLM has no "port 0 and tell me"; the tiny window between close and its bind is acceptable here.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        return int(probe.getsockname()[1])
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
