@@ -53,9 +53,10 @@ def litellm_venv() -> Path:
     override = os.environ.get(VENV_OVERRIDE)
     if override:
         return Path(override)
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "litellm-env"), "--path"], check=True, capture_output=True, text=True
-    )
+    # The key includes the Python version: the one of this venv, which bootstrap also gave LiteLLM's.
+    env = {**os.environ, "PYTHON": sys.executable}
+    script = str(ROOT / "scripts" / "litellm-env")
+    out = subprocess.run([script, "--path"], env=env, check=True, capture_output=True, text=True)
     return Path(out.stdout.strip())
 
 
