@@ -172,6 +172,13 @@ class ErrorMapping(Interceptor):
             call.code, call.error = _ended_code(context), exc
             raise
         except Exception as exc:
+            if _call_over(context):
+                # The deadline passed (the bridge's own upstream timer fires at the same instant as grpc's)
+                # or the status is out: the call is over for the caller, and aborting it would fail in
+                # core. End it as grpc does a cancelled call, with the outcome recorded.
+                call.code, call.error = _ended_code(context), exc
+                log.debug("%s ended before its outcome could be sent: %r", call.method, exc)
+                raise asyncio.CancelledError from exc
             await _abort(call, context, _as_bridge_error(exc))
 
 
@@ -189,13 +196,23 @@ def _as_bridge_error(exc: Exception) -> BridgeError:
     return internal_error()
 
 
-def _ended_code(context: Context) -> grpc.StatusCode:
+# A client whose deadline passes cancels the call itself, a hair before the server's copy of that deadline
+# (computed when the request arrived): a cancel this close to the deadline is the deadline.
+_DEADLINE_SLACK_S: Final = 0.05
+
+
+def _deadline_passed(context: Context) -> bool:
     remaining = context.time_remaining()
-    return (
-        grpc.StatusCode.DEADLINE_EXCEEDED
-        if remaining is not None and remaining <= 0
-        else (grpc.StatusCode.CANCELLED)
-    )
+    return remaining is not None and remaining <= _DEADLINE_SLACK_S
+
+
+def _call_over(context: Context) -> bool:
+    return context.done() or _deadline_passed(context)
+
+
+def _ended_code(context: Context) -> grpc.StatusCode:
+    """How a call that ended without a status of ours ended: its deadline, or the client's cancel."""
+    return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
 
 
 # ------------------------------------------------------------------------------------------- access log
