@@ -8,9 +8,10 @@ settings. The server owns the upstream client it is given: stopping it closes th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 
@@ -30,8 +31,8 @@ __all__ = [
     "default_services",
     "header_policy",
     "serve",
+    "stop_signals",
     "upstream_client",
-    "wait_for_signal",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,25 +102,25 @@ async def build_bridge(
 
 async def serve(settings: ServeSettings) -> None:
     """Runs the bridge until SIGTERM or SIGINT, then shuts down gracefully."""
-    server = await build_bridge(settings)
-    await server.start()
-    host, _ = split_host_port(settings.server.listen)
-    log.info(
-        "bridge listening on %s:%d, upstream %s/chat/completions", host, server.port, settings.upstream.url
-    )
-    await wait_for_signal()
+    with stop_signals() as stop:  # before anything says "listening": a signal then must stop it cleanly
+        server = await build_bridge(settings)
+        await server.start()
+        host, _ = split_host_port(settings.server.listen)
+        log.info("bridge listening on %s:%d, upstream %s", host, server.port, settings.upstream.url)
+        await stop.wait()
     log.info("shutting down (grace %.0f s)", settings.server.shutdown_grace)
     await server.stop()
 
 
-async def wait_for_signal() -> None:
-    """Returns on the first SIGTERM or SIGINT."""
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """An event set by the first SIGTERM or SIGINT received inside the block."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -9,10 +9,12 @@ README its table from `flat_fields`, so `--help`, the env var names and validati
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
@@ -57,6 +59,11 @@ def _check_listen(value: str) -> str:
     return value
 
 
+# A DNS name (labels of letters, digits, "-", "_"), or an IPv4 address; IPv6 comes in brackets.
+_LABEL: Final = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+_HOSTNAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
 def _check_upstream_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -65,7 +72,38 @@ def _check_upstream_url(value: str) -> str:
         raise ValueError("must not carry credentials: use --api-key")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or fragment")
+    if any(char.isspace() for char in value):
+        raise ValueError(f"must not contain white space, got {_shown_url(value)!r}")
+    if not _valid_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
+        raise ValueError(f"{parts.hostname!r} is not a host name or IP address")
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        raise ValueError(f"has an invalid port, got {_shown_url(value)!r}") from None
     return value.rstrip("/")
+
+
+def _valid_host(host: str, *, bracketed: bool) -> bool:
+    if bracketed:
+        try:
+            return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+    return _HOSTNAME.fullmatch(host) is not None
+
+
+def _same_address(listen: str, url: str) -> bool:
+    host, port = split_host_port(listen)
+    parts = urlsplit(url)
+    url_port = parts.port or (443 if parts.scheme == "https" else 80)
+    same_host = host.strip("[]") == parts.hostname or (
+        host in ("0.0.0.0", "[::]") and _loopback(parts.hostname)
+    )
+    return port != 0 and port == url_port and same_host
+
+
+def _loopback(host: str | None) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1")
 
 
 def _shown_url(value: str) -> str:
@@ -192,8 +230,12 @@ class LoggingSettings(_Group):
 class MockSettings(_Group):
     title = "mock gateway"
 
+    # Its own name, not BRIDGE_LISTEN: a shell that configures `serve` must not move the mock as well.
     listen: ListenAddress = Field(
-        "127.0.0.1:8080", alias="listen", description="HTTP listen address HOST:PORT"
+        "127.0.0.1:8080",
+        alias="mock_listen",
+        description="HTTP listen address HOST:PORT of the mock gateway",
+        json_schema_extra={"flag_aliases": ["--listen"]},
     )
     require_api_key: SecretStr | None = Field(
         None, alias="require_api_key", description="answer 401 unless requests carry this key"
@@ -232,6 +274,13 @@ class FlatField:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def flag_aliases(self) -> list[str]:
+        """Other spellings of the flag kept for compatibility (no env var of their own)."""
+        extra = self.info.json_schema_extra
+        aliases = extra.get("flag_aliases", []) if isinstance(extra, dict) else []
+        return [str(alias) for alias in aliases] if isinstance(aliases, list) else []
+
+    @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
@@ -242,6 +291,10 @@ class CommandSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     logging: LoggingSettings = LoggingSettings()  # every command's; listed after the command's own
+
+    def warnings(self) -> list[str]:
+        """Settings that work, but not as their author probably meant (logged at start)."""
+        return []
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +321,31 @@ class ServeSettings(CommandSettings):
     auth: AuthSettings = AuthSettings()
     headers: HeadersSettings = HeadersSettings()
 
+    @model_validator(mode="after")
+    def _settings_that_cannot_work(self) -> ServeSettings:
+        if self.auth.mode == "fixed" and self.auth.api_key is None:
+            raise ValueError(
+                "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
+                "every upstream request would go without credentials"
+            )
+        if _same_address(self.server.listen, self.upstream.url):
+            raise ValueError(
+                "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
+                "it would call itself"
+            )
+        return self
+
+    def warnings(self) -> list[str]:
+        """Settings that work, but not as their author probably meant."""
+        found = []
+        if self.auth.mode == "none" and self.auth.api_key is not None:
+            found.append(
+                "--api-key / BRIDGE_API_KEY is ignored with --auth-mode none: no credentials are sent"
+            )
+        if self.auth.api_key is None and self.auth.api_key_header != "authorization":
+            found.append("--api-key-header / BRIDGE_API_KEY_HEADER has no effect without --api-key")
+        return found
+
 
 class MockGatewaySettings(CommandSettings):
     """Settings of `prisme-bridge mock-gateway`."""
@@ -279,6 +357,13 @@ class DevSettings(CommandSettings):
     """Settings of `prisme-bridge dev` (mock gateway + bridge in one process)."""
 
     servers: DevServersSettings = DevServersSettings()
+
+    @model_validator(mode="after")
+    def _distinct_addresses(self) -> DevSettings:
+        listen, mock = (split_host_port(a) for a in (self.servers.listen, self.servers.mock_listen))
+        if listen == mock and listen[1] != 0:
+            raise ValueError("--listen / BRIDGE_LISTEN and --mock-listen / BRIDGE_MOCK_LISTEN must differ")
+        return self
 
 
 _Settings = TypeVar("_Settings", bound=CommandSettings)

@@ -136,7 +136,13 @@ class HttpxTransport:
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
     ) -> Response:
-        request = self._client.build_request(method, _url(url), content=content, headers=headers)
+        body: bytes | AsyncIterator[bytes] | None = content
+        if content is not None and len(content) > _LARGE_BODY:
+            # Written in pieces (with its length, so not chunked): one large write would hold the event loop,
+            # and aiohttp warns about it.
+            body = _pieces(content)
+            headers = {**headers, "content-length": str(len(content))}
+        request = self._client.build_request(method, _url(url), content=body, headers=headers)
         return _HttpxResponse(await self._client.send(request, stream=True))
 
     def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
@@ -144,6 +150,16 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+_LARGE_BODY: Final = 512 * 1024
+_PIECE: Final = 256 * 1024
+
+
+async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(content)
+    for start in range(0, len(view), _PIECE):
+        yield bytes(view[start : start + _PIECE])
 
 
 @lru_cache(maxsize=256)

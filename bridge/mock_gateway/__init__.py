@@ -114,4 +114,17 @@ A prefixed name whose suffix is not a number (or, for errors, not within 400..59
 
 from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
 
-__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]
+__all__ = [
+    "GATEWAY_PREFIX",
+    "MockGateway",
+    "create_app",
+    "scripted_models",
+    "serve_forever",
+    "start_mock_gateway",
+]
+
+
+def scripted_models() -> str:
+    """The "Scripted behaviours" section of this docstring: what each model name makes the mock do
+    (`prisme-bridge mock-gateway --list-models`)."""
+    return (__doc__ or "").split("Scripted behaviours", 1)[1].split("\n", 2)[2].strip()

@@ -124,7 +124,9 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(*, require_api_key: str | None = None) -> web.Application:
     """The mock gateway as an aiohttp application (see the module docstring for its behaviours)."""
-    app = web.Application()
+    # Request bodies as large as the bridge accepts in a gRPC message (prompts with images): aiohttp's default
+    # of 1 MiB would answer a 3 MB prompt with 413.
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = State(api_key=require_api_key, log=RequestLog())
     app.on_response_prepare.append(_add_correlation_headers)
     app.on_shutdown.append(_on_shutdown)

@@ -8,7 +8,9 @@ the start of a graceful stop, so load balancers drain the pod first).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -21,7 +23,7 @@ from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
 from bridge.settings import ServerSettings, split_host_port
 
-__all__ = ["GrpcServer", "Service", "build_server", "server_options"]
+__all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindable"]
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,33 @@ def build_server(
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
     host, port = split_host_port(listen)
     address = f"{host}:{port}"
+    # Checked first: grpc's own failure prints a core log line before raising, and a new user reads that.
+    problem = unbindable(host, port)
+    if problem is None:
+        try:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's "Failed to bind"
+            problem = "address in use or not available"
+    raise OSError(f"cannot listen on {listen} (--listen / BRIDGE_LISTEN): {problem}")
+
+
+def unbindable(host: str, port: int) -> str | None:
+    """Why a TCP server could not listen on host:port ("address already in use"), or None if it can."""
+    if port == 0:
+        return None
     try:
-        if credentials is None:
-            return server.add_insecure_port(address)
-        return server.add_secure_port(address, credentials)
-    except RuntimeError as exc:  # grpc's "Failed to bind"
-        raise OSError(f"cannot listen on {listen}: address in use or not available") from exc
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc and aiohttp bind
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                return (
+                    "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+                )
+    return None

@@ -27,7 +27,7 @@ PINNED = {
         "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
         "log_level",
     ],
-    MockGatewaySettings: ["listen", "require_api_key", "log_level"],
+    MockGatewaySettings: ["mock_listen", "require_api_key", "log_level"],
     DevSettings: ["listen", "mock_listen", "log_level"],
 }  # fmt: skip
 
@@ -48,7 +48,9 @@ def test_every_group_field_has_its_flat_name_and_a_description(model: type[Comma
 
 
 def test_groups_are_reached_by_flat_names_and_by_their_own() -> None:
-    settings = ServeSettings(listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed")
+    settings = ServeSettings(
+        listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed", api_key="k"
+    )
     assert settings.server.listen == "127.0.0.1:0"
     assert settings.upstream.url == "http://gw/v1"
     assert settings.auth.mode == "fixed"
@@ -78,7 +80,7 @@ def test_unknown_names_are_refused() -> None:
         ServeSettings(upstream_url="http://gw/v1", no_such_setting=1)
 
 
-@pytest.mark.parametrize("command", ["serve"])
+@pytest.mark.parametrize("command", ["serve", "mock-gateway", "dev"])
 def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     text = README.read_text(encoding="utf-8")
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
