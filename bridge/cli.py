@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Literal, get_args, get_origin
@@ -17,6 +16,8 @@ from typing import Literal, get_args, get_origin
 from pydantic import SecretStr, ValidationError
 
 from bridge import __version__
+from bridge.logs import setup_logging
+from bridge.rpc.tracing import TracingConfigError
 from bridge.settings import (
     CommandSettings,
     DevSettings,
@@ -48,11 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    _setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, settings.logging.format)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
-    except OSError as exc:  # e.g. a listen address already in use
+    except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -122,12 +123,6 @@ def _one_line(exc: ValidationError) -> str:
             text = "is required"
         problems.append(f"--{name.replace('_', '-')} / BRIDGE_{name.upper()}: {text}{shown}")
     return "; ".join(problems)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 async def _run(command: str, settings: CommandSettings) -> None:

@@ -43,7 +43,12 @@ async def run_dev(settings: DevSettings) -> None:
     mock = await start_mock_gateway(mock_host, mock_port)
     try:
         serve = ServeSettings.model_validate(
-            {"listen": settings.servers.listen, "upstream_url": mock.base_url, "logging": settings.logging}
+            {
+                "listen": settings.servers.listen,
+                "upstream_url": mock.base_url,
+                "log_level": settings.logging.level,
+                "log_format": settings.logging.format,
+            }
         )
         bridge = await build_bridge(serve)
         await bridge.start()

@@ -1,4 +1,4 @@
-"""Pure mapping between gRPC metadata and upstream HTTP headers: auth, tracing ids, response headers.
+"""Pure mapping between gRPC metadata and upstream HTTP headers: auth, correlation ids, response headers.
 
 Shared by every service: what a caller's metadata becomes upstream, and which upstream reply headers come
 back to the caller (as initial metadata) or identify the upstream request (the correlation id).
@@ -31,8 +31,10 @@ ApiKeyHeader = Literal["authorization", "x-prismeai-api-key"]
 
 # The gateway takes a Bearer token in Authorization, and (one docs page) an iak_ key in x-prismeai-api-key.
 AUTH_HEADERS: Final = ("authorization", "x-prismeai-api-key")
-# Request metadata passed through unchanged, so one id follows a call across services.
-FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id", "traceparent", "tracestate")
+# Request metadata passed through unchanged, so one id follows a call across services. Trace context
+# (traceparent, tracestate, baggage) is not copied: the propagator writes it for the upstream request's
+# own span (bridge.http.tracing), or passes the caller's on when tracing is off.
+FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id")
 # Upstream response headers worth a caller's attention, returned as gRPC initial metadata.
 RETURNED_HEADERS: Final = (
     "x-correlation-id",

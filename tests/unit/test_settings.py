@@ -24,10 +24,12 @@ README = Path(__file__).parents[2] / "README.md"
 PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
-        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "log_level",
+        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header",
+        "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_connection_age",
+        "max_connection_age_grace", "metrics_listen", "metrics_max_models", "log_level", "log_format",
     ],
-    MockGatewaySettings: ["listen", "require_api_key", "log_level"],
-    DevSettings: ["listen", "mock_listen", "log_level"],
+    MockGatewaySettings: ["listen", "require_api_key", "log_level", "log_format"],
+    DevSettings: ["listen", "mock_listen", "log_level", "log_format"],
 }  # fmt: skip
 
 
