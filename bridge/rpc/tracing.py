@@ -9,10 +9,12 @@ caller's context on, so the upstream still sees the caller's `traceparent`.
 
 `tracer_provider_from_env` is the standard configuration: tracing is off unless `OTEL_TRACES_EXPORTER`
 names an exporter (or an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set, meaning OTLP), and `OTEL_SDK_DISABLED`
-is not true; exporters are found by name like the SDK's own auto-configuration does (`otlp` is OTLP/gRPC,
-`console` prints spans); sampler, resource, batch and exporter settings come from their `OTEL_*`
-variables. OpenTelemetry's grpc.aio server interceptor is not used: it iterates every streaming handler
-as an async generator, which breaks the chain's streams, and misses statuses set by `abort_with_status`.
+is not true. Exporters are found by name as the SDK's own auto-configuration finds them: `otlp` is
+OTLP/gRPC (shipped with the bridge) unless `OTEL_EXPORTER_OTLP_PROTOCOL` says http/protobuf, `console`
+prints spans. Sampler, resource, batching and exporter settings come from their own `OTEL_*` variables.
+
+OpenTelemetry's grpc.aio server interceptor is not used: it iterates every streaming handler as an async
+generator, which fails every stream behind the chain, and misses statuses set by `abort_with_status`.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def tracer_provider_from_env(environ: Mapping[str, str] | None = None) -> Tracer
     names = _exporter_names(environ)
     if not names:
         return None
-    exporters = [_exporter(name) for name in names]
+    exporters = [_exporter(_entry_point_name(name, environ)) for name in names]
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
     provider = TracerProvider(resource=Resource.create(attributes))  # + OTEL_RESOURCE_ATTRIBUTES, sampler
     for exporter in exporters:
@@ -175,6 +177,17 @@ def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     if not names and otlp_endpoint:
         names = ["otlp"]
     return [name for name in names if name != "none"]
+
+
+def _entry_point_name(name: str, environ: Mapping[str, str]) -> str:
+    """`otlp` is OTLP over the protocol OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL names (default grpc, the
+    exporter shipped with the bridge), as the SDK's own auto-configuration resolves it."""
+    if name != "otlp":
+        return name
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    return {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}.get(
+        protocol or "grpc", f"otlp ({protocol})"
+    )
 
 
 def _exporter(name: str) -> SpanExporter:
