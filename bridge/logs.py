@@ -26,6 +26,8 @@ LogFormat = Literal["json", "text"]
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 _QUIET_LOGGERS: Final = ("httpx", "httpcore")
+# One encoder for every line: json.dumps with options builds a new one per call.
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, default=str, separators=(", ", ": ")).encode
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -70,7 +72,7 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault(key, value)  # the fixed keys win: a field cannot forge the level
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        return _ENCODE(entry)
 
 
 def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:

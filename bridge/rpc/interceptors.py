@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -309,10 +311,10 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         "method": call.name,
         "code": call.code.name,
         "ms": round(call.elapsed_ms, 1),
-        "model": clean(call.model, _MAX_LOGGED_MODEL_BYTES) if call.model else None,
+        "model": _logged_model(call.model) if call.model else None,
         "upstream_status": call.upstream_status,
         "chunks": call.messages_sent if call.response_streaming else None,
-        "correlation_id": clean_optional(call.correlation_id),
+        "correlation_id": _logged_id(call.correlation_id) if call.correlation_id else None,
         "prompt_tokens": call.prompt_tokens,
         "completion_tokens": call.completion_tokens,
         "cost": call.cost,
@@ -322,3 +324,15 @@ def access_fields(call: RpcCall) -> dict[str, object]:
 
 
 _MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`
+# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token: no redaction needed.
+_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _logged_model(model: str) -> str:
+    # Callers send a few model names again and again: redact each once.
+    return clean(model, _MAX_LOGGED_MODEL_BYTES)
+
+
+def _logged_id(value: str) -> str | None:
+    return value if _PLAIN_ID.fullmatch(value) else clean_optional(value)

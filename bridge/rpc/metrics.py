@@ -30,6 +30,7 @@ import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from bridge.rpc.call import Context, RpcCall
@@ -94,6 +95,7 @@ class Metrics(Interceptor):
     def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
         self.models = ModelLabels(max_models)
         self._series: dict[str, _MethodSeries] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         r = registry
         self._started = Counter(
             "grpc_server_started_total",
@@ -191,7 +193,7 @@ class Metrics(Interceptor):
         self._series[call.method].sent.inc()
         if call.messages_sent == 1 and call.upstream_status is not None:
             model = self.models.label(call.model, admit=_answered(call))
-            self._first_chunk.labels(call.service, call.name, model).observe(call.elapsed_ms / 1000)
+            self._child(self._first_chunk, call.service, call.name, model).observe(call.elapsed_ms / 1000)
 
     def message_received(self, call: RpcCall) -> None:
         self._series[call.method].received.inc()
@@ -213,18 +215,25 @@ class Metrics(Interceptor):
     def _record_upstream(self, call: RpcCall, series: _MethodSeries) -> None:
         if call.upstream_seconds is None:
             return  # no upstream request was made (refused, invalid, not an upstream-calling method)
-        self._upstream.labels(call.service, call.name, _status_label(call.upstream_status)).observe(
-            call.upstream_seconds
-        )
+        status = _status_label(call.upstream_status)
+        self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
         model = self.models.label(call.model, admit=_answered(call))
         if call.response_streaming:
-            self._chunks.labels(call.service, call.name, model).observe(call.messages_sent)
+            self._child(self._chunks, call.service, call.name, model).observe(call.messages_sent)
         if call.prompt_tokens:
-            self._tokens.labels(model, "prompt").inc(call.prompt_tokens)
+            self._child(self._tokens, model, "prompt").inc(call.prompt_tokens)
         if call.completion_tokens:
-            self._tokens.labels(model, "completion").inc(call.completion_tokens)
+            self._child(self._tokens, model, "completion").inc(call.completion_tokens)
         if call.cost:
-            self._cost.labels(model).inc(call.cost)
+            self._child(self._cost, model).inc(call.cost)
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, bound once: label sets are bounded, so is this cache."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def _answered(call: RpcCall) -> bool:

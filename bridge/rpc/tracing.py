@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Final
 
@@ -98,10 +98,10 @@ class Tracing(Interceptor):
                 _finish(span, call)
 
 
-def _carrier(metadata: object, fields: frozenset[str]) -> dict[str, str]:
+def _carrier(metadata: Iterable[tuple[str, str | bytes]], fields: frozenset[str]) -> dict[str, str]:
     """The propagator's fields among the call's text metadata (nothing else: metadata holds credentials)."""
     found: dict[str, str] = {}
-    for key, value in metadata:  # type: ignore[attr-defined]
+    for key, value in metadata:
         if key in fields and isinstance(value, str):
             found.setdefault(key, value)
     return found

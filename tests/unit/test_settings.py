@@ -85,3 +85,10 @@ def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
     assert found, f"README.md lacks the <!-- flags:{command} --> table"
     assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
+
+
+def test_serve_logs_json_and_the_other_commands_text_by_default() -> None:
+    assert ServeSettings(upstream_url="http://gw/v1").logging.format == "json"
+    assert DevSettings().logging.format == "text"
+    assert MockGatewaySettings().logging.format == "text"
+    assert ServeSettings(upstream_url="http://gw/v1", log_format="text").logging.format == "text"
