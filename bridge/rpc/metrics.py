@@ -48,6 +48,25 @@ GO_CODE_NAMES: Final = {
     for code in grpc.StatusCode
 }
 _RPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
+_IN_FLIGHT: Final = "prisme_bridge_rpcs_in_flight"
+_HELP: Final = {
+    # go-grpc-prometheus' own help texts
+    "grpc_server_started_total": "Total number of RPCs started on the server.",
+    "grpc_server_handled_total": "Total number of RPCs completed on the server, regardless of success or "
+    "failure.",
+    "grpc_server_handling_seconds": "Histogram of response latency (seconds) of gRPC that had been "
+    "application-level handled by the server.",
+    "grpc_server_msg_received_total": "Total number of RPC stream messages received on the server.",
+    "grpc_server_msg_sent_total": "Total number of gRPC stream messages sent by the server.",
+    _IN_FLIGHT: "Calls being served now (a stream until its last message).",
+    "prisme_bridge_upstream_request_duration_seconds": "Upstream HTTP requests, until their reply was read "
+    'to its end, by HTTP status ("none": no reply).',
+    "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
+    "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
+    "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
+    "(prompt, completion).",
+    "prisme_bridge_llm_cost_total": "usage.cost the upstream reported, by model, in the upstream's unit.",
+}
 _SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FIRST_CHUNK_SECONDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 _CHUNKS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -96,80 +115,33 @@ class Metrics(Interceptor):
         self.models = ModelLabels(max_models)
         self._series: dict[str, _MethodSeries] = {}
         self._children: dict[tuple[object, ...], Any] = {}
-        r = registry
-        self._started = Counter(
-            "grpc_server_started_total",
-            "Total number of RPCs started on the server.",
-            _RPC_LABELS,
-            registry=r,
-        )
-        self._handled = Counter(
-            "grpc_server_handled_total",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*_RPC_LABELS, "grpc_code"),
-            registry=r,
-        )
-        self._handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been application-level handled "
-            "by the server.",
-            _RPC_LABELS,
-            buckets=_SECONDS,
-            registry=r,
-        )
-        self._received = Counter(
-            "grpc_server_msg_received_total",
-            "Total number of RPC stream messages received on the server.",
-            _RPC_LABELS,
-            registry=r,
-        )
-        self._sent = Counter(
-            "grpc_server_msg_sent_total",
-            "Total number of gRPC stream messages sent by the server.",
-            _RPC_LABELS,
-            registry=r,
-        )
+
+        def counter(name: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, _HELP[name], labels, registry=registry)
+
+        def histogram(name: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, _HELP[name], labels, buckets=buckets, registry=registry)
+
+        by_model = ("grpc_service", "grpc_method", "model")
+        self._started = counter("grpc_server_started_total", _RPC_LABELS)
+        self._handled = counter("grpc_server_handled_total", (*_RPC_LABELS, "grpc_code"))
+        self._handling = histogram("grpc_server_handling_seconds", _RPC_LABELS, _SECONDS)
+        self._received = counter("grpc_server_msg_received_total", _RPC_LABELS)
+        self._sent = counter("grpc_server_msg_sent_total", _RPC_LABELS)
+        # livesum: summed over live processes in prometheus-client's multiprocess mode
         self._in_flight = Gauge(
-            "prisme_bridge_rpcs_in_flight",
-            "Calls being served now (a stream until its last message).",
-            ("grpc_service", "grpc_method"),
-            registry=r,
-            multiprocess_mode="livesum",
+            _IN_FLIGHT, _HELP[_IN_FLIGHT], _RPC_LABELS[1:], registry=registry, multiprocess_mode="livesum"
         )
-        self._upstream = Histogram(
-            "prisme_bridge_upstream_request_duration_seconds",
-            "Upstream HTTP requests, until their reply was read to its end, by HTTP status "
-            '("none": no reply).',
-            ("grpc_service", "grpc_method", "status"),
-            buckets=_SECONDS,
-            registry=r,
+        upstream_labels = ("grpc_service", "grpc_method", "status")
+        self._upstream = histogram(
+            "prisme_bridge_upstream_request_duration_seconds", upstream_labels, _SECONDS
         )
-        self._first_chunk = Histogram(
-            "prisme_bridge_time_to_first_chunk_seconds",
-            "Streams: from the call's start to its first message sent.",
-            ("grpc_service", "grpc_method", "model"),
-            buckets=_FIRST_CHUNK_SECONDS,
-            registry=r,
+        self._first_chunk = histogram(
+            "prisme_bridge_time_to_first_chunk_seconds", by_model, _FIRST_CHUNK_SECONDS
         )
-        self._chunks = Histogram(
-            "prisme_bridge_stream_chunks",
-            "Streams: messages sent per stream that reached the upstream.",
-            ("grpc_service", "grpc_method", "model"),
-            buckets=_CHUNKS,
-            registry=r,
-        )
-        self._tokens = Counter(
-            "prisme_bridge_llm_tokens_total",
-            "Tokens the upstream reported in usage, by model and type (prompt, completion).",
-            ("model", "type"),
-            registry=r,
-        )
-        self._cost = Counter(
-            "prisme_bridge_llm_cost_total",
-            "usage.cost the upstream reported, by model, in the upstream's unit.",
-            ("model",),
-            registry=r,
-        )
+        self._chunks = histogram("prisme_bridge_stream_chunks", by_model, _CHUNKS)
+        self._tokens = counter("prisme_bridge_llm_tokens_total", ("model", "type"))
+        self._cost = counter("prisme_bridge_llm_cost_total", ("model",))
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:

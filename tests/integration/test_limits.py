@@ -24,6 +24,14 @@ from tests.helpers import call_failing, chat_request, status_details, wait_reque
 # ------------------------------------------------------------------------------- --max-concurrent-rpcs
 
 
+@contextlib.asynccontextmanager
+async def _stub(start_bridge: Any, **settings: Any) -> AsyncIterator[Any]:
+    """A stub on a new bridge started with the flat `settings`."""
+    bridge = await start_bridge(**settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        yield pb_grpc.ChatCompletionServiceStub(channel), channel
+
+
 async def _open_streams(stub: Any, count: int) -> list[Any]:
     """`count` endless streams, each past its first chunk (so its call is being served)."""
     calls = [stub.StreamChatCompletion(chat_request(model="endless"), timeout=30) for _ in range(count)]
@@ -50,9 +58,7 @@ async def _end(calls: list[Any], mock: MockGateway) -> None:
 async def test_the_call_over_the_cap_fails_at_once_and_never_goes_upstream(
     start_bridge: Any, mock_gateway: MockGateway
 ) -> None:
-    bridge = await start_bridge(max_concurrent_rpcs=2)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
+    async with _stub(start_bridge, max_concurrent_rpcs=2) as (stub, channel):
         streams = await _open_streams(stub, 2)
         # A 1 s deadline: a queued call would end DEADLINE_EXCEEDED; a refused one comes back well before.
         for rpc in ("unary", "stream", "unary"):  # refusals do not free a slot either
@@ -84,9 +90,7 @@ async def test_the_call_over_the_cap_fails_at_once_and_never_goes_upstream(
 async def test_slots_are_returned_by_every_way_a_call_ends(
     start_bridge: Any, mock_gateway: MockGateway
 ) -> None:
-    bridge = await start_bridge(max_concurrent_rpcs=2)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
+    async with _stub(start_bridge, max_concurrent_rpcs=2) as (stub, _):
         for _ in range(3):  # cancelled streams, refusals, errors, deadlines, successes, round after round
             streams = await _open_streams(stub, 2)
             await call_failing(stub, "unary", chat_request(), timeout=1.0)
@@ -108,9 +112,7 @@ async def test_slots_are_returned_by_every_way_a_call_ends(
 async def test_a_request_over_the_receive_limit_is_refused_before_the_upstream(
     start_bridge: Any, mock_gateway: MockGateway
 ) -> None:
-    bridge = await start_bridge(max_receive_message_bytes=4096)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
+    async with _stub(start_bridge, max_receive_message_bytes=4096) as (stub, _):
         await stub.CreateChatCompletion(chat_request(text="x" * 3000), timeout=5)  # under it: served
         error, _ = await call_failing(stub, "unary", chat_request(text="x" * 5000), timeout=5)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -118,9 +120,7 @@ async def test_a_request_over_the_receive_limit_is_refused_before_the_upstream(
 
 
 async def test_a_reply_over_the_send_limit_fails_rather_than_being_sent(start_bridge: Any) -> None:
-    bridge = await start_bridge(max_send_message_bytes=4096)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
+    async with _stub(start_bridge, max_send_message_bytes=4096) as (stub, _):
         await stub.CreateChatCompletion(chat_request(text="y " * 1000), timeout=5)
         error, _ = await call_failing(stub, "unary", chat_request(text="y " * 2500), timeout=5)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -141,7 +141,11 @@ class _Peers(Interceptor):
         yield
 
 
-async def _aged_bridge(start_bridge: Any, mock: MockGateway, age: float, grace: float) -> tuple[Any, _Peers]:
+@contextlib.asynccontextmanager
+async def _endless_on_aged_connection(
+    start_bridge: Any, mock: MockGateway, age: float, grace: float
+) -> AsyncIterator[tuple[Any, Any, _Peers]]:
+    """(stub, an endless stream, the peers seen) on a bridge whose connections age after `age` s."""
     peers = _Peers()
     settings = ServeSettings(upstream_url=mock.base_url)
     bridge = await start_bridge(
@@ -149,7 +153,13 @@ async def _aged_bridge(start_bridge: Any, mock: MockGateway, age: float, grace: 
         max_connection_age_grace=grace,
         interceptors=[peers, *default_interceptors(settings)],
     )
-    return bridge, peers
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        stream = stub.StreamChatCompletion(chat_request(model="endless"), timeout=30)
+        try:
+            yield stub, stream, peers
+        finally:
+            stream.cancel()
 
 
 async def _read_for(call: Any, seconds: float) -> int:
@@ -165,14 +175,11 @@ async def _chunks(call: Any, count: int) -> AsyncIterator[Any]:
 async def test_an_aged_connection_moves_new_calls_while_its_stream_finishes(
     start_bridge: Any, mock_gateway: MockGateway
 ) -> None:
-    bridge, peers = await _aged_bridge(start_bridge, mock_gateway, age=0.5, grace=60)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        stream = stub.StreamChatCompletion(chat_request(model="endless"), timeout=30)
+    aged = _endless_on_aged_connection(start_bridge, mock_gateway, age=0.5, grace=60)
+    async with aged as (stub, stream, peers):
         await _read_for(stream, 1.5)  # well past the age (+10 % jitter): GOAWAY has been sent
         await stub.CreateChatCompletion(chat_request(), timeout=5)
         assert await _read_for(stream, 0.5) > 0  # the stream on the old connection is still served
-        stream.cancel()
     (stream_peer,) = [peer for name, peer in peers.seen if name == "StreamChatCompletion"]
     (unary_peer,) = [peer for name, peer in peers.seen if name == "CreateChatCompletion"]
     assert unary_peer != stream_peer  # the client reconnected: it can land on another replica
@@ -181,10 +188,8 @@ async def test_an_aged_connection_moves_new_calls_while_its_stream_finishes(
 async def test_an_aged_connection_is_closed_after_its_grace(
     start_bridge: Any, mock_gateway: MockGateway
 ) -> None:
-    bridge, _ = await _aged_bridge(start_bridge, mock_gateway, age=0.3, grace=0.3)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        stream = stub.StreamChatCompletion(chat_request(model="endless"), timeout=30)
+    aged = _endless_on_aged_connection(start_bridge, mock_gateway, age=0.3, grace=0.3)
+    async with aged as (_, stream, _):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await _read_for(stream, 20)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
