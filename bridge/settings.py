@@ -202,7 +202,7 @@ class MetricsSettings(_Group):
     title = "metrics"
 
     listen: ListenAddress | None = Field(
-        None,
+        default=None,  # no endpoint, and no metrics recorded
         alias="metrics_listen",
         description="serve Prometheus metrics at http://HOST:PORT/metrics; unset: no metrics endpoint",
     )
