@@ -37,8 +37,8 @@ class RpcCall:
 
     method: str  # "/pkg.Service/Method"
     response_streaming: bool
-    request_streaming: bool = False
     model: str = ""  # the request's `model` field, for RPCs whose request has one
+    request_streaming: bool = False
     code: grpc.StatusCode = grpc.StatusCode.OK  # final, once the call has ended
     error: BaseException | None = None  # what ended it, if not OK
     messages_sent: int = 0
