@@ -207,8 +207,8 @@ class MetricsSettings(_Group):
         description="serve Prometheus metrics at http://HOST:PORT/metrics; unset: no metrics endpoint",
     )
     max_models: int = Field(
-        100,
-        ge=0,
+        default=100,
+        ge=0,  # 0: every model is "other"
         alias="metrics_max_models",
         description="model label values kept (models the upstream answered with a 2xx, first come); "
         'later models are counted as model="other"',
