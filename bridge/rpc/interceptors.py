@@ -63,8 +63,9 @@ class Interceptor:
         return _NOTHING
 
     def message_sent(self, call: RpcCall) -> None:
-        """After each response message the chain writes (`call.messages_sent` already counts it).
-        Messages a handler writes with `context.write` itself (health's Watch) are not seen."""
+        """After each response message the chain writes (`call.messages_sent` already counts it); for a
+        unary call, once its handler returned a reply. Messages a handler writes with `context.write`
+        itself (health's Watch) are not seen."""
 
     def message_received(self, call: RpcCall) -> None:
         """For each request message handed to the handler (`call.messages_received` counts it): once for
@@ -151,7 +152,9 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
-            return await inner(_received(request, call, active.received, streams_in), context)
+            response = await inner(_received(request, call, active.received, streams_in), context)
+            _sent(call, active.sent)  # the reply (only a handler that returned has one)
+            return response
 
     return behavior
 
@@ -173,13 +176,17 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
             try:
                 async for message in messages:
                     await context.write(message)
-                    call.messages_sent += 1
-                    for hook in active.sent:
-                        hook(call)
+                    _sent(call, active.sent)
             finally:
                 await messages.aclose()  # type: ignore[attr-defined]  # an async generator
 
     return behavior
+
+
+def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:
+    call.messages_sent += 1
+    for hook in hooks:
+        hook(call)
 
 
 def _received(request: Any, call: RpcCall, hooks: tuple[Hook, ...], streams_in: bool) -> Any:

@@ -163,7 +163,7 @@ class Metrics(Interceptor):
 
     def message_sent(self, call: RpcCall) -> None:
         self._series[call.method].sent.inc()
-        if call.messages_sent == 1 and call.upstream_status is not None:
+        if call.messages_sent == 1 and call.response_streaming and call.upstream_status is not None:
             model = self.models.label(call.model, admit=_answered(call))
             self._child(self._first_chunk, call.service, call.name, model).observe(call.elapsed_ms / 1000)
 
