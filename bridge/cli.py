@@ -17,6 +17,8 @@ from typing import Literal, get_args, get_origin
 from pydantic import SecretStr, ValidationError
 
 from bridge import __version__
+from bridge.logs import setup_logging
+from bridge.rpc.tracing import TracingConfigError
 from bridge.settings import (
     CommandSettings,
     DevSettings,
@@ -56,13 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    _setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, settings.logging.format)
     for warning in settings.warnings():
         logging.getLogger("bridge.cli").warning("%s", warning)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
-    except OSError as exc:  # e.g. a listen address already in use
+    except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -143,12 +145,6 @@ def _one_line(exc: ValidationError) -> str:
             text = "is required"
         problems.append(f"--{name.replace('_', '-')} / BRIDGE_{name.upper()}: {text}{shown}")
     return "; ".join(problems)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
 
 
 async def _run(command: str, settings: CommandSettings) -> None:

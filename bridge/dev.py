@@ -59,7 +59,8 @@ async def run_dev(settings: DevSettings) -> None:
                 {
                     "listen": settings.servers.listen,
                     "upstream_url": mock.base_url,
-                    "logging": settings.logging,
+                    "log_level": settings.logging.level,
+                    "log_format": settings.logging.format,
                 }
             )
             bridge = await build_bridge(serve)

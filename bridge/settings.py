@@ -31,9 +31,12 @@ __all__ = [
     "DevSettings",
     "FlatField",
     "HeadersSettings",
+    "LimitsSettings",
     "LoggingSettings",
+    "MetricsSettings",
     "MockGatewaySettings",
     "MockSettings",
+    "ServeLoggingSettings",
     "ServeSettings",
     "ServerSettings",
     "UpstreamSettings",
@@ -116,6 +119,8 @@ def _shown_url(value: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 UpstreamUrl = Annotated[str, AfterValidator(_check_upstream_url)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
+_MiB = 1024 * 1024
 
 
 class _Group(BaseModel):
@@ -221,10 +226,73 @@ class HeadersSettings(_Group):
     )
 
 
+class LimitsSettings(_Group):
+    title = "limits and load shedding"
+
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=1,
+        alias="max_concurrent_rpcs",
+        description="calls served at once (a stream counts until it ends); one more fails at once with "
+        "RESOURCE_EXHAUSTED, never queued; health and reflection are exempt; unset: no limit",
+    )
+    max_receive_message_bytes: int = Field(
+        64 * _MiB,
+        ge=1024,
+        alias="max_receive_message_bytes",
+        description="largest request message accepted, bytes (images travel as data: URLs)",
+    )
+    max_send_message_bytes: int = Field(
+        64 * _MiB, ge=1024, alias="max_send_message_bytes", description="largest response message sent, bytes"
+    )
+    max_connection_age: float | None = Field(
+        None,
+        gt=0,
+        alias="max_connection_age",
+        description="seconds after which a client connection is asked to go away (GOAWAY, with up to "
+        "10 percent jitter), so clients reconnect and rebalance behind L4 load balancers; unset: never",
+    )
+    max_connection_age_grace: float | None = Field(
+        None,
+        ge=0,
+        alias="max_connection_age_grace",
+        description="seconds calls in flight on such a connection still get before it is closed; "
+        "unset: as long as they take",
+    )
+
+
+class MetricsSettings(_Group):
+    title = "metrics"
+
+    listen: ListenAddress | None = Field(
+        default=None,  # no endpoint, and no metrics recorded
+        alias="metrics_listen",
+        description="serve Prometheus metrics at http://HOST:PORT/metrics; unset: no metrics endpoint",
+    )
+    max_models: int = Field(
+        default=100,
+        ge=0,  # 0: every model is "other"
+        alias="metrics_max_models",
+        description="model label values kept (models the upstream answered with a 2xx, first come); "
+        'later models are counted as model="other"',
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
     level: LogLevel = Field("INFO", alias="log_level", description="log level")
+    format: LogFormat = Field(
+        "text", alias="log_format", description="text (for people) or json (one object per line)"
+    )
+
+
+class ServeLoggingSettings(LoggingSettings):
+    """`serve` logs JSON by default: it runs under a log collector."""
+
+    format: LogFormat = Field(
+        "json", alias="log_format", description="json (one object per line) or text (for people)"
+    )
 
 
 class MockSettings(_Group):
@@ -320,6 +388,9 @@ class ServeSettings(CommandSettings):
     upstream: UpstreamSettings
     auth: AuthSettings = AuthSettings()
     headers: HeadersSettings = HeadersSettings()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: ServeLoggingSettings = ServeLoggingSettings()
 
     @model_validator(mode="after")
     def _settings_that_cannot_work(self) -> ServeSettings:

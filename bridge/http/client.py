@@ -233,6 +233,7 @@ class EventStream:
         self._response = response
         self._deadline = deadline
         self._failures = failures
+        self.status = response.status
         self.headers = response.headers
         self.host = failures.host
         self.correlation_id = failures.correlation_id  # the upstream's id of this request

@@ -21,13 +21,13 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
-from bridge.settings import ServerSettings, split_host_port
+from bridge.settings import LimitsSettings, ServerSettings, split_host_port
 
 __all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindable"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024  # requests can carry images as data: URLs
+_DEFAULT_LIMITS: Final = LimitsSettings()
 HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -40,13 +40,13 @@ class Service(Protocol):
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-def server_options() -> Sequence[tuple[str, Any]]:
-    """Channel options of the server."""
-    return [
+def server_options(limits: LimitsSettings = _DEFAULT_LIMITS) -> Sequence[tuple[str, Any]]:
+    """Channel options of the server: message sizes and connection age from `limits`, keepalive policy."""
+    options: list[tuple[str, Any]] = [
         # Fail on a port already in use instead of silently sharing it (grpc enables SO_REUSEPORT).
         ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", limits.max_receive_message_bytes),
+        ("grpc.max_send_message_length", limits.max_send_message_bytes),
         # Go/Java clients commonly ping every 10-30 s; the default policy (5 min, 2 strikes) answers them
         # with GOAWAY too_many_pings. Accept pings every 10 s, also between calls.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -56,6 +56,17 @@ def server_options() -> Sequence[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
     ]
+    # GOAWAY after the age (grpc adds +-10 % jitter): new calls go to a new connection, so clients behind an
+    # L4 balancer spread again; calls in flight get the grace (none set: as long as they take).
+    if limits.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(limits.max_connection_age)))
+    if limits.max_connection_age_grace is not None:
+        options.append(("grpc.max_connection_age_grace_ms", _ms(limits.max_connection_age_grace)))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return min(round(seconds * 1000), 2**31 - 1)  # a C int in grpc core
 
 
 @dataclass
@@ -89,15 +100,17 @@ def build_server(
     interceptors: Sequence[Interceptor] = (),
     grpc_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    limits: LimitsSettings = _DEFAULT_LIMITS,
 ) -> GrpcServer:
     """A server for `services` on `settings.listen` (port 0 picks a free port), not yet started.
 
     `interceptors` run first-outermost around every RPC, and `ErrorMapping` innermost after them;
-    `grpc_interceptors` (plain grpc.aio ones, e.g. OpenTelemetry's) run outside all of them. Without
-    `credentials` the port is plaintext. Raises OSError if the address cannot be bound.
+    `grpc_interceptors` (plain grpc.aio ones) run outside all of them. Without `credentials` the port is
+    plaintext. `limits` sets message sizes and connection age. Raises OSError if the address cannot be
+    bound.
     """
     chain = InterceptorChain([*interceptors, ErrorMapping()])
-    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=server_options())
+    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=server_options(limits))
     for service in services:
         service.add_to_server(server)
     health = health_aio.HealthServicer()

@@ -39,8 +39,10 @@ ApiKeyHeader = Literal["authorization", "x-prismeai-api-key"]
 
 # The gateway takes a Bearer token in Authorization, and (one docs page) an iak_ key in x-prismeai-api-key.
 AUTH_HEADERS: Final = ("authorization", "x-prismeai-api-key")
-# Request metadata passed through unchanged, so one id follows a call across services.
-FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id", "traceparent", "tracestate")
+# Request metadata passed through unchanged, so one id follows a call across services. Trace context
+# (traceparent, tracestate, baggage) is not copied: the propagator writes it for the upstream request's
+# own span (bridge.http.tracing), or passes the caller's on when tracing is off.
+FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id")
 # Reply headers naming the upstream's request, most specific first: the Prisme gateway's, OpenAI's and
 # vLLM's, then a LiteLLM proxy's own call id, its `request-id`, and the id of the provider behind it.
 CORRELATION_HEADERS: Final = (

@@ -16,7 +16,8 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as 
 from bridge.mock_gateway import MockGateway
 from tests.helpers import chat_request, cli_env, run_cli, wait_all_ended
 
-_ACCESS_LINE = re.compile(r"(CreateChatCompletion|StreamChatCompletion) model='([^']*)' code=(\w+)")
+# The text access line: "... bridge.access: StreamChatCompletion DEADLINE_EXCEEDED service=... code='...'".
+_ACCESS_LINE = re.compile(r"bridge\.access: (CreateChatCompletion|StreamChatCompletion) (\w+) ")
 # Each expires while the bridge waits: for the reply's headers (slow-2000), or between chunks (endless).
 _CASES = [("unary", "slow-2000"), ("stream", "slow-2000"), ("stream", "endless")]
 
@@ -36,7 +37,7 @@ async def _expire(stub: pb_grpc.ChatCompletionServiceStub, rpc: str, model: str)
 async def test_many_expiries_log_no_traceback_and_one_outcome(mock_gateway: MockGateway) -> None:
     env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="1")
     calls = [_CASES[i % len(_CASES)] for i in range(40)]
-    async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
+    async with run_cli("serve", "--listen", "127.0.0.1:0", "--log-format", "text", env=env) as bridge:
         port = (await bridge.wait_log(r"bridge listening on 127\.0\.0\.1:(\d+)")).group(1)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
@@ -50,7 +51,7 @@ async def test_many_expiries_log_no_traceback_and_one_outcome(mock_gateway: Mock
     assert {r["outcome"] for r in records} == {"client_disconnected"}
     assert "Traceback" not in logs
     assert not [line for line in logs.splitlines() if " ERROR " in line]
-    outcomes = [m.group(3) for m in _ACCESS_LINE.finditer(logs)]
+    outcomes = [m.group(2) for m in _ACCESS_LINE.finditer(logs)]
     # Calls cancelled before their handler ran log nothing; every call that did logs the deadline.
     assert len(outcomes) >= len(codes) // 2
     assert set(outcomes) == {"DEADLINE_EXCEEDED"}

@@ -97,7 +97,12 @@ def test_well_formed_urls_still_pass() -> None:
 
 
 async def test_a_key_with_auth_mode_none_is_a_warning_at_start(mock_gateway: MockGateway) -> None:
-    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_AUTH_MODE="none", BRIDGE_API_KEY=KEY)
+    env = cli_env(
+        BRIDGE_UPSTREAM_URL=mock_gateway.base_url,
+        BRIDGE_AUTH_MODE="none",
+        BRIDGE_API_KEY=KEY,
+        BRIDGE_LOG_FORMAT="text",
+    )
     async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
         line = (await bridge.wait_log(r"WARNING .*(--api-key / BRIDGE_API_KEY is ignored.*)")).group(1)
         await bridge.wait_log(r"bridge listening on")

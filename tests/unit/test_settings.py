@@ -25,10 +25,11 @@ PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
         "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
-        "log_level",
+        "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_connection_age",
+        "max_connection_age_grace", "metrics_listen", "metrics_max_models", "log_level", "log_format",
     ],
-    MockGatewaySettings: ["mock_listen", "require_api_key", "log_level"],
-    DevSettings: ["listen", "mock_listen", "log_level"],
+    MockGatewaySettings: ["mock_listen", "require_api_key", "log_level", "log_format"],
+    DevSettings: ["listen", "mock_listen", "log_level", "log_format"],
 }  # fmt: skip
 
 
@@ -86,3 +87,10 @@ def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
     assert found, f"README.md lacks the <!-- flags:{command} --> table"
     assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
+
+
+def test_serve_logs_json_and_the_other_commands_text_by_default() -> None:
+    assert ServeSettings(upstream_url="http://gw/v1").logging.format == "json"
+    assert DevSettings().logging.format == "text"
+    assert MockGatewaySettings().logging.format == "text"
+    assert ServeSettings(upstream_url="http://gw/v1", log_format="text").logging.format == "text"

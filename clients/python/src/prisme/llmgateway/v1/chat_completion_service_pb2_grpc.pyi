@@ -38,7 +38,7 @@ class ChatCompletionServiceStub:
 
     Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
     401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
-    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED,
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
     UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
@@ -83,7 +83,7 @@ class ChatCompletionServiceAsyncStub(ChatCompletionServiceStub):
 
     Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
     401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
-    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED,
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
     UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
@@ -124,7 +124,7 @@ class ChatCompletionServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
     401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
-    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED,
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
     UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
