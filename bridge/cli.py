@@ -85,6 +85,8 @@ def _metavar(field: FlatField) -> str:
     """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
     if get_origin(field.info.annotation) is Literal:
         return "{" + ",".join(str(choice) for choice in get_args(field.info.annotation)) + "}"
+    if field.info.annotation is bool:
+        return "{true,false}"
     return field.name.upper()
 
 

@@ -12,10 +12,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from bridge.http.client import DEFAULT_MAX_BYTES
@@ -27,12 +38,15 @@ __all__ = [
     "CommandSettings",
     "DevSettings",
     "FlatField",
+    "LifecycleSettings",
     "LoggingSettings",
     "MockGatewaySettings",
     "MockSettings",
     "ServeSettings",
     "ServerSettings",
+    "TlsSettings",
     "UpstreamSettings",
+    "UpstreamTlsSettings",
     "flat_fields",
     "group_title",
     "load",
@@ -158,6 +172,112 @@ class AuthSettings(_Group):
     )
 
 
+def _given(data: Any, name: str, alias: str) -> Any:
+    """`data` with `alias` given as None when absent, so its field validator runs and reports the error
+    under the flat name (a default checked with validate_default would be reported by attribute name)."""
+    if isinstance(data, Mapping) and name not in data and alias not in data:
+        return {**data, alias: None}
+    return data
+
+
+class TlsSettings(_Group):
+    title = "TLS on the gRPC listener"
+
+    cert: FilePath | None = Field(
+        None,
+        alias="tls_cert",
+        description="PEM certificate chain of the gRPC listener (with --tls-key: TLS instead of plaintext); "
+        "re-read when the file changes",
+    )
+    key: FilePath | None = Field(None, alias="tls_key", description="PEM private key of --tls-cert")
+    client_ca: FilePath | None = Field(
+        None,
+        alias="tls_client_ca",
+        description="PEM CA bundle: when set, every client must present a certificate it signed (mTLS)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_always_checked(cls, data: Any) -> Any:
+        return _given(data, "key", "tls_key")
+
+    @field_validator("key", "client_ca")
+    @classmethod
+    def _with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "cert" not in info.data:
+            return value  # --tls-cert itself is invalid: that is the error to report
+        cert = info.data["cert"]
+        if info.field_name == "key" and (value is None) != (cert is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if info.field_name == "client_ca" and value is not None and cert is None:
+            raise ValueError("mTLS needs TLS: set --tls-cert and --tls-key too")
+        return value
+
+
+class UpstreamTlsSettings(_Group):
+    title = "upstream TLS and proxies"
+
+    ca_file: FilePath | None = Field(
+        None,
+        alias="upstream_ca_file",
+        description="PEM CA bundle that signs the upstream's certificate (a private CA), instead of the "
+        "public CAs (certifi)",
+    )
+    client_cert: FilePath | None = Field(
+        None,
+        alias="upstream_client_cert",
+        description="PEM client certificate chain the bridge presents to an mTLS upstream",
+    )
+    client_key: FilePath | None = Field(
+        None,
+        alias="upstream_client_key",
+        description="PEM private key of --upstream-client-cert",
+    )
+    trust_env: bool = Field(
+        False,
+        alias="upstream_trust_env",
+        description="honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY for the upstream (otherwise "
+        "the environment is ignored)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_always_checked(cls, data: Any) -> Any:
+        return _given(data, "client_key", "upstream_client_key")
+
+    @field_validator("client_key")
+    @classmethod
+    def _with_client_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if "client_cert" in info.data and (value is None) != (info.data["client_cert"] is None):
+            raise ValueError("--upstream-client-cert and --upstream-client-key go together")
+        return value
+
+
+class LifecycleSettings(_Group):
+    title = "processes, health and drain"
+
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        alias="workers",
+        description="server processes sharing the listen port (SO_REUSEPORT); about one per CPU core",
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        alias="drain_delay",
+        description="seconds between SIGTERM and the stop during which readiness reports NOT_SERVING "
+        "while calls are still accepted (then --shutdown-grace applies)",
+    )
+    health_listen: ListenAddress | None = Field(
+        None,
+        alias="health_listen",
+        description="extra plaintext HOST:PORT serving only grpc.health.v1 (Kubernetes gRPC probes "
+        "when the listener is TLS)",
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
@@ -241,6 +361,9 @@ class ServeSettings(CommandSettings):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings
     auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+    upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
 
 class MockGatewaySettings(CommandSettings):

@@ -3,7 +3,9 @@
 `build_server` knows no service in particular: each `Service` registers itself, and every one of them is
 listed by reflection and reported by health. Health (grpc.health.v1): service "" is liveness (SERVING
 while the process serves), each service's full name its readiness (SERVING once started, NOT_SERVING from
-the start of a graceful stop, so load balancers drain the pod first).
+the start of a drain or graceful stop, so load balancers drain the pod first). The same health state can
+also be served alone on a plaintext port (`health_listen`): Kubernetes' native gRPC probes speak only
+plaintext, so they need it when the main port is TLS.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ class Service(Protocol):
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-def server_options() -> Sequence[tuple[str, Any]]:
-    """Channel options of the server."""
+def server_options(*, reuse_port: bool = False) -> Sequence[tuple[str, Any]]:
+    """Channel options of the server. `reuse_port`: share the port with the other worker processes."""
     return [
-        # Fail on a port already in use instead of silently sharing it (grpc enables SO_REUSEPORT).
-        ("grpc.so_reuseport", 0),
+        # Fail on a port already in use instead of silently sharing it (grpc enables SO_REUSEPORT), unless
+        # this is one of --workers N processes: they bind the same port and the kernel spreads connections.
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # Go/Java clients commonly ping every 10-30 s; the default policy (5 min, 2 strikes) answers them
@@ -66,16 +69,27 @@ class GrpcServer:
     port: int
     shutdown_grace: float
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    health_server: grpc.aio.Server | None = None  # the plaintext health-only listener, if any
+    health_port: int | None = None
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         for service in ("", *self.services):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING first, then in-flight calls get `grace` seconds."""
+    async def begin_drain(self) -> None:
+        """Every service NOT_SERVING (probes and balancers take the pod out); calls are still served."""
         await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING first, then in-flight calls get `grace` seconds. The health port
+        closes last, so probes see NOT_SERVING rather than a refused connection until the end."""
+        await self.begin_drain()
         await self.server.stop(self.shutdown_grace if grace is None else grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for callback in self.on_stop:
             await callback()
 
@@ -87,15 +101,20 @@ def build_server(
     interceptors: Sequence[Interceptor] = (),
     grpc_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    health_listen: str | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """A server for `services` on `settings.listen` (port 0 picks a free port), not yet started.
 
     `interceptors` run first-outermost around every RPC, and `ErrorMapping` innermost after them;
     `grpc_interceptors` (plain grpc.aio ones, e.g. OpenTelemetry's) run outside all of them. Without
-    `credentials` the port is plaintext. Raises OSError if the address cannot be bound.
+    `credentials` the port is plaintext. `health_listen`: a second, plaintext server on that address with
+    only grpc.health.v1, sharing the health state. `reuse_port`: bind with SO_REUSEPORT (worker
+    processes). Raises OSError if an address cannot be bound.
     """
+    options = server_options(reuse_port=reuse_port)
     chain = InterceptorChain([*interceptors, ErrorMapping()])
-    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=server_options())
+    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)
     for service in services:
         service.add_to_server(server)
     health = health_aio.HealthServicer()
@@ -103,7 +122,12 @@ def build_server(
     names = tuple(service.name for service in services)
     enable_reflection(server, (*names, HEALTH_SERVICE))
     port = _bind(server, settings.listen, credentials)
-    return GrpcServer(server, health, names, port, settings.shutdown_grace)
+    built = GrpcServer(server, health, names, port, settings.shutdown_grace)
+    if health_listen is not None:
+        built.health_server = grpc.aio.server(options=options)
+        health_pb2_grpc.add_HealthServicer_to_server(health, built.health_server)
+        built.health_port = _bind(built.health_server, health_listen, None)
+    return built
 
 
 def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:

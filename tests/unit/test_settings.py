@@ -24,7 +24,11 @@ README = Path(__file__).parents[2] / "README.md"
 PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
-        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "log_level",
+        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header",
+        "tls_cert", "tls_key", "tls_client_ca",
+        "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
+        "workers", "drain_delay", "health_listen",
+        "log_level",
     ],
     MockGatewaySettings: ["listen", "require_api_key", "log_level"],
     DevSettings: ["listen", "mock_listen", "log_level"],
