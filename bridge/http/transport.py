@@ -162,11 +162,18 @@ def _url(url: str) -> httpx.URL:
 
 
 def _tls_context(settings: TransportSettings) -> ssl.SSLContext:
-    """Verifies the upstream against --upstream-ca-file (else certifi's CAs); presents the client
-    certificate if one is set. Raises OSError (ssl.SSLError) if a file cannot be used."""
-    context = ssl.create_default_context(cafile=settings.ca_file or certifi.where())
+    """Verifies the upstream against `ca_file` (else certifi's CAs); presents the client certificate
+    if one is set. Raises OSError naming the file that cannot be used."""
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file or certifi.where())
+    except ssl.SSLError as exc:
+        raise OSError(f"upstream CA file {settings.ca_file}: no PEM CA certificate in it") from exc
     if settings.client_cert is not None:
-        context.load_cert_chain(*settings.client_cert)
+        cert, key = settings.client_cert
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise OSError(f"upstream client certificate {cert} with key {key}: {exc.reason or exc}") from exc
     return context
 
 

@@ -96,10 +96,18 @@ class CertificateFiles:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
             context.load_cert_chain(self.cert, self.key)
-            if self.client_ca is not None:
-                context.load_verify_locations(cafile=self.client_ca)
         except ssl.SSLError as exc:
-            raise OSError(f"{self.cert}, {self.key}: {exc.reason or exc}") from exc
+            problem = (
+                "the key does not match the certificate"
+                if exc.reason == "KEY_VALUES_MISMATCH"
+                else "expected a PEM certificate chain and its unencrypted PEM key"
+            )
+            raise OSError(f"TLS certificate {self.cert} with key {self.key}: {problem}") from exc
+        if self.client_ca is not None:
+            try:
+                context.load_verify_locations(cafile=self.client_ca)
+            except ssl.SSLError as exc:
+                raise OSError(f"TLS client CA {self.client_ca}: no PEM CA certificate in it") from exc
         cert, key = self.cert.read_bytes(), self.key.read_bytes()
         client_ca = self.client_ca.read_bytes() if self.client_ca is not None else None
         if self._signature_now() != before:

@@ -87,3 +87,45 @@ def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
     assert found, f"README.md lacks the <!-- flags:{command} --> table"
     assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
+
+
+# ------------------------------------------------------------------ TLS pairs, workers, drain, health port
+
+_CERT, _KEY = str(README), str(README)  # existing files; their content is checked when the bridge starts
+
+
+@pytest.mark.parametrize(
+    ("flat", "reported", "message"),
+    [
+        ({"tls_cert": _CERT}, "tls_key", "--tls-cert and --tls-key go together"),
+        ({"tls_key": _KEY}, "tls_key", "--tls-cert and --tls-key go together"),
+        ({"tls_client_ca": _CERT}, "tls_client_ca", "mTLS needs TLS"),
+        ({"tls_cert": "/no/such.crt", "tls_key": _KEY}, "tls_cert", "does not point to a file"),
+        ({"upstream_client_cert": _CERT}, "upstream_client_key", "go together"),
+        ({"upstream_client_key": _KEY}, "upstream_client_key", "go together"),
+        ({"workers": 0}, "workers", "greater than or equal to 1"),
+        ({"drain_delay": -1}, "drain_delay", "greater than or equal to 0"),
+        ({"health_listen": "8081"}, "health_listen", "HOST:PORT"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_their_flat_name(
+    flat: dict[str, object], reported: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        ServeSettings(upstream_url="http://gw/v1", **flat)
+    [error] = raised.value.errors()
+    assert error["loc"][-1] == reported
+    assert message in error["msg"]
+
+
+def test_tls_pairs_and_lifecycle_defaults() -> None:
+    plain = ServeSettings(upstream_url="http://gw/v1")
+    assert (plain.tls.cert, plain.tls.key, plain.tls.client_ca) == (None, None, None)
+    lifecycle = plain.lifecycle
+    assert (lifecycle.workers, lifecycle.drain_delay, lifecycle.health_listen) == (1, 0, None)
+    assert plain.upstream_tls.trust_env is False
+    mtls = ServeSettings(upstream_url="http://gw/v1", tls_cert=_CERT, tls_key=_KEY, tls_client_ca=_CERT)
+    assert mtls.tls.client_ca == README
+    env = {"BRIDGE_UPSTREAM_URL": "http://gw/v1", "BRIDGE_UPSTREAM_TRUST_ENV": "true", "BRIDGE_WORKERS": "4"}
+    loaded = load(ServeSettings, {}, env)
+    assert (loaded.upstream_tls.trust_env, loaded.lifecycle.workers) == (True, 4)
