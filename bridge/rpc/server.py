@@ -2,8 +2,9 @@
 
 `build_server` knows no service in particular: each `Service` registers itself, and every one of them is
 listed by reflection and reported by health. Health (grpc.health.v1): service "" is liveness (SERVING
-while the process serves), each service's full name its readiness (SERVING once started, NOT_SERVING from
-the start of a drain or graceful stop, so load balancers drain the pod first). The same health state can
+while the process serves, drain included, until the graceful stop), each service's full name its
+readiness (SERVING once started, NOT_SERVING from the start of a drain, so load balancers drain the pod
+before it stops taking calls). The same health state can
 also be served alone on a plaintext port (`health_listen`): Kubernetes' native gRPC probes speak only
 plaintext, so they need it when the main port is TLS.
 """
@@ -80,13 +81,15 @@ class GrpcServer:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def begin_drain(self) -> None:
-        """Every service NOT_SERVING (probes and balancers take the pod out); calls are still served."""
-        await self.health.enter_graceful_shutdown()
+        """Readiness (each service) NOT_SERVING, so probes and balancers take the pod out, while calls are
+        still served; liveness ("") stays SERVING: the process is alive and must not be restarted."""
+        for service in self.services:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING first, then in-flight calls get `grace` seconds. The health port
-        closes last, so probes see NOT_SERVING rather than a refused connection until the end."""
-        await self.begin_drain()
+        """Graceful stop: every service NOT_SERVING first, then in-flight calls get `grace` seconds. The
+        health port closes last, so probes see NOT_SERVING rather than a refused connection until the end."""
+        await self.health.enter_graceful_shutdown()
         await self.server.stop(self.shutdown_grace if grace is None else grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
