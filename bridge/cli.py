@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _setup_logging(settings.logging.level)
     try:
+        if isinstance(settings, ServeSettings) and settings.lifecycle.workers > 1:
+            from bridge.workers import run_workers  # forks: before any event loop or gRPC object
+
+            return run_workers(settings)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
     except OSError as exc:  # e.g. a listen address already in use

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -392,3 +393,22 @@ def tls_channel(
         certificate_chain=client[0] if client else None,
     )
     return grpc.aio.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def connections_served_by(pid: int, port: int) -> int:
+    """Established TCP connections to local `port` whose socket process `pid` holds (Linux /proc): which
+    of several processes sharing a port (SO_REUSEPORT) the kernel gave each connection to."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            established = fields[3] == "01"
+            count += local_port == port and established and fields[9] in inodes
+    return count
