@@ -112,6 +112,15 @@ def find_grpcurl() -> str:
     )
 
 
+def find_tool(name: str) -> str:
+    """A tool scripts/bootstrap installs in .tools/bin (else on PATH); its absence fails the test."""
+    tools = Path(__file__).parents[1] / ".tools" / "bin"
+    found = shutil.which(name, path=os.pathsep.join([str(tools), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.fail(f"{name} not found in .tools/bin or on PATH: run scripts/bootstrap")
+    return found
+
+
 async def grpcurl(*args: str, stdin: bytes | None = None, limit: float = 15) -> tuple[int, str, str]:
     """Runs grpcurl without blocking the event loop the bridge is serving on: (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
