@@ -172,16 +172,36 @@ class AuthSettings(_Group):
     )
 
 
-def _given(data: Any, name: str, alias: str) -> Any:
-    """`data` with `alias` given as None when absent, so its field validator runs and reports the error
-    under the flat name (a default checked with validate_default would be reported by attribute name)."""
-    if isinstance(data, Mapping) and name not in data and alias not in data:
-        return {**data, alias: None}
-    return data
+class _CertificateAndKey(_Group):
+    """A group with a certificate file and its key file: both set, or neither."""
+
+    pair: ClassVar[tuple[str, str]]  # the attributes of the certificate and of its key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_always_checked(cls, data: Any) -> Any:
+        # An absent key is given as None, so the validator below runs and reports it under its flat name
+        # (a default checked with validate_default would be reported by attribute name).
+        key = cls.pair[1]
+        alias = cls.model_fields[key].alias
+        if isinstance(data, Mapping) and key not in data and alias not in data:
+            return {**data, alias: None}
+        return data
+
+    @field_validator("*")
+    @classmethod
+    def _key_with_its_certificate(cls, value: Any, info: ValidationInfo) -> Any:
+        cert, key = cls.pair
+        # a certificate that is itself invalid is missing from info.data: that error is the one reported
+        if info.field_name == key and cert in info.data and (value is None) != (info.data[cert] is None):
+            flags = [f"--{cls.model_fields[name].alias}".replace("_", "-") for name in cls.pair]
+            raise ValueError(f"{flags[0]} and {flags[1]} go together")
+        return value
 
 
-class TlsSettings(_Group):
+class TlsSettings(_CertificateAndKey):
     title = "TLS on the gRPC listener"
+    pair = ("cert", "key")
 
     cert: FilePath | None = Field(
         None,
@@ -196,25 +216,15 @@ class TlsSettings(_Group):
         description="PEM CA bundle: when set, every client must present a certificate it signed (mTLS)",
     )
 
-    @model_validator(mode="before")
+    @field_validator("client_ca")
     @classmethod
-    def _key_always_checked(cls, data: Any) -> Any:
-        return _given(data, "key", "tls_key")
-
-    @field_validator("key", "client_ca")
-    @classmethod
-    def _with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if "cert" not in info.data:
-            return value  # --tls-cert itself is invalid: that is the error to report
-        cert = info.data["cert"]
-        if info.field_name == "key" and (value is None) != (cert is None):
-            raise ValueError("--tls-cert and --tls-key go together")
-        if info.field_name == "client_ca" and value is not None and cert is None:
+    def _client_ca_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert", "invalid") is None:
             raise ValueError("mTLS needs TLS: set --tls-cert and --tls-key too")
         return value
 
 
-class UpstreamTlsSettings(_Group):
+class UpstreamTlsSettings(_CertificateAndKey):
     title = "upstream TLS and proxies"
 
     ca_file: FilePath | None = Field(
@@ -223,15 +233,13 @@ class UpstreamTlsSettings(_Group):
         description="PEM CA bundle that signs the upstream's certificate (a private CA), instead of the "
         "public CAs (certifi)",
     )
+    # For an upstream that wants mTLS:
+    pair = ("client_cert", "client_key")
     client_cert: FilePath | None = Field(
-        None,
-        alias="upstream_client_cert",
-        description="PEM client certificate chain the bridge presents to an mTLS upstream",
+        None, alias="upstream_client_cert", description="PEM client certificate chain for an mTLS upstream"
     )
     client_key: FilePath | None = Field(
-        None,
-        alias="upstream_client_key",
-        description="PEM private key of --upstream-client-cert",
+        None, alias="upstream_client_key", description="PEM private key of --upstream-client-cert"
     )
     trust_env: bool = Field(
         False,
@@ -240,28 +248,12 @@ class UpstreamTlsSettings(_Group):
         "the environment is ignored)",
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _key_always_checked(cls, data: Any) -> Any:
-        return _given(data, "client_key", "upstream_client_key")
-
-    @field_validator("client_key")
-    @classmethod
-    def _with_client_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if "client_cert" in info.data and (value is None) != (info.data["client_cert"] is None):
-            raise ValueError("--upstream-client-cert and --upstream-client-key go together")
-        return value
-
 
 class LifecycleSettings(_Group):
     title = "processes, health and drain"
 
     workers: int = Field(
-        1,
-        ge=1,
-        le=64,
-        alias="workers",
-        description="server processes sharing the listen port (SO_REUSEPORT); about one per CPU core",
+        1, ge=1, le=64, alias="workers", description="processes sharing the port (SO_REUSEPORT), one per core"
     )
     drain_delay: float = Field(
         0.0,
