@@ -187,9 +187,13 @@ class _Supervisor:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
-        if pid == 0:  # the worker: never returns
-            os.close(read_fd)
-            os._exit(_worker_main(self.settings, index, write_fd))
+        if pid == 0:  # the worker: never returns into the parent's code
+            code = 1
+            try:
+                os.close(read_fd)
+                code = _worker_main(self.settings, index, write_fd)
+            finally:
+                os._exit(code)
         os.close(write_fd)
         self.workers[pid] = _Worker(index, pid, read_fd)
         if self.stopping:  # a signal arrived while forking
@@ -255,7 +259,8 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
             asyncio.run(serve(settings, reuse_port=True, on_ready=ready))
         code = 0
     except OSError as exc:
-        os.write(ready_fd, f"{exc}\n".encode())
+        with contextlib.suppress(OSError):  # the parent stopped reading once the worker served
+            os.write(ready_fd, f"{exc}\n".encode())
     except BaseException:
         log.exception("worker %d failed", index)
     finally:
