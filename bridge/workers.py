@@ -168,9 +168,7 @@ class _Supervisor:
                 self.failed = True
                 self._stop_all()
                 continue
-            self._fork(worker.index)
-            replacement = next(w for w in self.workers.values() if w.index == worker.index)
-            problem = self._wait_ready(replacement)
+            problem = self._wait_ready(self._fork(worker.index))
             if problem is not None and not self.stopping:
                 log.error("worker %d could not start: %s", worker.index, problem)
         return 0 if clean and not self.failed else 1
@@ -182,7 +180,7 @@ class _Supervisor:
             self.deaths.popleft()
         return len(self.deaths) > MAX_DEATHS
 
-    def _fork(self, index: int) -> None:
+    def _fork(self, index: int) -> _Worker:
         read_fd, write_fd = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -195,9 +193,10 @@ class _Supervisor:
             finally:
                 os._exit(code)
         os.close(write_fd)
-        self.workers[pid] = _Worker(index, pid, read_fd)
+        worker = self.workers[pid] = _Worker(index, pid, read_fd)
         if self.stopping:  # a signal arrived while forking
             _kill(pid)
+        return worker
 
     def _wait_ready(self, worker: _Worker) -> str | None:
         """None once the worker serves; else why it did not (it exited)."""
@@ -212,9 +211,7 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
-        self.stopping = True
-        for pid in list(self.workers):
-            _kill(pid)
+        self._stop_all()  # again on a second signal: it cuts the workers' drain delay short
 
     def _stop_all(self) -> None:
         self.stopping = True
