@@ -46,7 +46,9 @@ async def _start(bridge: CliProcess) -> tuple[int, dict[str, int]]:
 async def test_two_workers_share_the_port_spread_connections_and_drain_on_sigterm(
     mock_gateway: MockGateway,
 ) -> None:
-    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="60")
+    env = cli_env(
+        BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_SHUTDOWN_GRACE="60", BRIDGE_DRAIN_DELAY="120"
+    )
     async with run_cli("serve", "--listen", "127.0.0.1:0", "--workers", "2", env=env) as bridge:
         port, pids = await _start(bridge)
         channels = [_own_channel(port) for _ in range(16)]
@@ -71,6 +73,8 @@ async def test_two_workers_share_the_port_spread_connections_and_drain_on_sigter
             await wait_request(mock_gateway, lambda _: _count(mock_gateway, "slow-2000") == 16, within=10)
             bridge.process.send_signal(signal.SIGTERM)
             await bridge.wait_log("SIGTERM: stopping 2 workers")
+            await bridge.wait_log("draining: readiness NOT_SERVING")
+            # streams in flight run on while the workers drain (calls are still served)
             for i, (stream, result) in enumerate(zip(streams, results, strict=True)):
                 chunks = await result
                 assert await stream.code() == grpc.StatusCode.OK
@@ -78,8 +82,11 @@ async def test_two_workers_share_the_port_spread_connections_and_drain_on_sigter
         finally:
             for channel in channels:
                 await channel.close()
+        bridge.process.send_signal(signal.SIGTERM)  # forwarded: ends every worker's drain delay
         assert await bridge.wait_exit(within=30) == 0
         logs = await bridge.logs()
+    assert logs.count("draining: readiness NOT_SERVING") == 2
+    assert logs.count("drain delay cut short") == 2
     assert logs.count("shutting down (grace 60 s)") == 2
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
