@@ -18,9 +18,10 @@ dies gets SIGTERM (PR_SET_PDEATHSIG) rather than serving on as an orphan.
 
 Metrics (issue 9's prometheus-client work, not on this branch yet): each worker builds its own bridge, so
 each would count only its own calls. Aggregation belongs in `_before_fork` (the one place that runs in the
-parent before any worker exists), using prometheus-client's multiprocess mode: a fresh
-PROMETHEUS_MULTIPROC_DIR exported there, every worker serving the aggregate on the shared metrics port
-(SO_REUSEPORT as for gRPC), and `multiprocess.mark_process_dead(pid)` where `_reap` sees a worker end.
+parent before any worker exists, and before any worker imports the bridge): prometheus-client's
+multiprocess mode, with a fresh PROMETHEUS_MULTIPROC_DIR exported there (prometheus-client reads it when it
+is imported), every worker serving the aggregate (a MultiProcessCollector) on the shared metrics port with
+SO_REUSEPORT as for gRPC, and `multiprocess.mark_process_dead(pid)` where `_supervise` reaps a worker.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Final
 
-from bridge.app import serve
 from bridge.settings import ServeSettings, split_host_port
 
 __all__ = ["DEATH_WINDOW_S", "MAX_DEATHS", "run_workers"]
@@ -248,6 +248,9 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setpgid(0, 0)  # a terminal's Ctrl-C goes to the parent only, which forwards it once
         _die_with_parent()
+        # Imported after the fork, in each worker: the parent holds no gRPC state, and libraries that fix
+        # process-wide modes at import (prometheus-client's multiprocess mode) see what _before_fork set.
+        from bridge.app import serve
 
         def ready() -> None:
             os.write(ready_fd, _READY)
