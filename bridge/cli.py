@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in settings.warnings():
         logging.getLogger("bridge.cli").warning("%s", warning)
     try:
+        if isinstance(settings, ServeSettings) and settings.lifecycle.workers > 1:
+            from bridge.workers import run_workers  # forks: before any event loop or gRPC object
+
+            return run_workers(settings)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
     except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
@@ -104,6 +108,8 @@ def _metavar(field: FlatField) -> str:
     """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
     if get_origin(field.info.annotation) is Literal:
         return "{" + ",".join(str(choice) for choice in get_args(field.info.annotation)) + "}"
+    if field.info.annotation is bool:
+        return "{true,false}"
     return field.name.upper()
 
 
@@ -153,16 +159,16 @@ async def _run(command: str, settings: CommandSettings) -> None:
 
         await serve(settings)
     elif isinstance(settings, MockGatewaySettings):
-        from bridge.app import stop_signals
+        from bridge.app import StopSignals
         from bridge.dev import start_mock
 
         host, port = split_host_port(settings.mock.listen)
         key = settings.mock.require_api_key.get_secret_value() if settings.mock.require_api_key else None
-        with stop_signals() as stop:
+        async with StopSignals() as signals:
             mock = await start_mock(host, port, require_api_key=key)
             logging.getLogger("bridge.mock_gateway").info("mock gateway listening on %s", mock.url)
             try:
-                await stop.wait()
+                await signals.wait()
             finally:
                 await mock.close()
     elif isinstance(settings, DevSettings):

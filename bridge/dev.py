@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 
-from bridge.app import build_bridge, stop_signals
+from bridge.app import StopSignals, build_bridge
 from bridge.chat.service import SERVICE_NAME
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import unbindable
@@ -52,7 +52,7 @@ async def start_mock(host: str, port: int, *, require_api_key: str | None = None
 async def run_dev(settings: DevSettings) -> None:
     """Runs mock gateway + bridge until SIGINT/SIGTERM."""
     mock_host, mock_port = split_host_port(settings.servers.mock_listen)
-    with stop_signals() as stop:
+    async with StopSignals() as signals:
         mock = await start_mock(mock_host, mock_port)
         try:
             serve = ServeSettings.model_validate(
@@ -67,7 +67,7 @@ async def run_dev(settings: DevSettings) -> None:
             await bridge.start()
             host, _ = split_host_port(settings.servers.listen)
             print(_banner(mock, f"{host}:{bridge.port}"), flush=True)
-            await stop.wait()
+            await signals.wait()
             await bridge.stop(grace=1.0)
         finally:
             await mock.close()

@@ -14,10 +14,22 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from bridge.http.client import DEFAULT_MAX_BYTES
@@ -31,6 +43,7 @@ __all__ = [
     "DevSettings",
     "FlatField",
     "HeadersSettings",
+    "LifecycleSettings",
     "LimitsSettings",
     "LoggingSettings",
     "MetricsSettings",
@@ -39,7 +52,9 @@ __all__ = [
     "ServeLoggingSettings",
     "ServeSettings",
     "ServerSettings",
+    "TlsSettings",
     "UpstreamSettings",
+    "UpstreamTlsSettings",
     "flat_fields",
     "group_title",
     "load",
@@ -278,6 +293,104 @@ class MetricsSettings(_Group):
     )
 
 
+class _CertificateAndKey(_Group):
+    """A group with a certificate file and its key file: both set, or neither."""
+
+    pair: ClassVar[tuple[str, str]]  # the attributes of the certificate and of its key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_always_checked(cls, data: Any) -> Any:
+        # An absent key is given as None, so the validator below runs and reports it under its flat name
+        # (a default checked with validate_default would be reported by attribute name).
+        key = cls.pair[1]
+        alias = cls.model_fields[key].alias
+        if isinstance(data, Mapping) and key not in data and alias not in data:
+            return {**data, alias: None}
+        return data
+
+    @field_validator("*")
+    @classmethod
+    def _key_with_its_certificate(cls, value: Any, info: ValidationInfo) -> Any:
+        cert, key = cls.pair
+        # a certificate that is itself invalid is missing from info.data: that error is the one reported
+        if info.field_name == key and cert in info.data and (value is None) != (info.data[cert] is None):
+            flags = [f"--{cls.model_fields[name].alias}".replace("_", "-") for name in cls.pair]
+            raise ValueError(f"{flags[0]} and {flags[1]} go together")
+        return value
+
+
+class TlsSettings(_CertificateAndKey):
+    title = "TLS on the gRPC listener"
+    pair = ("cert", "key")
+
+    cert: FilePath | None = Field(
+        None,
+        alias="tls_cert",
+        description="PEM certificate chain of the gRPC listener (with --tls-key: TLS instead of plaintext); "
+        "re-read when the file changes",
+    )
+    key: FilePath | None = Field(None, alias="tls_key", description="PEM private key of --tls-cert")
+    client_ca: FilePath | None = Field(
+        None,
+        alias="tls_client_ca",
+        description="PEM CA bundle: when set, every client must present a certificate it signed (mTLS)",
+    )
+
+    @field_validator("client_ca")
+    @classmethod
+    def _client_ca_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert", "invalid") is None:
+            raise ValueError("mTLS needs TLS: set --tls-cert and --tls-key too")
+        return value
+
+
+class UpstreamTlsSettings(_CertificateAndKey):
+    title = "upstream TLS and proxies"
+
+    ca_file: FilePath | None = Field(
+        None,
+        alias="upstream_ca_file",
+        description="PEM CA bundle that signs the upstream's certificate (a private CA), instead of the "
+        "public CAs (certifi)",
+    )
+    # For an upstream that wants mTLS:
+    pair = ("client_cert", "client_key")
+    client_cert: FilePath | None = Field(
+        None, alias="upstream_client_cert", description="PEM client certificate chain for an mTLS upstream"
+    )
+    client_key: FilePath | None = Field(
+        None, alias="upstream_client_key", description="PEM private key of --upstream-client-cert"
+    )
+    trust_env: bool = Field(
+        False,
+        alias="upstream_trust_env",
+        description="honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY for the upstream (otherwise "
+        "the environment is ignored)",
+    )
+
+
+class LifecycleSettings(_Group):
+    title = "processes, health and drain"
+
+    workers: int = Field(
+        1, ge=1, le=64, alias="workers", description="processes sharing the port (SO_REUSEPORT), one per core"
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        alias="drain_delay",
+        description="seconds between SIGTERM and the stop during which readiness reports NOT_SERVING "
+        "while calls are still accepted (then --shutdown-grace applies)",
+    )
+    health_listen: ListenAddress | None = Field(
+        None,
+        alias="health_listen",
+        description="extra plaintext HOST:PORT serving only grpc.health.v1 (Kubernetes gRPC probes "
+        "when the listener is TLS)",
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
@@ -390,6 +503,9 @@ class ServeSettings(CommandSettings):
     headers: HeadersSettings = HeadersSettings()
     limits: LimitsSettings = LimitsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tls: TlsSettings = TlsSettings()
+    upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     logging: ServeLoggingSettings = ServeLoggingSettings()
 
     @model_validator(mode="after")

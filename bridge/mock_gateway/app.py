@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -146,16 +147,17 @@ def create_app(*, require_api_key: str | None = None) -> web.Application:
 class MockGateway:
     """A running mock gateway; ``await close()`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, scheme: str = "http") -> None:
         self._runner = runner
         self._state = runner.app[STATE]
         self.host = host
         self.port = port
+        self.scheme = scheme
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -185,18 +187,23 @@ class MockGateway:
 
 
 async def start_mock_gateway(
-    host: str = "127.0.0.1", port: int = 0, *, require_api_key: str | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    require_api_key: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> MockGateway:
-    """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log."""
+    """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log; over HTTPS
+    with `ssl_context` (a server context: its certificate, and its client CA for mTLS)."""
     runner = web.AppRunner(create_app(require_api_key=require_api_key), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
     bound_port: int = runner.addresses[0][1]
-    return MockGateway(runner, host, bound_port)
+    return MockGateway(runner, host, bound_port, "http" if ssl_context is None else "https")
 
 
 async def serve_forever(
