@@ -91,6 +91,9 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            connection is closed mid-body (the chunked body never terminates). Unary:
                            ``Content-Length`` of the full reply, half of it sent, connection closed.
 ``truncated-eof``          stream: as ``truncated`` but the HTTP body ends cleanly after the half line.
+``reset``                  stream: role chunk and one chunk per word (no finish), then at once, in the
+                           same breath, the TCP connection is reset (RST). Unary: ``Content-Length`` of
+                           the full reply, half of it sent, then RST.
 ``no-done``                echo stream (finish_reason and usage as usual) whose body ends, with
                            ``Connection: close``, without ``[DONE]``. Unary: echo.
 ``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -10,7 +9,7 @@ from aiohttp import web
 
 from bridge.mock_gateway import bodies
 from bridge.mock_gateway.call import Call, ScriptStoppedError, sleep_watching
-from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame
+from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame, reset_connection
 
 TICK_S: Final = 0.05
 
@@ -106,9 +105,6 @@ async def _truncated(call: Call) -> web.StreamResponse:
     if not call.stream:
         return await _truncated_unary(call)
     sse = await _partial_start(call)
-    # A provider dies some time after its last whole chunk: let those arrive first (aiohttp's reader
-    # raises a connection error before handing out bytes still buffered with it).
-    await asyncio.sleep(0.05)
     line = frame(PLAIN, 3, bodies.dumps(bodies.delta_chunk(call, {"content": " and more"})))
     await sse.write(line[: len(line) // 2])
     if call.model == "truncated":
@@ -116,7 +112,7 @@ async def _truncated(call: Call) -> web.StreamResponse:
     return sse.response
 
 
-async def _truncated_unary(call: Call) -> web.StreamResponse:
+async def _truncated_unary(call: Call, *, reset: bool = False) -> web.StreamResponse:
     body = bodies.dumps(bodies.echo_completion(call)).encode()
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = len(body)
@@ -125,8 +121,19 @@ async def _truncated_unary(call: Call) -> web.StreamResponse:
         await response.write(body[: len(body) // 2])
     except ConnectionError as exc:
         raise ScriptStoppedError("client_disconnected", response) from exc
-    abort_connection(call)
+    (reset_connection if reset else abort_connection)(call)
     return response
+
+
+@script("reset")
+async def _reset(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _truncated_unary(call, reset=True)
+    sse = await SseStream.open(call)
+    for chunk in bodies.echo_chunks(call, finish=False):
+        await sse.send(chunk)
+    reset_connection(call)  # in the same breath as the last chunk
+    return sse.response
 
 
 @script("no-done", "no-finish")
