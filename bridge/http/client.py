@@ -3,8 +3,9 @@
 Every failure leaves this module as a `bridge.errors.BridgeError`, never as an exception of the HTTP
 library: non-2xx replies and error documents through the injected `ErrorPolicy`, transport exceptions
 through the transport's own map. The call's gRPC deadline, passed as an absolute event-loop time, bounds
-every await on the upstream; the transport's connect and read timeouts apply below it. A reply is always
-closed when the caller is done, fails or is cancelled, and cancellation is never swallowed.
+every await on the upstream; the transport's connect and read timeouts apply below it. A request the
+upstream cannot have answered is sent again as the settings' `RetryPolicy` allows (bridge.http.retry). A
+reply is always closed when the caller is done, fails or is cancelled, and cancellation is never swallowed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -21,6 +22,7 @@ import grpc
 
 from bridge import errors
 from bridge.errors import Reason
+from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transport import HttpxTransport, Response, Transport, TransportSettings
 
@@ -43,12 +45,14 @@ _JSON_HEADERS: Final = {"content-type": "application/json"}
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """What the client needs: where the upstream is, its transport, and the size limits of replies."""
+    """What the client needs: where the upstream is, its transport, the size limits of replies, and which
+    failed requests are sent again."""
 
     base_url: str
     transport: TransportSettings = field(default_factory=TransportSettings)
     max_body_bytes: int = DEFAULT_MAX_BYTES  # a JSON reply
     max_event_bytes: int = DEFAULT_MAX_BYTES  # one SSE event
+    retry: RetryPolicy = NO_RETRIES
 
 
 class ErrorPolicy(Protocol):
@@ -79,10 +83,18 @@ class JsonReply:
 
 
 class HttpClient:
-    """One upstream: a base URL, a transport (its connection pool) and the upstream's error policy."""
+    """One upstream: a base URL, a transport (its connection pool) and the upstream's error policy.
+
+    `on_attempt(n)` is called as the n-th attempt (1, 2, ...) of each request starts, in the caller's task.
+    """
 
     def __init__(
-        self, settings: HttpSettings, *, errors: ErrorPolicy, transport: Transport | None = None
+        self,
+        settings: HttpSettings,
+        *,
+        errors: ErrorPolicy,
+        transport: Transport | None = None,
+        on_attempt: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
@@ -92,6 +104,7 @@ class HttpClient:
         self.address = f"{self.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self._errors = errors
         self._transport = transport or HttpxTransport(settings.transport)
+        self._on_attempt = on_attempt
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -107,7 +120,23 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
     ) -> JsonReply:
         """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
-        response = await self._send(method, _with_query(path, query), headers, body, deadline)
+        path = _with_query(path, query)
+        content, headers = _encoded(body, headers)
+        return await self.settings.retry.run(
+            lambda: self._request_json_once(method, path, headers, content, deadline),
+            deadline=deadline,
+            on_attempt=self._on_attempt,
+        )
+
+    async def _request_json_once(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        deadline: float | None,
+    ) -> JsonReply:
+        response = await self._send(method, path, headers, content, deadline)
         try:
             async with self._guard(deadline, response.headers):
                 if response.status // 100 != 2:
@@ -122,13 +151,29 @@ class HttpClient:
         self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
     ) -> AsyncIterator[EventStream]:
         """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
-        response = await self._send("POST", path, headers, body, deadline)
+        content, headers = _encoded(body, headers)
+        response = await self.settings.retry.run(
+            lambda: self._start_stream(path, headers, content, deadline),
+            deadline=deadline,
+            streaming=True,
+            on_attempt=self._on_attempt,
+        )
         try:
-            async with self._guard(deadline, response.headers):
-                await self._check_stream_start(response)
             yield EventStream(self, response, deadline, self._failures(response.headers))
         finally:
             await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
+
+    async def _start_stream(
+        self, path: str, headers: Mapping[str, str], content: bytes | None, deadline: float | None
+    ) -> Response:
+        response = await self._send("POST", path, headers, content, deadline)
+        try:
+            async with self._guard(deadline, response.headers):
+                await self._check_stream_start(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     def protocol_error(
         self,
@@ -151,15 +196,15 @@ class HttpClient:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        body: JSONObject | None,
+        content: bytes | None,
         deadline: float | None,
     ) -> Response:
-        content = None
-        if body is not None:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-            headers = {**headers, **_JSON_HEADERS}
-        async with self._guard(deadline):
-            return await self._transport.send(method, self.base_url + path, headers, content)
+        try:
+            async with self._guard(deadline):
+                return await self._transport.send(method, self.base_url + path, headers, content)
+        except errors.UpstreamError as error:
+            error.before_reply = True  # no reply had begun: bridge.http.retry may send it again
+            raise
 
     @contextlib.asynccontextmanager
     async def _guard(
@@ -303,6 +348,14 @@ async def _read_up_to(response: Response, limit: int) -> bytes:
         if size >= limit:
             break
     return b"".join(chunks)
+
+
+def _encoded(body: JSONObject | None, headers: Mapping[str, str]) -> tuple[bytes | None, Mapping[str, str]]:
+    """The request's content (compact UTF-8 JSON) and its headers."""
+    if body is None:
+        return None, headers
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return content, {**headers, **_JSON_HEADERS}
 
 
 def _with_query(path: str, query: Mapping[str, str] | None) -> str:

@@ -111,6 +111,13 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            Unary: that document with status 500.
 =========================  ==========================================================================
 
+``flaky-<N>-<status>``     the first N requests for this exact model name (unary or stream, counted since
+                           the mock started) get that status (400..599) with a Prisme error body and no
+                           ``Retry-After`` (``flaky-<N>-<status>-after-<s>``: with ``Retry-After: <s>``);
+                           later ones are answered as echo.
+``flaky-<N>-reset``        the first N requests: the connection is reset (RST) once the request is read,
+                           before a byte of the reply (outcome ``error``); later ones echo.
+
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
 ``error-99``, is plain echo.
 """

@@ -222,10 +222,16 @@ def retry_headers(status: int) -> dict[str, str] | None:
     return {"Retry-After": "7"} if status in (429, 503) else None
 
 
-def prisme_error(status: int, message: str | None = None, details: Json | None = None) -> web.Response:
+def prisme_error(
+    status: int,
+    message: str | None = None,
+    details: Json | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A Prisme error reply; `headers` replace the usual Retry-After of 429 and 503."""
     code, default_message = PRISME_ERRORS.get(status, ("mock_error", f"Mock error {status}"))
     body = {"error": code, "message": message or default_message, "details": details or {}}
-    return json_response(status, body, retry_headers(status))
+    return json_response(status, body, retry_headers(status) if headers is None else headers)
 
 
 def openai_error(status: int) -> web.Response:

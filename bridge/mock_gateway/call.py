@@ -6,7 +6,8 @@ import asyncio
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
@@ -34,6 +35,7 @@ class State:
     api_key: str | None
     log: RequestLog
     closing: bool = False
+    seen: Counter[str] = field(default_factory=Counter)  # chat requests received, by model name
 
 
 STATE: Final = web.AppKey("mock_gateway_state", State)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -170,6 +171,27 @@ async def _litellm_stream_error(call: Call) -> web.StreamResponse:
     return sse.response
 
 
+# flaky-<N>-<status or "reset">[-after-<seconds>]
+_FLAKY: Final = re.compile(r"flaky-(\d+)-(reset|[45]\d\d)(?:-after-(\d+))?")
+
+
+def _flaky_failure(call: Call) -> web.StreamResponse | None:
+    """The failure of a ``flaky-*`` model's request while its first N last; None once they are over."""
+    match = _FLAKY.fullmatch(call.model)
+    if match is None:
+        return None
+    call.state.seen[call.model] += 1
+    if call.state.seen[call.model] > int(match.group(1)):
+        return None
+    if match.group(2) == "reset":
+        reset_connection(call)  # the request was read; not a byte of the reply is sent
+        raise ScriptStoppedError("error")
+    after = match.group(3)
+    status = int(match.group(2))
+    headers = {"Retry-After": after} if after is not None else {}
+    return bodies.prisme_error(status, details={"model": call.model, "status": status}, headers=headers)
+
+
 def _suffix_int(model: str, prefix: str) -> int | None:
     suffix = model.removeprefix(prefix)
     if suffix == model or not suffix.isdigit():
@@ -186,6 +208,9 @@ async def run_script(call: Call) -> web.StreamResponse:
     status = _suffix_int(model, "error-")
     if status is not None and 400 <= status <= 599:
         return bodies.scripted_error(call, status)
+    failure = _flaky_failure(call)
+    if failure is not None:
+        return failure
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)

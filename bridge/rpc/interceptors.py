@@ -298,7 +298,8 @@ _UNLOGGED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection
 class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
     message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
-    duration, model, upstream status and correlation id, chunks sent, token counts and cost, trace id.
+    duration, model, upstream status and correlation id, upstream attempts when a request was retried,
+    chunks sent, token counts and cost, trace id.
 
     OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
     facts are logged, never metadata or message content; caller and upstream strings are redacted and
@@ -337,6 +338,7 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         "ms": round(call.elapsed_ms, 1),
         "model": _logged_model(call.model) if call.model else None,
         "upstream_status": call.upstream_status,
+        "upstream_attempts": call.upstream_attempts if call.upstream_attempts > 1 else None,
         "chunks": call.messages_sent if call.response_streaming else None,
         "correlation_id": _logged_id(call.correlation_id) if call.correlation_id else None,
         "prompt_tokens": call.prompt_tokens,
