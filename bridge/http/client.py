@@ -244,9 +244,15 @@ class HttpClient:
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
         try:
             doc = json.loads(raw)
-        except (ValueError, RecursionError):
+        except UnicodeDecodeError:  # JSON is UTF-8 (RFC 8259): a reply that is not is not guessed at
             raise self.protocol_error(
-                "reply is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE, headers
+                "reply is not valid UTF-8", Reason.UPSTREAM_INVALID_RESPONSE, headers
+            ) from None
+        except (ValueError, RecursionError):
+            content_type = headers.get("content-type", "")
+            said = "" if "json" in content_type else f" (content-type {content_type or 'none'})"
+            raise self.protocol_error(
+                f"reply is not valid JSON{said}", Reason.UPSTREAM_INVALID_RESPONSE, headers
             ) from None
         error = self._errors.from_document(doc, headers, host=self.host)
         if error is not None:
@@ -258,7 +264,15 @@ class HttpClient:
     async def _check_stream_start(self, response: Response) -> None:
         if response.status // 100 != 2:
             raise await self._reply_error(response)
-        if "json" in response.headers.get("content-type", ""):
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/html"):
+            # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).
+            raise self.protocol_error(
+                "upstream answered a stream request with an HTML page instead of an event stream",
+                Reason.UPSTREAM_INVALID_RESPONSE,
+                response.headers,
+            )
+        if "json" in content_type:
             # Some servers ignore stream: true, or report failures as a 200 JSON document.
             self._document(await self._read_body(response), response.headers)  # raises their error
             raise self.protocol_error(

@@ -21,6 +21,7 @@ import aiohttp
 import certifi
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.errors import BridgeError
 from bridge.http.transport_errors import CAUGHT_EXCEPTIONS, error_from_transport_exception
@@ -126,17 +127,18 @@ class _ArrivedFirst(httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._content
-        while True:
-            try:
-                chunk = await content.readany()
-            except aiohttp.ClientError:
-                left = content._read_nowait(-1)  # what arrived before the failure (no public API gives it)
-                if left:
-                    yield left
-                raise
-            if not chunk:
-                return
-            yield chunk
+        with map_aiohttp_exceptions():  # as httpx-aiohttp's own stream: a read timeout is httpx's ReadTimeout
+            while True:
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientError:
+                    left = content._read_nowait(-1)  # what arrived before the failure (no public API)
+                    if left:
+                        yield left
+                    raise
+                if not chunk:
+                    return
+                yield chunk
 
     async def aclose(self) -> None:
         await self._stream.aclose()

@@ -94,6 +94,16 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 ``reset``                  stream: role chunk and one chunk per word (no finish), then at once, in the
                            same breath, the TCP connection is reset (RST). Unary: ``Content-Length`` of
                            the full reply, half of it sent, then RST.
+``stall-<ms>``              stream: role chunk, two content chunks (``"Partial "``, ``"answer"``), then
+                           that many ms of silence, then the finish chunk and ``[DONE]``. Unary: the
+                           reply's headers and the first half of its body, the silence, the rest.
+``bad-json``               stream: role chunk, two content chunks, then an event whose data is not JSON
+                           (cut inside an object), the finish chunk, ``[DONE]``. Unary: 200
+                           ``application/json`` whose body is JSON cut short.
+``bad-utf8``               stream: role chunk, two content chunks, a content chunk ``"caf\\xe9 "`` (a
+                           Latin-1 byte, invalid UTF-8), the finish chunk, ``[DONE]``. Unary: the echo
+                           reply with those bytes at the head of its content.
+``html-200``               200 ``text/html`` (a sign-in page), for unary and stream requests alike.
 ``no-done``                echo stream (finish_reason and usage as usual) whose body ends, with
                            ``Connection: close``, without ``[DONE]``. Unary: echo.
 ``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no

@@ -171,6 +171,31 @@ def azure_chunks(chunks: Iterable[Json]) -> Iterator[Json]:
         yield chunk
 
 
+# ------------------------------------------------------------------------------------ garbled replies
+
+# What a captive portal, a login proxy or a misconfigured URL answers with a 200.
+HTML_PAGE: Final = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in</body></html>"
+)
+INVALID_UTF8: Final = b"caf\xe9 "  # "café " in Latin-1: \xe9 is not UTF-8
+
+
+def garbled_completion(call: Call) -> bytes:
+    """`bad-json`: a reply cut inside its JSON; `bad-utf8`: the echo reply with a Latin-1 byte in its text."""
+    if call.model == "bad-json":
+        return b'{"id": "chatcmpl-mock", "object": "chat.completion", "choices": ['
+    body = dumps(echo_completion(call)).encode()
+    return body.replace(b'"content":"', b'"content":"' + INVALID_UTF8, 1)
+
+
+def garbled_event(call: Call) -> bytes:
+    """`bad-json`: an event whose data is not JSON; `bad-utf8`: a content chunk with a Latin-1 byte."""
+    if call.model == "bad-json":
+        return b'data: {"choices": [{"index": 0, "delta": \n\n'
+    chunk = dumps(delta_chunk(call, {"content": "@"})).encode()
+    return b"data: " + chunk.replace(b'"@"', b'"' + INVALID_UTF8 + b'"') + b"\n\n"
+
+
 # ------------------------------------------------------------------------------------------- errors
 
 PRISME_ERRORS: Final[dict[int, tuple[str, str]]] = {

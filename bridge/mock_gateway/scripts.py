@@ -115,15 +115,54 @@ async def _truncated(call: Call) -> web.StreamResponse:
 
 async def _truncated_unary(call: Call, *, reset: bool = False) -> web.StreamResponse:
     body = bodies.dumps(bodies.echo_completion(call)).encode()
+    return await _json_in_halves(call, body, cut=reset_connection if reset else abort_connection)
+
+
+async def _json_in_halves(
+    call: Call, body: bytes, *, cut: Callable[[Call], None] | None = None, pause_s: float = 0.0
+) -> web.StreamResponse:
+    """A JSON reply with the Content-Length of `body`: its first half, then the connection is `cut`, or,
+    after `pause_s` of silence, the second half."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = len(body)
     await response.prepare(call.request)
     try:
         await response.write(body[: len(body) // 2])
+        if cut is not None:
+            cut(call)
+            return response
+        await sleep_watching(call, pause_s, response)
+        await response.write(body[len(body) // 2 :])
     except ConnectionError as exc:
         raise ScriptStoppedError("client_disconnected", response) from exc
-    (reset_connection if reset else abort_connection)(call)
     return response
+
+
+async def _stall(call: Call, pause_s: float) -> web.StreamResponse:
+    if not call.stream:
+        body = bodies.dumps(bodies.echo_completion(call)).encode()
+        return await _json_in_halves(call, body, pause_s=pause_s)
+    sse = await _partial_start(call)
+    await sleep_watching(call, pause_s, sse.response)
+    await sse.send(bodies.delta_chunk(call, {}, "stop"))
+    await sse.send("[DONE]")
+    return sse.response
+
+
+@script("bad-json", "bad-utf8")
+async def _garbled(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return web.Response(status=200, body=bodies.garbled_completion(call), content_type="application/json")
+    sse = await _partial_start(call)
+    await sse.write(bodies.garbled_event(call))
+    await sse.send(bodies.delta_chunk(call, {}, "stop"))
+    await sse.send("[DONE]")
+    return sse.response
+
+
+@script("html-200")
+async def _html(call: Call) -> web.StreamResponse:
+    return web.Response(status=200, body=bodies.HTML_PAGE, content_type="text/html")
 
 
 @script("reset")
@@ -211,6 +250,9 @@ async def run_script(call: Call) -> web.StreamResponse:
     failure = _flaky_failure(call)
     if failure is not None:
         return failure
+    stall_ms = _suffix_int(model, "stall-")
+    if stall_ms is not None:
+        return await _stall(call, stall_ms / 1000)
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)
