@@ -20,7 +20,9 @@ except the LiteLLM-style replies of the ``litellm*`` models, which carry LiteLLM
 With ``create_app(require_api_key=KEY)`` a chat request needs ``Authorization: Bearer KEY`` or
 ``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}`` (the other routes stay
 open). A body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an
-``n`` outside 1..16 gets 400 ``invalid_request``.
+``n`` outside 1..16 gets 400 ``invalid_request``; a message whose ``role`` is missing or not one OpenAI
+knows (system, assistant, user, function, tool, developer) gets OpenAI's own 400 (``invalid_value``,
+``param`` ``messages[i].role``).
 
 A record is ``{"id", "path", "headers" (lower-cased names, values as sent, credentials included),
 "body", "stream", "model", "started_at", "ended_at", "outcome"}`` where ``started_at``/``ended_at`` are

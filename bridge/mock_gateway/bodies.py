@@ -259,6 +259,12 @@ def prisme_error(
     return json_response(status, body, retry_headers(status) if headers is None else headers)
 
 
+def openai_invalid_value(param: str, message: str) -> web.Response:
+    """OpenAI's 400 for a request parameter it refuses."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}
+    return json_response(400, {"error": error})
+
+
 def openai_error(status: int) -> web.Response:
     kind, param, code, message = OPENAI_ERRORS.get(
         status, ("api_error", None, "mock_error", f"Mock error {status}")

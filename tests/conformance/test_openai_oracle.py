@@ -340,8 +340,14 @@ async def test_the_mocks_own_errors(provider: MockGateway) -> None:
         check_prisme_error(await unary(wrong_key, "echo"), 401)
     async with AsyncOpenAI(base_url=f"{provider.url}/v1", api_key=servers.PROVIDER_KEY, max_retries=0) as sdk:
         seen = await unary(sdk, "echo", n=99)
+        with pytest.raises(openai.BadRequestError) as unknown_role:
+            await sdk.chat.completions.create(model="echo", messages=[{"role": "robot", "content": "hi"}])
     check_prisme_error(seen, 400)
     assert "'n' must be" in seen.body()["message"]
+    # An unknown role gets OpenAI's own 400, which names the parameter.
+    parsed = strict(OpenAIErrorBody, unknown_role.value.response.json())
+    assert isinstance(parsed, OpenAIErrorBody)
+    assert (parsed.error.param, parsed.error.code) == ("messages[0].role", "invalid_value")
 
 
 @pytest.mark.parametrize("model", STREAM_ERROR_MODELS)
