@@ -380,5 +380,5 @@ def test_the_fuzzed_process_logged_no_traceback_and_a_line_per_call_at_most(
     assert lines, "the fuzz tests did not run first"
     assert not [line for line in lines if "Traceback" in line or " ERROR " in line]
     warnings = [line for line in lines if " WARNING " in line]
-    access = [line for line in warnings if re.search(r"ChatCompletion model=.* code=", line)]
+    access = [line for line in warnings if re.search(r" bridge\.access: \w+ [A-Z_]+ ", line)]
     assert len(warnings) == len(access)  # the one line per refused call is its access line

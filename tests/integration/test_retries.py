@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 import grpc
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
@@ -20,6 +22,12 @@ TEXT = "Hello there, bridge"
 
 def _requests(mock: MockGateway, model: str) -> list[dict]:
     return [r for r in mock.requests() if r["model"] == model]
+
+
+def _access_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The code and upstream attempts of each access line logged."""
+    lines = [r for r in caplog.records if r.name == "bridge.access"]
+    return [{key: r.__dict__["fields"].get(key) for key in ("code", "upstream_attempts")} for r in lines]
 
 
 async def _stub(start_bridge, **settings) -> tuple[grpc.aio.Channel, pb_grpc.ChatCompletionServiceStub]:
@@ -34,14 +42,12 @@ async def _stub(start_bridge, **settings) -> tuple[grpc.aio.Channel, pb_grpc.Cha
 async def test_a_unary_call_survives_failures_the_upstream_cannot_have_answered(
     stub, mock_gateway: MockGateway, model: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.rpc.interceptors")
+    caplog.set_level(logging.INFO, logger="bridge.access")
     reply = await stub.CreateChatCompletion(chat_request(model=model, text=TEXT), timeout=10)
     assert reply.choices[0].message.content == TEXT
     assert [r["outcome"] for r in _requests(mock_gateway, model)] == ["error", "error", "completed"]
     # The access line says the call needed three upstream requests.
-    (line,) = [r.getMessage() for r in caplog.records if "CreateChatCompletion" in r.getMessage()]
-    assert " code=OK " in line
-    assert line.endswith(" upstream_attempts=3")
+    assert _access_fields(caplog) == [{"code": "OK", "upstream_attempts": 3}]
 
 
 async def test_the_last_failure_reaches_the_caller_saying_how_many_attempts(
@@ -55,7 +61,7 @@ async def test_the_last_failure_reaches_the_caller_saying_how_many_attempts(
 
 
 async def test_connection_refused_is_retried_then_unavailable(start_bridge, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="bridge.rpc.interceptors")
+    caplog.set_level(logging.INFO, logger="bridge.access")
     port = free_port()
     channel, stub = await _stub(start_bridge, upstream_url=f"http://127.0.0.1:{port}/v1", retries=4)
     async with channel:
@@ -63,7 +69,7 @@ async def test_connection_refused_is_retried_then_unavailable(start_bridge, capl
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details().endswith(": connection refused (after 5 attempts)")
     assert status_details(error)["ErrorInfo"].reason == "UPSTREAM_UNREACHABLE"
-    assert any(r.getMessage().endswith("upstream_attempts=5") for r in caplog.records)
+    assert _access_fields(caplog) == [{"code": "UNAVAILABLE", "upstream_attempts": 5}]
 
 
 async def test_retry_after_is_honoured(stub, mock_gateway: MockGateway) -> None:
@@ -136,3 +142,22 @@ async def test_retry_streams_retries_a_stream_that_had_not_begun(start_bridge, m
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert len(received) > 1
     assert len(_requests(mock_gateway, "reset")) == 1
+
+
+async def test_retries_are_counted_in_the_metrics(start_bridge) -> None:
+    port = free_port()
+    channel, stub = await _stub(start_bridge, metrics_listen=f"127.0.0.1:{port}")
+    async with channel:
+        await stub.CreateChatCompletion(chat_request(model="flaky-2-503"), timeout=10)  # 2 retries
+        await stub.CreateChatCompletion(chat_request(model="flaky-1-reset"), timeout=10)  # 1
+        await stub.CreateChatCompletion(chat_request(), timeout=10)  # none
+        await call_failing(stub, "stream", chat_request(model="flaky-1-503"), timeout=10)  # streams: none
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = {
+        (s.name, s.labels.get("grpc_method")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "prisme_bridge_upstream_retries_total"
+    }
+    assert samples == {("prisme_bridge_upstream_retries_total", "CreateChatCompletion"): 3}
