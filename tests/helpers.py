@@ -210,12 +210,12 @@ class CliProcess:
 
 
 @asynccontextmanager
-async def run_cli(*args: str, env: dict[str, str]) -> AsyncIterator[CliProcess]:
-    """Runs `prisme-bridge ARGS`; killed on the way out if it is still running."""
+async def run_cli(*args: str, env: dict[str, str], module: str = "bridge.cli") -> AsyncIterator[CliProcess]:
+    """Runs `prisme-bridge ARGS` (`python -m MODULE ARGS`); killed on the way out if it is still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.cli",
+        module,
         *args,
         env=env,
         stdout=subprocess.PIPE,

@@ -125,8 +125,8 @@ async def _json_in_halves(
     after `pause_s` of silence, the second half."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = len(body)
-    await response.prepare(call.request)
     try:
+        await response.prepare(call.request)
         await response.write(body[: len(body) // 2])
         if cut is not None:
             cut(call)

@@ -76,7 +76,10 @@ class SseStream:
         )
         if close:
             response.force_close()
-        await response.prepare(call.request)
+        try:
+            await response.prepare(call.request)
+        except ConnectionError as exc:  # the client left before the reply began
+            raise ScriptStoppedError("client_disconnected", response) from exc
         return cls(call, response, style)
 
     async def send(self, payload: Json | str, event: str | None = None) -> None:

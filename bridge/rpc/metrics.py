@@ -70,8 +70,8 @@ _HELP: Final = {
     _IN_FLIGHT: "Calls being served now (a stream until its last message).",
     "prisme_bridge_upstream_request_duration_seconds": "Upstream HTTP requests, until their reply was read "
     'to its end, by HTTP status ("none": no reply).',
-    "prisme_bridge_upstream_retries_total": "Upstream requests sent again after a failure the upstream cannot "
-    "have answered (attempts after each call's first).",
+    "prisme_bridge_upstream_retries_total": "Upstream requests sent again after a failure the upstream "
+    "cannot have answered (attempts after each call's first).",
     "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
     "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
     "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
