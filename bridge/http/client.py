@@ -120,23 +120,13 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
     ) -> JsonReply:
         """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
-        path = _with_query(path, query)
-        content, headers = _encoded(body, headers)
+        request = _Request.of(method, _with_query(path, query), headers, body)
         return await self.settings.retry.run(
-            lambda: self._request_json_once(method, path, headers, content, deadline),
-            deadline=deadline,
-            on_attempt=self._on_attempt,
+            lambda: self._request_json_once(request, deadline), deadline=deadline, on_attempt=self._on_attempt
         )
 
-    async def _request_json_once(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        deadline: float | None,
-    ) -> JsonReply:
-        response = await self._send(method, path, headers, content, deadline)
+    async def _request_json_once(self, request: _Request, deadline: float | None) -> JsonReply:
+        response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
                 if response.status // 100 != 2:
@@ -151,9 +141,9 @@ class HttpClient:
         self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
     ) -> AsyncIterator[EventStream]:
         """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
-        content, headers = _encoded(body, headers)
+        request = _Request.of("POST", path, headers, body)
         response = await self.settings.retry.run(
-            lambda: self._start_stream(path, headers, content, deadline),
+            lambda: self._start_stream(request, deadline),
             deadline=deadline,
             streaming=True,
             on_attempt=self._on_attempt,
@@ -163,10 +153,8 @@ class HttpClient:
         finally:
             await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
 
-    async def _start_stream(
-        self, path: str, headers: Mapping[str, str], content: bytes | None, deadline: float | None
-    ) -> Response:
-        response = await self._send("POST", path, headers, content, deadline)
+    async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
+        response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
                 await self._check_stream_start(response)
@@ -191,17 +179,12 @@ class HttpClient:
 
     # --- internals ---
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        content: bytes | None,
-        deadline: float | None,
-    ) -> Response:
+    async def _send(self, request: _Request, deadline: float | None) -> Response:
         try:
             async with self._guard(deadline):
-                return await self._transport.send(method, self.base_url + path, headers, content)
+                return await self._transport.send(
+                    request.method, self.base_url + request.path, request.headers, request.content
+                )
         except errors.UpstreamError as error:
             error.before_reply = True  # no reply had begun: bridge.http.retry may send it again
             raise
@@ -364,12 +347,21 @@ async def _read_up_to(response: Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _encoded(body: JSONObject | None, headers: Mapping[str, str]) -> tuple[bytes | None, Mapping[str, str]]:
-    """The request's content (compact UTF-8 JSON) and its headers."""
-    if body is None:
-        return None, headers
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    return content, {**headers, **_JSON_HEADERS}
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One upstream request, encoded once and sent as many times as it is attempted."""
+
+    method: str
+    path: str  # with its query
+    headers: Mapping[str, str]
+    content: bytes | None
+
+    @classmethod
+    def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
+        if body is None:
+            return cls(method, path, headers, None)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(method, path, {**headers, **_JSON_HEADERS}, content)
 
 
 def _with_query(path: str, query: Mapping[str, str] | None) -> str:

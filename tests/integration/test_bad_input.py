@@ -8,10 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import signal
 import struct
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -34,7 +31,7 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as 
 from bridge.mock_gateway import MockGateway
 from bridge.mock_gateway.scripts import SCRIPTS
 from bridge.rpc.server import GrpcServer
-from tests.helpers import call_failing, chat_request, cli_env, status_details
+from tests.helpers import call_failing, chat_request, dev_process, status_details
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -212,29 +209,8 @@ async def test_an_undecodable_message_in_a_request_stream_is_invalid_argument(
 def dev_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`prisme-bridge dev` (the mock gateway and a bridge in one process): its bridge address, its log."""
     log = tmp_path_factory.mktemp("fuzz") / "dev.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--mock-listen",
-        "127.0.0.1:0",
-    ]
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, env=cli_env())
-        try:
-            assert process.stdout is not None
-            for line in iter(process.stdout.readline, b""):
-                if found := re.match(rb"bridge:\s+(\S+)", line):
-                    yield found.group(1).decode(), log
-                    break
-            else:
-                pytest.fail(f"prisme-bridge dev did not start:\n{log.read_text()}")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=15)  # also closes its stdout
+    with dev_process(log) as (address, _):
+        yield address, log
 
 
 # Scripted mock models slow, fail or cut on purpose: the fuzz is about what callers send.
