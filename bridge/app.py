@@ -25,8 +25,10 @@ from prometheus_client import CollectorRegistry
 
 from bridge.chat.service import ChatCompletionService
 from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
 from bridge.http.transport import HttpxTransport, TransportSettings, proxy_for
+from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
@@ -35,6 +37,7 @@ from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
 from bridge.settings import (
     AuthSettings,
+    RetrySettings,
     ServeSettings,
     TlsSettings,
     UpstreamSettings,
@@ -53,6 +56,7 @@ __all__ = [
     "drain",
     "header_policy",
     "listener_credentials",
+    "retry_policy",
     "serve",
     "upstream_client",
 ]
@@ -64,10 +68,12 @@ def upstream_client(
     settings: UpstreamSettings,
     tls: UpstreamTlsSettings | None = None,
     *,
+    retry: RetrySettings | None = None,
     tracer_provider: AnyTracerProvider | None = None,
 ) -> HttpClient:
     """The upstream client `settings` describe, with the OpenAI-compatible error policy; its requests
-    carry trace context (a span each with `tracer_provider`)."""
+    carry trace context (a span each with `tracer_provider`), and are retried as `retry` says (None:
+    never), each attempt counted on the call being served."""
     tls = tls or UpstreamTlsSettings()
     transport = TransportSettings(
         connect_timeout=settings.connect_timeout,
@@ -83,9 +89,19 @@ def upstream_client(
         transport=transport,
         max_body_bytes=settings.max_event_bytes,
         max_event_bytes=settings.max_event_bytes,
+        retry=NO_RETRIES if retry is None else retry_policy(retry),
     )
     traced = TracedTransport(HttpxTransport(transport), tracer_provider)
-    return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced)
+    return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced, on_attempt=note_upstream_attempt)
+
+
+def retry_policy(settings: RetrySettings) -> RetryPolicy:
+    return RetryPolicy(
+        retries=settings.retries,
+        backoff=settings.backoff,
+        max_backoff=settings.max_backoff,
+        streams=settings.streams,
+    )
 
 
 def auth_policy(settings: AuthSettings) -> AuthPolicy:
@@ -151,7 +167,7 @@ async def build_bridge(
     if listen is not None and registry is not None:
         endpoint = await serve_metrics(listen, exposed(registry), reuse_port=reuse_port)
     client = upstream or upstream_client(
-        settings.upstream, settings.upstream_tls, tracer_provider=tracer_provider
+        settings.upstream, settings.upstream_tls, retry=settings.retry, tracer_provider=tracer_provider
     )
     try:
         server = build_server(

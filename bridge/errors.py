@@ -186,8 +186,11 @@ class UpstreamError(BridgeError):
 
     ``correlation_id``: the upstream's id of the request, returned as the ``x-correlation-id`` trailer;
     ``http_status``: the upstream's reply status when there was one; ``retry_after``: seconds the upstream
-    asked callers to wait.
+    asked callers to wait; ``before_reply``: set by the HTTP client when the request failed before any
+    reply began (nothing the upstream answered was received: bridge.http.retry may send it again).
     """
+
+    before_reply: bool = False
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from bridge.http.client import DEFAULT_MAX_BYTES
+from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
 from bridge.http.transport import TransportName
 from bridge.upstream.headers import check_returned_header
 
@@ -49,6 +50,7 @@ __all__ = [
     "MetricsSettings",
     "MockGatewaySettings",
     "MockSettings",
+    "RetrySettings",
     "ServeLoggingSettings",
     "ServeSettings",
     "ServerSettings",
@@ -391,6 +393,41 @@ class LifecycleSettings(_Group):
     )
 
 
+class RetrySettings(_Group):
+    title = "retries"
+
+    # Two, as the OpenAI SDKs do: a caller of the bridge gets what it would get calling the upstream with
+    # them, and one failed call costs the upstream at most three requests (docs/reliability.md).
+    retries: int = Field(
+        DEFAULT_RETRIES,
+        ge=0,
+        le=10,
+        alias="retries",
+        description="times a unary upstream request the upstream cannot have answered is sent again "
+        "(connection refused or dropped before the reply, 502, 503, 429 rate limited); 0: never",
+    )
+    backoff: float = Field(
+        DEFAULT_BACKOFF_S,
+        gt=0,
+        alias="retry_backoff",
+        description="seconds the first retry waits at most (a random part of it), each next one up to twice "
+        "as long; never less than the upstream's Retry-After",
+    )
+    max_backoff: float = Field(
+        DEFAULT_MAX_BACKOFF_S,
+        gt=0,
+        alias="retry_max_backoff",
+        description="longest wait before a retry, seconds; an upstream asking for a longer wait "
+        "(Retry-After) is not retried: the caller gets its RetryInfo",
+    )
+    streams: bool = Field(
+        False,
+        alias="retry_streams",
+        description="also retry streaming calls that failed before their stream began (never once a chunk "
+        "was sent)",
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
@@ -505,6 +542,7 @@ class ServeSettings(CommandSettings):
     metrics: MetricsSettings = MetricsSettings()
     tls: TlsSettings = TlsSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
+    retry: RetrySettings = RetrySettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     logging: ServeLoggingSettings = ServeLoggingSettings()
 

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -210,12 +210,12 @@ class CliProcess:
 
 
 @asynccontextmanager
-async def run_cli(*args: str, env: dict[str, str]) -> AsyncIterator[CliProcess]:
-    """Runs `prisme-bridge ARGS`; killed on the way out if it is still running."""
+async def run_cli(*args: str, env: dict[str, str], module: str = "bridge.cli") -> AsyncIterator[CliProcess]:
+    """Runs `prisme-bridge ARGS` (`python -m MODULE ARGS`); killed on the way out if it is still running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bridge.cli",
+        module,
         *args,
         env=env,
         stdout=subprocess.PIPE,
@@ -227,6 +227,43 @@ async def run_cli(*args: str, env: dict[str, str]) -> AsyncIterator[CliProcess]:
         if process.returncode is None:
             process.kill()
         await process.communicate()
+
+
+@contextlib.contextmanager
+def dev_process(log: Path) -> Iterator[tuple[str, str]]:
+    """`prisme-bridge dev` on ports 0 as a subprocess, for sync tests and fixtures: (the bridge's address,
+    the mock gateway's URL); its logs go to `log`. Stopped with SIGINT on the way out."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--mock-listen",
+        "127.0.0.1:0",
+    ]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=cli_env())
+        try:
+            assert process.stdout is not None
+            banner = ""
+            while "Ctrl-C stops both." not in banner:
+                line = process.stdout.readline()
+                assert line, f"dev exited before printing its banner:\n{banner}"
+                banner += line
+            address = re.search(r"^bridge: +(\S+)", banner, re.M)
+            mock = re.search(r"^mock gateway: +(https?://[^/\s]+)", banner, re.M)
+            assert address, banner
+            assert mock, banner
+            yield address.group(1), mock.group(1)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
 
 
 # ------------------------------------------------------- rich statuses of BridgeError objects (unit tests)

@@ -9,6 +9,7 @@ anyway. Field paths follow AIP-193 style: `messages[2].content`.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -29,6 +30,9 @@ _MAX_TASK_ID_LENGTH = 128
 _TOOL_BODIES = ("function", "custom")
 # ToolChoice object-form fields: one per choice type, at most one set.
 _CHOICE_BODIES = ("function", "custom", "allowed_tools")
+# A function name as the contract documents it (FunctionDefinition.name), OpenAI's and Anthropic's rule.
+_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SCHEMA_EXAMPLE = '{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}'
 
 
 def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> list[FieldViolation]:
@@ -125,7 +129,34 @@ def _tool_violations(path: str, tool: pb.Tool) -> list[FieldViolation]:
     # A function or custom tool needs its name, typed or in the raw object `extra` sends instead.
     if not name and body not in tool.extra.fields:
         return [(f"{path}.{body}.name", "must not be empty")]
-    return []
+    if body != "function":
+        return []
+    violations: list[FieldViolation] = []
+    if name and not _FUNCTION_NAME.fullmatch(name):
+        violations.append((f"{path}.function.name", "must be 1 to 64 letters, digits, underscores or dashes"))
+    if tool.function.HasField("parameters"):
+        violations += _schema_violations(f"{path}.function.parameters", tool.function.parameters)
+    return violations
+
+
+def _schema_violations(path: str, schema: struct_pb2.Struct) -> list[FieldViolation]:
+    """The JSON Schema of a function's arguments: always an object of named arguments (every provider
+    calls a function with one), so what is plainly not that schema's shape is refused here."""
+    fields = schema.fields
+    violations: list[FieldViolation] = []
+    kind = fields.get("type")
+    if kind is not None and kind.WhichOneof("kind") != "list_value" and kind.string_value != "object":
+        violations.append((f"{path}.type", f'must be "object" (the arguments), e.g. {_SCHEMA_EXAMPLE}'))
+    properties = fields.get("properties")
+    if properties is not None and properties.WhichOneof("kind") != "struct_value":
+        violations.append((f"{path}.properties", "must be an object: argument name -> its JSON Schema"))
+    required = fields.get("required")
+    if required is not None and not (
+        required.WhichOneof("kind") == "list_value"
+        and all(item.WhichOneof("kind") == "string_value" for item in required.list_value.values)
+    ):
+        violations.append((f"{path}.required", "must be a list of argument names (strings)"))
+    return violations
 
 
 def _tool_choice_violations(choice: pb.ToolChoice) -> list[FieldViolation]:

@@ -3,8 +3,9 @@
 Every failure leaves this module as a `bridge.errors.BridgeError`, never as an exception of the HTTP
 library: non-2xx replies and error documents through the injected `ErrorPolicy`, transport exceptions
 through the transport's own map. The call's gRPC deadline, passed as an absolute event-loop time, bounds
-every await on the upstream; the transport's connect and read timeouts apply below it. A reply is always
-closed when the caller is done, fails or is cancelled, and cancellation is never swallowed.
+every await on the upstream; the transport's connect and read timeouts apply below it. A request the
+upstream cannot have answered is sent again as the settings' `RetryPolicy` allows (bridge.http.retry). A
+reply is always closed when the caller is done, fails or is cancelled, and cancellation is never swallowed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -21,6 +22,7 @@ import grpc
 
 from bridge import errors
 from bridge.errors import Reason
+from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transport import HttpxTransport, Response, Transport, TransportSettings
 
@@ -43,12 +45,14 @@ _JSON_HEADERS: Final = {"content-type": "application/json"}
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """What the client needs: where the upstream is, its transport, and the size limits of replies."""
+    """What the client needs: where the upstream is, its transport, the size limits of replies, and which
+    failed requests are sent again."""
 
     base_url: str
     transport: TransportSettings = field(default_factory=TransportSettings)
     max_body_bytes: int = DEFAULT_MAX_BYTES  # a JSON reply
     max_event_bytes: int = DEFAULT_MAX_BYTES  # one SSE event
+    retry: RetryPolicy = NO_RETRIES
 
 
 class ErrorPolicy(Protocol):
@@ -79,10 +83,18 @@ class JsonReply:
 
 
 class HttpClient:
-    """One upstream: a base URL, a transport (its connection pool) and the upstream's error policy."""
+    """One upstream: a base URL, a transport (its connection pool) and the upstream's error policy.
+
+    `on_attempt(n)` is called as the n-th attempt (1, 2, ...) of each request starts, in the caller's task.
+    """
 
     def __init__(
-        self, settings: HttpSettings, *, errors: ErrorPolicy, transport: Transport | None = None
+        self,
+        settings: HttpSettings,
+        *,
+        errors: ErrorPolicy,
+        transport: Transport | None = None,
+        on_attempt: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
@@ -92,6 +104,7 @@ class HttpClient:
         self.address = f"{self.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self._errors = errors
         self._transport = transport or HttpxTransport(settings.transport)
+        self._on_attempt = on_attempt
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -107,7 +120,13 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
     ) -> JsonReply:
         """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
-        response = await self._send(method, _with_query(path, query), headers, body, deadline)
+        request = _Request.of(method, _with_query(path, query), headers, body)
+        return await self.settings.retry.run(
+            lambda: self._request_json_once(request, deadline), deadline=deadline, on_attempt=self._on_attempt
+        )
+
+    async def _request_json_once(self, request: _Request, deadline: float | None) -> JsonReply:
+        response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
                 if response.status // 100 != 2:
@@ -122,13 +141,27 @@ class HttpClient:
         self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
     ) -> AsyncIterator[EventStream]:
         """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
-        response = await self._send("POST", path, headers, body, deadline)
+        request = _Request.of("POST", path, headers, body)
+        response = await self.settings.retry.run(
+            lambda: self._start_stream(request, deadline),
+            deadline=deadline,
+            streaming=True,
+            on_attempt=self._on_attempt,
+        )
         try:
-            async with self._guard(deadline, response.headers):
-                await self._check_stream_start(response)
             yield EventStream(self, response, deadline, self._failures(response.headers))
         finally:
             await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
+
+    async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
+        response = await self._send(request, deadline)
+        try:
+            async with self._guard(deadline, response.headers):
+                await self._check_stream_start(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     def protocol_error(
         self,
@@ -146,20 +179,15 @@ class HttpClient:
 
     # --- internals ---
 
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: JSONObject | None,
-        deadline: float | None,
-    ) -> Response:
-        content = None
-        if body is not None:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-            headers = {**headers, **_JSON_HEADERS}
-        async with self._guard(deadline):
-            return await self._transport.send(method, self.base_url + path, headers, content)
+    async def _send(self, request: _Request, deadline: float | None) -> Response:
+        try:
+            async with self._guard(deadline):
+                return await self._transport.send(
+                    request.method, self.base_url + request.path, request.headers, request.content
+                )
+        except errors.UpstreamError as error:
+            error.before_reply = True  # no reply had begun: bridge.http.retry may send it again
+            raise
 
     @contextlib.asynccontextmanager
     async def _guard(
@@ -199,9 +227,15 @@ class HttpClient:
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
         try:
             doc = json.loads(raw)
-        except (ValueError, RecursionError):
+        except UnicodeDecodeError:  # JSON is UTF-8 (RFC 8259): a reply that is not is not guessed at
             raise self.protocol_error(
-                "reply is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE, headers
+                "reply is not valid UTF-8", Reason.UPSTREAM_INVALID_RESPONSE, headers
+            ) from None
+        except (ValueError, RecursionError):
+            content_type = headers.get("content-type", "")
+            said = "" if "json" in content_type else f" (content-type {content_type or 'none'})"
+            raise self.protocol_error(
+                f"reply is not valid JSON{said}", Reason.UPSTREAM_INVALID_RESPONSE, headers
             ) from None
         error = self._errors.from_document(doc, headers, host=self.host)
         if error is not None:
@@ -213,7 +247,15 @@ class HttpClient:
     async def _check_stream_start(self, response: Response) -> None:
         if response.status // 100 != 2:
             raise await self._reply_error(response)
-        if "json" in response.headers.get("content-type", ""):
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/html"):
+            # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).
+            raise self.protocol_error(
+                "upstream answered a stream request with an HTML page instead of an event stream",
+                Reason.UPSTREAM_INVALID_RESPONSE,
+                response.headers,
+            )
+        if "json" in content_type:
             # Some servers ignore stream: true, or report failures as a 200 JSON document.
             self._document(await self._read_body(response), response.headers)  # raises their error
             raise self.protocol_error(
@@ -303,6 +345,23 @@ async def _read_up_to(response: Response, limit: int) -> bytes:
         if size >= limit:
             break
     return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One upstream request, encoded once and sent as many times as it is attempted."""
+
+    method: str
+    path: str  # with its query
+    headers: Mapping[str, str]
+    content: bytes | None
+
+    @classmethod
+    def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
+        if body is None:
+            return cls(method, path, headers, None)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return cls(method, path, {**headers, **_JSON_HEADERS}, content)
 
 
 def _with_query(path: str, query: Mapping[str, str] | None) -> str:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Final, Literal, Protocol
 from urllib.parse import urlsplit
 
+import aiohttp
 import certifi
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.errors import BridgeError
 from bridge.http.transport_errors import CAUGHT_EXCEPTIONS, error_from_transport_exception
@@ -101,6 +103,47 @@ class _HttpxResponse:
         await self._response.aclose()
 
 
+class _AiohttpTransport(AiohttpTransport):
+    """httpx-aiohttp's transport, whose reply bodies hand out every byte that arrived before a failure."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        # httpx-aiohttp keeps the aiohttp reply on its stream object only (no public accessor).
+        reply = getattr(response.stream, "_aiohttp_response", None)
+        if isinstance(reply, aiohttp.ClientResponse) and isinstance(response.stream, httpx.AsyncByteStream):
+            response.stream = _ArrivedFirst(response.stream, reply.content)
+        return response
+
+
+class _ArrivedFirst(httpx.AsyncByteStream):
+    """An aiohttp reply body: its bytes as they arrive; when the connection fails, the bytes that arrived
+    before the failure first, then the failure. aiohttp's reader raises a connection error as soon as it
+    has one, even while bytes received before it are still in its buffer, so an upstream that sends its last
+    chunks and resets the connection in the same breath would otherwise lose them."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, content: aiohttp.StreamReader) -> None:
+        self._stream = stream  # closes the aiohttp reply
+        self._content = content
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._content
+        with map_aiohttp_exceptions():  # as httpx-aiohttp's own stream: a read timeout is httpx's ReadTimeout
+            while True:
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientError:
+                    left = content._read_nowait(-1)  # what arrived before the failure (no public API)
+                    if left:
+                        yield left
+                    raise
+                if not chunk:
+                    return
+                yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 class HttpxTransport:
     """The httpx client API over aiohttp (default: encode/httpx#3215, see docs/PERFORMANCE.md) or httpcore.
 
@@ -129,7 +172,7 @@ class HttpxTransport:
         proxy = settings.proxy
         transport = mock
         if transport is None and settings.name == "aiohttp":
-            transport = AiohttpTransport(
+            transport = _AiohttpTransport(
                 limits=limits, verify=tls, trust_env=False, proxy=httpx.Proxy(proxy) if proxy else None
             )
         self._client = httpx.AsyncClient(

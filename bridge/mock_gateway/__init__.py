@@ -20,7 +20,9 @@ except the LiteLLM-style replies of the ``litellm*`` models, which carry LiteLLM
 With ``create_app(require_api_key=KEY)`` a chat request needs ``Authorization: Bearer KEY`` or
 ``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}`` (the other routes stay
 open). A body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an
-``n`` outside 1..16 gets 400 ``invalid_request``.
+``n`` outside 1..16 gets 400 ``invalid_request``; a message whose ``role`` is missing or not one OpenAI
+knows (system, assistant, user, function, tool, developer) gets OpenAI's own 400 (``invalid_value``,
+``param`` ``messages[i].role``).
 
 A record is ``{"id", "path", "headers" (lower-cased names, values as sent, credentials included),
 "body", "stream", "model", "started_at", "ended_at", "outcome"}`` where ``started_at``/``ended_at`` are
@@ -91,6 +93,19 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            connection is closed mid-body (the chunked body never terminates). Unary:
                            ``Content-Length`` of the full reply, half of it sent, connection closed.
 ``truncated-eof``          stream: as ``truncated`` but the HTTP body ends cleanly after the half line.
+``reset``                  stream: role chunk and one chunk per word (no finish), then at once, in the
+                           same breath, the TCP connection is reset (RST). Unary: ``Content-Length`` of
+                           the full reply, half of it sent, then RST.
+``stall-<ms>``              stream: role chunk, two content chunks (``"Partial "``, ``"answer"``), then
+                           that many ms of silence, then the finish chunk and ``[DONE]``. Unary: the
+                           reply's headers and the first half of its body, the silence, the rest.
+``bad-json``               stream: role chunk, two content chunks, then an event whose data is not JSON
+                           (cut inside an object), the finish chunk, ``[DONE]``. Unary: 200
+                           ``application/json`` whose body is JSON cut short.
+``bad-utf8``               stream: role chunk, two content chunks, a content chunk ``"caf\\xe9 "`` (a
+                           Latin-1 byte, invalid UTF-8), the finish chunk, ``[DONE]``. Unary: the echo
+                           reply with those bytes at the head of its content.
+``html-200``               200 ``text/html`` (a sign-in page), for unary and stream requests alike.
 ``no-done``                echo stream (finish_reason and usage as usual) whose body ends, with
                            ``Connection: close``, without ``[DONE]``. Unary: echo.
 ``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no
@@ -107,6 +122,13 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            null, "code": "500"}}`` and the body ends (no ``[DONE]``, as LiteLLM 1.108 does).
                            Unary: that document with status 500.
 =========================  ==========================================================================
+
+``flaky-<N>-<status>``     the first N requests for this exact model name (unary or stream, counted since
+                           the mock started) get that status (400..599) with a Prisme error body and no
+                           ``Retry-After`` (``flaky-<N>-<status>-after-<s>``: with ``Retry-After: <s>``);
+                           later ones are answered as echo.
+``flaky-<N>-reset``        the first N requests: the connection is reset (RST) once the request is read,
+                           before a byte of the reply (outcome ``error``); later ones echo.
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
 ``error-99``, is plain echo.

@@ -12,8 +12,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.mock_gateway.bodies import dumps, json_response, prisme_error
-from bridge.mock_gateway.call import STATE, Call, ScriptStoppedError, State, validate_body
+from bridge.mock_gateway.bodies import dumps, json_response, openai_invalid_value, prisme_error
+from bridge.mock_gateway.call import STATE, Call, ScriptStoppedError, State, role_problem, validate_body
 from bridge.mock_gateway.records import Json, RequestLog
 from bridge.mock_gateway.scripts import run_script
 
@@ -48,6 +48,9 @@ async def _answer(request: web.Request, state: State, body: Any, valid_json: boo
     problem = validate_body(body)
     if problem is not None:
         return prisme_error(400, problem)
+    bad_role = role_problem(body)
+    if bad_role is not None:
+        return openai_invalid_value(*bad_role)
     return await run_script(Call.parse(request, state, body))
 
 

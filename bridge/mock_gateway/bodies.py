@@ -171,6 +171,31 @@ def azure_chunks(chunks: Iterable[Json]) -> Iterator[Json]:
         yield chunk
 
 
+# ------------------------------------------------------------------------------------ garbled replies
+
+# What a captive portal, a login proxy or a misconfigured URL answers with a 200.
+HTML_PAGE: Final = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in</body></html>"
+)
+INVALID_UTF8: Final = b"caf\xe9 "  # "café " in Latin-1: \xe9 is not UTF-8
+
+
+def garbled_completion(call: Call) -> bytes:
+    """`bad-json`: a reply cut inside its JSON; `bad-utf8`: the echo reply with a Latin-1 byte in its text."""
+    if call.model == "bad-json":
+        return b'{"id": "chatcmpl-mock", "object": "chat.completion", "choices": ['
+    body = dumps(echo_completion(call)).encode()
+    return body.replace(b'"content":"', b'"content":"' + INVALID_UTF8, 1)
+
+
+def garbled_event(call: Call) -> bytes:
+    """`bad-json`: an event whose data is not JSON; `bad-utf8`: a content chunk with a Latin-1 byte."""
+    if call.model == "bad-json":
+        return b'data: {"choices": [{"index": 0, "delta": \n\n'
+    chunk = dumps(delta_chunk(call, {"content": "@"})).encode()
+    return b"data: " + chunk.replace(b'"@"', b'"' + INVALID_UTF8 + b'"') + b"\n\n"
+
+
 # ------------------------------------------------------------------------------------------- errors
 
 PRISME_ERRORS: Final[dict[int, tuple[str, str]]] = {
@@ -222,10 +247,22 @@ def retry_headers(status: int) -> dict[str, str] | None:
     return {"Retry-After": "7"} if status in (429, 503) else None
 
 
-def prisme_error(status: int, message: str | None = None, details: Json | None = None) -> web.Response:
+def prisme_error(
+    status: int,
+    message: str | None = None,
+    details: Json | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A Prisme error reply; `headers` replace the usual Retry-After of 429 and 503."""
     code, default_message = PRISME_ERRORS.get(status, ("mock_error", f"Mock error {status}"))
     body = {"error": code, "message": message or default_message, "details": details or {}}
-    return json_response(status, body, retry_headers(status))
+    return json_response(status, body, retry_headers(status) if headers is None else headers)
+
+
+def openai_invalid_value(param: str, message: str) -> web.Response:
+    """OpenAI's 400 for a request parameter it refuses."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}
+    return json_response(400, {"error": error})
 
 
 def openai_error(status: int) -> web.Response:

@@ -6,7 +6,8 @@ import asyncio
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
@@ -24,6 +25,8 @@ __all__ = [
     "words",
 ]
 
+# The roles OpenAI accepts, in the order its 400 lists them.
+ROLES: Final = ("system", "assistant", "user", "function", "tool", "developer")
 POLL_S: Final = 0.02
 MAX_N: Final = 16
 WORD: Final = re.compile(r"\s*\S+\s*")
@@ -34,6 +37,7 @@ class State:
     api_key: str | None
     log: RequestLog
     closing: bool = False
+    seen: Counter[str] = field(default_factory=Counter)  # chat requests received, by model name
 
 
 STATE: Final = web.AppKey("mock_gateway_state", State)
@@ -123,6 +127,18 @@ def validate_body(body: Any) -> str | None:
     n = body.get("n")
     if n is not None and (type(n) is not int or not 1 <= n <= MAX_N):
         return f"'n' must be an integer between 1 and {MAX_N}"
+    return None
+
+
+def role_problem(body: Json) -> tuple[str, str] | None:
+    """(param, message) of the first message without a role OpenAI knows, worded as OpenAI's 400."""
+    for i, message in enumerate(body["messages"]):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role is None:
+            return f"messages[{i}].role", f"Missing required parameter: 'messages[{i}].role'."
+        if role not in ROLES:
+            known = ", ".join(f"'{r}'" for r in ROLES[:-1]) + f", and '{ROLES[-1]}'"
+            return f"messages[{i}].role", f"Invalid value: {role!r}. Supported values are: {known}."
     return None
 
 

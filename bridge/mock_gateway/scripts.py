@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -10,7 +10,7 @@ from aiohttp import web
 
 from bridge.mock_gateway import bodies
 from bridge.mock_gateway.call import Call, ScriptStoppedError, sleep_watching
-from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame
+from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame, reset_connection
 
 TICK_S: Final = 0.05
 
@@ -106,9 +106,6 @@ async def _truncated(call: Call) -> web.StreamResponse:
     if not call.stream:
         return await _truncated_unary(call)
     sse = await _partial_start(call)
-    # A provider dies some time after its last whole chunk: let those arrive first (aiohttp's reader
-    # raises a connection error before handing out bytes still buffered with it).
-    await asyncio.sleep(0.05)
     line = frame(PLAIN, 3, bodies.dumps(bodies.delta_chunk(call, {"content": " and more"})))
     await sse.write(line[: len(line) // 2])
     if call.model == "truncated":
@@ -116,17 +113,67 @@ async def _truncated(call: Call) -> web.StreamResponse:
     return sse.response
 
 
-async def _truncated_unary(call: Call) -> web.StreamResponse:
+async def _truncated_unary(call: Call, *, reset: bool = False) -> web.StreamResponse:
     body = bodies.dumps(bodies.echo_completion(call)).encode()
+    return await _json_in_halves(call, body, cut=reset_connection if reset else abort_connection)
+
+
+async def _json_in_halves(
+    call: Call, body: bytes, *, cut: Callable[[Call], None] | None = None, pause_s: float = 0.0
+) -> web.StreamResponse:
+    """A JSON reply with the Content-Length of `body`: its first half, then the connection is `cut`, or,
+    after `pause_s` of silence, the second half."""
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = len(body)
-    await response.prepare(call.request)
     try:
+        await response.prepare(call.request)
         await response.write(body[: len(body) // 2])
+        if cut is not None:
+            cut(call)
+            return response
+        await sleep_watching(call, pause_s, response)
+        await response.write(body[len(body) // 2 :])
     except ConnectionError as exc:
         raise ScriptStoppedError("client_disconnected", response) from exc
-    abort_connection(call)
     return response
+
+
+async def _stall(call: Call, pause_s: float) -> web.StreamResponse:
+    if not call.stream:
+        body = bodies.dumps(bodies.echo_completion(call)).encode()
+        return await _json_in_halves(call, body, pause_s=pause_s)
+    sse = await _partial_start(call)
+    await sleep_watching(call, pause_s, sse.response)
+    await sse.send(bodies.delta_chunk(call, {}, "stop"))
+    await sse.send("[DONE]")
+    return sse.response
+
+
+@script("bad-json", "bad-utf8")
+async def _garbled(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return web.Response(status=200, body=bodies.garbled_completion(call), content_type="application/json")
+    sse = await _partial_start(call)
+    await sse.write(bodies.garbled_event(call))
+    await sse.send(bodies.delta_chunk(call, {}, "stop"))
+    await sse.send("[DONE]")
+    return sse.response
+
+
+@script("html-200")
+async def _html(call: Call) -> web.StreamResponse:
+    return web.Response(status=200, body=bodies.HTML_PAGE, content_type="text/html")
+
+
+@script("reset")
+async def _reset(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _truncated_unary(call, reset=True)
+    sse = await SseStream.open(call)
+    for chunk in bodies.echo_chunks(call, finish=False):
+        await sse.send(chunk)
+    reset_connection(call)  # in the same breath as the last chunk
+    return sse.response
 
 
 @script("no-done", "no-finish")
@@ -163,6 +210,27 @@ async def _litellm_stream_error(call: Call) -> web.StreamResponse:
     return sse.response
 
 
+# flaky-<N>-<status or "reset">[-after-<seconds>]
+_FLAKY: Final = re.compile(r"flaky-(\d+)-(reset|[45]\d\d)(?:-after-(\d+))?")
+
+
+def _flaky_failure(call: Call) -> web.StreamResponse | None:
+    """The failure of a ``flaky-*`` model's request while its first N last; None once they are over."""
+    match = _FLAKY.fullmatch(call.model)
+    if match is None:
+        return None
+    call.state.seen[call.model] += 1
+    if call.state.seen[call.model] > int(match.group(1)):
+        return None
+    if match.group(2) == "reset":
+        reset_connection(call)  # the request was read; not a byte of the reply is sent
+        raise ScriptStoppedError("error")
+    after = match.group(3)
+    status = int(match.group(2))
+    headers = {"Retry-After": after} if after is not None else {}
+    return bodies.prisme_error(status, details={"model": call.model, "status": status}, headers=headers)
+
+
 def _suffix_int(model: str, prefix: str) -> int | None:
     suffix = model.removeprefix(prefix)
     if suffix == model or not suffix.isdigit():
@@ -179,6 +247,12 @@ async def run_script(call: Call) -> web.StreamResponse:
     status = _suffix_int(model, "error-")
     if status is not None and 400 <= status <= 599:
         return bodies.scripted_error(call, status)
+    failure = _flaky_failure(call)
+    if failure is not None:
+        return failure
+    stall_ms = _suffix_int(model, "stall-")
+    if stall_ms is not None:
+        return await _stall(call, stall_ms / 1000)
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)

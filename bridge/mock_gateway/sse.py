@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -74,7 +76,10 @@ class SseStream:
         )
         if close:
             response.force_close()
-        await response.prepare(call.request)
+        try:
+            await response.prepare(call.request)
+        except ConnectionError as exc:  # the client left before the reply began
+            raise ScriptStoppedError("client_disconnected", response) from exc
         return cls(call, response, style)
 
     async def send(self, payload: Json | str, event: str | None = None) -> None:
@@ -116,3 +121,16 @@ def abort_connection(call: Call) -> None:
     transport = call.request.transport
     if transport is not None:
         transport.close()
+
+
+def reset_connection(call: Call) -> None:
+    """Reset the TCP connection at once (RST, not FIN): what was written is already on its way, and the
+    client learns of the reset right behind it (as when a provider's process dies mid-answer)."""
+    transport = call.request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

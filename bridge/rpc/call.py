@@ -20,7 +20,15 @@ from typing import Any
 
 import grpc
 
-__all__ = ["Context", "RpcCall", "current_call", "deadline_of", "split_method", "this_call"]
+__all__ = [
+    "Context",
+    "RpcCall",
+    "current_call",
+    "deadline_of",
+    "note_upstream_attempt",
+    "split_method",
+    "this_call",
+]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,6 +58,7 @@ class RpcCall:
     completion_tokens: int | None = None
     cost: float | None = None
     trace_id: str | None = None  # of the call's server span, when it is traced
+    upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -102,6 +111,14 @@ def this_call() -> RpcCall:
 def enter_call(call: RpcCall) -> None:
     """Makes `call` this task's current call (never reset: the task's context ends with the RPC)."""
     _CURRENT.set(call)
+
+
+def note_upstream_attempt(number: int) -> None:
+    """Records that attempt `number` of the current call's upstream request starts (the upstream client's
+    `on_attempt`; outside a call it does nothing)."""
+    call = _CURRENT.get()
+    if call is not None:
+        call.upstream_attempts = number
 
 
 def deadline_of(context: Context) -> float | None:

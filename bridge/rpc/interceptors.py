@@ -9,6 +9,8 @@ outcome is logged.
 
 `ErrorMapping` is pinned innermost by `bridge.rpc.server.build_server`: it turns what a handler raised
 into the call's status, so every interceptor outside it sees `call.code` final when its `around` exits.
+A call that is not well-formed gRPC (an undecodable message, metadata that is not text) reaches no
+handler: it ends INVALID_ARGUMENT inside the interceptors (bridge.rpc.wellformed).
 
 Per-message hooks: an interceptor that overrides `message_sent` or `message_received` is called for each
 message of the calls it applies to (live counters); the others cost nothing per message.
@@ -33,6 +35,7 @@ from google.protobuf.message import Message
 from bridge.errors import BridgeError, UpstreamError, internal_error
 from bridge.redaction import clean, clean_optional
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
+from bridge.rpc.wellformed import checked_request, lenient
 
 __all__ = ["AccessLog", "ErrorMapping", "Hook", "Interceptor", "InterceptorChain", "access_fields"]
 
@@ -140,7 +143,7 @@ class InterceptorChain(_ServerInterceptor):
             return handler  # a sync handler runs in grpc's thread pool: nothing here can wrap it
         return factory(
             behavior,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
@@ -152,6 +155,7 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
+            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
             response = await inner(_received(request, call, active.received, streams_in), context)
             _sent(call, active.sent)  # the reply (only a handler that returned has one)
             return response
@@ -168,6 +172,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
+            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
             request = _received(request, call, active.received, streams_in)
             if not generates:
                 await inner(request, context)  # a handler that writes with context.write itself
@@ -298,7 +303,8 @@ _UNLOGGED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection
 class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
     message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
-    duration, model, upstream status and correlation id, chunks sent, token counts and cost, trace id.
+    duration, model, upstream status and correlation id, upstream attempts when a request was retried,
+    chunks sent, token counts and cost, trace id.
 
     OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
     facts are logged, never metadata or message content; caller and upstream strings are redacted and
@@ -337,6 +343,7 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         "ms": round(call.elapsed_ms, 1),
         "model": _logged_model(call.model) if call.model else None,
         "upstream_status": call.upstream_status,
+        "upstream_attempts": call.upstream_attempts if call.upstream_attempts > 1 else None,
         "chunks": call.messages_sent if call.response_streaming else None,
         "correlation_id": _logged_id(call.correlation_id) if call.correlation_id else None,
         "prompt_tokens": call.prompt_tokens,

@@ -6,8 +6,8 @@ OK, Canceled, InvalidArgument, ...), `grpc_server_handling_seconds`, `grpc_serve
 `grpc_server_msg_sent_total`, the last counted live, message by message, through the chain's hook.
 
 The bridge's own, named `prisme_bridge_*`, come from what services report on the call (bridge.rpc.call):
-the upstream request's duration by HTTP status, time to first chunk and chunks per stream, calls in
-flight, tokens and `usage.cost` per model.
+the upstream request's duration by HTTP status, its retries, time to first chunk and chunks per stream,
+calls in flight, tokens and `usage.cost` per model.
 
 Label values are bounded: methods are the server's own, codes and HTTP statuses are fixed sets, and model
 names, which callers choose, go through `ModelLabels`: a model becomes a label value only once the upstream
@@ -70,6 +70,8 @@ _HELP: Final = {
     _IN_FLIGHT: "Calls being served now (a stream until its last message).",
     "prisme_bridge_upstream_request_duration_seconds": "Upstream HTTP requests, until their reply was read "
     'to its end, by HTTP status ("none": no reply).',
+    "prisme_bridge_upstream_retries_total": "Upstream requests sent again after a failure the upstream "
+    "cannot have answered (attempts after each call's first).",
     "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
     "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
     "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
@@ -145,6 +147,7 @@ class Metrics(Interceptor):
         self._upstream = histogram(
             "prisme_bridge_upstream_request_duration_seconds", upstream_labels, _SECONDS
         )
+        self._retries = counter("prisme_bridge_upstream_retries_total", _RPC_LABELS[1:])
         self._first_chunk = histogram(
             "prisme_bridge_time_to_first_chunk_seconds", by_model, _FIRST_CHUNK_SECONDS
         )
@@ -198,6 +201,8 @@ class Metrics(Interceptor):
             return  # no upstream request was made (refused, invalid, not an upstream-calling method)
         status = _status_label(call.upstream_status)
         self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
+        if call.upstream_attempts > 1:
+            self._child(self._retries, call.service, call.name).inc(call.upstream_attempts - 1)
         model = self.models.label(call.model, admit=_answered(call))
         if call.response_streaming:
             self._child(self._chunks, call.service, call.name, model).observe(call.messages_sent)

@@ -24,6 +24,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
+from bridge.rpc.wellformed import install_log_filter
 from bridge.settings import LimitsSettings, ServerSettings, split_host_port
 
 __all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindable"]
@@ -132,6 +133,7 @@ def build_server(
     server on that address with only grpc.health.v1, sharing the health state. `reuse_port`: bind with
     SO_REUSEPORT (worker processes). Raises OSError if an address cannot be bound.
     """
+    install_log_filter()  # grpc's own line for undecodable metadata carries its value and a traceback
     options = server_options(limits, reuse_port=reuse_port)
     chain = InterceptorChain([*interceptors, ErrorMapping()])
     server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)

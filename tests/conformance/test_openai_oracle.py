@@ -268,6 +268,13 @@ COVERED: Final = (
     "json-on-stream",
     "litellm-error-429",
     "litellm-stream-error",
+    "reset",
+    "flaky-<N>-<status>",
+    "flaky-<N>-reset",
+    "stall-<ms>",
+    "bad-json",
+    "bad-utf8",
+    "html-200",
 )
 
 
@@ -333,8 +340,14 @@ async def test_the_mocks_own_errors(provider: MockGateway) -> None:
         check_prisme_error(await unary(wrong_key, "echo"), 401)
     async with AsyncOpenAI(base_url=f"{provider.url}/v1", api_key=servers.PROVIDER_KEY, max_retries=0) as sdk:
         seen = await unary(sdk, "echo", n=99)
+        with pytest.raises(openai.BadRequestError) as unknown_role:
+            await sdk.chat.completions.create(model="echo", messages=[{"role": "robot", "content": "hi"}])
     check_prisme_error(seen, 400)
     assert "'n' must be" in seen.body()["message"]
+    # An unknown role gets OpenAI's own 400, which names the parameter.
+    parsed = strict(OpenAIErrorBody, unknown_role.value.response.json())
+    assert isinstance(parsed, OpenAIErrorBody)
+    assert (parsed.error.param, parsed.error.code) == ("messages[0].role", "invalid_value")
 
 
 @pytest.mark.parametrize("model", STREAM_ERROR_MODELS)
@@ -382,6 +395,57 @@ async def test_truncated(sdk: AsyncOpenAI, model: str) -> None:
         assert seen.error is None  # a clean EOF after half an event: the SDK ends the stream quietly
     cut = await unary(sdk, model)
     assert isinstance(cut.error, openai.APIConnectionError)  # half a JSON body: nothing to parse
+
+
+async def test_reset(sdk: AsyncOpenAI) -> None:
+    seen = await stream(sdk, "reset")
+    check_chunks(seen)
+    assert len(seen.payloads) == 1 + len(MESSAGES[0]["content"].split())  # role chunk, one per word
+    assert type(seen.error) is openai.APIConnectionError
+    assert type((await unary(sdk, "reset")).error) is openai.APIConnectionError
+
+
+async def test_flaky(sdk: AsyncOpenAI) -> None:
+    """The first N requests of a flaky model fail (Prisme error bodies without Retry-After unless asked,
+    or a reset before any reply), the next ones are answered as echo."""
+    refused = await unary(sdk, "flaky-1-503")
+    check_prisme_error(refused, 503)
+    assert isinstance(refused.error, openai.APIStatusError)
+    assert "retry-after" not in refused.error.response.headers
+    check_completion(await unary(sdk, "flaky-1-503"))
+    limited = await stream(sdk, "flaky-1-429-after-3")
+    check_prisme_error(limited, 429)
+    assert isinstance(limited.error, openai.APIStatusError)
+    assert limited.error.response.headers["retry-after"] == "3"
+    check_chunks(await stream(sdk, "flaky-1-429-after-3"))
+    assert type((await unary(sdk, "flaky-1-reset")).error) is openai.APIConnectionError
+    check_completion(await unary(sdk, "flaky-1-reset"))
+
+
+async def test_stall(sdk: AsyncOpenAI) -> None:
+    check_chunks(await stream(sdk, "stall-10"))
+    check_completion(await unary(sdk, "stall-10"))
+
+
+@pytest.mark.parametrize(
+    ("model", "raised"), [("bad-json", json.JSONDecodeError), ("bad-utf8", UnicodeDecodeError)]
+)
+async def test_garbled(sdk: AsyncOpenAI, model: str, raised: type[Exception]) -> None:
+    """The chunks before the garbled one are valid; the SDK itself raises its decoder's error on the
+    garbled reply or event (the bridge reads invalid UTF-8 in an event stream as U+FFFD, as WHATWG says)."""
+    check_chunks(await stream(sdk, model, limit=3))
+    with pytest.raises(raised):
+        await stream(sdk, model)
+    with pytest.raises(raised):
+        await unary(sdk, model)
+
+
+async def test_html_200(sdk: AsyncOpenAI) -> None:
+    """A sign-in page with a 200: the SDK hands the text back as the reply, and its stream yields nothing."""
+    page = await unary(sdk, "html-200")
+    assert (page.status, page.content_type, page.error) == (200, "text/html", None)
+    assert page.payloads == [bridge.mock_gateway.bodies.HTML_PAGE.decode()]
+    assert (await stream(sdk, "html-200")).payloads == []
 
 
 async def test_endless(sdk: AsyncOpenAI) -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import dev_process
 
 pytestmark = pytest.mark.interop
 
@@ -60,46 +60,8 @@ def recipes() -> dict[str, list[str]]:
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     if not GRPCURL.is_file():
         pytest.fail(f"{GRPCURL} missing: run scripts/bootstrap")
-    log = (tmp_path_factory.mktemp("dev") / "dev.log").open("w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")} | {"PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--mock-listen",
-            "127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        banner = ""
-        while "Ctrl-C stops both." not in banner:
-            line = process.stdout.readline()
-            assert line, f"dev exited before printing its banner:\n{banner}"
-            banner += line
-        address = re.search(r"^bridge: +(\S+)", banner, re.M)
-        mock = re.search(r"^mock gateway: +(https?://[^/\s]+)", banner, re.M)
-        assert address, banner
-        assert mock, banner
-        yield Dev(address.group(1), mock.group(1))
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-        log.close()
+    with dev_process(tmp_path_factory.mktemp("dev") / "dev.log") as (address, mock):
+        yield Dev(address, mock)
 
 
 def run(block: str, dev: Dev) -> Ran:

@@ -737,10 +737,25 @@ CHAT_MESSAGE = st.one_of(
     _obj({"role": NAME}, content_parts=st.lists(CONTENT_PART, max_size=3), **_MESSAGE_BASE),
     _obj({"role": NAME}, content_text=TEXT, **_MESSAGE_BASE),
 )
+# What validation accepts: a name as FunctionDefinition documents it, and an arguments-object JSON Schema.
+FUNCTION_NAME = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+_SCHEMA_KEYS = ("type", "properties", "required")
+PARAMETERS = st.builds(
+    lambda rest, schema: {**{k: v for k, v in rest.items() if k not in _SCHEMA_KEYS}, **schema},
+    JSON_OBJECT,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.just("object"),
+            "properties": JSON_OBJECT,
+            "required": st.lists(TEXT, max_size=3),
+        },
+    ),
+)
 FUNCTION_DEFINITION = _obj(
-    {"name": NAME},
+    {"name": FUNCTION_NAME},
     description=TEXT,
-    parameters=JSON_OBJECT,
+    parameters=PARAMETERS,
     strict=st.booleans(),
     extra=_extra_for(pb.FunctionDefinition),
 )

@@ -29,6 +29,7 @@ PINNED = {
         "max_connection_age_grace", "metrics_listen", "metrics_max_models",
         "tls_cert", "tls_key", "tls_client_ca",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
+        "retries", "retry_backoff", "retry_max_backoff", "retry_streams",
         "workers", "drain_delay", "health_listen",
         "log_level", "log_format",
     ],

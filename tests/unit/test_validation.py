@@ -146,6 +146,33 @@ def test_tool_without_function_name() -> None:
     assert _paths(_request(tools=tools)) == ["tools[1].function.name", "tools[2].function.name"]
 
 
+def test_function_names_follow_the_documented_rule() -> None:
+    names = ["get_weather", "a-b_C9", "x" * 64, "x" * 65, "get weather", "ns.tool", "café"]
+    tools = [{"type": "function", "function": {"name": name}} for name in names]
+    assert _paths(_request(tools=tools)) == [f"tools[{i}].function.name" for i in (3, 4, 5, 6)]
+
+
+def test_function_parameters_must_be_an_arguments_object_schema() -> None:
+    schemas: list[dict[str, Any]] = [
+        {},
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        {"type": ["object", "null"]},
+        {"type": "string"},
+        {"type": 3},
+        {"properties": ["city"]},
+        {"required": "city"},
+        {"required": ["city", 1]},
+    ]
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}} for schema in schemas]
+    assert _paths(_request(tools=tools)) == [
+        "tools[3].function.parameters.type",
+        "tools[4].function.parameters.type",
+        "tools[5].function.parameters.properties",
+        "tools[6].function.parameters.required",
+        "tools[7].function.parameters.required",
+    ]
+
+
 def test_custom_tools() -> None:
     tools = [
         {"type": "custom", "custom": {"name": "grep", "format": {"type": "text"}}},
