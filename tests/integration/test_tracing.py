@@ -7,6 +7,7 @@ OTEL_TRACES_EXPORTER=console, the standard variables alone turning tracing on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -48,8 +49,19 @@ async def stub(start_bridge: Any, mock_gateway: MockGateway, exporter: InMemoryS
         yield pb_grpc.ChatCompletionServiceStub(channel)
 
 
-def _server_and_client(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, ReadableSpan]:
-    spans = exporter.get_finished_spans()
+async def _finished(exporter: InMemorySpanExporter, count: int) -> tuple[ReadableSpan, ...]:
+    """The finished spans once there are `count`: the server span ends after its status went out, so
+    the caller can see the status a moment before the span is exported."""
+    for _ in range(200):
+        spans = exporter.get_finished_spans()
+        if len(spans) >= count:
+            return tuple(spans)
+        await asyncio.sleep(0.01)
+    return tuple(exporter.get_finished_spans())
+
+
+async def _server_and_client(exporter: InMemorySpanExporter) -> tuple[ReadableSpan, ReadableSpan]:
+    spans = await _finished(exporter, 2)
     server = [s for s in spans if s.kind == SpanKind.SERVER]
     client = [s for s in spans if s.kind == SpanKind.CLIENT]
     assert (len(server), len(client)) == (1, 1), [s.name for s in spans]
@@ -70,7 +82,7 @@ async def test_the_callers_trace_continues_through_the_bridge_to_the_upstream(
         await collect(
             stub.StreamChatCompletion(chat_request(text="one two three"), metadata=CALLER, timeout=10)
         )
-    server, client = _server_and_client(exporter)
+    server, client = await _server_and_client(exporter)
     method = "CreateChatCompletion" if rpc == "unary" else "StreamChatCompletion"
 
     assert server.name == f"{SERVICE_NAME}/{method}"
@@ -102,7 +114,7 @@ async def test_the_callers_trace_continues_through_the_bridge_to_the_upstream(
 
 async def test_an_upstream_error_marks_both_spans(stub, exporter: InMemorySpanExporter) -> None:
     await call_failing(stub, "unary", chat_request(model="error-503"), metadata=CALLER, timeout=10)
-    server, client = _server_and_client(exporter)
+    server, client = await _server_and_client(exporter)
     assert server.status.status_code == StatusCode.ERROR
     assert server.attributes is not None
     assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
@@ -114,7 +126,7 @@ async def test_an_upstream_error_marks_both_spans(stub, exporter: InMemorySpanEx
 
 async def test_a_caller_error_is_not_the_servers(stub, exporter: InMemorySpanExporter) -> None:
     await call_failing(stub, "unary", chat_request(model=""), timeout=10)
-    spans = exporter.get_finished_spans()
+    spans = await _finished(exporter, 1)  # a client span, were there one, would end before the server's
     assert [s.kind for s in spans] == [SpanKind.SERVER]  # nothing went upstream
     assert spans[0].status.status_code == StatusCode.UNSET
 
@@ -124,7 +136,7 @@ async def test_without_a_callers_trace_the_bridge_starts_one(
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge.access")
     await stub.CreateChatCompletion(chat_request(), timeout=10)
-    server, _client = _server_and_client(exporter)
+    server, _client = await _server_and_client(exporter)
     assert server.parent is None
     trace_id = _hex(server.context.trace_id, 32)
     assert mock_gateway.requests()[-1]["headers"]["traceparent"].split("-")[1] == trace_id
