@@ -51,18 +51,36 @@ def error_from_http_response(
     details: list[Message] = [error_info(_reason(parsed, f"HTTP_{status}"), domain, metadata)]
     if retry_after is not None:
         details.append(retry_info(retry_after))
+    code, field = _refusal(status, parsed) or (grpc_code_for_http_status(status), None)
     violations = _http_violations(parsed) if status in _BAD_REQUEST_STATUSES else ()
+    if field and not violations:
+        violations = ((field, parsed.message or "is invalid"),)
     if violations:
         details.append(bad_request(violations))
     message = f"upstream HTTP {status}: {parsed.message}" if parsed.message else None
     return UpstreamHTTPError(
         message or f"upstream returned HTTP {status}",
-        code=grpc_code_for_http_status(status),
+        code=code,
         details=details,
         correlation_id=request_id,
         http_status=status,
         retry_after=retry_after,
     )
+
+
+# Refusal codes of the gateway whose meaning does not depend on the status carrying them: its governance
+# overlays forward them as 403 or 429 (docs.prisme.ai, LLM gateway, "Create text embeddings"). Code -> (gRPC
+# code, request field at fault). Only 4xx: a 429 stays RESOURCE_EXHAUSTED (wait, whatever the code says).
+_REFUSALS: Final[Mapping[str, tuple[grpc.StatusCode, str | None]]] = {
+    "INVALID_DIMENSIONS": (Code.INVALID_ARGUMENT, "dimensions"),
+    "MODEL_NOT_ALLOWED": (Code.PERMISSION_DENIED, None),
+}
+
+
+def _refusal(status: int, body: UpstreamErrorBody) -> tuple[grpc.StatusCode, str | None] | None:
+    if not 400 <= status < 500 or status == 429:
+        return None
+    return _REFUSALS.get(reason_from(body.code) or "")
 
 
 def _http_violations(body: UpstreamErrorBody) -> tuple[tuple[str, str], ...]:
