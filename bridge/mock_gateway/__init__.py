@@ -97,6 +97,20 @@ A prefixed name whose suffix is not a number (or, for errors, not within 400..59
 ``error-99``, is plain echo.
 """
 
-from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
+from bridge.mock_gateway.app import (
+    GATEWAY_PREFIX,
+    OPENAI_PREFIX,
+    MockGateway,
+    create_app,
+    serve_forever,
+    start_mock_gateway,
+)
 
-__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]
+__all__ = [
+    "GATEWAY_PREFIX",
+    "OPENAI_PREFIX",
+    "MockGateway",
+    "create_app",
+    "serve_forever",
+    "start_mock_gateway",
+]
