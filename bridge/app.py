@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import grpc
 
 from bridge.chat.service import ChatCompletionService
+from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.transport import TransportSettings
+from bridge.models.service import ModelService
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.server import GrpcServer, Service, build_server
 from bridge.settings import AuthSettings, ServeSettings, UpstreamSettings, split_host_port
@@ -59,7 +61,12 @@ def auth_policy(settings: AuthSettings) -> AuthPolicy:
 
 
 def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Service]:
-    return [ChatCompletionService(upstream, auth_policy(settings.auth))]
+    auth = auth_policy(settings.auth)
+    return [
+        ChatCompletionService(upstream, auth),
+        ModelService(upstream, auth),
+        EmbeddingService(upstream, auth),
+    ]
 
 
 def default_interceptors(settings: ServeSettings) -> list[Interceptor]:

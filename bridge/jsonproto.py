@@ -31,10 +31,12 @@ from bridge.errors import FieldViolation
 __all__ = [
     "JSON",
     "JsonMapping",
+    "ReplyShapeError",
     "extra_body_violations",
     "non_finite_violations",
     "struct_to_json",
     "too_long",
+    "update_struct",
     "value_to_json",
 ]
 
@@ -74,6 +76,15 @@ class _Plan:
 
 
 _SCALAR, _MESSAGE, _STRUCT_KIND = range(3)
+
+
+class ReplyShapeError(Exception):
+    """An upstream reply that is not the JSON document expected (not a mistyped key, which `extra` keeps,
+    but a shape nothing can be made of); `reason` like "UNEXPECTED_REPLY", for ErrorInfo."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class JsonMapping:
