@@ -80,12 +80,16 @@ def _fill_embedding(message: pb.Embedding, item: Mapping[str, JSON], index: int)
     message.index = index
     if isinstance(vector, str):
         message.embedding.extend(_decoded(vector, index))
-    elif isinstance(vector, list) and all(type(x) in _NUMBER for x in vector):
-        message.embedding.extend(vector)
-    else:
-        raise ReplyShapeError(
-            f"embedding {index} is neither a list of numbers nor a base64 string", "INVALID_EMBEDDING"
-        )
+        return
+    if isinstance(vector, list) and all(type(x) in _NUMBER for x in vector):
+        try:
+            message.embedding.extend(vector)
+            return
+        except OverflowError:  # a JSON integer beyond any float
+            pass
+    raise ReplyShapeError(
+        f"embedding {index} is neither a list of numbers nor a base64 string", "INVALID_EMBEDDING"
+    )
 
 
 def _decoded(text: str, index: int) -> array.array[float]:
