@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,15 @@ async def call_failing(
     except grpc.aio.AioRpcError as error:
         return error, received
     pytest.fail(f"{rpc} call of {request.model!r} succeeded")
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """The error a unary call (any service) ends with; fails the test if the call succeeds."""
+    try:
+        reply = await call
+    except grpc.aio.AioRpcError as error:
+        return error
+    pytest.fail(f"the call succeeded: {type(reply).__name__}")
 
 
 def free_port() -> int:

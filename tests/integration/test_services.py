@@ -1,0 +1,68 @@
+"""Every default service of the bridge is reported by health (readiness, through a graceful stop) and
+listed by reflection, with no wiring of its own: build_server covers whatever default_services returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from bridge.chat.service import SERVICE_NAME as CHAT
+from bridge.embeddings.service import SERVICE_NAME as EMBEDDINGS
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as chat_grpc
+from bridge.models.service import SERVICE_NAME as MODELS
+from bridge.rpc.server import GrpcServer
+from tests.helpers import chat_request
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICES = (CHAT, MODELS, EMBEDDINGS)
+
+
+def test_the_service_names() -> None:
+    assert SERVICES == (
+        "prisme.llmgateway.v1.ChatCompletionService",
+        "prisme.llmgateway.v1.ModelService",
+        "prisme.llmgateway.v1.EmbeddingService",
+    )
+
+
+async def test_each_service_is_ready(bridge: GrpcServer, channel: grpc.aio.Channel) -> None:
+    assert bridge.services == SERVICES
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", *SERVICES):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == SERVING, service
+
+
+async def test_each_service_goes_not_serving_when_a_graceful_stop_begins(
+    bridge: GrpcServer, channel: grpc.aio.Channel
+) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    watches = [health.Watch(health_pb2.HealthCheckRequest(service=s)) for s in (MODELS, EMBEDDINGS)]
+    for watch in watches:
+        assert (await asyncio.wait_for(watch.read(), 5)).status == SERVING
+    # An endless chat stream holds the grace period open while the readiness updates arrive.
+    in_flight = chat_grpc.ChatCompletionServiceStub(channel).StreamChatCompletion(
+        chat_request(model="endless")
+    )
+    await asyncio.wait_for(in_flight.read(), 5)
+    stopping = asyncio.create_task(bridge.stop(grace=10))
+    for watch in watches:
+        assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
+        watch.cancel()
+    in_flight.cancel()
+    await asyncio.wait_for(stopping, 5)
+
+
+async def test_reflection_lists_each_service(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    listed = [s.name async for reply in replies for s in reply.list_services_response.service]
+    assert set(SERVICES) <= set(listed)
+    for service in (MODELS, EMBEDDINGS):  # and serves their descriptors, comments included (grpcurl describe)
+        ask = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+        (reply,) = [r async for r in stub.ServerReflectionInfo(iter([ask]))]
+        assert reply.file_descriptor_response.file_descriptor_proto
