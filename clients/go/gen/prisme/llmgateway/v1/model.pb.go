@@ -45,7 +45,9 @@ type ListModelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of models in the page. 0 means the gateway's default (100); above 100 is capped at 100
 	// (the gateway's cap), not an error; negative is INVALID_ARGUMENT. A page may hold fewer models than
-	// this even when more follow (only when page_size changed between pages). Query `limit`.
+	// this even when more follow (only when page_size changed between pages). Query `limit`. An upstream
+	// answering in OpenAI's list shape has no paging: 0 then means its whole list in one page, and another
+	// page_size is applied by the bridge (without the cap).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token of the previous page; empty for the first page. Opaque: pass it back unchanged, with
 	// the same filters (other filters are INVALID_ARGUMENT); page_size may change. Becomes the query `page`.
@@ -179,8 +181,9 @@ type ListModelsResponse struct {
 	Models []*Model `protobuf:"bytes,1,rep,name=models,proto3" json:"models,omitempty"`
 	// Token for the next page; empty on the last page. Opaque (AIP-158).
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// Number of models matching the filters across all pages (the gateway's `total`); for an upstream that
-	// answers in the OpenAI list shape, the number of models it listed that match the filters.
+	// Number of models matching the filters across all pages (the gateway's `total`; 0 when the upstream
+	// does not say). For an upstream answering in OpenAI's list shape: the listed models matching the
+	// filters.
 	TotalSize int32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	// Keys of the upstream's page envelope besides items, total, page and limit (or object and data).
 	// Bridge extension.

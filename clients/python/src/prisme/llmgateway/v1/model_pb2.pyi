@@ -56,7 +56,9 @@ class ListModelsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum number of models in the page. 0 means the gateway's default (100); above 100 is capped at 100
     (the gateway's cap), not an error; negative is INVALID_ARGUMENT. A page may hold fewer models than
-    this even when more follow (only when page_size changed between pages). Query `limit`.
+    this even when more follow (only when page_size changed between pages). Query `limit`. An upstream
+    answering in OpenAI's list shape has no paging: 0 then means its whole list in one page, and another
+    page_size is applied by the bridge (without the cap).
     """
     page_token: _builtins.str
     """next_page_token of the previous page; empty for the first page. Opaque: pass it back unchanged, with
@@ -123,8 +125,9 @@ class ListModelsResponse(_message.Message):
     next_page_token: _builtins.str
     """Token for the next page; empty on the last page. Opaque (AIP-158)."""
     total_size: _builtins.int
-    """Number of models matching the filters across all pages (the gateway's `total`); for an upstream that
-    answers in the OpenAI list shape, the number of models it listed that match the filters.
+    """Number of models matching the filters across all pages (the gateway's `total`; 0 when the upstream
+    does not say). For an upstream answering in OpenAI's list shape: the listed models matching the
+    filters.
     """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]:
