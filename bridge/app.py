@@ -105,7 +105,10 @@ async def serve(settings: ServeSettings) -> None:
     await server.start()
     host, _ = split_host_port(settings.server.listen)
     log.info(
-        "bridge listening on %s:%d, upstream %s/chat/completions", host, server.port, settings.upstream.url
+        "bridge listening on %s:%d, upstream %s (/chat/completions, /models, /embeddings)",
+        host,
+        server.port,
+        settings.upstream.url,
     )
     await wait_for_signal()
     log.info("shutting down (grace %.0f s)", settings.server.shutdown_grace)

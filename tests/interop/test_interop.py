@@ -171,16 +171,47 @@ def _readme_grpcurl_lines() -> list[str]:
     return [line for line in text.splitlines() if line.startswith("grpcurl ")]
 
 
+def _chat_reply(out: str) -> None:
+    assert "Hello, bridge!" in out or "Stream " in out
+    # Output keys are the upstream's own snake_case JSON keys (reflection serves no json_name).
+    assert '"finish_reason": "stop"' in out
+
+
+def _model_page(out: str) -> None:
+    page = json.loads(out)
+    assert [m["type"] for m in page["models"]] == ["embeddings"] * 3
+    assert page["next_page_token"]
+    assert page["total_size"] > 3
+
+
+def _one_model(out: str) -> None:
+    assert json.loads(out)["model"]["model_id"] == "bedrock/anthropic.claude-3-haiku"
+
+
+def _embeddings(out: str) -> None:
+    data = json.loads(out)["data"]
+    # The mock's vectors start with the text's length: one per input, in order.
+    assert [(len(d["embedding"]), d["embedding"][0]) for d in data] == [(8, 14), (8, 12)]
+
+
+README_CHECKS = {
+    "ChatCompletionService/CreateChatCompletion": _chat_reply,
+    "ChatCompletionService/StreamChatCompletion": _chat_reply,
+    "ModelService/ListModels": _model_page,
+    "ModelService/GetModel": _one_model,
+    "EmbeddingService/CreateEmbedding": _embeddings,
+}
+
+
 async def test_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
     lines = _readme_grpcurl_lines()
-    assert len(lines) >= 2, "README lost its grpcurl examples"
-    for line in lines:
+    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
+    assert methods == list(README_CHECKS), "README's grpcurl examples changed: update README_CHECKS"
+    for line, method in zip(lines, methods, strict=True):
         argv = shlex.split(line.replace("127.0.0.1:50051", _address(bridge)))
         result = await _run(_tool(argv[0]), *argv[1:])
         assert result.code == 0, f"{line}\n{result.stderr}"
-        assert "Hello, bridge!" in result.stdout or "Stream " in result.stdout
-        # Output keys are the upstream's own snake_case JSON keys (reflection serves no json_name).
-        assert '"finish_reason": "stop"' in result.stdout
+        README_CHECKS[method](result.stdout)
 
 
 async def test_dev_printed_grpcurl_lines_work(bridge: GrpcServer) -> None:
@@ -197,7 +228,8 @@ async def test_dev_printed_grpcurl_lines_work(bridge: GrpcServer) -> None:
 
 async def test_grpc_health_probe(bridge: GrpcServer) -> None:
     probe = _tool("grpc-health-probe")
-    for service in ("", "prisme.llmgateway.v1.ChatCompletionService"):
+    services = ("ChatCompletionService", "ModelService", "EmbeddingService")
+    for service in ("", *(f"prisme.llmgateway.v1.{name}" for name in services)):
         result = await _run(probe, f"-addr={_address(bridge)}", f"-service={service}")
         assert result.code == 0, result.stderr
         assert "SERVING" in result.stdout + result.stderr
