@@ -33,7 +33,10 @@ EMBEDDING_MODELS: Final = (
     ("governed/text-embedding-3-small", 1536, (256, 1536)),
 )
 # Ids in the gateway's documented forms: a provider prefix with a slash, a version suffix with a colon.
-_ODD_IDS: Final = ("bedrock/anthropic.claude-3-haiku", "eu.anthropic.claude-sonnet-4-20250514-v1:0")
+_ODD_IDS: Final = (
+    ("bedrock/anthropic.claude-3-haiku", "Claude 3 Haiku (Bedrock)"),
+    ("eu.anthropic.claude-sonnet-4-20250514-v1:0", "Claude Sonnet 4 (EU)"),
+)
 _BRANDS: Final = ("OpenAI", "Anthropic", "Mistral", "Meta", "Google")
 _REGIONS: Final = ("eu-west-1", "eu-central-1", "us-east-1")
 _TAGS: Final = ("chat", "eu", "fast", "reasoning", "cheap", "long-context")
@@ -76,8 +79,10 @@ def _named() -> Iterator[Json]:
         doc["tags"] = ["embeddings"]
         doc["display"]["hidden"] = False
         yield doc
-    for n, name in enumerate(_ODD_IDS):
-        yield _document(name, "completion", "Anthropic", n)
+    for n, (model_id, name) in enumerate(_ODD_IDS):
+        doc = _document(model_id, "completion", "Anthropic", n)
+        doc["display"]["name"] = name
+        yield doc
 
 
 def _generated(count: int) -> Iterator[Json]:
