@@ -166,6 +166,71 @@ async def test_api_key_and_metadata_reach_upstream(
     assert "header x-correlation-id: corr-42" in result.stderr  # echoed back as initial metadata
 
 
+async def test_models_lists_every_page(
+    client: list[str], bridge: GrpcServer, mock_gateway: MockGateway
+) -> None:
+    argv = _flags(client, addr=_address(bridge), page_size="40")
+    result = await _run(*client, "models", *argv)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(set(lines)) == 250  # the mock's whole catalogue, one line per model
+    assert "eu.anthropic.claude-sonnet-4-20250514-v1:0\tcompletion" in lines
+    assert [r["query"]["page"] for r in mock_gateway.requests()] == [str(n) for n in range(7)]
+
+
+async def test_models_filters_and_json(
+    client: list[str], bridge: GrpcServer, mock_gateway: MockGateway
+) -> None:
+    argv = _flags(
+        client, addr=_address(bridge), type="embeddings", visible_only=True, tags="embeddings", json=True
+    )
+    result = await _run(*client, "models", *argv)
+    assert result.code == 0, result.stderr
+    (page,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["model_id"] for m in page["models"]] == [
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-mock",
+        "governed/text-embedding-3-small",
+    ]
+    assert mock_gateway.requests()[-1]["query"] == {
+        "type": "embeddings",
+        "tags": "embeddings",
+        "visible_only": "true",
+        "limit": "100",
+        "page": "0",
+    }
+
+
+async def test_embed(client: list[str], bridge: GrpcServer, mock_gateway: MockGateway) -> None:
+    texts = ["Hello", "embeddings from Go and Java", "!"]
+    inputs = [arg for text in texts for arg in (_flags(client, input=text))]
+    argv = _flags(client, addr=_address(bridge), model="text-embedding-3-small", dimensions="256")
+    result = await _run(*client, "embed", *argv, *inputs)
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [f"embedding {i}: 256 dimensions" for i in range(3)]
+    assert result.stderr == "usage: prompt_tokens=7 total_tokens=7\n"  # words of the texts
+    assert mock_gateway.requests()[-1]["body"]["input"] == texts
+    as_json = await _run(
+        *client, "embed", *argv, *inputs, *_flags(client, json=True, encoding_format="base64")
+    )
+    assert as_json.code == 0, as_json.stderr
+    data = json.loads(as_json.stdout)["data"]
+    assert [d["embedding"][0] for d in data] == [len(t) for t in texts]  # one per input, in order
+
+
+async def test_embed_refusal(client: list[str], bridge: GrpcServer) -> None:
+    argv = _flags(
+        client, addr=_address(bridge), model="governed/text-embedding-3-small", dimensions="4", input="x"
+    )
+    result = await _run(*client, "embed", *argv)
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "grpc-status: INVALID_ARGUMENT"
+    assert any(line.startswith("error_info: reason=INVALID_DIMENSIONS") for line in lines)
+    assert any(line.startswith("bad_request: field=dimensions") for line in lines)
+
+
 def _readme_grpcurl_lines() -> list[str]:
     text = (ROOT / "README.md").read_text()
     return [line for line in text.splitlines() if line.startswith("grpcurl ")]
