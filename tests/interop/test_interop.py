@@ -231,8 +231,8 @@ async def test_embed_refusal(client: list[str], bridge: GrpcServer) -> None:
     assert any(line.startswith("bad_request: field=dimensions") for line in lines)
 
 
-def _readme_grpcurl_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+def _readme_grpcurl_lines(readme: str = "README.md") -> list[str]:
+    text = (ROOT / readme).read_text()
     return [line for line in text.splitlines() if line.startswith("grpcurl ")]
 
 
@@ -268,15 +268,26 @@ README_CHECKS = {
 }
 
 
-async def test_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
-    lines = _readme_grpcurl_lines()
-    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
-    assert methods == list(README_CHECKS), "README's grpcurl examples changed: update README_CHECKS"
+async def _check_grpcurl_lines(bridge: GrpcServer, lines: list[str], methods: list[str]) -> None:
     for line, method in zip(lines, methods, strict=True):
         argv = shlex.split(line.replace("127.0.0.1:50051", _address(bridge)))
         result = await _run(_tool(argv[0]), *argv[1:])
         assert result.code == 0, f"{line}\n{result.stderr}"
         README_CHECKS[method](result.stdout)
+
+
+async def test_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
+    lines = _readme_grpcurl_lines()
+    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
+    assert methods == list(README_CHECKS), "README's grpcurl examples changed: update README_CHECKS"
+    await _check_grpcurl_lines(bridge, lines, methods)
+
+
+async def test_clients_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
+    lines = _readme_grpcurl_lines("clients/README.md")
+    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
+    assert methods == ["ModelService/ListModels", "EmbeddingService/CreateEmbedding"]
+    await _check_grpcurl_lines(bridge, lines, methods)
 
 
 async def test_dev_printed_grpcurl_lines_work(bridge: GrpcServer) -> None:
