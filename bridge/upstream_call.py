@@ -15,7 +15,7 @@ from bridge.jsonproto import ReplyShapeError
 from bridge.rpc.call import Context, deadline_of
 from bridge.upstream.headers import AuthPolicy, response_metadata, upstream_headers
 
-__all__ = ["UpstreamCaller"]
+__all__ = ["UnaryJsonService", "UpstreamCaller"]
 
 _T = TypeVar("_T")
 
@@ -54,3 +54,11 @@ class UpstreamCaller:
             return read(reply.body)
         except ReplyShapeError as exc:
             raise self.upstream.protocol_error(str(exc), exc.reason, reply.headers) from None
+
+
+class UnaryJsonService:
+    """Base of a servicer whose RPCs are each one upstream JSON request (ModelService, EmbeddingService):
+    `self._upstream` is its caller; one instance per server, sharing the upstream client."""
+
+    def __init__(self, upstream: HttpClient, auth: AuthPolicy) -> None:
+        self._upstream = UpstreamCaller(upstream, auth)

@@ -17,10 +17,8 @@ from bridge.errors import invalid_request
 from bridge.gen.prisme.llmgateway.v1 import embedding_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2 as pb_service
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as pb_grpc
-from bridge.http.client import HttpClient
 from bridge.rpc.call import Context
-from bridge.upstream.headers import AuthPolicy
-from bridge.upstream_call import UpstreamCaller
+from bridge.upstream_call import UnaryJsonService
 
 __all__ = ["SERVICE_NAME", "EmbeddingService"]
 
@@ -29,13 +27,8 @@ SERVICE_NAME: Final[str] = pb_service.DESCRIPTOR.services_by_name["EmbeddingServ
 PATH: Final = "/embeddings"
 
 
-class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
-    """The servicer; one instance per server, sharing the upstream client with the other services."""
-
+class EmbeddingService(UnaryJsonService, pb_grpc.EmbeddingServiceServicer):
     name: Final = SERVICE_NAME
-
-    def __init__(self, upstream: HttpClient, auth: AuthPolicy) -> None:
-        self._upstream = UpstreamCaller(upstream, auth)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_EmbeddingServiceServicer_to_server(self, server)

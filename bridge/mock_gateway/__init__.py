@@ -163,20 +163,6 @@ another catalogue model               400 ``invalid_request`` (not an embeddings
 ====================================  ================================================================
 """
 
-from bridge.mock_gateway.app import (
-    GATEWAY_PREFIX,
-    OPENAI_PREFIX,
-    MockGateway,
-    create_app,
-    serve_forever,
-    start_mock_gateway,
-)
+from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
 
-__all__ = [
-    "GATEWAY_PREFIX",
-    "OPENAI_PREFIX",
-    "MockGateway",
-    "create_app",
-    "serve_forever",
-    "start_mock_gateway",
-]
+__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]

@@ -16,12 +16,10 @@ from bridge.errors import invalid_request
 from bridge.gen.prisme.llmgateway.v1 import model_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2 as pb_service
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as pb_grpc
-from bridge.http.client import HttpClient
 from bridge.models import convert, paging
 from bridge.models.validation import validate_get, validate_list
 from bridge.rpc.call import Context
-from bridge.upstream.headers import AuthPolicy
-from bridge.upstream_call import UpstreamCaller
+from bridge.upstream_call import UnaryJsonService
 
 __all__ = ["SERVICE_NAME", "ModelService"]
 
@@ -30,13 +28,8 @@ SERVICE_NAME: Final[str] = pb_service.DESCRIPTOR.services_by_name["ModelService"
 PATH: Final = "/models"
 
 
-class ModelService(pb_grpc.ModelServiceServicer):
-    """The servicer; one instance per server, sharing the upstream client with the other services."""
-
+class ModelService(UnaryJsonService, pb_grpc.ModelServiceServicer):
     name: Final = SERVICE_NAME
-
-    def __init__(self, upstream: HttpClient, auth: AuthPolicy) -> None:
-        self._upstream = UpstreamCaller(upstream, auth)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ModelServiceServicer_to_server(self, server)

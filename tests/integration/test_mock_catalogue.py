@@ -15,10 +15,8 @@ from bridge.mock_gateway import MockGateway, start_mock_gateway
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[MockGateway]:
-    gw = await start_mock_gateway()
-    yield gw
-    await gw.close()
+def gateway(mock_gateway: MockGateway) -> MockGateway:
+    return mock_gateway
 
 
 @pytest.fixture

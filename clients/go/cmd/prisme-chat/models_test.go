@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
@@ -74,13 +72,10 @@ func (f *fakeCatalogue) CreateEmbedding(ctx context.Context, req *llmgatewayv1.C
 
 func runCatalogue(t *testing.T, f *fakeCatalogue, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	llmgatewayv1.RegisterModelServiceServer(srv, f)
-	llmgatewayv1.RegisterEmbeddingServiceServer(srv, f)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	dial := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) })
+	dial := serveInMemory(t, func(srv *grpc.Server) {
+		llmgatewayv1.RegisterModelServiceServer(srv, f)
+		llmgatewayv1.RegisterEmbeddingServiceServer(srv, f)
+	})
 	var out, errOut bytes.Buffer
 	argv := append([]string{args[0], "-addr", "passthrough:///bufnet"}, args[1:]...)
 	code = run(argv, &out, &errOut, dial)
@@ -159,11 +154,10 @@ func TestEmbedTextAndUsage(t *testing.T) {
 		req.GetEncodingFormat() != "base64" || req.GetUser() != "u-1" {
 		t.Errorf("request %v", req)
 	}
-	if got := f.lastMD.Get("authorization"); len(got) != 1 || got[0] != "Bearer iak_secret" {
-		t.Errorf("authorization %q", got)
-	}
-	if got := f.lastMD.Get("x-correlation-id"); len(got) != 1 || got[0] != "c-1" {
-		t.Errorf("x-correlation-id %q", got)
+	for key, want := range map[string]string{"authorization": "Bearer iak_secret", "x-correlation-id": "c-1"} {
+		if got := f.lastMD.Get(key); len(got) != 1 || got[0] != want {
+			t.Errorf("metadata %s = %q, want %q", key, got, want)
+		}
 	}
 }
 

@@ -16,7 +16,6 @@ import io.grpc.Metadata;
 import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 
@@ -67,50 +66,28 @@ final class PrismeCatalogue {
 
   static int run(
       String[] args, PrintStream out, PrintStream err, Function<Options, ManagedChannel> channels) {
-    Options o = new Options();
+    boolean models = args[0].equals("models");
     ListModelsRequest.Builder list = ListModelsRequest.newBuilder();
     CreateEmbeddingRequest.Builder embed = CreateEmbeddingRequest.newBuilder();
-    boolean models = args[0].equals("models");
-    try {
-      if (models) {
-        parseModels(new Args(args, 1), o, list);
-      } else {
-        parseEmbed(new Args(args, 1), o, embed);
-      }
-    } catch (UsageException e) {
-      if (e.getMessage().isEmpty()) { // --help
-        out.println(USAGE);
-        return 0;
-      }
-      err.println("prisme-chat: " + e.getMessage());
-      err.println(USAGE);
-      return 2;
-    }
-    ManagedChannel channel;
-    try {
-      channel = channels.apply(o);
-    } catch (IllegalArgumentException e) { // e.g. an unparsable --addr
-      err.println("prisme-chat: " + e.getMessage());
-      return 2;
-    }
-    try {
-      if (models) {
-        listModels(channel, o, list, out, err);
-      } else {
-        embed(channel, o, embed.build(), out, err);
-      }
-      return 0;
-    } catch (RuntimeException e) {
-      PrismeChat.printError(err, e);
-      return 1;
-    } finally {
-      channel.shutdownNow();
-      try {
-        channel.awaitTermination(5, TimeUnit.SECONDS);
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-      }
-    }
+    PrismeChat.Parser parser =
+        () -> {
+          Options o = new Options();
+          if (models) {
+            parseModels(new Args(args, 1), o, list);
+          } else {
+            parseEmbed(new Args(args, 1), o, embed);
+          }
+          return o;
+        };
+    PrismeChat.Body body =
+        (channel, o) -> {
+          if (models) {
+            listModels(channel, o, list, out, err);
+          } else {
+            embed(channel, o, embed.build(), out, err);
+          }
+        };
+    return PrismeChat.execute(USAGE, parser, body, out, err, channels);
   }
 
   static void parseModels(Args a, Options o, ListModelsRequest.Builder req) throws UsageException {

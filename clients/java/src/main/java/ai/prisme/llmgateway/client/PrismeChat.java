@@ -138,19 +138,44 @@ public final class PrismeChat {
     if (args.length > 0 && PrismeCatalogue.handles(args[0])) {
       return PrismeCatalogue.run(args, out, err, channels);
     }
+    return execute(USAGE, () -> parse(args), (channel, o) -> chat(channel, o, out, err), out, err, channels);
+  }
+
+  /** Parses a command's arguments into its options. */
+  @FunctionalInterface
+  interface Parser {
+    Options parse() throws UsageException;
+  }
+
+  /** What a command does once its channel is open; an RPC failure is thrown. */
+  @FunctionalInterface
+  interface Body {
+    void call(ManagedChannel channel, Options o);
+  }
+
+  /**
+   * Runs a command: arguments (help: status 0, bad: 2 with the usage), the channel (bad address: 2), the
+   * calls (an RPC error is printed, status 1), then closes the channel.
+   */
+  static int execute(
+      String usage,
+      Parser parser,
+      Body body,
+      PrintStream out,
+      PrintStream err,
+      Function<Options, ManagedChannel> channels) {
     Options o;
     try {
-      o = parse(args);
+      o = parser.parse();
     } catch (UsageException e) {
       if (e.getMessage().isEmpty()) { // --help
-        out.println(USAGE);
+        out.println(usage);
         return 0;
       }
       err.println("prisme-chat: " + e.getMessage());
-      err.println(USAGE);
+      err.println(usage);
       return 2;
     }
-
     ManagedChannel channel;
     try {
       channel = channels.apply(o);
@@ -158,26 +183,8 @@ public final class PrismeChat {
       err.println("prisme-chat: " + e.getMessage());
       return 2;
     }
-    AtomicReference<Metadata> headers = new AtomicReference<>();
-    AtomicReference<Metadata> trailers = new AtomicReference<>();
     try {
-      ChatCompletionServiceGrpc.ChatCompletionServiceBlockingStub stub =
-          prepare(ChatCompletionServiceGrpc.newBlockingStub(channel), o, headers, trailers);
-      CreateChatCompletionRequest req = buildRequest(o);
-      try {
-        if (o.stream) {
-          callStream(stub, req, o, out, err, headers);
-        } else {
-          callUnary(stub, req, o, out, err);
-        }
-      } finally {
-        if (o.verbose) {
-          if (!o.stream || headers.get() != null) {
-            printMetadata(err, "header", headers.get());
-          }
-          printMetadata(err, "trailer", trailers.get());
-        }
-      }
+      body.call(channel, o);
       return 0;
     } catch (RuntimeException e) {
       printError(err, e);
@@ -188,6 +195,28 @@ public final class PrismeChat {
         channel.awaitTermination(5, TimeUnit.SECONDS);
       } catch (InterruptedException e) {
         Thread.currentThread().interrupt();
+      }
+    }
+  }
+
+  private static void chat(ManagedChannel channel, Options o, PrintStream out, PrintStream err) {
+    AtomicReference<Metadata> headers = new AtomicReference<>();
+    AtomicReference<Metadata> trailers = new AtomicReference<>();
+    ChatCompletionServiceGrpc.ChatCompletionServiceBlockingStub stub =
+        prepare(ChatCompletionServiceGrpc.newBlockingStub(channel), o, headers, trailers);
+    CreateChatCompletionRequest req = buildRequest(o);
+    try {
+      if (o.stream) {
+        callStream(stub, req, o, out, err, headers);
+      } else {
+        callUnary(stub, req, o, out, err);
+      }
+    } finally {
+      if (o.verbose) {
+        if (!o.stream || headers.get() != null) {
+          printMetadata(err, "header", headers.get());
+        }
+        printMetadata(err, "trailer", trailers.get());
       }
     }
   }

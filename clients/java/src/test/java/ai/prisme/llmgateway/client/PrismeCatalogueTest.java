@@ -21,25 +21,20 @@ import com.google.rpc.ErrorInfo;
 import io.grpc.Context;
 import io.grpc.Contexts;
 import io.grpc.Metadata;
-import io.grpc.Server;
 import io.grpc.ServerCall;
 import io.grpc.ServerCallHandler;
 import io.grpc.ServerInterceptor;
 import io.grpc.ServerInterceptors;
 import io.grpc.StatusRuntimeException;
 import io.grpc.inprocess.InProcessChannelBuilder;
-import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.StreamObserver;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.RegisterExtension;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 class PrismeCatalogueTest {
 
@@ -114,41 +109,18 @@ class PrismeCatalogueTest {
     }
   }
 
-  record Result(int code, String out, String err) {}
+  @RegisterExtension final InProcessServers servers = new InProcessServers();
 
-  private final List<Server> servers = new ArrayList<>();
-
-  @AfterEach
-  void stopServers() throws InterruptedException {
-    for (Server s : servers) {
-      s.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-    }
-  }
-
-  private Result run(FakeModels models, FakeEmbeddings embeddings, String... args) throws Exception {
-    String name = InProcessServerBuilder.generateName();
-    servers.add(
-        InProcessServerBuilder.forName(name)
-            .directExecutor()
-            .addService(models)
-            .addService(ServerInterceptors.intercept(embeddings, new MetadataInterceptor()))
-            .build()
-            .start());
-    ByteArrayOutputStream out = new ByteArrayOutputStream();
-    ByteArrayOutputStream err = new ByteArrayOutputStream();
-    int code =
-        PrismeChat.run(
-            args,
-            new PrintStream(out, true, StandardCharsets.UTF_8),
-            new PrintStream(err, true, StandardCharsets.UTF_8),
-            o -> InProcessChannelBuilder.forName(name).build());
-    return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+  private CliRun run(FakeModels models, FakeEmbeddings embeddings, String... args) throws Exception {
+    String name =
+        servers.start(models.bindService(), ServerInterceptors.intercept(embeddings, new MetadataInterceptor()));
+    return CliRun.of(o -> InProcessChannelBuilder.forName(name).build(), args);
   }
 
   @Test
   void modelsFollowsEveryPageWithItsFilters() throws Exception {
     FakeModels models = new FakeModels();
-    Result r =
+    CliRun r =
         run(models, new FakeEmbeddings(), "models", "--page-size", "2", "--type", "completion",
             "--tags", "eu, fast", "--model-ids=a/b,c:0", "--visible-only", "--enabled", "false",
             "--brand", "Anthropic", "--capability", "vision", "--search", "claude");
@@ -177,7 +149,7 @@ class PrismeCatalogueTest {
 
   @Test
   void modelsJsonIsOneLinePerPage() throws Exception {
-    Result r = run(new FakeModels(), new FakeEmbeddings(), "models", "--page-size", "3", "--json");
+    CliRun r = run(new FakeModels(), new FakeEmbeddings(), "models", "--page-size", "3", "--json");
     assertEquals(0, r.code(), r.err());
     String[] lines = r.out().split("\n");
     assertEquals(2, lines.length, r.out());
@@ -191,7 +163,7 @@ class PrismeCatalogueTest {
   @Test
   void embedPrintsOneLinePerInputAndTheUsage() throws Exception {
     FakeEmbeddings embeddings = new FakeEmbeddings();
-    Result r =
+    CliRun r =
         run(new FakeModels(), embeddings, "embed", "--model", "text-embedding-3-small", "--input", "Hello",
             "--input=big world", "--dimensions", "256", "--encoding-format", "base64", "--user", "u-1",
             "--api-key", "iak_secret", "--metadata", "x-correlation-id=c-1");
@@ -213,7 +185,7 @@ class PrismeCatalogueTest {
   @Test
   void embedJson() throws Exception {
     FakeEmbeddings embeddings = new FakeEmbeddings();
-    Result r = run(new FakeModels(), embeddings, "embed", "--model", "m", "--input", "abcd", "--json");
+    CliRun r = run(new FakeModels(), embeddings, "embed", "--model", "m", "--input", "abcd", "--json");
     assertEquals(0, r.code(), r.err());
     assertEquals("", r.err());
     CreateEmbeddingResponse.Builder resp = CreateEmbeddingResponse.newBuilder();
@@ -240,7 +212,7 @@ class PrismeCatalogueTest {
                                     .setDescription("use one of [256, 1536]"))
                             .build()))
                 .build());
-    Result r = run(new FakeModels(), embeddings, "embed", "--model", "m", "--input", "x");
+    CliRun r = run(new FakeModels(), embeddings, "embed", "--model", "m", "--input", "x");
     assertEquals(1, r.code());
     assertEquals("", r.out());
     assertEquals(
@@ -251,45 +223,38 @@ class PrismeCatalogueTest {
         r.err());
   }
 
-  @Test
-  void badArgumentsExitWithStatus2() {
-    String[][] cases = {
-      {"embed", "--input", "x"},
-      {"embed", "--model", "m"},
-      {"embed", "--model", "m", "--input", "x", "--dimensions", "-1"},
-      {"embed", "--model", "m", "--input", "x", "stray"},
-      {"models", "--enabled", "maybe"},
-      {"models", "--page-size", "-2"},
-      {"models", "--page-size", "many"},
-      {"models", "--prompt", "p"},
-    };
-    for (String[] args : cases) {
-      ByteArrayOutputStream err = new ByteArrayOutputStream();
-      int code =
-          PrismeChat.run(
-              args,
-              new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
-              new PrintStream(err, true, StandardCharsets.UTF_8),
-              o -> {
-                throw new AssertionError("no channel for bad arguments");
-              });
-      assertEquals(2, code, String.join(" ", args));
-      assertTrue(err.toString(StandardCharsets.UTF_8).startsWith("prisme-chat: "), String.join(" ", args));
-    }
+  /** A run that must not open a channel. */
+  private static CliRun runWithoutChannel(String... args) {
+    return CliRun.of(
+        o -> {
+          throw new AssertionError("no channel for " + String.join(" ", args));
+        },
+        args);
+  }
+
+  @ParameterizedTest
+  @ValueSource(
+      strings = {
+        "embed --input x",
+        "embed --model m",
+        "embed --model m --input x --dimensions -1",
+        "embed --model m --input x stray",
+        "models --enabled maybe",
+        "models --page-size -2",
+        "models --page-size many",
+        "models --prompt p",
+      })
+  void badArgumentsExitWithStatus2(String line) {
+    CliRun r = runWithoutChannel(line.split(" "));
+    assertEquals(2, r.code(), line);
+    assertTrue(r.err().startsWith("prisme-chat: "), r.err());
+    assertTrue(r.err().contains("usage: prisme-chat models"), r.err());
   }
 
   @Test
   void helpListsTheCommandsOptions() {
-    ByteArrayOutputStream out = new ByteArrayOutputStream();
-    int code =
-        PrismeChat.run(
-            new String[] {"models", "--help"},
-            new PrintStream(out, true, StandardCharsets.UTF_8),
-            new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
-            o -> {
-              throw new AssertionError("no channel for --help");
-            });
-    assertEquals(0, code);
-    assertTrue(out.toString(StandardCharsets.UTF_8).contains("--visible-only"));
+    CliRun r = runWithoutChannel("models", "--help");
+    assertEquals(0, r.code());
+    assertTrue(r.out().contains("--visible-only"), r.out());
   }
 }
