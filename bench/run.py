@@ -9,6 +9,8 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   mock (direct)    the mock over HTTP, bench/loadgen.py (aiohttp)   -> baseline B, the upstream ceiling
   bridge-aiohttp   `python -m bridge.cli serve --upstream-transport aiohttp --log-level WARNING` (the default)
   bridge-httpx     the same with --upstream-transport httpx (httpx's own httpcore transport)
+  bridge-observed  bridge-aiohttp with metrics and access logs on: --metrics-listen, --log-level INFO (JSON
+                   access line per call, written to the process's log file); tracing off in both
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
@@ -75,6 +77,7 @@ TARGETS = {
         Target("mock", "mock direct, HTTP (baseline B)", "http"),
         Target("bridge-aiohttp", "bridge, transport aiohttp", "grpc"),
         Target("bridge-httpx", "bridge, transport httpx", "grpc"),
+        Target("bridge-observed", "bridge, metrics + access logs", "grpc"),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
     )
 }
@@ -191,6 +194,12 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
         address = f"127.0.0.1:{workload.free_port()}"
         if key == "echo":
             cmd = [PY, str(BENCH / "echo_server.py"), "--listen", address, "--sample-from", mock.address]
+        elif key == "bridge-observed":
+            cmd = [
+                PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", mock.address,
+                "--upstream-transport", "aiohttp", "--log-level", "INFO",
+                "--metrics-listen", f"127.0.0.1:{workload.free_port()}",
+            ]  # fmt: skip
         elif key.startswith("bridge-"):
             cmd = [
                 PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", mock.address,
@@ -410,6 +419,7 @@ def compute_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
                 "bridge_aiohttp_vs_echo": ("bridge-aiohttp", "echo"),
                 "bridge_httpx_vs_echo": ("bridge-httpx", "echo"),
                 "bridge_httpx_vs_bridge_aiohttp": ("bridge-httpx", "bridge-aiohttp"),
+                "bridge_observed_vs_bridge_aiohttp": ("bridge-observed", "bridge-aiohttp"),
                 "ref_aiohttp_vs_bridge_aiohttp": ("ref-aiohttp", "bridge-aiohttp"),
                 "bridge_aiohttp_vs_mock_direct": ("bridge-aiohttp", "mock"),
                 "echo_vs_mock_direct": ("echo", "mock"),
@@ -421,7 +431,7 @@ def compute_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
     added: dict[str, Any] = {}
     mock1 = _find(results, "mock", "unary", 1)
     if mock1:
-        for target in ("echo", "bridge-aiohttp", "bridge-httpx", "ref-aiohttp"):
+        for target in ("echo", "bridge-aiohttp", "bridge-httpx", "bridge-observed", "ref-aiohttp"):
             r = _find(results, target, "unary", 1)
             if r:
                 added[target] = {

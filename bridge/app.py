@@ -1,8 +1,13 @@
 """The bridge as a process: its default parts built from `ServeSettings`, started, run until a signal.
 
-`build_bridge` is where the defaults live: the upstream client, the services, the interceptors. Each can be
-injected instead (tests, embedding the bridge in another program); what is not given is built from the
-settings. The server owns the upstream client it is given: stopping it closes the client.
+`build_bridge` is where the defaults live: the upstream client, the services, the interceptors, the
+metrics endpoint. Each can be injected instead (tests, embedding the bridge in another program); what is
+not given is built from the settings. The server owns the upstream client it is given: stopping it closes
+the client (and the metrics endpoint, after the calls in flight ended).
+
+`serve` runs one server until a signal, then drains: readiness NOT_SERVING for `--drain-delay` seconds
+while calls are still accepted (a second signal cuts the delay short), then a graceful stop within
+`--shutdown-grace`. With `--workers N` the CLI runs N of them under `bridge.workers`.
 """
 
 from __future__ import annotations
@@ -10,41 +15,70 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import TracebackType
 
 import grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import TracerProvider as AnyTracerProvider
+from prometheus_client import CollectorRegistry
 
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
-from bridge.http.transport import TransportSettings
+from bridge.http.tracing import TracedTransport
+from bridge.http.transport import HttpxTransport, TransportSettings, proxy_for
 from bridge.models.service import ModelService
 from bridge.rpc.interceptors import AccessLog, Interceptor
+from bridge.rpc.limits import ConcurrencyLimit
+from bridge.rpc.metrics import Metrics, serve_metrics
 from bridge.rpc.server import GrpcServer, Service, build_server
-from bridge.settings import AuthSettings, ServeSettings, UpstreamSettings, split_host_port
+from bridge.rpc.tls import CertificateFiles, server_credentials
+from bridge.rpc.tracing import Tracing, tracer_provider_from_env
+from bridge.settings import (
+    AuthSettings,
+    ServeSettings,
+    TlsSettings,
+    UpstreamSettings,
+    UpstreamTlsSettings,
+    split_host_port,
+)
 from bridge.upstream.errors import OPENAI_COMPATIBLE
-from bridge.upstream.headers import AuthPolicy
+from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
 
 __all__ = [
+    "StopSignals",
     "auth_policy",
     "build_bridge",
     "default_interceptors",
     "default_services",
+    "drain",
+    "header_policy",
+    "listener_credentials",
     "serve",
     "upstream_client",
-    "wait_for_signal",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def upstream_client(settings: UpstreamSettings) -> HttpClient:
-    """The upstream client `settings` describe, with the OpenAI-compatible error policy."""
+def upstream_client(
+    settings: UpstreamSettings,
+    tls: UpstreamTlsSettings | None = None,
+    *,
+    tracer_provider: AnyTracerProvider | None = None,
+) -> HttpClient:
+    """The upstream client `settings` describe, with the OpenAI-compatible error policy; its requests
+    carry trace context (a span each with `tracer_provider`)."""
+    tls = tls or UpstreamTlsSettings()
     transport = TransportSettings(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_connections=settings.max_connections,
         name=settings.transport,
+        ca_file=tls.ca_file,
+        client_cert=(tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None,
+        proxy=proxy_for(settings.url) if tls.trust_env else None,
     )
     http = HttpSettings(
         base_url=settings.url,
@@ -52,7 +86,8 @@ def upstream_client(settings: UpstreamSettings) -> HttpClient:
         max_body_bytes=settings.max_event_bytes,
         max_event_bytes=settings.max_event_bytes,
     )
-    return HttpClient(http, errors=OPENAI_COMPATIBLE)
+    traced = TracedTransport(HttpxTransport(transport), tracer_provider)
+    return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced)
 
 
 def auth_policy(settings: AuthSettings) -> AuthPolicy:
@@ -60,17 +95,45 @@ def auth_policy(settings: AuthSettings) -> AuthPolicy:
     return AuthPolicy(mode=settings.mode, api_key=api_key, api_key_header=settings.api_key_header)
 
 
+def header_policy(settings: ServeSettings) -> HeaderPolicy:
+    """What crosses between metadata and upstream headers: auth, and the reply headers returned."""
+    extra = tuple(name for name in settings.headers.response_headers if name not in RETURNED_HEADERS)
+    return HeaderPolicy(auth=auth_policy(settings.auth), returned=RETURNED_HEADERS + extra)
+
+
+def listener_credentials(settings: TlsSettings) -> grpc.ServerCredentials | None:
+    """TLS (mTLS with a client CA) credentials that follow the certificate files; None for plaintext.
+    Raises OSError if the files cannot be used."""
+    if settings.cert is None or settings.key is None:
+        return None
+    return server_credentials(CertificateFiles(settings.cert, settings.key, settings.client_ca))
+
+
 def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Service]:
-    auth = auth_policy(settings.auth)
+    headers = header_policy(settings)
     return [
-        ChatCompletionService(upstream, auth),
-        ModelService(upstream, auth),
-        EmbeddingService(upstream, auth),
+        ChatCompletionService(upstream, headers),
+        ModelService(upstream, headers),
+        EmbeddingService(upstream, headers),
     ]
 
 
-def default_interceptors(settings: ServeSettings) -> list[Interceptor]:
-    return [AccessLog()]
+def default_interceptors(
+    settings: ServeSettings,
+    *,
+    metrics_registry: CollectorRegistry | None = None,
+    tracer_provider: AnyTracerProvider | None = None,
+) -> list[Interceptor]:
+    """Outermost first: metrics into `metrics_registry` (if given; every call, refused ones included),
+    tracing (spans with `tracer_provider`, else trace context passed on), the access log, then the
+    concurrency limit, so a refused call is still counted, traced and logged."""
+    interceptors: list[Interceptor] = []
+    if metrics_registry is not None:
+        interceptors.append(Metrics(metrics_registry, max_models=settings.metrics.max_models))
+    interceptors += [Tracing(tracer_provider), AccessLog()]
+    if settings.limits.max_concurrent_rpcs is not None:
+        interceptors.append(ConcurrencyLimit(settings.limits.max_concurrent_rpcs))
+    return interceptors
 
 
 async def build_bridge(
@@ -80,49 +143,125 @@ async def build_bridge(
     services: Sequence[Service] | None = None,
     interceptors: Sequence[Interceptor] | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+    tracer_provider: AnyTracerProvider | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """The bridge, built but not started (`await server.start()`); None means the default part for
-    `settings`. Raises OSError if the listen address cannot be bound."""
-    client = upstream or upstream_client(settings.upstream)
+    `settings` (credentials: from the --tls-* files, if any). With `--metrics-listen` the metrics endpoint
+    is already serving `metrics_registry` (a new registry if None). `reuse_port`: one of several worker
+    processes on the same port. Raises OSError if an address cannot be bound or a TLS file used."""
+    credentials = credentials or listener_credentials(settings.tls)
+    listen = settings.metrics.listen
+    registry = metrics_registry if metrics_registry is not None or listen is None else CollectorRegistry()
+    endpoint = await serve_metrics(listen, registry) if listen is not None and registry is not None else None
+    client = upstream or upstream_client(
+        settings.upstream, settings.upstream_tls, tracer_provider=tracer_provider
+    )
     try:
         server = build_server(
             settings.server,
             services=default_services(settings, client) if services is None else services,
-            interceptors=default_interceptors(settings) if interceptors is None else interceptors,
+            interceptors=default_interceptors(
+                settings, metrics_registry=registry, tracer_provider=tracer_provider
+            )
+            if interceptors is None
+            else interceptors,
             credentials=credentials,
+            limits=settings.limits,
+            health_listen=settings.lifecycle.health_listen,
+            reuse_port=reuse_port,
         )
     except BaseException:
         if upstream is None:
             await client.aclose()
+        if endpoint is not None:
+            await endpoint.close()
         raise
     server.on_stop.append(client.aclose)
+    if endpoint is not None:
+        log.info("metrics at %s", endpoint.url)
+        server.on_stop.append(endpoint.close)
     return server
 
 
-async def serve(settings: ServeSettings) -> None:
-    """Runs the bridge until SIGTERM or SIGINT, then shuts down gracefully."""
-    server = await build_bridge(settings)
-    await server.start()
-    host, _ = split_host_port(settings.server.listen)
-    log.info(
-        "bridge listening on %s:%d, upstream %s (/chat/completions, /models, /embeddings)",
-        host,
-        server.port,
-        settings.upstream.url,
-    )
-    await wait_for_signal()
+async def serve(
+    settings: ServeSettings, *, reuse_port: bool = False, on_ready: Callable[[], object] | None = None
+) -> None:
+    """Runs the bridge until SIGTERM or SIGINT, then drains and shuts down gracefully. `on_ready` is
+    called once it serves (a worker tells its supervisor). Tracing is configured by the standard OTEL_*
+    variables (bridge.rpc.tracing); raises TracingConfigError if they name no exporter."""
+    async with StopSignals() as signals:  # before anything says "listening": a signal then stops it cleanly
+        tracer_provider = tracer_provider_from_env()
+        server = await build_bridge(settings, tracer_provider=tracer_provider, reuse_port=reuse_port)
+        if tracer_provider is not None:
+            server.on_stop.append(lambda: _flush_spans(tracer_provider))
+            log.info("tracing on: spans exported as OTEL_* variables configure")
+        await server.start()
+        _log_listening(settings, server)
+        if on_ready is not None:
+            on_ready()
+        await signals.wait()
+        await drain(server, settings.lifecycle.drain_delay, signals)
     log.info("shutting down (grace %.0f s)", settings.server.shutdown_grace)
     await server.stop()
 
 
-async def wait_for_signal() -> None:
-    """Returns on the first SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+async def _flush_spans(provider: TracerProvider) -> None:
+    await asyncio.to_thread(provider.shutdown)  # exports what is buffered; may wait on the collector
+
+
+async def drain(server: GrpcServer, delay: float, signals: StopSignals) -> None:
+    """Readiness NOT_SERVING, calls still accepted, for `delay` seconds or until the next signal."""
+    await server.begin_drain()
+    if delay > 0:
+        log.info("draining: readiness NOT_SERVING, calls still accepted for %.1f s", delay)
+        if await signals.wait(within=delay):
+            log.info("drain delay cut short by a second signal")
+
+
+def _log_listening(settings: ServeSettings, server: GrpcServer) -> None:
+    host, _ = split_host_port(settings.server.listen)
+    tls = settings.tls
+    security = "plaintext" if tls.cert is None else "mTLS" if tls.client_ca is not None else "TLS"
+    health = "" if server.health_port is None else f", health (plaintext) on port {server.health_port}"
+    log.info(
+        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings)",
+        host,
+        server.port,
+        security,
+        health,
+        settings.upstream.url,
+    )
+
+
+class StopSignals:
+    """SIGTERM and SIGINT as awaitable events while the context is open; outside it, their default
+    behaviour is back (a signal after the drain stops the process at once)."""
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._received = asyncio.Event()
+
+    async def wait(self, within: float | None = None) -> bool:
+        """True on the next signal, False if `within` seconds pass first."""
+        try:
+            await asyncio.wait_for(self._received.wait(), within)
+        except TimeoutError:
+            return False
+        self._received.clear()
+        return True
+
+    async def __aenter__(self) -> StopSignals:
+        loop = asyncio.get_running_loop()
+        for sig in self._SIGNALS:
+            loop.add_signal_handler(sig, self._received.set)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._SIGNALS:
             loop.remove_signal_handler(sig)

@@ -17,6 +17,8 @@ from typing import Literal, get_args, get_origin
 from pydantic import SecretStr, ValidationError
 
 from bridge import __version__
+from bridge.logs import setup_logging
+from bridge.rpc.tracing import TracingConfigError
 from bridge.settings import (
     CommandSettings,
     DevSettings,
@@ -32,6 +34,7 @@ from bridge.settings import (
 __all__ = ["flag_table", "main"]
 
 PROG = "prisme-bridge"
+_WITH_THE_MOCK = ("mock-gateway", "dev")
 _COMMANDS: dict[str, tuple[type[CommandSettings], str]] = {
     "serve": (ServeSettings, "run the gRPC bridge in front of an OpenAI-compatible upstream"),
     "mock-gateway": (MockGatewaySettings, "run the mock LLM gateway (JSON + SSE, scripted by model name)"),
@@ -40,25 +43,38 @@ _COMMANDS: dict[str, tuple[type[CommandSettings], str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    parser, commands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would show the top-level usage; the command's own is the useful one
+        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "list_models", False):
+        from bridge.mock_gateway import scripted_models
+
+        print(scripted_models())
+        return 0
     model, _ = _COMMANDS[args.command]
     try:
         settings = load(model, vars(args))
     except ValidationError as exc:
         print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    _setup_logging(settings.logging.level)
+    setup_logging(settings.logging.level, settings.logging.format)
+    for warning in settings.warnings():
+        logging.getLogger("bridge.cli").warning("%s", warning)
     try:
+        if isinstance(settings, ServeSettings) and settings.lifecycle.workers > 1:
+            from bridge.workers import run_workers  # forks: before any event loop or gRPC object
+
+            return run_workers(settings)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run(args.command, settings))
-    except OSError as exc:  # e.g. a listen address already in use
+    except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="gRPC bridge for the Prisme.ai LLM gateway and other OpenAI-compatible chat-completions "
@@ -66,25 +82,34 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers: dict[str, argparse.ArgumentParser] = {}
     for name, (model, summary) in _COMMANDS.items():
-        sub = commands.add_parser(name, help=summary, description=summary)
+        sub = subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+        if name in _WITH_THE_MOCK:
+            sub.add_argument(
+                "--list-models", action="store_true", help="print the mock's scripted models and exit"
+            )
         groups: dict[str, argparse._ArgumentGroup] = {}
         for field in flat_fields(model):
             if field.group not in groups:
                 groups[field.group] = sub.add_argument_group(f"{group_title(model, field.group)} options")
+            aliases = f"; also {', '.join(field.flag_aliases)}" if field.flag_aliases else ""
             groups[field.group].add_argument(
                 field.flag,
+                *field.flag_aliases,
                 dest=field.name,
                 metavar=_metavar(field),
-                help=f"{field.info.description} (env {field.env}; {default_text(field)})",
+                help=f"{field.info.description} (env {field.env}; {default_text(field)}{aliases})",
             )
-    return parser
+    return parser, subparsers
 
 
 def _metavar(field: FlatField) -> str:
     """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
     if get_origin(field.info.annotation) is Literal:
         return "{" + ",".join(str(choice) for choice in get_args(field.info.annotation)) + "}"
+    if field.info.annotation is bool:
+        return "{true,false}"
     return field.name.upper()
 
 
@@ -104,7 +129,8 @@ def flag_table(command: str) -> str:
         if field.info.default is None:
             default = "none"
         meaning = (field.info.description or "").replace("|", "\\|")
-        rows.append(f"| `{field.flag}` | `{field.env}` | {default} | {meaning} |")
+        flags = ", ".join(f"`{flag}`" for flag in (field.flag, *field.flag_aliases))
+        rows.append(f"| {flags} | `{field.env}` | {default} | {meaning} |")
     return "\n".join(rows)
 
 
@@ -112,8 +138,11 @@ def _one_line(exc: ValidationError) -> str:
     """`--flag / BRIDGE_FLAG: problem (got 'value')` for each error, secrets never echoed."""
     problems = []
     for error in exc.errors():
-        name = str(error["loc"][-1]) if error["loc"] else "settings"
         text = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across settings, worded by us with the flags it names
+            problems.append(text)
+            continue
+        name = str(error["loc"][-1])
         value = error.get("input")
         # Our own validators word their messages (safely); keys and URLs may hold secrets.
         hidden = error["type"] in ("missing", "value_error") or "key" in name or "url" in name
@@ -124,24 +153,24 @@ def _one_line(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-
-
 async def _run(command: str, settings: CommandSettings) -> None:
     if isinstance(settings, ServeSettings):
         from bridge.app import serve
 
         await serve(settings)
     elif isinstance(settings, MockGatewaySettings):
-        from bridge.app import wait_for_signal
-        from bridge.mock_gateway import serve_forever
+        from bridge.app import StopSignals
+        from bridge.dev import start_mock
 
         host, port = split_host_port(settings.mock.listen)
         key = settings.mock.require_api_key.get_secret_value() if settings.mock.require_api_key else None
-        await serve_forever(host, port, require_api_key=key, until=wait_for_signal)
+        async with StopSignals() as signals:
+            mock = await start_mock(host, port, require_api_key=key)
+            logging.getLogger("bridge.mock_gateway").info("mock gateway listening on %s", mock.url)
+            try:
+                await signals.wait()
+            finally:
+                await mock.close()
     elif isinstance(settings, DevSettings):
         from bridge.dev import run_dev
 

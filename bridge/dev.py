@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import shlex
 
-from bridge.app import build_bridge, wait_for_signal
+from bridge.app import StopSignals, build_bridge
 from bridge.chat.service import SERVICE_NAME
 from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
-from bridge.mock_gateway import start_mock_gateway
+from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
+from bridge.rpc.server import unbindable
 from bridge.settings import DevSettings, ServeSettings, split_host_port
 
 __all__ = ["run_dev", "try_commands"]
@@ -45,20 +46,45 @@ def try_commands(address: str) -> list[str]:
     ]
 
 
+async def start_mock(host: str, port: int, *, require_api_key: str | None = None) -> MockGateway:
+    """The mock gateway on host:port; an address it cannot listen on is one clear OSError."""
+    problem = unbindable(host, port)
+    if problem is None:
+        try:
+            return await start_mock_gateway(host, port, require_api_key=require_api_key)
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    raise OSError(f"cannot listen on {host}:{port} (--mock-listen / BRIDGE_MOCK_LISTEN): {problem}")
+
+
 async def run_dev(settings: DevSettings) -> None:
     """Runs mock gateway + bridge until SIGINT/SIGTERM."""
     mock_host, mock_port = split_host_port(settings.servers.mock_listen)
-    mock = await start_mock_gateway(mock_host, mock_port)
-    try:
-        serve = ServeSettings.model_validate(
-            {"listen": settings.servers.listen, "upstream_url": mock.base_url, "logging": settings.logging}
-        )
-        bridge = await build_bridge(serve)
-        await bridge.start()
-        host, _ = split_host_port(settings.servers.listen)
-        address = f"{host}:{bridge.port}"
-        lines = [
-            f"mock gateway: {mock.base_url}  (models: see `pydoc bridge.mock_gateway`)",
+    async with StopSignals() as signals:
+        mock = await start_mock(mock_host, mock_port)
+        try:
+            serve = ServeSettings.model_validate(
+                {
+                    "listen": settings.servers.listen,
+                    "upstream_url": mock.base_url,
+                    "log_level": settings.logging.level,
+                    "log_format": settings.logging.format,
+                }
+            )
+            bridge = await build_bridge(serve)
+            await bridge.start()
+            host, _ = split_host_port(settings.servers.listen)
+            print(_banner(mock, f"{host}:{bridge.port}"), flush=True)
+            await signals.wait()
+            await bridge.stop(grace=1.0)
+        finally:
+            await mock.close()
+
+
+def _banner(mock: MockGateway, address: str) -> str:
+    return "\n".join(
+        [
+            f"mock gateway: {mock.base_url}  (models: `prisme-bridge mock-gateway --list-models`)",
             f"bridge:       {address}  (upstream {mock.base_url}: /chat/completions, /models, /embeddings)",
             "",
             "Try:",
@@ -66,8 +92,4 @@ async def run_dev(settings: DevSettings) -> None:
             "",
             "Ctrl-C stops both.",
         ]
-        print("\n".join(lines), flush=True)
-        await wait_for_signal()
-        await bridge.stop(grace=1.0)
-    finally:
-        await mock.close()
+    )

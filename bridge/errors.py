@@ -14,13 +14,17 @@ Hierarchy::
 An error owns its whole status: code, message, details (``grpc-status-details-bin``) and trailers (the
 upstream's correlation id). Who builds errors from upstream replies: ``bridge.upstream.errors`` (error
 documents, in-stream events) and the transport's exception map (``bridge.http.transport_errors``).
+
+The error contract callers match on (AIP-193; docs/errors.md, pinned by tests): every status carries an
+``ErrorInfo`` whose ``domain`` is `DOMAIN`, whose ``reason`` is one of `Reason`, and whose metadata keys are
+among `Key` (lowerCamelCase); the upstream's own words (its error code, type, host) are metadata values.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import Any, ClassVar, Final
 
 import grpc
@@ -32,9 +36,12 @@ from grpc_status import rpc_status
 from bridge.redaction import MAX_METADATA_BYTES, clean, clean_optional, truncate
 
 __all__ = [
+    "DOMAIN",
     "BridgeError",
     "FieldViolation",
     "InvalidRequestError",
+    "Key",
+    "Reason",
     "UpstreamError",
     "UpstreamHTTPError",
     "UpstreamProtocolError",
@@ -44,15 +51,61 @@ __all__ = [
     "bad_request",
     "deadline_exceeded",
     "error_info",
+    "internal_error",
     "invalid_request",
     "protocol_error",
-    "reason_from",
     "retry_info",
     "summarise",
 ]
 
 Code = grpc.StatusCode
 FieldViolation = tuple[str, str]  # (field path, what is wrong and how to fix it)
+
+# ErrorInfo.domain of every error: the bridge's API, whatever upstream is behind it (that is `upstreamHost`).
+DOMAIN: Final = "grpc-bridge.prisme.ai"
+
+
+class Reason(StrEnum):
+    """Every ErrorInfo.reason the bridge sends. Stable: add, never rename (docs/errors.md says when each)."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"
+    INTERNAL = "INTERNAL"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    OVERLOADED = "OVERLOADED"
+    UPSTREAM_INVALID_REQUEST = "UPSTREAM_INVALID_REQUEST"
+    UPSTREAM_UNAUTHENTICATED = "UPSTREAM_UNAUTHENTICATED"
+    UPSTREAM_PERMISSION_DENIED = "UPSTREAM_PERMISSION_DENIED"
+    UPSTREAM_NOT_FOUND = "UPSTREAM_NOT_FOUND"
+    UPSTREAM_RATE_LIMITED = "UPSTREAM_RATE_LIMITED"
+    UPSTREAM_QUOTA_EXCEEDED = "UPSTREAM_QUOTA_EXCEEDED"
+    UPSTREAM_CONTEXT_LENGTH_EXCEEDED = "UPSTREAM_CONTEXT_LENGTH_EXCEEDED"
+    UPSTREAM_CONTENT_FILTERED = "UPSTREAM_CONTENT_FILTERED"
+    UPSTREAM_PAYLOAD_TOO_LARGE = "UPSTREAM_PAYLOAD_TOO_LARGE"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
+    UPSTREAM_ERROR = "UPSTREAM_ERROR"
+    UPSTREAM_INVALID_RESPONSE = "UPSTREAM_INVALID_RESPONSE"
+    UPSTREAM_RESPONSE_TOO_LARGE = "UPSTREAM_RESPONSE_TOO_LARGE"
+    UPSTREAM_STREAM_TRUNCATED = "UPSTREAM_STREAM_TRUNCATED"
+    UPSTREAM_STREAM_INCOMPLETE = "UPSTREAM_STREAM_INCOMPLETE"
+    UPSTREAM_UNREACHABLE = "UPSTREAM_UNREACHABLE"
+    UPSTREAM_CONNECTION_LOST = "UPSTREAM_CONNECTION_LOST"
+    UPSTREAM_POOL_EXHAUSTED = "UPSTREAM_POOL_EXHAUSTED"
+    UPSTREAM_FILTER_UNSUPPORTED = "UPSTREAM_FILTER_UNSUPPORTED"
+
+
+class Key(StrEnum):
+    """Every ErrorInfo.metadata key the bridge sends (lowerCamelCase, AIP-193). Stable: add, never rename."""
+
+    HTTP_STATUS = "httpStatus"  # the upstream's HTTP status, when it answered with one
+    CORRELATION_ID = "correlationId"  # the upstream's id of the request (also the x-correlation-id trailer)
+    UPSTREAM_HOST = "upstreamHost"  # the host the bridge called
+    UPSTREAM_CODE = "upstreamCode"  # the upstream's own error code, verbatim ("rate_limit_exceeded", "400")
+    UPSTREAM_TYPE = "upstreamType"  # the upstream's error type ("invalid_request_error", "BadRequestError")
+    UPSTREAM_PARAM = "upstreamParam"  # the request parameter the upstream blamed
+    UPSTREAM_DETAILS = "upstreamDetails"  # the upstream's details object, compact JSON
+    CAUSE = "cause"  # what the network said: "connection refused", "name resolution failed", ...
+
 
 # The status message: upstream text (redaction.MAX_TEXT_BYTES) plus the bridge's "upstream HTTP 429: ".
 _MAX_STATUS_MESSAGE_BYTES: Final = 1280
@@ -123,7 +176,10 @@ class InvalidRequestError(BridgeError):
 
     def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
         self.violations = tuple(violations)
-        super().__init__(message, details=[bad_request(self.violations)] if self.violations else [])
+        details: list[Message] = [error_info(Reason.INVALID_REQUEST, {})]
+        if self.violations:
+            details.append(bad_request(self.violations))
+        super().__init__(message, details=details)
 
 
 class UpstreamError(BridgeError):
@@ -183,26 +239,34 @@ class UpstreamTimeoutError(UpstreamError):
 def protocol_error(
     message: str,
     *,
-    domain: str,
-    reason: str,
+    host: str,
+    reason: Reason,
     correlation_id: str | None = None,
     code: grpc.StatusCode = Code.INTERNAL,
 ) -> UpstreamProtocolError:
-    """An UpstreamProtocolError with its ErrorInfo; ``reason`` like "TRUNCATED_STREAM", "INVALID_JSON"."""
+    """An UpstreamProtocolError: the upstream's reply could not be understood."""
     correlation_id = clean_optional(correlation_id)
-    info = error_info(reason_from(reason) or "PROTOCOL_ERROR", domain, {"correlation_id": correlation_id})
+    info = error_info(reason, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamProtocolError(
         f"upstream protocol error: {clean(message)}", code=code, details=[info], correlation_id=correlation_id
     )
 
 
-def deadline_exceeded(correlation_id: str | None = None) -> UpstreamTimeoutError:
+def deadline_exceeded(host: str, correlation_id: str | None = None) -> UpstreamTimeoutError:
     """The call's deadline passed while the bridge waited for the upstream."""
+    correlation_id = clean_optional(correlation_id)
+    info = error_info(Reason.DEADLINE_EXCEEDED, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamTimeoutError(
         "upstream did not answer within the call's deadline",
         code=Code.DEADLINE_EXCEEDED,
+        details=[info],
         correlation_id=correlation_id,
     )
+
+
+def internal_error(message: str = "internal error in the bridge; see its logs") -> BridgeError:
+    """INTERNAL, for what is the bridge's own fault; the message says nothing of the cause."""
+    return BridgeError(message, details=[error_info(Reason.INTERNAL, {})])
 
 
 def invalid_request(violations: Sequence[FieldViolation], message: str | None = None) -> InvalidRequestError:
@@ -235,10 +299,10 @@ def bad_request(violations: Sequence[FieldViolation]) -> error_details_pb2.BadRe
     )
 
 
-def error_info(reason: str, domain: str, metadata: Mapping[str, str | None]) -> error_details_pb2.ErrorInfo:
-    """An ErrorInfo; metadata entries without a value are left out."""
-    kept = {key: value for key, value in metadata.items() if value}
-    return error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=kept)
+def error_info(reason: Reason, metadata: Mapping[Key, str | None]) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo of the contract; metadata entries without a value are left out."""
+    kept = {str(key): value for key, value in metadata.items() if value}
+    return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=kept)
 
 
 def retry_info(delay_s: float) -> error_details_pb2.RetryInfo:
@@ -246,17 +310,3 @@ def retry_info(delay_s: float) -> error_details_pb2.RetryInfo:
     delay = duration_pb2.Duration()
     delay.FromMilliseconds(math.ceil(min(delay_s, _MAX_RETRY_DELAY_S) * 1000))
     return error_details_pb2.RetryInfo(retry_delay=delay)
-
-
-_CAMEL_BOUNDARY: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_NON_ALNUM: Final = re.compile(r"[^A-Za-z0-9]+")
-_REASON: Final = re.compile(r"[A-Z][A-Z0-9_]+[A-Z0-9]")  # what ErrorInfo.reason must match
-
-
-def reason_from(value: str | None) -> str | None:
-    """`value` as an ErrorInfo reason ("BadRequestError" -> "BAD_REQUEST_ERROR"), or None if it can't be."""
-    if not value:
-        return None
-    snake = _NON_ALNUM.sub("_", _CAMEL_BOUNDARY.sub("_", value)).strip("_").upper()
-    snake = snake[:63].rstrip("_")
-    return snake if _REASON.fullmatch(snake) else None

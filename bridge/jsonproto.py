@@ -80,11 +80,7 @@ _SCALAR, _MESSAGE, _STRUCT_KIND = range(3)
 
 class ReplyShapeError(Exception):
     """An upstream reply that is not the JSON document expected (not a mistyped key, which `extra` keeps,
-    but a shape nothing can be made of); `reason` like "UNEXPECTED_REPLY", for ErrorInfo."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    but a shape nothing can be made of); the message says what is wrong."""
 
 
 class JsonMapping:

@@ -9,17 +9,32 @@ README its table from `flat_fields`, so `--help`, the env var names and validati
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.transport import TransportName
+from bridge.upstream.headers import check_returned_header
 
 __all__ = [
     "ENV_PREFIX",
@@ -27,12 +42,19 @@ __all__ = [
     "CommandSettings",
     "DevSettings",
     "FlatField",
+    "HeadersSettings",
+    "LifecycleSettings",
+    "LimitsSettings",
     "LoggingSettings",
+    "MetricsSettings",
     "MockGatewaySettings",
     "MockSettings",
+    "ServeLoggingSettings",
     "ServeSettings",
     "ServerSettings",
+    "TlsSettings",
     "UpstreamSettings",
+    "UpstreamTlsSettings",
     "flat_fields",
     "group_title",
     "load",
@@ -55,6 +77,11 @@ def _check_listen(value: str) -> str:
     return value
 
 
+# A DNS name (labels of letters, digits, "-", "_"), or an IPv4 address; IPv6 comes in brackets.
+_LABEL: Final = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+_HOSTNAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
 def _check_upstream_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -63,7 +90,38 @@ def _check_upstream_url(value: str) -> str:
         raise ValueError("must not carry credentials: use --api-key")
     if parts.query or parts.fragment:
         raise ValueError("must not have a query string or fragment")
+    if any(char.isspace() for char in value):
+        raise ValueError(f"must not contain white space, got {_shown_url(value)!r}")
+    if not _valid_host(parts.hostname, bracketed=parts.netloc.rpartition("@")[2].startswith("[")):
+        raise ValueError(f"{parts.hostname!r} is not a host name or IP address")
+    try:
+        parts.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        raise ValueError(f"has an invalid port, got {_shown_url(value)!r}") from None
     return value.rstrip("/")
+
+
+def _valid_host(host: str, *, bracketed: bool) -> bool:
+    if bracketed:
+        try:
+            return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+    return _HOSTNAME.fullmatch(host) is not None
+
+
+def _same_address(listen: str, url: str) -> bool:
+    host, port = split_host_port(listen)
+    parts = urlsplit(url)
+    url_port = parts.port or (443 if parts.scheme == "https" else 80)
+    same_host = host.strip("[]") == parts.hostname or (
+        host in ("0.0.0.0", "[::]") and _loopback(parts.hostname)
+    )
+    return port != 0 and port == url_port and same_host
+
+
+def _loopback(host: str | None) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1")
 
 
 def _shown_url(value: str) -> str:
@@ -76,6 +134,8 @@ def _shown_url(value: str) -> str:
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 UpstreamUrl = Annotated[str, AfterValidator(_check_upstream_url)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
+_MiB = 1024 * 1024
 
 
 class _Group(BaseModel):
@@ -158,17 +218,205 @@ class AuthSettings(_Group):
     )
 
 
+def _header_names(value: object) -> object:
+    # A comma-separated list, from a flag or an environment variable; each name checked as metadata.
+    if isinstance(value, str):
+        value = [name for name in value.split(",") if name.strip()]
+    if isinstance(value, list | tuple):
+        return tuple(check_returned_header(str(name)) for name in value)
+    return value
+
+
+HeaderNames = Annotated[tuple[str, ...], BeforeValidator(_header_names)]
+
+
+class HeadersSettings(_Group):
+    title = "metadata"
+
+    response_headers: HeaderNames = Field(
+        (),
+        alias="response_headers",
+        description="more upstream reply headers to return as gRPC metadata, comma-separated (the ids, "
+        "rate-limit and timing headers of the Prisme gateway, OpenAI, vLLM and LiteLLM always are)",
+    )
+
+
+class LimitsSettings(_Group):
+    title = "limits and load shedding"
+
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=1,
+        alias="max_concurrent_rpcs",
+        description="calls served at once (a stream counts until it ends); one more fails at once with "
+        "RESOURCE_EXHAUSTED, never queued; health and reflection are exempt; unset: no limit",
+    )
+    max_receive_message_bytes: int = Field(
+        64 * _MiB,
+        ge=1024,
+        alias="max_receive_message_bytes",
+        description="largest request message accepted, bytes (images travel as data: URLs)",
+    )
+    max_send_message_bytes: int = Field(
+        64 * _MiB, ge=1024, alias="max_send_message_bytes", description="largest response message sent, bytes"
+    )
+    max_connection_age: float | None = Field(
+        None,
+        gt=0,
+        alias="max_connection_age",
+        description="seconds after which a client connection is asked to go away (GOAWAY, with up to "
+        "10 percent jitter), so clients reconnect and rebalance behind L4 load balancers; unset: never",
+    )
+    max_connection_age_grace: float | None = Field(
+        None,
+        ge=0,
+        alias="max_connection_age_grace",
+        description="seconds calls in flight on such a connection still get before it is closed; "
+        "unset: as long as they take",
+    )
+
+
+class MetricsSettings(_Group):
+    title = "metrics"
+
+    listen: ListenAddress | None = Field(
+        default=None,  # no endpoint, and no metrics recorded
+        alias="metrics_listen",
+        description="serve Prometheus metrics at http://HOST:PORT/metrics; unset: no metrics endpoint",
+    )
+    max_models: int = Field(
+        default=100,
+        ge=0,  # 0: every model is "other"
+        alias="metrics_max_models",
+        description="model label values kept (models the upstream answered with a 2xx, first come); "
+        'later models are counted as model="other"',
+    )
+
+
+class _CertificateAndKey(_Group):
+    """A group with a certificate file and its key file: both set, or neither."""
+
+    pair: ClassVar[tuple[str, str]]  # the attributes of the certificate and of its key
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_always_checked(cls, data: Any) -> Any:
+        # An absent key is given as None, so the validator below runs and reports it under its flat name
+        # (a default checked with validate_default would be reported by attribute name).
+        key = cls.pair[1]
+        alias = cls.model_fields[key].alias
+        if isinstance(data, Mapping) and key not in data and alias not in data:
+            return {**data, alias: None}
+        return data
+
+    @field_validator("*")
+    @classmethod
+    def _key_with_its_certificate(cls, value: Any, info: ValidationInfo) -> Any:
+        cert, key = cls.pair
+        # a certificate that is itself invalid is missing from info.data: that error is the one reported
+        if info.field_name == key and cert in info.data and (value is None) != (info.data[cert] is None):
+            flags = [f"--{cls.model_fields[name].alias}".replace("_", "-") for name in cls.pair]
+            raise ValueError(f"{flags[0]} and {flags[1]} go together")
+        return value
+
+
+class TlsSettings(_CertificateAndKey):
+    title = "TLS on the gRPC listener"
+    pair = ("cert", "key")
+
+    cert: FilePath | None = Field(
+        None,
+        alias="tls_cert",
+        description="PEM certificate chain of the gRPC listener (with --tls-key: TLS instead of plaintext); "
+        "re-read when the file changes",
+    )
+    key: FilePath | None = Field(None, alias="tls_key", description="PEM private key of --tls-cert")
+    client_ca: FilePath | None = Field(
+        None,
+        alias="tls_client_ca",
+        description="PEM CA bundle: when set, every client must present a certificate it signed (mTLS)",
+    )
+
+    @field_validator("client_ca")
+    @classmethod
+    def _client_ca_with_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert", "invalid") is None:
+            raise ValueError("mTLS needs TLS: set --tls-cert and --tls-key too")
+        return value
+
+
+class UpstreamTlsSettings(_CertificateAndKey):
+    title = "upstream TLS and proxies"
+
+    ca_file: FilePath | None = Field(
+        None,
+        alias="upstream_ca_file",
+        description="PEM CA bundle that signs the upstream's certificate (a private CA), instead of the "
+        "public CAs (certifi)",
+    )
+    # For an upstream that wants mTLS:
+    pair = ("client_cert", "client_key")
+    client_cert: FilePath | None = Field(
+        None, alias="upstream_client_cert", description="PEM client certificate chain for an mTLS upstream"
+    )
+    client_key: FilePath | None = Field(
+        None, alias="upstream_client_key", description="PEM private key of --upstream-client-cert"
+    )
+    trust_env: bool = Field(
+        False,
+        alias="upstream_trust_env",
+        description="honour HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY for the upstream (otherwise "
+        "the environment is ignored)",
+    )
+
+
+class LifecycleSettings(_Group):
+    title = "processes, health and drain"
+
+    workers: int = Field(
+        1, ge=1, le=64, alias="workers", description="processes sharing the port (SO_REUSEPORT), one per core"
+    )
+    drain_delay: float = Field(
+        0.0,
+        ge=0,
+        alias="drain_delay",
+        description="seconds between SIGTERM and the stop during which readiness reports NOT_SERVING "
+        "while calls are still accepted (then --shutdown-grace applies)",
+    )
+    health_listen: ListenAddress | None = Field(
+        None,
+        alias="health_listen",
+        description="extra plaintext HOST:PORT serving only grpc.health.v1 (Kubernetes gRPC probes "
+        "when the listener is TLS)",
+    )
+
+
 class LoggingSettings(_Group):
     title = "logging"
 
     level: LogLevel = Field("INFO", alias="log_level", description="log level")
+    format: LogFormat = Field(
+        "text", alias="log_format", description="text (for people) or json (one object per line)"
+    )
+
+
+class ServeLoggingSettings(LoggingSettings):
+    """`serve` logs JSON by default: it runs under a log collector."""
+
+    format: LogFormat = Field(
+        "json", alias="log_format", description="json (one object per line) or text (for people)"
+    )
 
 
 class MockSettings(_Group):
     title = "mock gateway"
 
+    # Its own name, not BRIDGE_LISTEN: a shell that configures `serve` must not move the mock as well.
     listen: ListenAddress = Field(
-        "127.0.0.1:8080", alias="listen", description="HTTP listen address HOST:PORT"
+        "127.0.0.1:8080",
+        alias="mock_listen",
+        description="HTTP listen address HOST:PORT of the mock gateway",
+        json_schema_extra={"flag_aliases": ["--listen"]},
     )
     require_api_key: SecretStr | None = Field(
         None, alias="require_api_key", description="answer 401 unless requests carry this key"
@@ -207,6 +455,13 @@ class FlatField:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def flag_aliases(self) -> list[str]:
+        """Other spellings of the flag kept for compatibility (no env var of their own)."""
+        extra = self.info.json_schema_extra
+        aliases = extra.get("flag_aliases", []) if isinstance(extra, dict) else []
+        return [str(alias) for alias in aliases] if isinstance(aliases, list) else []
+
+    @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
@@ -217,6 +472,10 @@ class CommandSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     logging: LoggingSettings = LoggingSettings()  # every command's; listed after the command's own
+
+    def warnings(self) -> list[str]:
+        """Settings that work, but not as their author probably meant (logged at start)."""
+        return []
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +500,38 @@ class ServeSettings(CommandSettings):
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings
     auth: AuthSettings = AuthSettings()
+    headers: HeadersSettings = HeadersSettings()
+    limits: LimitsSettings = LimitsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tls: TlsSettings = TlsSettings()
+    upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    logging: ServeLoggingSettings = ServeLoggingSettings()
+
+    @model_validator(mode="after")
+    def _settings_that_cannot_work(self) -> ServeSettings:
+        if self.auth.mode == "fixed" and self.auth.api_key is None:
+            raise ValueError(
+                "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
+                "every upstream request would go without credentials"
+            )
+        if _same_address(self.server.listen, self.upstream.url):
+            raise ValueError(
+                "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
+                "it would call itself"
+            )
+        return self
+
+    def warnings(self) -> list[str]:
+        """Settings that work, but not as their author probably meant."""
+        found = []
+        if self.auth.mode == "none" and self.auth.api_key is not None:
+            found.append(
+                "--api-key / BRIDGE_API_KEY is ignored with --auth-mode none: no credentials are sent"
+            )
+        if self.auth.api_key is None and self.auth.api_key_header != "authorization":
+            found.append("--api-key-header / BRIDGE_API_KEY_HEADER has no effect without --api-key")
+        return found
 
 
 class MockGatewaySettings(CommandSettings):
@@ -253,6 +544,13 @@ class DevSettings(CommandSettings):
     """Settings of `prisme-bridge dev` (mock gateway + bridge in one process)."""
 
     servers: DevServersSettings = DevServersSettings()
+
+    @model_validator(mode="after")
+    def _distinct_addresses(self) -> DevSettings:
+        listen, mock = (split_host_port(a) for a in (self.servers.listen, self.servers.mock_listen))
+        if listen == mock and listen[1] != 0:
+            raise ValueError("--listen / BRIDGE_LISTEN and --mock-listen / BRIDGE_MOCK_LISTEN must differ")
+        return self
 
 
 _Settings = TypeVar("_Settings", bound=CommandSettings)

@@ -54,9 +54,17 @@ async def mock_gateway() -> AsyncIterator[MockGateway]:
 @pytest.fixture
 async def start_bridge(mock_gateway: MockGateway) -> AsyncIterator[BridgeFactory]:
     """Starts bridges in front of the mock gateway; flat settings override the defaults (port 0); parts
-    (`upstream=`, `services=`, `interceptors=`, `credentials=`) go to build_bridge."""
+    (`upstream=`, `services=`, `interceptors=`, `credentials=`, `metrics_registry=`, `tracer_provider=`)
+    go to build_bridge."""
     started: list[GrpcServer] = []
-    part_names = ("upstream", "services", "interceptors", "credentials")
+    part_names = (
+        "upstream",
+        "services",
+        "interceptors",
+        "credentials",
+        "metrics_registry",
+        "tracer_provider",
+    )
 
     async def start(**overrides: Any) -> GrpcServer:
         parts = {name: overrides.pop(name) for name in part_names if name in overrides}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import re
@@ -18,6 +21,10 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
@@ -112,6 +119,15 @@ def find_grpcurl() -> str:
     pytest.fail(
         "grpcurl not found on PATH, in /root/go/bin or $(go env GOPATH)/bin; install it to run this test"
     )
+
+
+def find_tool(name: str) -> str:
+    """A tool scripts/bootstrap installs in .tools/bin (else on PATH); its absence fails the test."""
+    tools = Path(__file__).parents[1] / ".tools" / "bin"
+    found = shutil.which(name, path=os.pathsep.join([str(tools), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.fail(f"{name} not found in .tools/bin or on PATH: run scripts/bootstrap")
+    return found
 
 
 async def grpcurl(*args: str, stdin: bytes | None = None, limit: float = 15) -> tuple[int, str, str]:
@@ -291,17 +307,126 @@ def everything_sent(error: BridgeError) -> str:
     return status.details + trailer.decode("utf-8", "replace") + str(error_details(error))
 
 
-# The upstream host of errors built by unit tests; they read it back from ErrorInfo.domain.
-DOMAIN = "gateway.example.com"
+# The upstream host of errors built by unit tests; they read it back from ErrorInfo metadata `upstreamHost`.
+HOST = "gateway.example.com"
 
 
 def http_error(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> UpstreamHTTPError:
     """The bridge error for an upstream reply of `status` with `body` (JSON if not bytes)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return error_from_http_response(status, headers or {}, raw, domain=DOMAIN)
+    return error_from_http_response(status, headers or {}, raw, host=HOST)
 
 
 def stream_error(data: Any, event: str = "message", correlation_id: str | None = "corr-1") -> Any:
     """The bridge error for an SSE event carrying `data` (JSON if not a str), or None."""
     text = data if isinstance(data, str) else json.dumps(data)
-    return error_from_stream_event(text, event=event, domain=DOMAIN, correlation_id=correlation_id)
+    return error_from_stream_event(text, event=event, host=HOST, correlation_id=correlation_id)
+
+
+# ------------------------------------------------------------------ certificates made by the tests (TLS)
+
+
+class CertificateAuthority:
+    """A private CA made for one test; `issue` writes certificates it signs (cryptography: test-only)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        self.pem = self._certificate(name, self._key, ca=True)
+
+    def issue(self, name: str, *, client: bool = False) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a server valid for localhost and 127.0.0.1, or for a client."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return self._certificate(name, key, client=client), key_pem
+
+    def write(self, directory: Path, name: str, *, client: bool = False) -> tuple[Path, Path]:
+        """`issue`, written to DIRECTORY/NAME.crt and NAME.key."""
+        cert, key = self.issue(name, client=client)
+        (directory / f"{name}.crt").write_bytes(cert)
+        (directory / f"{name}.key").write_bytes(key)
+        return directory / f"{name}.crt", directory / f"{name}.key"
+
+    def write_pem(self, path: Path) -> Path:
+        path.write_bytes(self.pem)
+        return path
+
+    def _certificate(self, subject: str, key: Any, *, ca: bool = False, client: bool = False) -> bytes:
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        signer = key if ca else self._key
+        return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+class SecretVolume:
+    """A directory updated the way the kubelet updates a mounted Secret: each version written to a new
+    `..<timestamp>` directory, then the `..data` symlink swapped atomically; the files themselves are
+    symlinks through `..data`, so every file changes at once."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._versions = 0
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def write(self, files: dict[str, bytes]) -> None:
+        self._versions += 1
+        version = self.directory / f"..v{self._versions}"
+        version.mkdir()
+        for name, content in files.items():
+            (version / name).write_bytes(content)
+        swap = self.directory / "..data_tmp"
+        swap.symlink_to(version.name)
+        os.replace(swap, self.directory / "..data")
+        for name in files:
+            link = self.directory / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+
+
+def tls_channel(
+    address: str, ca: CertificateAuthority, client: tuple[bytes, bytes] | None = None
+) -> grpc.aio.Channel:
+    """A TLS channel of its own (no shared connection) trusting `ca`, presenting `client` (cert, key)."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.pem,
+        private_key=client[1] if client else None,
+        certificate_chain=client[0] if client else None,
+    )
+    return grpc.aio.secure_channel(address, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def connections_served_by(pid: int, port: int) -> int:
+    """Established TCP connections to local `port` whose socket process `pid` holds (Linux /proc): which
+    of several processes sharing a port (SO_REUSEPORT) the kernel gave each connection to."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            established = fields[3] == "01"
+            count += local_port == port and established and fields[9] in inodes
+    return count

@@ -15,6 +15,7 @@ from typing import Final
 
 import grpc
 
+from bridge.errors import Reason
 from bridge.http.client import EventStream, JSONObject
 from bridge.http.sse import ServerSentEvent
 from bridge.upstream.errors import error_from_stream_event
@@ -42,7 +43,7 @@ async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
 
 def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
     error = error_from_stream_event(
-        event.data, event=event.event, domain=stream.domain, correlation_id=stream.correlation_id
+        event.data, event=event.event, host=stream.host, correlation_id=stream.correlation_id
     )
     if error is not None:
         raise error
@@ -52,20 +53,26 @@ def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
     try:
         chunk = json.loads(event.data)
     except (ValueError, RecursionError):
-        raise stream.protocol_error("stream chunk is not valid JSON", "INVALID_JSON") from None
+        raise stream.protocol_error(
+            "stream chunk is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE
+        ) from None
     if not isinstance(chunk, dict):
-        raise stream.protocol_error("stream chunk is not a JSON object", "INVALID_JSON")
+        raise stream.protocol_error("stream chunk is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE)
     return chunk
 
 
 def _check_end(stream: EventStream, finished: bool) -> None:
     if stream.ended_mid_event:
         raise stream.protocol_error(
-            "stream ended in the middle of an event", "TRUNCATED_STREAM", grpc.StatusCode.UNAVAILABLE
+            "stream ended in the middle of an event",
+            Reason.UPSTREAM_STREAM_TRUNCATED,
+            grpc.StatusCode.UNAVAILABLE,
         )
     if not finished:
         raise stream.protocol_error(
-            "stream ended without [DONE] or a finish_reason", "INCOMPLETE_STREAM", grpc.StatusCode.UNAVAILABLE
+            "stream ended without [DONE] or a finish_reason",
+            Reason.UPSTREAM_STREAM_INCOMPLETE,
+            grpc.StatusCode.UNAVAILABLE,
         )
 
 

@@ -41,7 +41,7 @@ def response_from_upstream(obj: Mapping[str, JSON], inputs: int) -> pb.CreateEmb
     data = rest.pop("data", None)
     flat = rest.pop("embedding", None)
     if not isinstance(data, list):
-        raise ReplyShapeError("reply to POST /embeddings has no `data` list", "UNEXPECTED_REPLY")
+        raise ReplyShapeError("reply to POST /embeddings has no `data` list")
     response = pb.CreateEmbeddingResponse()
     _MAPPING.fill(response, rest)
     items = _in_input_order(data, inputs)
@@ -54,7 +54,7 @@ def response_from_upstream(obj: Mapping[str, JSON], inputs: int) -> pb.CreateEmb
 
 def _in_input_order(data: list[JSON], inputs: int) -> Sequence[Mapping[str, JSON]]:
     if not all(isinstance(item, Mapping) for item in data):
-        raise ReplyShapeError("an item of `data` is not a JSON object", "INVALID_EMBEDDING")
+        raise ReplyShapeError("an item of `data` is not a JSON object")
     indexes = [item.get("index") for item in data]
     if all(type(i) is int for i in indexes):
         ordered = sorted(data, key=lambda item: item["index"])
@@ -63,8 +63,7 @@ def _in_input_order(data: list[JSON], inputs: int) -> Sequence[Mapping[str, JSON
     elif all(i is None for i in indexes) and len(data) == inputs:
         return data  # no indexes at all: the array order is the input order
     raise ReplyShapeError(
-        f"upstream returned {len(data)} embeddings with indexes {_sample(indexes)} for {inputs} inputs",
-        "EMBEDDING_COUNT_MISMATCH",
+        f"upstream returned {len(data)} embeddings with indexes {_sample(indexes)} for {inputs} inputs"
     )
 
 
@@ -87,9 +86,7 @@ def _fill_embedding(message: pb.Embedding, item: Mapping[str, JSON], index: int)
             return
         except OverflowError:  # a JSON integer beyond any float
             pass
-    raise ReplyShapeError(
-        f"embedding {index} is neither a list of numbers nor a base64 string", "INVALID_EMBEDDING"
-    )
+    raise ReplyShapeError(f"embedding {index} is neither a list of numbers nor a base64 string")
 
 
 def _decoded(text: str, index: int) -> array.array[float]:
@@ -98,7 +95,7 @@ def _decoded(text: str, index: int) -> array.array[float]:
     except (binascii.Error, ValueError):
         raw = None
     if raw is None or len(raw) % _FLOAT32:
-        raise ReplyShapeError(f"embedding {index} is not base64 of float32 numbers", "INVALID_EMBEDDING")
+        raise ReplyShapeError(f"embedding {index} is not base64 of float32 numbers")
     values = array.array("f", raw)
     if sys.byteorder != "little":
         values.byteswap()  # OpenAI's base64 is little-endian float32

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import grpc
 
 from bridge import errors
+from bridge.errors import Reason
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transport import HttpxTransport, Response, Transport, TransportSettings
 
@@ -58,14 +59,12 @@ class ErrorPolicy(Protocol):
         ...
 
     def from_reply(
-        self, status: int, headers: Mapping[str, str], body: bytes, *, domain: str
+        self, status: int, headers: Mapping[str, str], body: bytes, *, host: str
     ) -> errors.BridgeError:
         """The error for a non-2xx reply (`body` may be only its head)."""
         ...
 
-    def from_document(
-        self, doc: Any, headers: Mapping[str, str], *, domain: str
-    ) -> errors.BridgeError | None:
+    def from_document(self, doc: Any, headers: Mapping[str, str], *, host: str) -> errors.BridgeError | None:
         """The error a 2xx JSON document reports instead of a result, or None."""
         ...
 
@@ -87,7 +86,10 @@ class HttpClient:
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
-        self.domain = urlsplit(self.base_url).hostname or "upstream"
+        url = urlsplit(self.base_url)
+        self.host = url.hostname or "upstream"
+        # host:port, as error messages name it ("could not connect to upstream gw:443: ...")
+        self.address = f"{self.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self._errors = errors
         self._transport = transport or HttpxTransport(settings.transport)
 
@@ -131,15 +133,15 @@ class HttpClient:
     def protocol_error(
         self,
         message: str,
-        reason: str,
+        reason: Reason,
         headers: Mapping[str, str],
         *,
         code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
     ) -> errors.UpstreamProtocolError:
-        """An error for a reply that cannot be understood (`reason` like "INVALID_JSON")."""
+        """An error for a reply that cannot be understood."""
         correlation_id = self._errors.correlation_id(headers)
         return errors.protocol_error(
-            message, domain=self.domain, reason=reason, correlation_id=correlation_id, code=code
+            message, host=self.host, reason=reason, correlation_id=correlation_id, code=code
         )
 
     # --- internals ---
@@ -174,7 +176,7 @@ class HttpClient:
 
     def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
-        return _Failures(self._transport, self.domain, correlation_id)
+        return _Failures(self._transport, self.host, self.address, correlation_id)
 
     async def _read_body(self, response: Response) -> bytes:
         """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
@@ -183,7 +185,7 @@ class HttpClient:
         if len(raw) > limit:
             raise self.protocol_error(
                 f"reply body exceeds max_body_bytes={limit}",
-                "BODY_TOO_LARGE",
+                Reason.UPSTREAM_RESPONSE_TOO_LARGE,
                 response.headers,
                 code=grpc.StatusCode.RESOURCE_EXHAUSTED,
             )
@@ -192,18 +194,20 @@ class HttpClient:
     async def _reply_error(self, response: Response) -> errors.BridgeError:
         # Only the head of an error reply: its status decides the code, so a huge page must not hide it.
         raw = await _read_up_to(response, _ERROR_BODY_LIMIT)
-        return self._errors.from_reply(response.status, response.headers, raw, domain=self.domain)
+        return self._errors.from_reply(response.status, response.headers, raw, host=self.host)
 
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
         try:
             doc = json.loads(raw)
         except (ValueError, RecursionError):
-            raise self.protocol_error("reply is not valid JSON", "INVALID_JSON", headers) from None
-        error = self._errors.from_document(doc, headers, domain=self.domain)
+            raise self.protocol_error(
+                "reply is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE, headers
+            ) from None
+        error = self._errors.from_document(doc, headers, host=self.host)
         if error is not None:
             raise error
         if not isinstance(doc, dict):
-            raise self.protocol_error("reply is not a JSON object", "INVALID_JSON", headers)
+            raise self.protocol_error("reply is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE, headers)
         return doc
 
     async def _check_stream_start(self, response: Response) -> None:
@@ -214,7 +218,7 @@ class HttpClient:
             self._document(await self._read_body(response), response.headers)  # raises their error
             raise self.protocol_error(
                 "upstream answered a stream request with a JSON document instead of an event stream",
-                "NOT_AN_EVENT_STREAM",
+                Reason.UPSTREAM_INVALID_RESPONSE,
                 response.headers,
             )
 
@@ -229,8 +233,9 @@ class EventStream:
         self._response = response
         self._deadline = deadline
         self._failures = failures
+        self.status = response.status
         self.headers = response.headers
-        self.domain = failures.domain
+        self.host = failures.host
         self.correlation_id = failures.correlation_id  # the upstream's id of this request
         self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
 
@@ -243,7 +248,7 @@ class EventStream:
         self.ended_mid_event = not decoder.finish()
 
     def protocol_error(
-        self, message: str, reason: str, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+        self, message: str, reason: Reason, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     ) -> errors.UpstreamProtocolError:
         """An error about this stream's content, carrying its correlation id."""
         return self._client.protocol_error(message, reason, self.headers, code=code)
@@ -264,7 +269,7 @@ class EventStream:
             return decoder.feed(raw)
         except SSEEventTooLarge as exc:
             raise self.protocol_error(
-                str(exc), "EVENT_TOO_LARGE", grpc.StatusCode.RESOURCE_EXHAUSTED
+                str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
             ) from None
 
 
@@ -273,7 +278,8 @@ class _Failures:
     """What can fail around an upstream await of one request, and the bridge error for it."""
 
     transport: Transport
-    domain: str
+    host: str
+    address: str  # host:port
     correlation_id: str | None
 
     @property
@@ -283,8 +289,8 @@ class _Failures:
 
     def error(self, exc: BaseException) -> errors.BridgeError:
         if isinstance(exc, TimeoutError):
-            return errors.deadline_exceeded(self.correlation_id)
-        return self.transport.error_for(exc, domain=self.domain, correlation_id=self.correlation_id)
+            return errors.deadline_exceeded(self.host, self.correlation_id)
+        return self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
 
 
 async def _read_up_to(response: Response, limit: int) -> bytes:

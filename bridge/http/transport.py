@@ -9,10 +9,13 @@ without touching the client.
 from __future__ import annotations
 
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Final, Literal, Protocol
+from urllib.parse import urlsplit
 
 import certifi
 import httpx
@@ -21,7 +24,7 @@ from httpx_aiohttp import AiohttpTransport
 from bridge.errors import BridgeError
 from bridge.http.transport_errors import CAUGHT_EXCEPTIONS, error_from_transport_exception
 
-__all__ = ["HttpxTransport", "Response", "Transport", "TransportName", "TransportSettings"]
+__all__ = ["HttpxTransport", "Response", "Transport", "TransportName", "TransportSettings", "proxy_for"]
 
 TransportName = Literal["aiohttp", "httpx"]
 _USER_AGENT: Final = "prisme-grpc-bridge"
@@ -35,6 +38,9 @@ class TransportSettings:
     read_timeout: float = 300.0  # seconds of silence tolerated while a reply is read
     max_connections: int = 1024
     name: TransportName = "aiohttp"
+    ca_file: Path | None = None  # CAs that sign the upstream's certificate; None: certifi's public CAs
+    client_cert: tuple[Path, Path] | None = None  # (certificate chain, key) for an mTLS upstream
+    proxy: str | None = None  # an HTTP(S) proxy URL for every request (see `proxy_for`)
 
 
 class Response(Protocol):
@@ -65,8 +71,9 @@ class Transport(Protocol):
         """Sends the request; returns once the reply's headers have arrived."""
         ...
 
-    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
-        """The bridge error for an exception of `caught` raised by `send` or a body read."""
+    def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
+        """The bridge error for an exception of `caught` raised by `send` or a body read from the upstream
+        at `address` (host:port)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -116,12 +123,15 @@ class HttpxTransport:
             write=settings.read_timeout,
             pool=settings.connect_timeout,
         )
-        # One TLS context and no environment (proxies, SSL_CERT_FILE) for both transports: what reaches
-        # the upstream is decided by the bridge's settings alone.
-        tls = _tls_context()
+        # One TLS context and no environment (SSL_CERT_FILE, netrc) for both transports: what reaches the
+        # upstream is decided by the bridge's settings alone; a proxy only when the settings name one.
+        tls = _tls_context(settings)
+        proxy = settings.proxy
         transport = mock
         if transport is None and settings.name == "aiohttp":
-            transport = AiohttpTransport(limits=limits, verify=tls, trust_env=False)
+            transport = AiohttpTransport(
+                limits=limits, verify=tls, trust_env=False, proxy=httpx.Proxy(proxy) if proxy else None
+            )
         self._client = httpx.AsyncClient(
             timeout=timeout,
             limits=limits,
@@ -130,19 +140,36 @@ class HttpxTransport:
             headers={"user-agent": _USER_AGENT},
             follow_redirects=False,
             trust_env=False,
+            proxy=proxy if transport is None else None,
         )
 
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
     ) -> Response:
-        request = self._client.build_request(method, _url(url), content=content, headers=headers)
+        body: bytes | AsyncIterator[bytes] | None = content
+        if content is not None and len(content) > _LARGE_BODY:
+            # Written in pieces (with its length, so not chunked): one large write would hold the event loop,
+            # and aiohttp warns about it.
+            body = _pieces(content)
+            headers = {**headers, "content-length": str(len(content))}
+        request = self._client.build_request(method, _url(url), content=body, headers=headers)
         return _HttpxResponse(await self._client.send(request, stream=True))
 
-    def error_for(self, exc: BaseException, *, domain: str, correlation_id: str | None) -> BridgeError:
-        return error_from_transport_exception(exc, domain=domain, correlation_id=correlation_id)
+    def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
+        return error_from_transport_exception(exc, address=address, correlation_id=correlation_id)
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+_LARGE_BODY: Final = 512 * 1024
+_PIECE: Final = 256 * 1024
+
+
+async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(content)
+    for start in range(0, len(view), _PIECE):
+        yield bytes(view[start : start + _PIECE])
 
 
 @lru_cache(maxsize=256)
@@ -151,5 +178,27 @@ def _url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=certifi.where())
+def _tls_context(settings: TransportSettings) -> ssl.SSLContext:
+    """Verifies the upstream against `ca_file` (else certifi's CAs); presents the client certificate
+    if one is set. Raises OSError naming the file that cannot be used."""
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file or certifi.where())
+    except ssl.SSLError as exc:
+        raise OSError(f"upstream CA file {settings.ca_file}: no PEM CA certificate in it") from exc
+    if settings.client_cert is not None:
+        cert, key = settings.client_cert
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise OSError(f"upstream client certificate {cert} with key {key}: {exc.reason or exc}") from exc
+    return context
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy that the process environment names for `url`: HTTPS_PROXY or HTTP_PROXY by its scheme,
+    else ALL_PROXY, unless NO_PROXY matches its host (urllib's rules; lower-case names win), or None."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    if "no" in proxies and urllib.request.proxy_bypass(parts.netloc, proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")

@@ -19,7 +19,8 @@ Routes
 ``DELETE /_mock/requests``                                             clear the record (204)
 =====================================================================  ====================================
 
-Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``.
+Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``,
+except the LiteLLM-style replies of the ``litellm*`` models, which carry LiteLLM's ids instead.
 With ``create_app(require_api_key=KEY)`` a chat or embeddings request needs ``Authorization: Bearer KEY``
 or ``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}``; the catalogue
 (``/models``) takes the key as ``x-prismeai-api-key``, and as Bearer only if it is not an org key
@@ -63,6 +64,10 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            Stream: role chunk (``content: null``), a first fragment with index, id, type,
                            name and ``arguments: ""``, three fragments carrying only index and argument
                            pieces, the finish chunk, usage if asked, ``[DONE]``.
+``tools-custom``           as ``tools``, with one custom tool call ``call_mock_custom_1`` (``type: "custom"``;
+                           ``custom.name``: the request's first tool's custom name, else ``apply_patch``;
+                           ``custom.input``: a four-line patch with a non-ASCII character). Stream: the
+                           first fragment has ``input: ""``, three fragments carry index and input pieces.
 ``reasoning``              echo whose deltas first carry ``reasoning_content`` pieces; the unary
                            message has ``reasoning_content``; ``reasoning_tokens`` is counted.
 ``azure``                  echo; the stream starts with Azure's ``{"id":"","object":"","created":0,
@@ -98,6 +103,16 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 ``no-finish``              role and content chunks, then the body ends: no finish_reason, no usage, no
                            ``[DONE]``. Unary: echo.
 ``json-on-stream``         a stream request gets 200 ``application/json`` with a ``chat.completion``.
+``litellm``                echo as a LiteLLM proxy answers it: ``x-litellm-call-id``, ``request-id``,
+                           ``llm_provider-x-request-id`` and ``x-litellm-model-id`` headers, no
+                           ``x-correlation-id``.
+``litellm-error-429``      429 with LiteLLM's body (``"message": "litellm.RateLimitError: ..."``, ``"code":
+                           "429"``), its ids, and the provider's Retry-After as
+                           ``llm_provider-retry-after: 5``.
+``litellm-stream-error``   stream: role chunk, ``"Partial "``, ``"answer"``, then LiteLLM's mid-stream
+                           ``{"error": {"message": "litellm.APIConnectionError: ...", "type": null, "param":
+                           null, "code": "500"}}`` and the body ends (no ``[DONE]``, as LiteLLM 1.108 does).
+                           Unary: that document with status 500.
 =========================  ==========================================================================
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
@@ -165,4 +180,17 @@ another catalogue model               400 ``invalid_request`` (not an embeddings
 
 from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
 
-__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]
+__all__ = [
+    "GATEWAY_PREFIX",
+    "MockGateway",
+    "create_app",
+    "scripted_models",
+    "serve_forever",
+    "start_mock_gateway",
+]
+
+
+def scripted_models() -> str:
+    """The "Scripted behaviours" section of this docstring: what each model name makes the mock do
+    (`prisme-bridge mock-gateway --list-models`)."""
+    return (__doc__ or "").split("Scripted behaviours", 1)[1].split("\n", 2)[2].strip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -208,6 +209,8 @@ async def _clear_requests(request: web.Request) -> web.StreamResponse:
 
 
 async def _add_correlation_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    if "x-litellm-call-id" in response.headers:
+        return  # a LiteLLM-style reply (model "litellm*") names itself with LiteLLM's ids only
     response.headers["x-correlation-id"] = request.headers.get("x-correlation-id") or str(uuid.uuid4())
     request_id = request.headers.get("x-request-id")
     if request_id is not None:
@@ -220,7 +223,9 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def create_app(*, require_api_key: str | None = None) -> web.Application:
     """The mock gateway as an aiohttp application (see the module docstring for its behaviours)."""
-    app = web.Application()
+    # Request bodies as large as the bridge accepts in a gRPC message (prompts with images): aiohttp's default
+    # of 1 MiB would answer a 3 MB prompt with 413.
+    app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = State(api_key=require_api_key, log=RequestLog())
     app.on_response_prepare.append(_add_correlation_headers)
     app.on_shutdown.append(_on_shutdown)
@@ -244,16 +249,17 @@ def create_app(*, require_api_key: str | None = None) -> web.Application:
 class MockGateway:
     """A running mock gateway; ``await close()`` stops it."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, scheme: str = "http") -> None:
         self._runner = runner
         self._state = runner.app[STATE]
         self.host = host
         self.port = port
+        self.scheme = scheme
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -288,18 +294,23 @@ class MockGateway:
 
 
 async def start_mock_gateway(
-    host: str = "127.0.0.1", port: int = 0, *, require_api_key: str | None = None
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    require_api_key: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> MockGateway:
-    """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log."""
+    """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log; over HTTPS
+    with `ssl_context` (a server context: its certificate, and its client CA for mTLS)."""
     runner = web.AppRunner(create_app(require_api_key=require_api_key), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         raise
     bound_port: int = runner.addresses[0][1]
-    return MockGateway(runner, host, bound_port)
+    return MockGateway(runner, host, bound_port, "http" if ssl_context is None else "https")
 
 
 async def serve_forever(

@@ -14,6 +14,7 @@ from bridge.mock_gateway.records import Json
 
 FINGERPRINT: Final = "fp_mock"
 TOOL_ARGUMENTS: Final = '{"city": "Paris", "unit": "celsius"}'
+CUSTOM_INPUT: Final = "*** Begin Patch\n*** Add File: weather.md\n+Paris: 18 °C, sunny\n*** End Patch\n"
 UPSTREAM_FAILED: Final = "upstream provider failed"
 PARTIAL: Final = ("Partial ", "answer")
 
@@ -87,35 +88,43 @@ def echo_completion(call: Call) -> Json:
     return completion_body(call, message, "stop", usage_body(call, words(call.text) * call.n))
 
 
-def tool_name(call: Call) -> str:
+def tool_name(call: Call, kind: str, default: str) -> str:
+    """The name of the request's first tool, if that tool has a `kind` ("function" or "custom") object."""
     tools = call.body.get("tools")
     if isinstance(tools, list) and tools and isinstance(tools[0], dict):
-        function = tools[0].get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return str(function["name"])
-    return "get_weather"
+        definition = tools[0].get(kind)
+        if isinstance(definition, dict) and isinstance(definition.get("name"), str):
+            return str(definition["name"])
+    return default
 
 
-def tool_call(call: Call) -> Json:
-    function = {"name": tool_name(call), "arguments": TOOL_ARGUMENTS}
+def tool_call(call: Call, *, custom: bool = False) -> Json:
+    """The `tools` script's call of a function, or the `tools-custom` script's call of a custom tool."""
+    if custom:
+        tool = {"name": tool_name(call, "custom", "apply_patch"), "input": CUSTOM_INPUT}
+        return {"id": "call_mock_custom_1", "type": "custom", "custom": tool}
+    function = {"name": tool_name(call, "function", "get_weather"), "arguments": TOOL_ARGUMENTS}
     return {"id": "call_mock_1", "type": "function", "function": function}
 
 
-def tool_chunks(call: Call) -> Iterator[Json]:
+def tool_chunks(call: Call, *, custom: bool = False) -> Iterator[Json]:
+    whole = tool_call(call, custom=custom)
+    kind, text_key = ("custom", "input") if custom else ("function", "arguments")
+    text = whole[kind][text_key]
     yield delta_chunk(call, {"role": "assistant", "content": None})
-    first = {"index": 0, **tool_call(call)}
-    first["function"] = {**first["function"], "arguments": ""}
-    yield delta_chunk(call, {"tool_calls": [first]})
-    for piece in pieces(TOOL_ARGUMENTS, 3):
-        yield delta_chunk(call, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    yield delta_chunk(call, {"tool_calls": [{"index": 0, **whole, kind: {**whole[kind], text_key: ""}}]})
+    for piece in pieces(text, 3):
+        yield delta_chunk(call, {"tool_calls": [{"index": 0, kind: {text_key: piece}}]})
     yield delta_chunk(call, {}, "tool_calls")
     if call.include_usage:
-        yield usage_chunk(call, usage_body(call, words(TOOL_ARGUMENTS)))
+        yield usage_chunk(call, usage_body(call, words(text)))
 
 
-def tool_completion(call: Call) -> Json:
-    message = {"role": "assistant", "content": None, "tool_calls": [tool_call(call)]}
-    return completion_body(call, message, "tool_calls", usage_body(call, words(TOOL_ARGUMENTS) * call.n))
+def tool_completion(call: Call, *, custom: bool = False) -> Json:
+    whole = tool_call(call, custom=custom)
+    message = {"role": "assistant", "content": None, "tool_calls": [whole]}
+    text = CUSTOM_INPUT if custom else TOOL_ARGUMENTS
+    return completion_body(call, message, "tool_calls", usage_body(call, words(text) * call.n))
 
 
 def reasoning_text(call: Call) -> str:
@@ -190,6 +199,23 @@ def json_response(status: int, body: Json, headers: dict[str, str] | None = None
     return web.Response(
         status=status, body=dumps(body).encode(), content_type="application/json", headers=headers
     )
+
+
+def litellm_headers(call: Call) -> dict[str, str]:
+    """The ids a LiteLLM proxy names its replies with (instead of x-correlation-id), and a header of its own
+    that the bridge returns only when asked (`--response-headers x-litellm-model-id`)."""
+    return {
+        "x-litellm-call-id": f"litellm-{call.completion_id}",
+        "request-id": f"req_{call.completion_id[-12:]}",
+        "llm_provider-x-request-id": "provider-req-1",
+        "x-litellm-model-id": "mock-deployment-1",
+    }
+
+
+def litellm_error(exception: str, message: str, code: str) -> Json:
+    """A LiteLLM proxy's error document: its exception class heads the message; code a string."""
+    text = f"litellm.{exception}: {exception}: OpenAIException - {message}"
+    return {"error": {"message": text, "type": None, "param": None, "code": code}}
 
 
 def retry_headers(status: int) -> dict[str, str] | None:

@@ -39,11 +39,12 @@ async def _echo(call: Call) -> web.StreamResponse:
     return await sse.send_all(bodies.echo_chunks(call))
 
 
-@script("tools")
+@script("tools", "tools-custom")
 async def _tools(call: Call) -> web.StreamResponse:
+    custom = call.model == "tools-custom"
     if not call.stream:
-        return bodies.json_response(200, bodies.tool_completion(call))
-    return await (await SseStream.open(call)).send_all(bodies.tool_chunks(call))
+        return bodies.json_response(200, bodies.tool_completion(call, custom=custom))
+    return await (await SseStream.open(call)).send_all(bodies.tool_chunks(call, custom=custom))
 
 
 @script("reasoning")
@@ -78,8 +79,8 @@ async def _endless(call: Call) -> web.StreamResponse:
         await sse.write(tick)
 
 
-async def _partial_start(call: Call) -> SseStream:
-    sse = await SseStream.open(call)
+async def _partial_start(call: Call, headers: dict[str, str] | None = None) -> SseStream:
+    sse = await SseStream.open(call, headers=headers)
     await sse.send(bodies.delta_chunk(call, {"role": "assistant", "content": ""}))
     for piece in bodies.PARTIAL:
         await sse.send(bodies.delta_chunk(call, {"content": piece}))
@@ -134,6 +135,32 @@ async def _no_done(call: Call) -> web.StreamResponse:
         return await _echo(call)
     sse = await SseStream.open(call, close=True)
     return await sse.send_all(bodies.echo_chunks(call, finish=call.model == "no-done"), done=False)
+
+
+@script("litellm")
+async def _litellm(call: Call) -> web.StreamResponse:
+    headers = bodies.litellm_headers(call)
+    if not call.stream:
+        return bodies.json_response(200, bodies.echo_completion(call), headers)
+    return await (await SseStream.open(call, headers=headers)).send_all(bodies.echo_chunks(call))
+
+
+@script("litellm-error-429")
+async def _litellm_rate_limited(call: Call) -> web.StreamResponse:
+    headers = {**bodies.litellm_headers(call), "llm_provider-retry-after": "5"}
+    return bodies.json_response(
+        429, bodies.litellm_error("RateLimitError", "Rate limit reached", "429"), headers
+    )
+
+
+@script("litellm-stream-error")
+async def _litellm_stream_error(call: Call) -> web.StreamResponse:
+    error = bodies.litellm_error("APIConnectionError", "Connection error.", "500")
+    if not call.stream:
+        return bodies.json_response(500, error, bodies.litellm_headers(call))
+    sse = await _partial_start(call, bodies.litellm_headers(call))
+    await sse.send(error)  # LiteLLM 1.108 ends the body after it, without [DONE]
+    return sse.response
 
 
 def _suffix_int(model: str, prefix: str) -> int | None:

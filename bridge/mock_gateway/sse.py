@@ -66,9 +66,11 @@ class SseStream:
         self._seq = 0
 
     @classmethod
-    async def open(cls, call: Call, style: Style = PLAIN, *, close: bool = False) -> SseStream:
+    async def open(
+        cls, call: Call, style: Style = PLAIN, *, close: bool = False, headers: dict[str, str] | None = None
+    ) -> SseStream:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **(headers or {})}
         )
         if close:
             response.force_close()

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import grpc
 from google.rpc import error_details_pb2
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Reason, error_info
 from bridge.gen.prisme.llmgateway.v1 import model_pb2 as pb
 from bridge.jsonproto import JSON, JsonMapping, ReplyShapeError, update_struct
 from bridge.models.paging import Position, token
@@ -94,8 +94,7 @@ def list_from_upstream(
     else:
         raise ReplyShapeError(
             "reply to GET /models is neither the gateway's {items, total, page, limit} nor OpenAI's "
-            '{object: "list", data}',
-            "UNEXPECTED_REPLY",
+            '{object: "list", data}'
         )
     response = pb.ListModelsResponse(models=[model_from_upstream(doc) for doc in page.items])
     response.total_size = page.total
@@ -119,7 +118,7 @@ class _Page:
 
 def _objects(items: list[JSON]) -> list[Mapping[str, JSON]]:
     if not all(isinstance(item, Mapping) for item in items):
-        raise ReplyShapeError("a listed model is not a JSON object", "INVALID_MODEL")
+        raise ReplyShapeError("a listed model is not a JSON object")
     return items
 
 
@@ -175,5 +174,5 @@ def _not_filterable(names: list[str]) -> BridgeError:
         "the upstream lists its models in OpenAI's {object: list, data} shape, without "
         f"{', '.join(names)}: filter by model_ids or search only",
         code=grpc.StatusCode.FAILED_PRECONDITION,
-        details=[failure],
+        details=[error_info(Reason.UPSTREAM_FILTER_UNSUPPORTED, {}), failure],
     )

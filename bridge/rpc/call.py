@@ -2,21 +2,25 @@
 
 The interceptor chain creates it before any interceptor runs and makes it the task's `current_call()`
 (grpc.aio serves each RPC in a task of its own, so a context variable is per call). Interceptors read it
-when the call ends (code, duration, messages sent); services add what only they know (the upstream's
-status and correlation id).
+when the call ends (code, duration, messages sent); services add what only they know, through its
+`upstream_*` methods and `record_usage` (the upstream's status, correlation id and duration, token counts
+and cost), so metrics, logs and traces need no service-specific code. A failed upstream request needs no
+reporting: `ErrorMapping` takes the status and correlation id from the `UpstreamError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-__all__ = ["Context", "RpcCall", "current_call", "deadline_of", "split_method"]
+__all__ = ["Context", "RpcCall", "current_call", "deadline_of", "split_method", "this_call"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -33,12 +37,19 @@ class RpcCall:
 
     method: str  # "/pkg.Service/Method"
     response_streaming: bool
-    model: str = ""  # the request's `model` field, for RPCs whose request has one
+    model: str = ""  # the model the request names (its `model`, or `model_id`), for RPCs about one
+    request_streaming: bool = False
     code: grpc.StatusCode = grpc.StatusCode.OK  # final, once the call has ended
     error: BaseException | None = None  # what ended it, if not OK
     messages_sent: int = 0
-    upstream_status: int | None = None
+    messages_received: int = 0
+    upstream_status: int | None = None  # the upstream's HTTP status, once its reply began
     correlation_id: str | None = None  # the upstream's id of its request
+    upstream_seconds: float | None = None  # how long the upstream request lasted, reply read to its end
+    prompt_tokens: int | None = None  # the upstream's `usage`, when it reported one
+    completion_tokens: int | None = None
+    cost: float | None = None
+    trace_id: str | None = None  # of the call's server span, when it is traced
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -53,6 +64,26 @@ class RpcCall:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    @contextlib.contextmanager
+    def upstream_request(self) -> Iterator[None]:
+        """Times the upstream request made inside (for a stream: until its last event is read)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.upstream_seconds = time.perf_counter() - started
+
+    def upstream_replied(self, status: int, correlation_id: str | None) -> None:
+        """The upstream's reply began with `status`; `correlation_id` is its id of the request."""
+        self.upstream_status = status
+        self.correlation_id = correlation_id
+
+    def record_usage(
+        self, prompt_tokens: int | None, completion_tokens: int | None, cost: float | None
+    ) -> None:
+        """The upstream's usage report (the last one wins: a stream may repeat it)."""
+        self.prompt_tokens, self.completion_tokens, self.cost = prompt_tokens, completion_tokens, cost
+
 
 _CURRENT: ContextVar[RpcCall | None] = ContextVar("bridge_rpc_call", default=None)
 
@@ -60,6 +91,12 @@ _CURRENT: ContextVar[RpcCall | None] = ContextVar("bridge_rpc_call", default=Non
 def current_call() -> RpcCall | None:
     """The call being served by this task, if it runs under the interceptor chain."""
     return _CURRENT.get()
+
+
+def this_call() -> RpcCall:
+    """The call being served, or outside the interceptor chain a detached one (what is written to it is
+    read by nobody): services report upstream facts without checking where they run."""
+    return _CURRENT.get() or RpcCall("", response_streaming=False)
 
 
 def enter_call(call: RpcCall) -> None:

@@ -9,27 +9,35 @@ outcome is logged.
 
 `ErrorMapping` is pinned innermost by `bridge.rpc.server.build_server`: it turns what a handler raised
 into the call's status, so every interceptor outside it sees `call.code` final when its `around` exits.
+
+Per-message hooks: an interceptor that overrides `message_sent` or `message_received` is called for each
+message of the calls it applies to (live counters); the others cost nothing per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, UpstreamError, internal_error
+from bridge.redaction import clean, clean_optional
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 
-__all__ = ["AccessLog", "ErrorMapping", "Interceptor", "InterceptorChain"]
+__all__ = ["AccessLog", "ErrorMapping", "Hook", "Interceptor", "InterceptorChain", "access_fields"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("bridge.access")
 if TYPE_CHECKING:  # grpc-stubs makes these generic; at runtime they are not
     Handler = grpc.RpcMethodHandler[Any, Any]
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -53,6 +61,35 @@ class Interceptor:
 
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
         return _NOTHING
+
+    def message_sent(self, call: RpcCall) -> None:
+        """After each response message the chain writes (`call.messages_sent` already counts it); for a
+        unary call, once its handler returned a reply. Messages a handler writes with `context.write`
+        itself (health's Watch) are not seen."""
+
+    def message_received(self, call: RpcCall) -> None:
+        """For each request message handed to the handler (`call.messages_received` counts it): once for
+        a unary request, as the handler starts; per message for a request stream, as the handler reads."""
+
+
+Hook = Callable[[RpcCall], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Active:
+    """What runs around one method: the interceptors, and the per-message hooks some of them override."""
+
+    interceptors: tuple[Interceptor, ...]
+    sent: tuple[Hook, ...]
+    received: tuple[Hook, ...]
+
+    @classmethod
+    def of(cls, interceptors: tuple[Interceptor, ...]) -> _Active:
+        def hooks(name: str) -> tuple[Hook, ...]:
+            base = getattr(Interceptor, name)
+            return tuple(getattr(i, name) for i in interceptors if getattr(type(i), name) is not base)
+
+        return cls(interceptors, hooks("message_sent"), hooks("message_received"))
 
 
 class InterceptorChain(_ServerInterceptor):
@@ -78,9 +115,11 @@ class InterceptorChain(_ServerInterceptor):
         return cached[1]
 
     def _wrap(self, method: str, handler: Handler) -> Handler:
-        active = tuple(i for i in self._interceptors if i.applies_to(method))
-        if not active:
+        interceptors = tuple(i for i in self._interceptors if i.applies_to(method))
+        if not interceptors:
             return handler
+        active = _Active.of(interceptors)
+        streams_in = handler.request_streaming
         if handler.response_streaming:
             inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
             factory = (
@@ -88,7 +127,7 @@ class InterceptorChain(_ServerInterceptor):
                 if handler.request_streaming
                 else grpc.unary_stream_rpc_method_handler
             )
-            behavior: Any = _streaming(inner, method, active)
+            behavior: Any = _streaming(inner, method, active, streams_in)
         else:
             inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
             factory = (
@@ -96,7 +135,7 @@ class InterceptorChain(_ServerInterceptor):
                 if handler.request_streaming
                 else grpc.unary_unary_rpc_method_handler
             )
-            behavior = _unary(inner, method, active)
+            behavior = _unary(inner, method, active, streams_in)
         if not (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)):
             return handler  # a sync handler runs in grpc's thread pool: nothing here can wrap it
         return factory(
@@ -106,23 +145,30 @@ class InterceptorChain(_ServerInterceptor):
         )
 
 
-def _unary(inner: Any, method: str, interceptors: tuple[Interceptor, ...]) -> Any:
+def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
     async def behavior(request: Any, context: Context) -> Any:
-        call = RpcCall(method, response_streaming=False, model=_model_of(request))
+        call = RpcCall(
+            method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
+        )
         enter_call(call)
-        async with _around(interceptors, call, context):
-            return await inner(request, context)
+        async with _around(active.interceptors, call, context):
+            response = await inner(_received(request, call, active.received, streams_in), context)
+            _sent(call, active.sent)  # the reply (only a handler that returned has one)
+            return response
 
     return behavior
 
 
-def _streaming(inner: Any, method: str, interceptors: tuple[Interceptor, ...]) -> Any:
+def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
     generates = inspect.isasyncgenfunction(inner)
 
     async def behavior(request: Any, context: Context) -> None:
-        call = RpcCall(method, response_streaming=True, model=_model_of(request))
+        call = RpcCall(
+            method, response_streaming=True, request_streaming=streams_in, model=_model_of(request)
+        )
         enter_call(call)
-        async with _around(interceptors, call, context):
+        async with _around(active.interceptors, call, context):
+            request = _received(request, call, active.received, streams_in)
             if not generates:
                 await inner(request, context)  # a handler that writes with context.write itself
                 return
@@ -130,11 +176,37 @@ def _streaming(inner: Any, method: str, interceptors: tuple[Interceptor, ...]) -
             try:
                 async for message in messages:
                     await context.write(message)
-                    call.messages_sent += 1
+                    _sent(call, active.sent)
             finally:
                 await messages.aclose()  # type: ignore[attr-defined]  # an async generator
 
     return behavior
+
+
+def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:
+    call.messages_sent += 1
+    for hook in hooks:
+        hook(call)
+
+
+def _received(request: Any, call: RpcCall, hooks: tuple[Hook, ...], streams_in: bool) -> Any:
+    """The request for the handler: counted now if it is one message, else as the handler reads it."""
+    if streams_in:
+        return _counted(request, call, hooks)
+    call.messages_received += 1
+    for hook in hooks:
+        hook(call)
+    return request
+
+
+async def _counted(
+    requests: AsyncIterator[Any], call: RpcCall, hooks: tuple[Hook, ...]
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        call.messages_received += 1
+        for hook in hooks:
+            hook(call)
+        yield request
 
 
 @contextlib.asynccontextmanager
@@ -147,9 +219,16 @@ async def _around(
         yield
 
 
+# Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
+_MODEL_FIELDS: Final = ("model", "model_id")
+
+
 def _model_of(request: Any) -> str:
-    model = getattr(request, "model", "")
-    return model if isinstance(model, str) else ""
+    for name in _MODEL_FIELDS:
+        model = getattr(request, name, None)
+        if isinstance(model, str) and model:
+            return model
+    return ""
 
 
 # ---------------------------------------------------------------------------------------- error mapping
@@ -172,11 +251,21 @@ class ErrorMapping(Interceptor):
             call.code, call.error = _ended_code(context), exc
             raise
         except Exception as exc:
+            if _call_over(context):
+                # The deadline passed (the bridge's own upstream timer fires at the same instant as grpc's)
+                # or the status is out: the call is over for the caller, and aborting it would fail in
+                # core. End it as grpc does a cancelled call, with the outcome recorded.
+                call.code, call.error = _ended_code(context), exc
+                log.debug("%s ended before its outcome could be sent: %r", call.method, exc)
+                raise asyncio.CancelledError from exc
             await _abort(call, context, _as_bridge_error(exc))
 
 
 async def _abort(call: RpcCall, context: Context, error: BridgeError) -> NoReturn:
     call.code, call.error = error.code, error
+    if isinstance(error, UpstreamError):  # what the upstream answered, unless the service reported it
+        call.upstream_status = call.upstream_status or error.http_status
+        call.correlation_id = call.correlation_id or error.correlation_id
     await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]  # grpc-stubs lacks it
     raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
 
@@ -186,16 +275,26 @@ def _as_bridge_error(exc: Exception) -> BridgeError:
     if isinstance(exc, BridgeError):
         return exc
     log.exception("unexpected error in handler")
-    return BridgeError("internal error in the bridge; see its logs")
+    return internal_error()
+
+
+# A client whose deadline passes cancels the call itself, a hair before the server's copy of that deadline
+# (computed when the request arrived): a cancel this close to the deadline is the deadline.
+_DEADLINE_SLACK_S: Final = 0.05
+
+
+def _deadline_passed(context: Context) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= _DEADLINE_SLACK_S
+
+
+def _call_over(context: Context) -> bool:
+    return context.done() or _deadline_passed(context)
 
 
 def _ended_code(context: Context) -> grpc.StatusCode:
-    remaining = context.time_remaining()
-    return (
-        grpc.StatusCode.DEADLINE_EXCEEDED
-        if remaining is not None and remaining <= 0
-        else (grpc.StatusCode.CANCELLED)
-    )
+    """How a call that ended without a status of ours ended: its deadline, or the client's cancel."""
+    return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
 
 
 # ------------------------------------------------------------------------------------------- access log
@@ -204,15 +303,19 @@ _UNLOGGED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection
 
 
 class AccessLog(Interceptor):
-    """One line per call when it ends: method, model, code, duration, and for streams the messages sent.
+    """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
+    message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
+    duration, model, upstream status and correlation id, chunks sent, token counts and cost, trace id.
 
-    OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged.
+    OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
+    facts are logged, never metadata or message content; caller and upstream strings are redacted and
+    bounded (bridge.redaction).
     """
 
     def __init__(
         self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = _UNLOGGED_SERVICES
     ) -> None:
-        self._log = logger or log
+        self._log = logger or access_log
         self._skip = frozenset(skip_services)
 
     def applies_to(self, method: str) -> bool:
@@ -228,15 +331,39 @@ class AccessLog(Interceptor):
     def _write(self, call: RpcCall) -> None:
         quiet = call.code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED)
         level = logging.INFO if quiet else logging.WARNING
-        if not self._log.isEnabledFor(level):
-            return
-        chunks = f" chunks={call.messages_sent}" if call.response_streaming else ""
-        self._log.log(
-            level,
-            "%s model=%r code=%s ms=%.1f%s",
-            call.name,
-            call.model,
-            call.code.name,
-            call.elapsed_ms,
-            chunks,
-        )
+        if self._log.isEnabledFor(level):
+            self._log.log(level, "%s %s", call.name, call.code.name, extra={"fields": access_fields(call)})
+
+
+def access_fields(call: RpcCall) -> dict[str, object]:
+    """The facts of a finished call worth a log line, those it has (None left out), in a stable order."""
+    fields: dict[str, object] = {
+        "service": call.service,
+        "method": call.name,
+        "code": call.code.name,
+        "ms": round(call.elapsed_ms, 1),
+        "model": _logged_model(call.model) if call.model else None,
+        "upstream_status": call.upstream_status,
+        "chunks": call.messages_sent if call.response_streaming else None,
+        "correlation_id": _logged_id(call.correlation_id) if call.correlation_id else None,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost": call.cost,
+        "trace_id": call.trace_id,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+_MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`
+# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token: no redaction needed.
+_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _logged_model(model: str) -> str:
+    # Callers send a few model names again and again: redact each once.
+    return clean(model, _MAX_LOGGED_MODEL_BYTES)
+
+
+def _logged_id(value: str) -> str | None:
+    return value if _PLAIN_ID.fullmatch(value) else clean_optional(value)

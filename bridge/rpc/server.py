@@ -2,13 +2,18 @@
 
 `build_server` knows no service in particular: each `Service` registers itself, and every one of them is
 listed by reflection and reported by health. Health (grpc.health.v1): service "" is liveness (SERVING
-while the process serves), each service's full name its readiness (SERVING once started, NOT_SERVING from
-the start of a graceful stop, so load balancers drain the pod first).
+while the process serves, drain included, until the graceful stop), each service's full name its
+readiness (SERVING once started, NOT_SERVING from the start of a drain, so load balancers drain the pod
+before it stops taking calls). The same health state can
+also be served alone on a plaintext port (`health_listen`): Kubernetes' native gRPC probes speak only
+plaintext, so they need it when the main port is TLS.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -19,13 +24,13 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
-from bridge.settings import ServerSettings, split_host_port
+from bridge.settings import LimitsSettings, ServerSettings, split_host_port
 
-__all__ = ["GrpcServer", "Service", "build_server", "server_options"]
+__all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindable"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024  # requests can carry images as data: URLs
+_DEFAULT_LIMITS: Final = LimitsSettings()
 HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -38,13 +43,17 @@ class Service(Protocol):
     def add_to_server(self, server: grpc.aio.Server) -> None: ...
 
 
-def server_options() -> Sequence[tuple[str, Any]]:
-    """Channel options of the server."""
-    return [
-        # Fail on a port already in use instead of silently sharing it (grpc enables SO_REUSEPORT).
-        ("grpc.so_reuseport", 0),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+def server_options(
+    limits: LimitsSettings = _DEFAULT_LIMITS, *, reuse_port: bool = False
+) -> Sequence[tuple[str, Any]]:
+    """Channel options of the server: message sizes and connection age from `limits`, keepalive policy.
+    `reuse_port`: share the port with the other worker processes."""
+    options: list[tuple[str, Any]] = [
+        # Fail on a port already in use instead of silently sharing it (grpc enables SO_REUSEPORT), unless
+        # this is one of --workers N processes: they bind the same port and the kernel spreads connections.
+        ("grpc.so_reuseport", int(reuse_port)),
+        ("grpc.max_receive_message_length", limits.max_receive_message_bytes),
+        ("grpc.max_send_message_length", limits.max_send_message_bytes),
         # Go/Java clients commonly ping every 10-30 s; the default policy (5 min, 2 strikes) answers them
         # with GOAWAY too_many_pings. Accept pings every 10 s, also between calls.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -54,6 +63,17 @@ def server_options() -> Sequence[tuple[str, Any]]:
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
     ]
+    # GOAWAY after the age (grpc adds +-10 % jitter): new calls go to a new connection, so clients behind an
+    # L4 balancer spread again; calls in flight get the grace (none set: as long as they take).
+    if limits.max_connection_age is not None:
+        options.append(("grpc.max_connection_age_ms", _ms(limits.max_connection_age)))
+    if limits.max_connection_age_grace is not None:
+        options.append(("grpc.max_connection_age_grace_ms", _ms(limits.max_connection_age_grace)))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return min(round(seconds * 1000), 2**31 - 1)  # a C int in grpc core
 
 
 @dataclass
@@ -66,16 +86,29 @@ class GrpcServer:
     port: int
     shutdown_grace: float
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    health_server: grpc.aio.Server | None = None  # the plaintext health-only listener, if any
+    health_port: int | None = None
 
     async def start(self) -> None:
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         for service in ("", *self.services):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
+    async def begin_drain(self) -> None:
+        """Readiness (each service) NOT_SERVING, so probes and balancers take the pod out, while calls are
+        still served; liveness ("") stays SERVING: the process is alive and must not be restarted."""
+        for service in self.services:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
     async def stop(self, grace: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING first, then in-flight calls get `grace` seconds."""
+        """Graceful stop: every service NOT_SERVING first, then in-flight calls get `grace` seconds. The
+        health port closes last, so probes see NOT_SERVING rather than a refused connection until the end."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.shutdown_grace if grace is None else grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for callback in self.on_stop:
             await callback()
 
@@ -87,31 +120,77 @@ def build_server(
     interceptors: Sequence[Interceptor] = (),
     grpc_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
+    limits: LimitsSettings = _DEFAULT_LIMITS,
+    health_listen: str | None = None,
+    reuse_port: bool = False,
 ) -> GrpcServer:
     """A server for `services` on `settings.listen` (port 0 picks a free port), not yet started.
 
     `interceptors` run first-outermost around every RPC, and `ErrorMapping` innermost after them;
-    `grpc_interceptors` (plain grpc.aio ones, e.g. OpenTelemetry's) run outside all of them. Without
-    `credentials` the port is plaintext. Raises OSError if the address cannot be bound.
+    `grpc_interceptors` (plain grpc.aio ones) run outside all of them. Without `credentials` the port is
+    plaintext. `limits` sets message sizes and connection age. `health_listen`: a second, plaintext
+    server on that address with only grpc.health.v1, sharing the health state. `reuse_port`: bind with
+    SO_REUSEPORT (worker processes). Raises OSError if an address cannot be bound.
     """
+    options = server_options(limits, reuse_port=reuse_port)
     chain = InterceptorChain([*interceptors, ErrorMapping()])
-    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=server_options())
+    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)
     for service in services:
         service.add_to_server(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = tuple(service.name for service in services)
     enable_reflection(server, (*names, HEALTH_SERVICE))
-    port = _bind(server, settings.listen, credentials)
-    return GrpcServer(server, health, names, port, settings.shutdown_grace)
+    port = _bind(server, settings.listen, credentials, reuse_port=reuse_port)
+    built = GrpcServer(server, health, names, port, settings.shutdown_grace)
+    if health_listen is not None:
+        built.health_server = grpc.aio.server(options=options)
+        health_pb2_grpc.add_HealthServicer_to_server(health, built.health_server)
+        flag = "--health-listen / BRIDGE_HEALTH_LISTEN"
+        built.health_port = _bind(built.health_server, health_listen, None, reuse_port=reuse_port, flag=flag)
+    return built
 
 
-def _bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+def _bind(
+    server: grpc.aio.Server,
+    listen: str,
+    credentials: grpc.ServerCredentials | None,
+    *,
+    reuse_port: bool = False,
+    flag: str = "--listen / BRIDGE_LISTEN",
+) -> int:
     host, port = split_host_port(listen)
     address = f"{host}:{port}"
+    # Checked first: grpc's own failure prints a core log line before raising, and a new user reads that.
+    problem = unbindable(host, port, reuse_port=reuse_port)
+    if problem is None:
+        try:
+            if credentials is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's "Failed to bind"
+            problem = "address in use or not available"
+    raise OSError(f"cannot listen on {listen} ({flag}): {problem}")
+
+
+def unbindable(host: str, port: int, *, reuse_port: bool = False) -> str | None:
+    """Why a TCP server could not listen on host:port ("address already in use"), or None if it can.
+    `reuse_port`: as one of several processes sharing the port (SO_REUSEPORT)."""
+    if port == 0:
+        return None
     try:
-        if credentials is None:
-            return server.add_insecure_port(address)
-        return server.add_secure_port(address, credentials)
-    except RuntimeError as exc:  # grpc's "Failed to bind"
-        raise OSError(f"cannot listen on {listen}: address in use or not available") from exc
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot resolve {host!r}: {exc.strerror or exc}"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc and aiohttp bind
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                return (
+                    "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+                )
+    return None

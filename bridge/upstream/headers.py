@@ -1,7 +1,8 @@
-"""Pure mapping between gRPC metadata and upstream HTTP headers: auth, tracing ids, response headers.
+"""Pure mapping between gRPC metadata and upstream HTTP headers: auth, ids, retry hints, returned headers.
 
-Shared by every service: what a caller's metadata becomes upstream, and which upstream reply headers come
-back to the caller (as initial metadata) or identify the upstream request (the correlation id).
+Shared by every service: what a caller's metadata becomes upstream (`HeaderPolicy.request_headers`), which
+upstream reply headers come back to the caller as initial metadata (`HeaderPolicy.reply_metadata`), and
+which identify the upstream request (`correlation_id`) or ask callers to wait (`retry_delay`).
 
 Auth modes (`--auth-mode`):
   passthrough  forward the caller's `authorization` / `x-prismeai-api-key`; use the bridge's own key
@@ -12,17 +13,24 @@ Auth modes (`--auth-mode`):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from bridge.http.status import parse_retry_after
 
 __all__ = [
     "AUTH_HEADERS",
+    "CORRELATION_HEADERS",
     "FORWARDED_HEADERS",
     "RETURNED_HEADERS",
     "AuthPolicy",
+    "HeaderPolicy",
+    "check_returned_header",
     "correlation_id",
     "response_metadata",
+    "retry_delay",
     "upstream_headers",
 ]
 
@@ -31,12 +39,22 @@ ApiKeyHeader = Literal["authorization", "x-prismeai-api-key"]
 
 # The gateway takes a Bearer token in Authorization, and (one docs page) an iak_ key in x-prismeai-api-key.
 AUTH_HEADERS: Final = ("authorization", "x-prismeai-api-key")
-# Request metadata passed through unchanged, so one id follows a call across services.
-FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id", "traceparent", "tracestate")
-# Upstream response headers worth a caller's attention, returned as gRPC initial metadata.
-RETURNED_HEADERS: Final = (
+# Request metadata passed through unchanged, so one id follows a call across services. Trace context
+# (traceparent, tracestate, baggage) is not copied: the propagator writes it for the upstream request's
+# own span (bridge.http.tracing), or passes the caller's on when tracing is off.
+FORWARDED_HEADERS: Final = ("x-correlation-id", "x-request-id")
+# Reply headers naming the upstream's request, most specific first: the Prisme gateway's, OpenAI's and
+# vLLM's, then a LiteLLM proxy's own call id, its `request-id`, and the id of the provider behind it.
+CORRELATION_HEADERS: Final = (
     "x-correlation-id",
     "x-request-id",
+    "x-litellm-call-id",
+    "request-id",
+    "llm_provider-x-request-id",
+)
+# Upstream response headers worth a caller's attention, returned as gRPC initial metadata.
+RETURNED_HEADERS: Final = (
+    *CORRELATION_HEADERS,
     "openai-processing-ms",
     "x-ratelimit-limit-requests",
     "x-ratelimit-limit-tokens",
@@ -45,6 +63,10 @@ RETURNED_HEADERS: Final = (
     "x-ratelimit-reset-requests",
     "x-ratelimit-reset-tokens",
 )
+# Retry hints, most precise first: OpenAI's milliseconds, the standard header, and the provider's
+# Retry-After that a LiteLLM proxy passes on under its own name.
+_RETRY_MS_HEADERS: Final = ("retry-after-ms", "llm_provider-retry-after-ms")
+_RETRY_HEADERS: Final = ("retry-after", "llm_provider-retry-after")
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -65,6 +87,20 @@ class AuthPolicy:
         return {"x-prismeai-api-key": self.api_key}
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """What crosses between a call's gRPC metadata and its upstream request, both ways."""
+
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
+    returned: tuple[str, ...] = RETURNED_HEADERS  # reply headers sent back as initial metadata
+
+    def request_headers(self, metadata: Metadata) -> dict[str, str]:
+        return upstream_headers(metadata, self.auth)
+
+    def reply_metadata(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        return response_metadata(headers, self.returned)
+
+
 def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
     """HTTP headers for the upstream request of a call that arrived with `metadata`."""
     incoming = _text_metadata(metadata)
@@ -79,20 +115,54 @@ def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
     return headers
 
 
-def response_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """The upstream response headers to return to the caller as gRPC metadata."""
+def response_metadata(
+    headers: Mapping[str, str], returned: Iterable[str] = RETURNED_HEADERS
+) -> tuple[tuple[str, str], ...]:
+    """The upstream response headers named in `returned`, as gRPC metadata (text values only)."""
     # One pass into a plain dict: httpx.Headers scans all its items on every lookup.
     lowered = {name.lower(): value for name, value in headers.items()}
     return tuple(
         (name, value)
-        for name in RETURNED_HEADERS
+        for name in returned
         if (value := lowered.get(name)) is not None and value.isascii() and value.isprintable()
     )
 
 
 def correlation_id(headers: Mapping[str, str]) -> str | None:
     """The upstream's id of a request, from its reply headers (names in lower case, or case-insensitive)."""
-    return headers.get("x-correlation-id") or headers.get("x-request-id")
+    return next((value for name in CORRELATION_HEADERS if (value := headers.get(name))), None)
+
+
+_DECIMAL: Final = re.compile(r"\d+(?:\.\d+)?")
+
+
+def retry_delay(lowered_headers: Mapping[str, str]) -> float | None:
+    """Seconds the upstream asks callers to wait, from reply headers with lower-case names; None if none."""
+    for name in _RETRY_MS_HEADERS:
+        millis = lowered_headers.get(name, "").strip()
+        if _DECIMAL.fullmatch(millis):
+            return float(millis) / 1000
+    for name in _RETRY_HEADERS:
+        value = lowered_headers.get(name)
+        if value is not None and (seconds := parse_retry_after(value)) is not None:
+            return seconds
+    return None
+
+
+# grpc metadata keys: lower-case letters, digits, "-", "_", "."; "-bin" keys carry bytes, "grpc-" is
+# reserved, and HTTP/2 connection headers are not metadata at all.
+_METADATA_KEY: Final = re.compile(r"[0-9a-z_.-]+")
+_RESERVED: Final = frozenset({"content-type", "te", "user-agent", "host", "connection", "transfer-encoding"})
+
+
+def check_returned_header(name: str) -> str:
+    """`name` (lower-cased) if gRPC can carry it as text metadata; ValueError saying why not otherwise."""
+    key = name.strip().lower()
+    if not _METADATA_KEY.fullmatch(key):
+        raise ValueError(f"{name!r} is not a valid metadata key (letters, digits, '-', '_', '.')")
+    if key.endswith("-bin") or key.startswith("grpc-") or key in _RESERVED:
+        raise ValueError(f"{name!r} cannot be returned as metadata (binary, grpc- or connection header)")
+    return key
 
 
 def _text_metadata(metadata: Metadata) -> dict[str, str]:

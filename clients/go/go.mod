@@ -1,4 +1,4 @@
-module github.com/prisme-ai/prisme-grpc-bridge/clients/go
+module github.com/prismeai/prisme-grpc-bridge/clients/go
 
 go 1.26.0
 

@@ -241,7 +241,7 @@ async def test_correlation_id_in_trailers_on_errors(stub, model: str, rpc: str) 
     )
     assert error.code() != grpc.StatusCode.OK
     assert dict(error.trailing_metadata() or ())["x-correlation-id"] == "corr-err"
-    assert status_details(error)["ErrorInfo"].metadata["correlation_id"] == "corr-err"
+    assert status_details(error)["ErrorInfo"].metadata["correlationId"] == "corr-err"
 
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])

@@ -53,7 +53,7 @@ async def test_429_carries_retry_info(stub) -> None:
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     details = status_details(raised.value)
     assert details["RetryInfo"].retry_delay.seconds == 7
-    assert details["ErrorInfo"].metadata["http_status"] == "429"
+    assert details["ErrorInfo"].metadata["httpStatus"] == "429"
 
 
 async def test_cancel_closes_upstream_within_1s(stub, mock_gateway: MockGateway) -> None:

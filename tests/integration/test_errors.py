@@ -32,6 +32,22 @@ TABLE = [
     (503, grpc.StatusCode.UNAVAILABLE),
     (504, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
+# The stable ErrorInfo.reason of each, whichever error document shape the upstream used.
+REASONS = {
+    400: "UPSTREAM_INVALID_REQUEST",
+    401: "UPSTREAM_UNAUTHENTICATED",
+    403: "UPSTREAM_PERMISSION_DENIED",
+    404: "UPSTREAM_NOT_FOUND",
+    409: "UPSTREAM_ERROR",
+    413: "UPSTREAM_PAYLOAD_TOO_LARGE",
+    429: "UPSTREAM_RATE_LIMITED",
+    499: "UPSTREAM_ERROR",
+    500: "UPSTREAM_ERROR",
+    501: "UPSTREAM_ERROR",
+    502: "UPSTREAM_UNAVAILABLE",
+    503: "UPSTREAM_UNAVAILABLE",
+    504: "UPSTREAM_TIMEOUT",
+}
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -66,13 +82,15 @@ async def test_http_error_maps_to_grpc_status(
 
         details = status_details(error)
         info = details["ErrorInfo"]
-        assert info.domain == "127.0.0.1"
-        assert info.reason == upstream_code.upper()
-        assert info.metadata["http_status"] == str(http_status)
+        assert info.domain == "grpc-bridge.prisme.ai"
+        assert info.reason == REASONS[http_status]
+        assert info.metadata["httpStatus"] == str(http_status)
+        assert info.metadata["upstreamHost"] == "127.0.0.1"
+        assert upstream_code in (info.metadata.get("upstreamCode"), info.metadata.get("upstreamType"))
         # The caller sent no correlation id: the one in the details is the mock's, returned as a trailer too.
         trailers = dict(error.trailing_metadata() or ())
-        assert _UUID.fullmatch(info.metadata["correlation_id"])
-        assert trailers["x-correlation-id"] == info.metadata["correlation_id"]
+        assert _UUID.fullmatch(info.metadata["correlationId"])
+        assert trailers["x-correlation-id"] == info.metadata["correlationId"]
         assert "x-correlation-id" not in mock_gateway.requests()[-1]["headers"]
 
         if http_status in (429, 503):
@@ -98,7 +116,7 @@ async def test_callers_correlation_id_round_trips_on_errors(stub, mock_gateway: 
         metadata=(("x-correlation-id", correlation_id),),
     )
     assert mock_gateway.requests()[-1]["headers"]["x-correlation-id"] == correlation_id
-    assert status_details(error)["ErrorInfo"].metadata["correlation_id"] == correlation_id
+    assert status_details(error)["ErrorInfo"].metadata["correlationId"] == correlation_id
     assert dict(error.trailing_metadata() or ())["x-correlation-id"] == correlation_id
 
 
@@ -113,9 +131,11 @@ async def test_connection_refused_is_unavailable(start_bridge, rpc: str) -> None
     assert time.monotonic() - started < 2.0
     assert received == []
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert "could not connect to upstream" in error.details()
-    assert f"127.0.0.1:{port}" in error.details()
-    assert status_details(error)["ErrorInfo"].domain == "127.0.0.1"
+    # What happened, where, in plain words: not a timeout, not TLS, no library class names.
+    assert error.details() == f"could not connect to upstream (127.0.0.1:{port}): connection refused"
+    info = status_details(error)["ErrorInfo"]
+    assert (info.domain, info.reason) == ("grpc-bridge.prisme.ai", "UPSTREAM_UNREACHABLE")
+    assert dict(info.metadata) == {"upstreamHost": "127.0.0.1", "cause": "connection refused"}
 
 
 async def test_deadline_on_a_stream_is_prompt(stub, mock_gateway: MockGateway) -> None:

@@ -314,6 +314,34 @@ async def test_tools_stream_fragments_use_first_tool_name(client: httpx.AsyncCli
     assert payloads[-1]["usage"]["completion_tokens"] > 0
 
 
+@pytest.mark.parametrize(
+    ("tools", "name"),
+    [
+        pytest.param(None, "apply_patch", id="default-name"),
+        pytest.param([{"type": "custom", "custom": {"name": "edit_file"}}], "edit_file", id="first-tool"),
+    ],
+)
+async def test_tools_custom(client: httpx.AsyncClient, tools: list[Any] | None, name: str) -> None:
+    extra = {"tools": tools} if tools else {}
+    choice = (await client.post(CHAT, json=body("tools-custom", **extra))).json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert (call["id"], call["type"], set(call)) == ("call_mock_custom_1", "custom", {"id", "type", "custom"})
+    assert call["custom"]["name"] == name
+    assert call["custom"]["input"].count("\n") == 4
+
+    reply = await client.post(CHAT, json=stream_body("tools-custom", usage=True, **extra))
+    payloads = chunks(reply.content)
+    fragments = [c["choices"][0]["delta"]["tool_calls"][0] for c in payloads[1:-2]]
+    assert fragments[0] == {**call, "index": 0, "custom": {"name": name, "input": ""}}
+    assert len(fragments) == 4
+    assert all(set(f) == {"index", "custom"} and set(f["custom"]) == {"input"} for f in fragments[1:])
+    assert "".join(f["custom"]["input"] for f in fragments) == call["custom"]["input"]
+    assert payloads[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert payloads[-1]["usage"]["completion_tokens"] > 0
+
+
 async def test_reasoning(client: httpx.AsyncClient) -> None:
     message = (await client.post(CHAT, json=body("reasoning"))).json()["choices"][0]["message"]
     assert message["content"] == TEXT

@@ -76,6 +76,7 @@ USAGE = pb.StreamOptions(include_usage=True)
         pytest.param("echo-multiline", {}, id="echo-multiline"),
         pytest.param("echo-nospace", {"stream_options": USAGE}, id="echo-nospace"),
         pytest.param("tools", {"stream_options": USAGE}, id="tools"),
+        pytest.param("tools-custom", {"stream_options": USAGE}, id="tools-custom"),
         pytest.param("reasoning", {"stream_options": USAGE}, id="reasoning"),
         pytest.param("azure", {"stream_options": USAGE}, id="azure"),
     ],
@@ -210,7 +211,7 @@ async def test_json_reply_to_a_stream_request_is_an_error(stub) -> None:
     assert received == []
     assert error.code() == grpc.StatusCode.INTERNAL
     assert "event stream" in error.details()
-    assert status_details(error)["ErrorInfo"].reason == "NOT_AN_EVENT_STREAM"
+    assert status_details(error)["ErrorInfo"].reason == "UPSTREAM_INVALID_RESPONSE"
 
 
 async def test_vllm_integer_error_code_maps_like_its_http_status(stub) -> None:
@@ -218,7 +219,7 @@ async def test_vllm_integer_error_code_maps_like_its_http_status(stub) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "prompt is too long" in error.details()
     info = status_details(error)["ErrorInfo"]
-    assert info.metadata["upstream_code"] == "400"
+    assert info.metadata["upstreamCode"] == "400"
     assert [c.choices[0].delta.content for c in received] == ["", "Partial ", "answer"]
 
 

@@ -94,7 +94,7 @@ async def _python_replies(address: str, model: str) -> tuple[dict[str, Any], dic
     return as_dict(unary, preserving_proto_field_name=True), as_dict(folded, preserving_proto_field_name=True)
 
 
-@pytest.mark.parametrize("model", ["tools", "echo"])
+@pytest.mark.parametrize("model", ["tools", "tools-custom", "echo"])
 async def test_accumulators_fold_a_live_stream_into_the_unary_reply(
     bridge: _Bridge, go_chat: list[str], java_chat: list[str], model: str
 ) -> None:
@@ -119,5 +119,13 @@ async def test_accumulators_fold_a_live_stream_into_the_unary_reply(
         call = message["tool_calls"][0]
         assert (call["id"], call["function"]["name"]) == ("call_mock_1", "get_weather")
         assert json.loads(call["function"]["arguments"]) == {"city": "Paris", "unit": "celsius"}
+    elif model == "tools-custom":
+        assert "content" not in message
+        [call] = message["tool_calls"]
+        assert set(call) == {"id", "type", "custom"}  # no function object on a custom call
+        assert (call["id"], call["type"]) == ("call_mock_custom_1", "custom")
+        assert call["custom"]["name"] == "apply_patch"
+        lines = call["custom"]["input"].splitlines()
+        assert (lines[0], lines[-1], len(lines)) == ("*** Begin Patch", "*** End Patch", 4)
     else:
         assert message["content"] == PROMPT

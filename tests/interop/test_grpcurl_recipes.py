@@ -182,8 +182,9 @@ def check_error_details(ran: Ran, _: Dev) -> None:
     for shown in (
         "Code: ResourceExhausted",
         '"@type": "type.googleapis.com/google.rpc.ErrorInfo"',
-        '"reason": "RATE_LIMIT_EXCEEDED"',
-        '"http_status": "429"',
+        '"domain": "grpc-bridge.prisme.ai"',
+        '"reason": "UPSTREAM_RATE_LIMITED"',
+        '"httpStatus": "429"',
         '"@type": "type.googleapis.com/google.rpc.RetryInfo"',
         '"retry_delay": "7s"',
     ):
@@ -194,7 +195,8 @@ def check_format_error(ran: Ran, _: Dev) -> None:
     assert ran.code == 64 + 3, ran.err
     (status,) = json_values(ran.err)
     assert status["code"] == 3
-    detail = status["details"][0]
+    info, detail = status["details"]
+    assert (info["@type"], info["reason"]) == ("type.googleapis.com/google.rpc.ErrorInfo", "INVALID_REQUEST")
     assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
     assert detail["field_violations"][0]["field"] == "messages"
 

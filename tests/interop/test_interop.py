@@ -142,7 +142,8 @@ async def test_error_details(client: list[str], bridge: GrpcServer) -> None:
     assert lines[-1] == "grpc-status: RESOURCE_EXHAUSTED"
     assert "retry_info: retry_delay=7s" in lines
     assert any(
-        line.startswith("error_info: reason=RATE_LIMIT_EXCEEDED") and "http_status=429" in line
+        line.startswith("error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai")
+        and "httpStatus=429" in line
         for line in lines
     )
 

@@ -185,7 +185,7 @@ def test_baseline_is_reproducible(contract: Path, buf_env: dict[str, str]) -> No
 
 # --- lock-ins WIRE_JSON does not see ------------------------------------------------------------------
 
-GO_PACKAGE = "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+GO_PACKAGE = "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 
 
 def test_generated_code_locations_are_fixed() -> None:

@@ -152,7 +152,6 @@ def test_items_without_indexes_keep_the_array_order() -> None:
 def test_anything_but_one_embedding_per_input_is_an_error(data: list[Any], inputs: int) -> None:
     with pytest.raises(ReplyShapeError) as raised:
         response_from_upstream({"data": data}, inputs)
-    assert raised.value.reason == "EMBEDDING_COUNT_MISMATCH"
     assert f"for {inputs} inputs" in str(raised.value)
 
 
@@ -171,14 +170,14 @@ def test_anything_but_one_embedding_per_input_is_an_error(data: list[Any], input
 def test_a_vector_that_is_no_vector_is_an_error(vector: Any) -> None:
     with pytest.raises(ReplyShapeError) as raised:
         response_from_upstream(_reply([vector]), 1)
-    assert raised.value.reason == "INVALID_EMBEDDING"
+    assert str(raised.value).startswith("embedding 0 is ")
 
 
 @pytest.mark.parametrize("body", [{"object": "list"}, {"data": {"0": [1.0]}}])
 def test_a_reply_without_a_data_list_is_an_error(body: dict[str, Any]) -> None:
     with pytest.raises(ReplyShapeError) as raised:
         response_from_upstream(body, 1)
-    assert raised.value.reason == "UNEXPECTED_REPLY"
+    assert str(raised.value) == "reply to POST /embeddings has no `data` list"
 
 
 def test_the_gateways_flat_copy_is_not_repeated() -> None:

@@ -17,6 +17,7 @@ from bridge import errors
 from bridge.errors import (
     BridgeError,
     InvalidRequestError,
+    Reason,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamProtocolError,
@@ -26,7 +27,7 @@ from bridge.errors import (
     invalid_request,
     protocol_error,
 )
-from tests.helpers import DOMAIN
+from tests.helpers import HOST
 from tests.helpers import error_details as _details
 from tests.helpers import error_info as _info
 from tests.helpers import error_violations as _violations
@@ -70,7 +71,7 @@ def test_module_docstring_draws_every_error_class() -> None:
 
 
 def test_to_status_round_trips_code_message_and_details() -> None:
-    info = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain=DOMAIN)
+    info = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain=errors.DOMAIN)
     error = BridgeError("boom", code=C.ABORTED, details=[info])
     status = error.to_status()
     assert status.code is C.ABORTED
@@ -115,21 +116,33 @@ async def test_to_status_crosses_a_real_grpc_aio_server() -> None:
 
 def test_protocol_error() -> None:
     error = protocol_error(
-        "invalid JSON chunk: {bad", domain=DOMAIN, reason="invalid_json", correlation_id="c"
+        "invalid JSON chunk: {bad", host=HOST, reason=Reason.UPSTREAM_INVALID_RESPONSE, correlation_id="c"
     )
     assert isinstance(error, UpstreamProtocolError)
     assert (error.code, error.message) == (C.INTERNAL, "upstream protocol error: invalid JSON chunk: {bad")
     info = _info(error)
     assert (info.reason, info.domain, dict(info.metadata)) == (
-        "INVALID_JSON",
-        DOMAIN,
-        {"correlation_id": "c"},
+        "UPSTREAM_INVALID_RESPONSE",
+        "grpc-bridge.prisme.ai",
+        {"upstreamHost": HOST, "correlationId": "c"},
     )
     truncated = protocol_error(
-        "stream ended without [DONE]", domain=DOMAIN, reason="TRUNCATED_STREAM", code=C.UNAVAILABLE
+        "stream ended without [DONE]", host=HOST, reason=Reason.UPSTREAM_STREAM_TRUNCATED, code=C.UNAVAILABLE
     )
     assert truncated.code is C.UNAVAILABLE
-    assert _info(truncated).reason == "TRUNCATED_STREAM"
+    assert _info(truncated).reason == "UPSTREAM_STREAM_TRUNCATED"
+
+
+def test_deadline_and_internal_errors_carry_their_reasons() -> None:
+    late = errors.deadline_exceeded(HOST, "corr-9")
+    assert (late.code, late.correlation_id) == (C.DEADLINE_EXCEEDED, "corr-9")
+    assert (_info(late).reason, dict(_info(late).metadata)) == (
+        "DEADLINE_EXCEEDED",
+        {"upstreamHost": HOST, "correlationId": "corr-9"},
+    )
+    bug = errors.internal_error()
+    assert (bug.code, _info(bug).reason, dict(_info(bug).metadata)) == (C.INTERNAL, "INTERNAL", {})
+    assert "see its logs" in bug.message
 
 
 # ---------------------------------------------------------------------------------- invalid requests
@@ -142,6 +155,7 @@ def test_invalid_request_names_the_first_violation() -> None:
     assert error.message == "invalid request: messages[0].role: must not be empty"
     assert _violations(error) == [("messages[0].role", "must not be empty")]
     assert error.violations == (("messages[0].role", "must not be empty"),)
+    assert (_info(error).reason, _info(error).domain) == ("INVALID_REQUEST", "grpc-bridge.prisme.ai")
 
 
 def test_invalid_request_counts_the_rest() -> None:
@@ -167,8 +181,8 @@ def test_many_violations_stay_within_what_clients_accept() -> None:
 
 
 def test_oversized_status_sheds_details_but_keeps_code_and_message() -> None:
-    info = error_details_pb2.ErrorInfo(reason="R_R", domain=DOMAIN, metadata={"k": "v" * 200})
-    bad_request = invalid_request([("f" * 300, "d" * 300)] * 10).details[0]
+    info = error_details_pb2.ErrorInfo(reason="R_R", domain=errors.DOMAIN, metadata={"k": "v" * 200})
+    bad_request = invalid_request([("f" * 300, "d" * 300)] * 10).details[1]
     error = BridgeError("é" * 5000, code=C.UNAVAILABLE, details=[info, bad_request])
     status = error.to_status()
     assert _trailer_bytes(status) <= 7 * 1024
@@ -182,5 +196,5 @@ def test_invalid_request_custom_message_and_none() -> None:
     assert invalid_request([("a", "b")], "nope").message == "nope"
     empty = invalid_request([])
     assert empty.message == "invalid request"
-    assert _details(empty) == {}
+    assert list(_details(empty)) == [error_details_pb2.ErrorInfo]
     assert empty.to_status().code is C.INVALID_ARGUMENT

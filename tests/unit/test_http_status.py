@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from bridge.http.status import HTTP_STATUS_TO_GRPC, grpc_code_for_http_status, parse_retry_after
-from tests.helpers import DOMAIN
+from tests.helpers import HOST
 from tests.helpers import error_info as _info
 from tests.helpers import http_error as _http
 
@@ -53,8 +53,30 @@ def test_every_table_status_maps_and_reaches_the_error(status: int, code: grpc.S
     assert error.http_status == status
     assert error.message == f"upstream returned HTTP {status}"
     info = _info(error)
-    assert (info.reason, info.domain) == (f"HTTP_{status}", DOMAIN)
-    assert dict(info.metadata) == {"http_status": str(status)}
+    assert (info.reason, info.domain) == (_EXPECTED_REASONS[status], "grpc-bridge.prisme.ai")
+    assert dict(info.metadata) == {"httpStatus": str(status), "upstreamHost": HOST}
+
+
+# The stable ErrorInfo.reason of a reply that says no more than its status (docs/errors.md).
+_EXPECTED_REASONS = {
+    400: "UPSTREAM_INVALID_REQUEST",
+    401: "UPSTREAM_UNAUTHENTICATED",
+    403: "UPSTREAM_PERMISSION_DENIED",
+    404: "UPSTREAM_NOT_FOUND",
+    405: "UPSTREAM_ERROR",
+    408: "UPSTREAM_TIMEOUT",
+    409: "UPSTREAM_ERROR",
+    410: "UPSTREAM_NOT_FOUND",
+    413: "UPSTREAM_PAYLOAD_TOO_LARGE",
+    422: "UPSTREAM_INVALID_REQUEST",
+    429: "UPSTREAM_RATE_LIMITED",
+    499: "UPSTREAM_ERROR",
+    500: "UPSTREAM_ERROR",
+    501: "UPSTREAM_ERROR",
+    502: "UPSTREAM_UNAVAILABLE",
+    503: "UPSTREAM_UNAVAILABLE",
+    504: "UPSTREAM_TIMEOUT",
+}
 
 
 @pytest.mark.parametrize(
@@ -76,6 +98,9 @@ def test_every_table_status_maps_and_reaches_the_error(status: int, code: grpc.S
 )
 def test_statuses_outside_the_table_fall_back_by_class(status: int, code: grpc.StatusCode) -> None:
     assert grpc_code_for_http_status(status) is code
+    # A transient 5xx invites a retry like 502/503 do; anything else is an upstream error.
+    expected = "UPSTREAM_UNAVAILABLE" if code is C.UNAVAILABLE else "UPSTREAM_ERROR"
+    assert _info(_http(status)).reason == expected
 
 
 # ---------------------------------------------------------------------------------------- Retry-After

@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import (
+    Reason,
     protocol_error,
 )
 from bridge.http.transport_errors import error_from_transport_exception
 from bridge.redaction import MAX_TEXT_BYTES, redact
-from tests.helpers import DOMAIN
 from tests.helpers import everything_sent as _everything_sent
 from tests.helpers import http_error as _http
 from tests.helpers import stream_error as _stream
@@ -92,10 +92,10 @@ def test_secrets_never_reach_stream_or_transport_errors(text: str, secret: str) 
     assert secret not in _everything_sent(stream)
     event = _stream(text, event="error")
     assert secret not in _everything_sent(event)
-    transport = error_from_transport_exception(httpx.ConnectError(text), domain=DOMAIN)
+    transport = error_from_transport_exception(httpx.ConnectError(text), address="gw:443")
     assert secret not in _everything_sent(transport)
     assert secret not in _everything_sent(
-        protocol_error(text, domain=DOMAIN, reason="X_Y", correlation_id=text)
+        protocol_error(text, host="gw", reason=Reason.UPSTREAM_INVALID_RESPONSE, correlation_id=text)
     )
 
 

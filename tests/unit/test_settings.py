@@ -24,10 +24,16 @@ README = Path(__file__).parents[2] / "README.md"
 PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
-        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "log_level",
+        "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
+        "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_connection_age",
+        "max_connection_age_grace", "metrics_listen", "metrics_max_models",
+        "tls_cert", "tls_key", "tls_client_ca",
+        "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
+        "workers", "drain_delay", "health_listen",
+        "log_level", "log_format",
     ],
-    MockGatewaySettings: ["listen", "require_api_key", "log_level"],
-    DevSettings: ["listen", "mock_listen", "log_level"],
+    MockGatewaySettings: ["mock_listen", "require_api_key", "log_level", "log_format"],
+    DevSettings: ["listen", "mock_listen", "log_level", "log_format"],
 }  # fmt: skip
 
 
@@ -47,7 +53,9 @@ def test_every_group_field_has_its_flat_name_and_a_description(model: type[Comma
 
 
 def test_groups_are_reached_by_flat_names_and_by_their_own() -> None:
-    settings = ServeSettings(listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed")
+    settings = ServeSettings(
+        listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed", api_key="k"
+    )
     assert settings.server.listen == "127.0.0.1:0"
     assert settings.upstream.url == "http://gw/v1"
     assert settings.auth.mode == "fixed"
@@ -77,9 +85,58 @@ def test_unknown_names_are_refused() -> None:
         ServeSettings(upstream_url="http://gw/v1", no_such_setting=1)
 
 
-@pytest.mark.parametrize("command", ["serve"])
+@pytest.mark.parametrize("command", ["serve", "mock-gateway", "dev"])
 def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     text = README.read_text(encoding="utf-8")
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
     assert found, f"README.md lacks the <!-- flags:{command} --> table"
     assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
+
+
+def test_serve_logs_json_and_the_other_commands_text_by_default() -> None:
+    assert ServeSettings(upstream_url="http://gw/v1").logging.format == "json"
+    assert DevSettings().logging.format == "text"
+    assert MockGatewaySettings().logging.format == "text"
+    assert ServeSettings(upstream_url="http://gw/v1", log_format="text").logging.format == "text"
+
+
+# ------------------------------------------------------------------ TLS pairs, workers, drain, health port
+
+_CERT, _KEY = str(README), str(README)  # existing files; their content is checked when the bridge starts
+
+
+@pytest.mark.parametrize(
+    ("flat", "reported", "message"),
+    [
+        ({"tls_cert": _CERT}, "tls_key", "--tls-cert and --tls-key go together"),
+        ({"tls_key": _KEY}, "tls_key", "--tls-cert and --tls-key go together"),
+        ({"tls_client_ca": _CERT}, "tls_client_ca", "mTLS needs TLS"),
+        ({"tls_cert": "/no/such.crt", "tls_key": _KEY}, "tls_cert", "does not point to a file"),
+        ({"upstream_client_cert": _CERT}, "upstream_client_key", "go together"),
+        ({"upstream_client_key": _KEY}, "upstream_client_key", "go together"),
+        ({"workers": 0}, "workers", "greater than or equal to 1"),
+        ({"drain_delay": -1}, "drain_delay", "greater than or equal to 0"),
+        ({"health_listen": "8081"}, "health_listen", "HOST:PORT"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_their_flat_name(
+    flat: dict[str, object], reported: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        ServeSettings(upstream_url="http://gw/v1", **flat)
+    [error] = raised.value.errors()
+    assert error["loc"][-1] == reported
+    assert message in error["msg"]
+
+
+def test_tls_pairs_and_lifecycle_defaults() -> None:
+    plain = ServeSettings(upstream_url="http://gw/v1")
+    assert (plain.tls.cert, plain.tls.key, plain.tls.client_ca) == (None, None, None)
+    lifecycle = plain.lifecycle
+    assert (lifecycle.workers, lifecycle.drain_delay, lifecycle.health_listen) == (1, 0, None)
+    assert plain.upstream_tls.trust_env is False
+    mtls = ServeSettings(upstream_url="http://gw/v1", tls_cert=_CERT, tls_key=_KEY, tls_client_ca=_CERT)
+    assert mtls.tls.client_ca == README
+    env = {"BRIDGE_UPSTREAM_URL": "http://gw/v1", "BRIDGE_UPSTREAM_TRUST_ENV": "true", "BRIDGE_WORKERS": "4"}
+    loaded = load(ServeSettings, {}, env)
+    assert (loaded.upstream_tls.trust_env, loaded.lifecycle.workers) == (True, 4)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import aiohttp
 import grpc
 import httpx
@@ -11,17 +14,19 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.errors import (
     BridgeError,
+    Reason,
     UpstreamHTTPError,
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from bridge.http.transport_errors import EXCEPTION_MAP, error_from_transport_exception
-from tests.helpers import DOMAIN
+from bridge.http.transport_errors import EXCEPTION_MAP, describe_cause, error_from_transport_exception
 from tests.helpers import error_info as _info
 from tests.helpers import everything_sent as _everything_sent
 
 C = grpc.StatusCode
+HOST = "gateway.example.com"
+ADDRESS = f"{HOST}:443"
 
 
 # ----------------------------------------------------------------------------------- transport errors
@@ -92,33 +97,35 @@ def test_every_httpx_exception_is_mapped() -> None:
 @pytest.mark.parametrize("cls", list(_HTTPX_EXPECTED), ids=lambda cls: cls.__name__)
 def test_httpx_exception_mapping(cls: type[Exception]) -> None:
     error_class, code = _HTTPX_EXPECTED[cls]
-    error = error_from_transport_exception(_make_httpx(cls), domain=DOMAIN)
+    error = error_from_transport_exception(_make_httpx(cls), address=ADDRESS)
     assert type(error) is error_class
     assert error.code is code
     assert error.to_status().code is code
     info = _info(error)
-    assert info.domain == DOMAIN
-    assert info.reason
+    assert info.domain == "grpc-bridge.prisme.ai"
+    assert info.reason in set(Reason)
+    assert info.metadata["upstreamHost"] == HOST
 
 
 def test_transport_message_and_error_info() -> None:
-    error = error_from_transport_exception(
-        httpx.ConnectError("All connection attempts failed"), domain=DOMAIN
-    )
-    assert error.message == "could not connect to upstream: All connection attempts failed"
+    refused = httpx.ConnectError("All connection attempts failed")
+    refused.__context__ = ConnectionRefusedError(111, "Connection refused")
+    error = error_from_transport_exception(refused, address=ADDRESS)
+    # The bridge's words, the address, and what the network said; not the library's text or class names.
+    assert error.message == f"could not connect to upstream ({ADDRESS}): connection refused"
     info = _info(error)
-    assert info.reason == "CONNECT_ERROR"
-    assert dict(info.metadata) == {"exception": "httpx.ConnectError"}
-    quiet = error_from_transport_exception(httpx.ReadTimeout(""), domain=DOMAIN)
-    assert quiet.message == "timed out waiting for upstream data"
-    assert _info(quiet).reason == "READ_TIMEOUT"
+    assert info.reason == "UPSTREAM_UNREACHABLE"
+    assert dict(info.metadata) == {"upstreamHost": HOST, "cause": "connection refused"}
+    quiet = error_from_transport_exception(httpx.ReadTimeout("httpx says something"), address=ADDRESS)
+    assert quiet.message == f"timed out waiting for upstream data ({ADDRESS})"
+    assert _info(quiet).reason == "UPSTREAM_TIMEOUT"
 
 
 def test_http_status_error_takes_the_code_of_its_response() -> None:
     # The client never raises it (it reads every reply's status); the status alone still decides.
     response = httpx.Response(429, content=b'{"message":"slow"}', request=_REQUEST)
     error = error_from_transport_exception(
-        httpx.HTTPStatusError("429", request=_REQUEST, response=response), domain=DOMAIN
+        httpx.HTTPStatusError("429", request=_REQUEST, response=response), address=ADDRESS
     )
     assert isinstance(error, UpstreamHTTPError)
     assert (error.code, error.message, error.http_status) == (
@@ -126,6 +133,7 @@ def test_http_status_error_takes_the_code_of_its_response() -> None:
         "upstream returned HTTP 429",
         429,
     )
+    assert dict(_info(error).metadata) == {"httpStatus": "429", "upstreamHost": HOST}
 
 
 def _through_httpx_aiohttp(exc: BaseException) -> BaseException:
@@ -146,52 +154,90 @@ _UNAV = (UpstreamUnavailableError, C.UNAVAILABLE)
 _SLOW = (UpstreamTimeoutError, C.DEADLINE_EXCEEDED)
 
 
-def _aiohttp_cases() -> dict[str, tuple[BaseException, tuple[type[BridgeError], grpc.StatusCode], str]]:
+def _aiohttp_cases() -> dict[
+    str, tuple[BaseException, tuple[type[BridgeError], grpc.StatusCode], str, str | None]
+]:
     key = _connection_key()
-    no_dns = OSError(-2, "Name or service not known")
+    no_dns = socket.gaierror(-2, "Name or service not known")
     bad_status = aiohttp.ClientResponseError(None, (), status=400, message="Invalid response status")  # type: ignore[arg-type]
     return {
-        "disconnected": (aiohttp.ServerDisconnectedError(), _UNAV, "SERVER_DISCONNECTED_ERROR"),
+        "disconnected": (aiohttp.ServerDisconnectedError(), _UNAV, "UPSTREAM_CONNECTION_LOST", None),
         "refused": (
             aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused")),
             _UNAV,
-            "CLIENT_CONNECTOR_ERROR",
+            "UPSTREAM_UNREACHABLE",
+            "connection refused",
         ),
-        "dns": (aiohttp.ClientConnectorDNSError(key, no_dns), _UNAV, "CLIENT_CONNECTOR_DNS_ERROR"),
-        "connect-timeout": (aiohttp.ConnectionTimeoutError("connect"), _UNAV, "CONNECTION_TIMEOUT_ERROR"),
-        "read-timeout": (aiohttp.SocketTimeoutError("read"), _SLOW, "SOCKET_TIMEOUT_ERROR"),
-        "server-timeout": (aiohttp.ServerTimeoutError("read"), _SLOW, "SERVER_TIMEOUT_ERROR"),
-        "payload": (aiohttp.ClientPayloadError("incomplete"), _UNAV, "CLIENT_PAYLOAD_ERROR"),
-        "reset": (aiohttp.ClientOSError(104, "Connection reset by peer"), _UNAV, "CLIENT_OS_ERROR"),
-        "bad-response": (bad_status, (UpstreamProtocolError, C.INTERNAL), "CLIENT_RESPONSE_ERROR"),
+        "dns": (
+            aiohttp.ClientConnectorDNSError(key, no_dns),
+            _UNAV,
+            "UPSTREAM_UNREACHABLE",
+            "name resolution failed",
+        ),
+        "connect-timeout": (aiohttp.ConnectionTimeoutError("connect"), _UNAV, "UPSTREAM_UNREACHABLE", None),
+        "read-timeout": (aiohttp.SocketTimeoutError("read"), _SLOW, "UPSTREAM_TIMEOUT", None),
+        "server-timeout": (aiohttp.ServerTimeoutError("read"), _SLOW, "UPSTREAM_TIMEOUT", None),
+        "payload": (aiohttp.ClientPayloadError("incomplete"), _UNAV, "UPSTREAM_STREAM_TRUNCATED", None),
+        "reset": (
+            aiohttp.ClientOSError(104, "Connection reset by peer"),
+            _UNAV,
+            "UPSTREAM_CONNECTION_LOST",
+            "connection reset by peer",
+        ),
+        "bad-response": (bad_status, (UpstreamProtocolError, C.INTERNAL), "UPSTREAM_INVALID_RESPONSE", None),
         "non-http-url": (
             aiohttp.NonHttpUrlClientError("ftp://x"),
             (BridgeError, C.INTERNAL),
-            "NON_HTTP_URL_CLIENT_ERROR",
+            "INTERNAL",
+            None,
         ),
     }
 
 
 @pytest.mark.parametrize("case", list(_aiohttp_cases()))
 def test_aiohttp_errors_through_httpx_aiohttp(case: str) -> None:
-    raised, (error_class, code), reason = _aiohttp_cases()[case]
+    raised, (error_class, code), reason, cause = _aiohttp_cases()[case]
     let_out = _through_httpx_aiohttp(raised)
-    error = error_from_transport_exception(let_out, domain=DOMAIN)
+    error = error_from_transport_exception(let_out, address=ADDRESS)
     assert type(error) is error_class
     assert error.code is code
     info = _info(error)
     assert info.reason == reason
-    assert info.metadata["exception"].startswith("aiohttp.")
-    if let_out is not raised:  # translated: say what httpx-aiohttp called it
-        assert info.metadata["raised_as"] == f"httpx.{type(let_out).__name__}"
+    assert info.metadata.get("cause") == cause
+    # No library class names in the contract: not in the metadata, not in the message.
+    assert set(info.metadata) <= {"upstreamHost", "correlationId", "cause"}
+    assert "aiohttp" not in error.message
+    assert "httpx" not in error.message
 
 
 def test_httpx_aiohttp_lossy_translation_is_undone() -> None:
-    # httpx-aiohttp turns a mid-stream disconnect into httpx.ConnectTimeout; the cause tells the truth.
-    let_out = _through_httpx_aiohttp(aiohttp.ServerDisconnectedError())
+    # httpx-aiohttp turns a refused connection into httpx.ConnectTimeout, a timeout "over TLS"
+    # ("ssl:default" in aiohttp's text); the cause tells the truth, and the message says it plainly.
+    refused = aiohttp.ClientConnectorError(
+        _connection_key(), ConnectionRefusedError(111, "Connect call failed")
+    )
+    let_out = _through_httpx_aiohttp(refused)
     assert type(let_out) is httpx.ConnectTimeout
-    error = error_from_transport_exception(let_out, domain=DOMAIN)
-    assert error.message == "upstream closed the connection: Server disconnected"
+    error = error_from_transport_exception(let_out, address="127.0.0.1:9")
+    assert error.message == "could not connect to upstream (127.0.0.1:9): connection refused"
+    assert "ssl" not in error.message
+    assert _info(error).reason == "UPSTREAM_UNREACHABLE"
+    disconnected = _through_httpx_aiohttp(aiohttp.ServerDisconnectedError())
+    error = error_from_transport_exception(disconnected, address=ADDRESS)
+    assert error.message == f"upstream closed the connection ({ADDRESS})"
+
+
+def test_causes_are_described_from_the_chain() -> None:
+    tls = ssl.SSLCertVerificationError(1, "certificate verify failed: self-signed certificate")
+    assert describe_cause(httpx.ConnectError("x").with_traceback(None)) is None
+    wrapped = httpx.ConnectError("boom")
+    wrapped.__cause__ = tls
+    assert describe_cause(wrapped) == "TLS certificate verification failed"
+    assert describe_cause(OSError(101, "Network is unreachable")) == "network is unreachable"
+    assert describe_cause(BrokenPipeError(32, "Broken pipe")) == "connection closed while sending"
+    loop = httpx.ReadError("loop")
+    loop.__context__ = loop  # a cycle in the chain ends the walk
+    assert describe_cause(loop) is None
 
 
 def test_every_aiohttp_client_error_has_an_aiohttp_entry() -> None:
@@ -216,13 +262,15 @@ def test_every_aiohttp_client_error_has_an_aiohttp_entry() -> None:
     ],
 )
 def test_bare_os_errors(exc: BaseException, error_class: type[BridgeError], code: grpc.StatusCode) -> None:
-    error = error_from_transport_exception(exc, domain=DOMAIN)
+    error = error_from_transport_exception(exc, address=ADDRESS)
     assert (type(error), error.code) == (error_class, code)
+    assert _info(error).reason in {"UPSTREAM_CONNECTION_LOST", "UPSTREAM_TIMEOUT"}
 
 
 def test_unknown_exceptions_are_internal_and_keep_their_text_private() -> None:
-    error = error_from_transport_exception(KeyError("sk-live-secret-value in a dict"), domain=DOMAIN)
+    error = error_from_transport_exception(KeyError("sk-live-secret-value in a dict"), address=ADDRESS)
     assert type(error) is BridgeError
     assert error.code is C.INTERNAL
     assert error.message == "internal error (KeyError)"
+    assert _info(error).reason == "INTERNAL"
     assert "secret" not in _everything_sent(error)

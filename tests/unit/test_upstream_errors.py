@@ -10,10 +10,11 @@ import grpc
 import pytest
 
 from bridge.errors import (
+    Reason,
     UpstreamStreamError,
 )
 from bridge.redaction import MAX_TEXT_BYTES
-from tests.helpers import DOMAIN
+from tests.helpers import HOST
 from tests.helpers import error_info as _info
 from tests.helpers import error_violations as _violations
 from tests.helpers import http_error as _http
@@ -29,7 +30,7 @@ C = grpc.StatusCode
 def test_http_error_message_says_it_came_from_upstream() -> None:
     error = _http(429, {"error": {"message": "Rate limit exceeded", "type": "requests"}})
     assert error.message == "upstream HTTP 429: Rate limit exceeded"
-    assert _info(error).metadata["upstream_type"] == "requests"
+    assert _info(error).metadata["upstreamType"] == "requests"
 
 
 def test_http_error_message_is_truncated() -> None:
@@ -49,14 +50,15 @@ def test_http_error_info_openai() -> None:
     }
     error = _http(400, body, {"X-Request-ID": "req_123"})
     info = _info(error)
-    assert info.reason == "CONTEXT_LENGTH_EXCEEDED"
-    assert info.domain == DOMAIN
+    assert info.reason == "UPSTREAM_CONTEXT_LENGTH_EXCEEDED"
+    assert info.domain == "grpc-bridge.prisme.ai"
     assert dict(info.metadata) == {
-        "http_status": "400",
-        "correlation_id": "req_123",
-        "upstream_code": "context_length_exceeded",
-        "upstream_type": "invalid_request_error",
-        "param": "messages",
+        "httpStatus": "400",
+        "upstreamHost": HOST,
+        "correlationId": "req_123",
+        "upstreamCode": "context_length_exceeded",
+        "upstreamType": "invalid_request_error",
+        "upstreamParam": "messages",
     }
     assert error.correlation_id == "req_123"
     assert _violations(error) == [("messages", "This model's maximum context length is 8192 tokens")]
@@ -68,38 +70,97 @@ def test_http_error_info_prisme() -> None:
     error = _http(403, body, headers)
     assert error.code is C.PERMISSION_DENIED
     info = _info(error)
-    assert info.reason == "MODEL_NOT_ALLOWED"
+    assert info.reason == "UPSTREAM_PERMISSION_DENIED"
     assert dict(info.metadata) == {
-        "http_status": "403",
-        "correlation_id": "c-42",
-        "upstream_code": "MODEL_NOT_ALLOWED",
-        "upstream_details": '{"model":"gpt-4o"}',
+        "httpStatus": "403",
+        "upstreamHost": HOST,
+        "correlationId": "c-42",
+        "upstreamCode": "MODEL_NOT_ALLOWED",
+        "upstreamDetails": '{"model":"gpt-4o"}',
     }
     assert _violations(error) == []
 
 
 @pytest.mark.parametrize(
-    ("body", "reason"),
+    ("status", "body", "code", "reason"),
     [
-        ({"error": {"message": "m", "type": "BadRequestError", "code": 400}}, "BAD_REQUEST_ERROR"),
-        ({"error": {"message": "m", "type": "HTTPException"}}, "HTTP_EXCEPTION"),
-        ({"error": {"message": "m", "code": "model-not-found"}}, "MODEL_NOT_FOUND"),
-        ({"error": {"message": "m", "code": "500"}}, "HTTP_502"),
-        ({"error": {"message": "m", "code": "é"}}, "HTTP_502"),
-        ({"error": {"message": "m", "code": "a" * 100}}, "A" * 63),
-        ({"message": "m"}, "HTTP_502"),
+        # What the upstream names refines the status, within the status's code...
+        (429, {"error": "rate_limit_exceeded", "message": "m"}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_RATE_LIMITED"),
+        (429, {"error": "quota_exceeded", "message": "m"}, C.RESOURCE_EXHAUSTED, "UPSTREAM_QUOTA_EXCEEDED"),
+        (429, {"error": {"message": "m", "code": "insufficient_quota"}}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_QUOTA_EXCEEDED"),
+        (400, {"error": {"message": "m", "code": "content_filter"}}, C.INVALID_ARGUMENT,
+         "UPSTREAM_CONTENT_FILTERED"),
+        (400, {"error": {"message": "m", "type": "BadRequestError", "code": 400}}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (404, {"error": {"message": "m", "code": "model_not_found"}}, C.NOT_FOUND, "UPSTREAM_NOT_FOUND"),
+        (401, {"error": {"message": "m", "code": "invalid_api_key"}}, C.UNAUTHENTICATED,
+         "UPSTREAM_UNAUTHENTICATED"),
+        # ...never against it: the status decides the code; a reason contradicting it is not used.
+        (502, {"error": {"message": "m", "code": "rate_limit_exceeded"}}, C.UNAVAILABLE,
+         "UPSTREAM_UNAVAILABLE"),
+        (504, {"error": {"message": "m", "type": "timeout"}}, C.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
+        (500, {"error": {"message": "m", "code": "é"}}, C.INTERNAL, "UPSTREAM_ERROR"),
+        # A bare 500 says only "it failed": what the upstream names decides, as it does in a stream.
+        (500, {"error": {"message": "litellm.APIConnectionError: x", "code": "500"}}, C.UNAVAILABLE,
+         "UPSTREAM_UNAVAILABLE"),
+        (500, {"error": {"message": "m", "type": "overloaded_error"}}, C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+        (500, {"message": "m"}, C.INTERNAL, "UPSTREAM_ERROR"),
+        # Governance refusals the status does not carry: the code follows the upstream's code...
+        (403, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (400, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (422, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (400, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.PERMISSION_DENIED,
+         "UPSTREAM_PERMISSION_DENIED"),
+        (404, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.PERMISSION_DENIED,
+         "UPSTREAM_PERMISSION_DENIED"),
+        (400, {"error": {"message": "m", "type": "invalid_request_error", "code": "model_not_allowed"}},
+         C.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED"),
+        # ...but a 429 asks the caller to wait, whatever it carries.
+        (429, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_RATE_LIMITED"),
+        (429, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_RATE_LIMITED"),
     ],
-)
-def test_error_info_reason_is_upper_snake_case(body: Any, reason: str) -> None:
-    info = _info(_http(502, body))
-    assert info.reason == reason
-    assert len(info.reason) <= 63
+)  # fmt: skip
+def test_http_errors_get_a_stable_reason(status: int, body: Any, code: grpc.StatusCode, reason: str) -> None:
+    error = _http(status, body)
+    assert (error.code, _info(error).reason) == (code, reason)
+    assert _info(error).reason in set(Reason)
+
+
+DIMENSIONS = "dimensions=4 is not supported: use one of [256, 1536]"
+
+
+@pytest.mark.parametrize("status", [400, 403, 422])
+def test_invalid_dimensions_blames_the_dimensions_field(status: int) -> None:
+    error = _http(status, {"error": "INVALID_DIMENSIONS", "message": DIMENSIONS, "details": {}})
+    assert _violations(error) == [("dimensions", DIMENSIONS)]
+    metadata = _info(error).metadata
+    assert (metadata["upstreamCode"], metadata["httpStatus"]) == ("INVALID_DIMENSIONS", str(status))
+
+
+def test_a_field_the_upstream_names_wins_over_the_refused_field() -> None:
+    body = {"error": {"message": "bad", "code": "INVALID_DIMENSIONS", "param": "dims"}}
+    assert _violations(_http(400, body)) == [("dims", "bad")]
+
+
+def test_a_throttled_refusal_keeps_its_retry_info_and_blames_no_field() -> None:
+    for code in ("MODEL_NOT_ALLOWED", "INVALID_DIMENSIONS"):
+        throttled = _http(429, {"error": code, "message": "m"}, {"Retry-After": "7"})
+        assert _retry_seconds(throttled) == 7.0
+        assert _violations(throttled) == []
+        assert _info(throttled).metadata["upstreamCode"] == code
 
 
 def test_http_original_code_is_kept_in_metadata() -> None:
     info = _info(_http(429, {"error": "rate_limit_exceeded", "message": "m"}))
-    assert info.reason == "RATE_LIMIT_EXCEEDED"
-    assert info.metadata["upstream_code"] == "rate_limit_exceeded"
+    assert info.reason == "UPSTREAM_RATE_LIMITED"
+    assert info.metadata["upstreamCode"] == "rate_limit_exceeded"
 
 
 def test_bad_request_from_fastapi_detail() -> None:
@@ -161,7 +222,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "provider failed", "type": "server_error", "code": "provider_error"}},
         "message",
         C.INTERNAL,
-        "PROVIDER_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: provider failed",
     ),
     (
@@ -169,7 +230,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "provider failed", "type": "server_error", "code": None}},
         "error",
         C.INTERNAL,
-        "SERVER_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: provider failed",
     ),
     (
@@ -177,7 +238,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"object": "error", "message": "too long", "type": "BadRequestError", "code": 400}},
         "message",
         C.INVALID_ARGUMENT,
-        "BAD_REQUEST_ERROR",
+        "UPSTREAM_INVALID_REQUEST",
         "upstream stream error: too long",
     ),
     (
@@ -185,7 +246,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "litellm.APIError: x", "type": None, "code": "500"}},
         "message",
         C.INTERNAL,
-        "STREAM_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: litellm.APIError: x",
     ),
     (
@@ -193,7 +254,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "slow", "type": "throttling_error", "code": "429"}},
         "message",
         C.RESOURCE_EXHAUSTED,
-        "THROTTLING_ERROR",
+        "UPSTREAM_RATE_LIMITED",
         "upstream stream error: slow",
     ),
     (
@@ -201,7 +262,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "down", "code": "503"}},
         "message",
         C.UNAVAILABLE,
-        "STREAM_ERROR",
+        "UPSTREAM_UNAVAILABLE",
         "upstream stream error: down",
     ),
     (
@@ -209,7 +270,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": "rate_limit_exceeded", "message": "Rate limit exceeded", "details": {}},
         "message",
         C.RESOURCE_EXHAUSTED,
-        "RATE_LIMIT_EXCEEDED",
+        "UPSTREAM_RATE_LIMITED",
         "upstream stream error: Rate limit exceeded",
     ),
     (
@@ -217,7 +278,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
         "message",
         C.UNAVAILABLE,
-        "OVERLOADED_ERROR",
+        "UPSTREAM_UNAVAILABLE",
         "upstream stream error: Overloaded",
     ),
     (
@@ -225,7 +286,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "m", "type": "ServiceUnavailableError"}},
         "message",
         C.UNAVAILABLE,
-        "SERVICE_UNAVAILABLE_ERROR",
+        "UPSTREAM_UNAVAILABLE",
         "upstream stream error: m",
     ),
     (
@@ -233,7 +294,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "m", "type": "APITimeoutError"}},
         "message",
         C.UNAVAILABLE,
-        "API_TIMEOUT_ERROR",
+        "UPSTREAM_TIMEOUT",
         "upstream stream error: m",
     ),
     (
@@ -241,7 +302,7 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         {"error": {"message": "m", "code": 200}},
         "message",
         C.INTERNAL,
-        "STREAM_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: m",
     ),
     (
@@ -249,16 +310,48 @@ _STREAM_ERRORS: list[tuple[str, Any, str, grpc.StatusCode, str, str]] = [
         "the model crashed",
         "error",
         C.INTERNAL,
-        "STREAM_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: the model crashed",
     ),
-    ("event-error-empty", "", "error", C.INTERNAL, "STREAM_ERROR", "upstream stream error"),
+    ("event-error-empty", "", "error", C.INTERNAL, "UPSTREAM_ERROR", "upstream stream error"),
+    *(
+        # A LiteLLM proxy names the exception behind an in-stream error and sends code "500" for most of
+        # them: the class decides, so a caller retries a connection failure and fixes an overlong prompt.
+        (
+            f"litellm-{name}",
+            {
+                "error": {
+                    "message": f"litellm.{name}: {name}: details",
+                    "type": None,
+                    "param": None,
+                    "code": "500",
+                }
+            },
+            "message",
+            code,
+            reason,
+            f"upstream stream error: litellm.{name}: {name}: details",
+        )
+        for name, code, reason in [
+            ("APIConnectionError", C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+            ("ServiceUnavailableError", C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+            ("Timeout", C.UNAVAILABLE, "UPSTREAM_TIMEOUT"),
+            ("RateLimitError", C.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED"),
+            ("ContextWindowExceededError", C.INVALID_ARGUMENT, "UPSTREAM_CONTEXT_LENGTH_EXCEEDED"),
+            ("ContentPolicyViolationError", C.INVALID_ARGUMENT, "UPSTREAM_CONTENT_FILTERED"),
+            ("BadRequestError", C.INVALID_ARGUMENT, "UPSTREAM_INVALID_REQUEST"),
+            ("AuthenticationError", C.UNAUTHENTICATED, "UPSTREAM_UNAUTHENTICATED"),
+            ("PermissionDeniedError", C.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED"),
+            ("NotFoundError", C.NOT_FOUND, "UPSTREAM_NOT_FOUND"),
+            ("InternalServerError", C.INTERNAL, "UPSTREAM_ERROR"),  # unclassified: its "500" decides
+        ]
+    ),
     (
         "event-error-done",
         "[DONE]",
         "error",
         C.INTERNAL,
-        "STREAM_ERROR",
+        "UPSTREAM_ERROR",
         "upstream stream error: [DONE]",
     ),
 ]
@@ -276,8 +369,9 @@ def test_stream_error_events(data: Any, event: str, code: grpc.StatusCode, reaso
     assert error.message == message
     assert error.to_status().code is code
     info = _info(error)
-    assert (info.reason, info.domain) == (reason, DOMAIN)
-    assert info.metadata["correlation_id"] == "corr-1"
+    assert (info.reason, info.domain) == (reason, "grpc-bridge.prisme.ai")
+    assert info.metadata["correlationId"] == "corr-1"
+    assert info.metadata["upstreamHost"] == HOST
     assert error.correlation_id == "corr-1"
 
 
@@ -285,9 +379,10 @@ def test_stream_error_metadata_keeps_the_originals() -> None:
     data = {"error": {"message": "m", "type": "BadRequestError", "param": "n", "code": 400}}
     error = _stream(data, correlation_id=None)
     assert dict(_info(error).metadata) == {
-        "upstream_code": "400",
-        "upstream_type": "BadRequestError",
-        "param": "n",
+        "upstreamHost": HOST,
+        "upstreamCode": "400",
+        "upstreamType": "BadRequestError",
+        "upstreamParam": "n",
     }
     assert error.correlation_id is None
 

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 )
 
 // textFields are the ChatCompletionDelta fields appended fragment by fragment into the
@@ -25,16 +25,24 @@ var streamOnlyKeys = []string{"obfuscation"}
 // the unary call returns. Ask for stream_options.include_usage to get the usage a unary reply carries.
 //
 // The rules, shared with the Python and Java clients:
-//   - id, created, model, system_fingerprint, service_tier, a message's role and a tool call's id, type
-//     and function name keep their first non-empty value (Azure's first chunk has an empty id);
-//   - content, refusal, reasoning_content and tool-call arguments are the concatenation of their
-//     fragments, and set once a fragment set them, even to "" (a tool-call-only answer keeps content
-//     unset, as the unary reply does);
+//   - id, created, model, system_fingerprint, service_tier, a message's role, a tool call's id and type
+//     and the name of its function or custom tool keep their first non-empty value (Azure's first
+//     chunk has an empty id);
+//   - content, refusal, reasoning_content, a function's arguments and a custom tool call's input are the
+//     concatenation of their fragments, and set once a fragment set them, even to "" (a tool-call-only
+//     answer keeps content unset, as the unary reply does);
 //   - choices merge by index and tool calls by their own index; both come out in index order, whatever
 //     index they start at (Anthropic-backed streams start tool calls at 1);
-//   - finish_reason and usage: the last value wins; logprobs entries are appended;
-//   - extra objects merge key by key, the later value winning; a chunk's "obfuscation" is dropped;
-//   - object is "chat.completion"; a missing role is "assistant", a missing tool-call type "function".
+//   - a tool call has the function and/or custom object its fragments carried; without a type it is
+//     "custom" if they carried only custom, else "function"; a "function" call always has its function
+//     object and a "custom" call its custom object, as in a unary reply;
+//   - finish_reason and usage: the last value wins (usage whole, token details included); logprobs
+//     entries are appended;
+//   - extra objects (of the chunk, choice, delta, tool call, function, custom tool call and logprobs)
+//     merge key by key into the same level of the reply, the later value winning; a chunk's
+//     "obfuscation" is dropped; delta keys without a typed field (annotations, audio) stay in the
+//     message's extra;
+//   - object is "chat.completion"; a missing role is "assistant".
 //
 // The zero value is ready to use. An Accumulator is not safe for concurrent use.
 type Accumulator struct {
@@ -56,9 +64,19 @@ type choiceState struct {
 }
 
 type toolCallState struct {
-	id, typ, name string
-	arguments     strings.Builder
-	extra         *structpb.Struct
+	id, typ  string
+	function partState // the function object: name, arguments, extra
+	custom   partState // the custom tool call object: name, input, extra
+	extra    *structpb.Struct
+}
+
+// partState folds the fragments of a tool call's function or custom object: the first non-empty name,
+// the concatenated text (arguments or input) and the merged extra.
+type partState struct {
+	seen  bool // some fragment carried this object
+	name  string
+	text  strings.Builder
+	extra *structpb.Struct
 }
 
 // Chunks returns how many chunks were added.
@@ -170,6 +188,7 @@ func (s *choiceState) add(c *llmgatewayv1.ChatCompletionChunkChoice) {
 		}
 		s.logprobs.Content = append(s.logprobs.Content, c.GetLogprobs().GetContent()...)
 		s.logprobs.Refusal = append(s.logprobs.Refusal, c.GetLogprobs().GetRefusal()...)
+		s.logprobs.Extra = mergeStruct(s.logprobs.Extra, c.GetLogprobs().GetExtra())
 	}
 	s.extra = mergeStruct(s.extra, c.GetExtra())
 }
@@ -195,18 +214,42 @@ func (s *choiceState) build() *llmgatewayv1.ChatCompletionChoice {
 func (t *toolCallState) add(f *llmgatewayv1.ToolCallDelta) {
 	t.id = firstNonEmpty(t.id, f.GetId())
 	t.typ = firstNonEmpty(t.typ, f.GetType())
-	t.name = firstNonEmpty(t.name, f.GetFunction().GetName())
-	t.arguments.WriteString(f.GetFunction().GetArguments())
+	if fn := f.GetFunction(); fn != nil {
+		t.function.add(fn.GetName(), fn.GetArguments(), fn.GetExtra())
+	}
+	if c := f.GetCustom(); c != nil {
+		t.custom.add(c.GetName(), c.GetInput(), c.GetExtra())
+	}
 	t.extra = mergeStruct(t.extra, f.GetExtra())
 }
 
 func (t *toolCallState) build() *llmgatewayv1.ToolCall {
-	return &llmgatewayv1.ToolCall{
-		Id:       t.id,
-		Type:     firstNonEmpty(t.typ, "function"),
-		Function: &llmgatewayv1.FunctionCall{Name: t.name, Arguments: t.arguments.String()},
-		Extra:    cloneStruct(t.extra),
+	typ := t.typ
+	if typ == "" {
+		typ = "function"
+		if t.custom.seen && !t.function.seen {
+			typ = "custom"
+		}
 	}
+	call := &llmgatewayv1.ToolCall{Id: t.id, Type: typ, Extra: cloneStruct(t.extra)}
+	if t.function.seen || typ != "custom" {
+		call.Function = &llmgatewayv1.FunctionCall{
+			Name: t.function.name, Arguments: t.function.text.String(), Extra: cloneStruct(t.function.extra),
+		}
+	}
+	if t.custom.seen || typ == "custom" {
+		call.Custom = &llmgatewayv1.CustomToolCall{
+			Name: t.custom.name, Input: t.custom.text.String(), Extra: cloneStruct(t.custom.extra),
+		}
+	}
+	return call
+}
+
+func (p *partState) add(name, text string, extra *structpb.Struct) {
+	p.seen = true
+	p.name = firstNonEmpty(p.name, name)
+	p.text.WriteString(text)
+	p.extra = mergeStruct(p.extra, extra)
 }
 
 func firstNonEmpty(current, next string) string {

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 )
 
 // bridgeMinPingInterval is the bridge's server policy (bridge/server.py): pings at most every 10 s.

@@ -23,7 +23,7 @@ func detail[T any](err error) T {
 	return zero
 }
 
-// ErrorInfo returns the ErrorInfo detail of a failed call: Reason (e.g. "RATE_LIMIT_EXCEEDED"), Domain
+// ErrorInfo returns the ErrorInfo detail of a failed call: Reason (e.g. "UPSTREAM_RATE_LIMITED"), Domain
 // and Metadata; nil when there is none.
 func ErrorInfo(err error) *errdetails.ErrorInfo {
 	return detail[*errdetails.ErrorInfo](err)

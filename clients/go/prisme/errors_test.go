@@ -18,7 +18,7 @@ func richError(t *testing.T) error {
 	t.Helper()
 	st, err := status.New(codes.ResourceExhausted, "slow down").WithDetails(
 		&durationpb.Duration{Seconds: 1}, // not a google.rpc detail: skipped
-		&errdetails.ErrorInfo{Reason: "RATE_LIMIT_EXCEEDED", Domain: "llmgateway.prisme.ai", Metadata: map[string]string{"http_status": "429"}},
+		&errdetails.ErrorInfo{Reason: "UPSTREAM_RATE_LIMITED", Domain: "grpc-bridge.prisme.ai", Metadata: map[string]string{"httpStatus": "429"}},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(2500 * time.Millisecond)},
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "model", Description: "required"}}},
 	)
@@ -30,10 +30,10 @@ func richError(t *testing.T) error {
 
 func TestErrorDetails(t *testing.T) {
 	err := richError(t)
-	if got := ErrorInfo(err); got.GetReason() != "RATE_LIMIT_EXCEEDED" || got.GetMetadata()["http_status"] != "429" {
+	if got := ErrorInfo(err); got.GetReason() != "UPSTREAM_RATE_LIMITED" || got.GetMetadata()["httpStatus"] != "429" {
 		t.Errorf("ErrorInfo = %v", got)
 	}
-	if Reason(err) != "RATE_LIMIT_EXCEEDED" {
+	if Reason(err) != "UPSTREAM_RATE_LIMITED" {
 		t.Errorf("Reason = %q", Reason(err))
 	}
 	if d, ok := RetryDelay(err); !ok || d != 2500*time.Millisecond {

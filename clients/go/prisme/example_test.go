@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
-	"github.com/prisme-ai/prisme-grpc-bridge/clients/go/prisme"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	"github.com/prismeai/prisme-grpc-bridge/clients/go/prisme"
 )
 
 // A service in the same cluster as the bridge: a headless Service, plaintext inside the mesh, the caller's
@@ -91,7 +91,7 @@ func ExampleAccumulator() {
 // upstream HTTP 429 with Retry-After: 7.
 func ExampleRetryDelay() {
 	st, _ := status.New(codes.ResourceExhausted, "upstream HTTP 429: Rate limit exceeded").WithDetails(
-		&errdetails.ErrorInfo{Reason: "RATE_LIMIT_EXCEEDED", Domain: "llmgateway.prisme.ai"},
+		&errdetails.ErrorInfo{Reason: "UPSTREAM_RATE_LIMITED", Domain: "grpc-bridge.prisme.ai"},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(7 * time.Second)},
 	)
 	err := st.Err() // as returned by client.CreateChatCompletion
@@ -100,5 +100,5 @@ func ExampleRetryDelay() {
 		fmt.Printf("%s %s: retry after %v\n", status.Code(err), prisme.Reason(err), delay)
 	}
 	// Output:
-	// ResourceExhausted RATE_LIMIT_EXCEEDED: retry after 7s
+	// ResourceExhausted UPSTREAM_RATE_LIMITED: retry after 7s
 }

@@ -1,11 +1,13 @@
 """The distribution on its own: a fresh virtualenv holding only `pip install ./clients/python` (and its
-dependencies, from PyPI or pip's cache) calls the live bridge."""
+dependencies, from PyPI or pip's cache) calls the live bridge. The dependencies are installed at the lower
+bounds pyproject.toml declares, so those bounds are known to work (the project's venv runs newer ones)."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import tomllib
 import venv
 from pathlib import Path
 
@@ -48,6 +50,17 @@ print(json.dumps({
 """
 
 
+def _lower_bounds() -> dict[str, str]:
+    """Each dependency of the distribution at its declared lower bound, e.g. {"grpcio": "1.85.1"}."""
+    project = tomllib.loads((DISTRIBUTION / "pyproject.toml").read_text())["project"]
+    bounds = {}
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(,<[0-9.]+)?", requirement)
+        assert match, f"{requirement}: declare a lower bound (and at most an upper one)"
+        bounds[match[1].lower()] = match[2]
+    return bounds
+
+
 def _run(*argv: str | Path, cwd: Path) -> str:
     done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{argv}\n{done.stdout}\n{done.stderr}"
@@ -58,14 +71,18 @@ def test_fresh_virtualenv_with_only_the_client(tmp_path: Path, live_bridge: Live
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, clear=True)
     python = env_dir / "bin" / "python"
-    _run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", DISTRIBUTION, cwd=tmp_path)
+    bounds = _lower_bounds()
+    constraints = tmp_path / "lower-bounds.txt"
+    constraints.write_text("".join(f"{name}=={version}\n" for name, version in bounds.items()))
+    pip_install = (python, "-m", "pip", "install", "-q", "--disable-pip-version-check")
+    _run(*pip_install, "-c", constraints, DISTRIBUTION, cwd=tmp_path)
 
-    installed = {
-        re.split("==| @ ", line)[0].lower()
-        for line in _run(python, "-m", "pip", "freeze", "--all", cwd=tmp_path).splitlines()
-    }
+    freeze = _run(python, "-m", "pip", "freeze", "--all", cwd=tmp_path).splitlines()
+    pairs = (re.split("==| @ ", line, maxsplit=1) for line in freeze)
+    installed = {name.lower(): version for name, version in pairs}
     assert "prisme-llmgateway-client" in installed
-    assert not installed & set(SERVER_ONLY), "the client pulled in server dependencies"
+    assert not set(installed) & set(SERVER_ONLY), "the client pulled in server dependencies"
+    assert {name: installed.get(name) for name in bounds} == bounds
 
     out = json.loads(_run(python, "-c", SCRIPT, live_bridge.address, API_KEY, cwd=tmp_path))
     assert Path(out["client_file"]).is_relative_to(env_dir), "imported from the source tree, not the venv"

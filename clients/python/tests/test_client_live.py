@@ -129,9 +129,9 @@ def test_error_details_rate_limit(client: ChatClient) -> None:
         client.complete(_request("error-429"))
     details = error_details(failure.value)
     assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert details.reason == "RATE_LIMIT_EXCEEDED"
+    assert details.reason == "UPSTREAM_RATE_LIMITED"
     assert details.error_info is not None
-    assert details.error_info.metadata["http_status"] == "429"
+    assert details.error_info.metadata["httpStatus"] == "429"
     assert details.retry_delay == timedelta(seconds=7)
     assert details.field_violations == []
 

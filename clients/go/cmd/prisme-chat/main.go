@@ -43,8 +43,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
-	"github.com/prisme-ai/prisme-grpc-bridge/clients/go/prisme"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	"github.com/prismeai/prisme-grpc-bridge/clients/go/prisme"
 )
 
 func main() {

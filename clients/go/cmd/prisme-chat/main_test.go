@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 )
 
 // fakeService answers with canned data and records what it received.
@@ -135,7 +135,7 @@ func detailedError(t *testing.T) error {
 	t.Helper()
 	st, err := status.New(codes.ResourceExhausted, "upstream rate limit exceeded").WithDetails(
 		&errdetails.ErrorInfo{
-			Reason: "UPSTREAM_RATE_LIMITED", Domain: "llmgateway.prisme.ai",
+			Reason: "UPSTREAM_RATE_LIMITED", Domain: "grpc-bridge.prisme.ai",
 			Metadata: map[string]string{"upstream_status": "429", "model": "gpt-4o"},
 		},
 		&errdetails.RetryInfo{RetryDelay: durationpb.New(2500 * time.Millisecond)},
@@ -344,7 +344,7 @@ func TestUnaryErrorDetails(t *testing.T) {
 		t.Errorf("stdout = %q, want empty", out)
 	}
 	want := "RESOURCE_EXHAUSTED: upstream rate limit exceeded\n" +
-		"error_info: reason=UPSTREAM_RATE_LIMITED domain=llmgateway.prisme.ai metadata={model=gpt-4o, upstream_status=429}\n" +
+		"error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai metadata={model=gpt-4o, upstream_status=429}\n" +
 		"retry_info: retry_delay=2.5s\n" +
 		"bad_request: field=messages[0].content description=must not be empty\n" +
 		"grpc-status: RESOURCE_EXHAUSTED\n"

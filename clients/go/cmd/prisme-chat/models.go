@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
-	llmgatewayv1 "github.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
+	llmgatewayv1 "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1"
 )
 
 // csvFlag is a comma-separated list flag (-tags eu,fast).

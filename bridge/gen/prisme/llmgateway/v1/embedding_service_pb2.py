@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from bridge.gen.prisme.llmgateway.v1 import embedding_pb2 as prisme_dot_llmgateway_dot_v1_dot_embedding__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,prisme/llmgateway/v1/embedding_service.proto\x12\x14prisme.llmgateway.v1\x1a$prisme/llmgateway/v1/embedding.proto2\x82\x01\n\x10\x45mbeddingService\x12n\n\x0f\x43reateEmbedding\x12,.prisme.llmgateway.v1.CreateEmbeddingRequest\x1a-.prisme.llmgateway.v1.CreateEmbeddingResponseB\x8c\x01\n\x17\x61i.prisme.llmgateway.v1B\x15\x45mbeddingServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,prisme/llmgateway/v1/embedding_service.proto\x12\x14prisme.llmgateway.v1\x1a$prisme/llmgateway/v1/embedding.proto2\x82\x01\n\x10\x45mbeddingService\x12n\n\x0f\x43reateEmbedding\x12,.prisme.llmgateway.v1.CreateEmbeddingRequest\x1a-.prisme.llmgateway.v1.CreateEmbeddingResponseB\x8b\x01\n\x17\x61i.prisme.llmgateway.v1B\x15\x45mbeddingServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prisme.llmgateway.v1.embedding_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\025EmbeddingServiceProtoP\001ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\025EmbeddingServiceProtoP\001ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
   _globals['_EMBEDDINGSERVICE']._serialized_start=109
   _globals['_EMBEDDINGSERVICE']._serialized_end=239
 # @@protoc_insertion_point(module_scope)

@@ -28,11 +28,15 @@ if _version_not_supported:
 class EmbeddingServiceStub:
     """Text embeddings through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
-    Each call becomes one POST to `{upstream}/embeddings`. Authentication, forwarded metadata and error
-    mapping are those of ChatCompletionService. The gateway's governance refusals map by their code, whatever
-    HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT (with a field violation at `dimensions`),
-    MODEL_NOT_ALLOWED -> PERMISSION_DENIED; a 429 stays RESOURCE_EXHAUSTED (with RetryInfo when the gateway
-    sends Retry-After). ErrorInfo.reason is the gateway's code.
+    Each call becomes one POST to `{upstream}/embeddings`. Authentication and forwarded metadata are those of
+    ChatCompletionService.
+
+    Errors (stable, docs/errors.md), as for ChatCompletionService: every error carries a google.rpc.ErrorInfo
+    with domain "grpc-bridge.prisme.ai" and a reason of docs/errors.md. The gateway's governance refusals map
+    by their code, whatever HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT, reason
+    UPSTREAM_INVALID_REQUEST, with a field violation at `dimensions`; MODEL_NOT_ALLOWED -> PERMISSION_DENIED,
+    reason UPSTREAM_PERMISSION_DENIED; but a 429 stays RESOURCE_EXHAUSTED, reason UPSTREAM_RATE_LIMITED (with
+    RetryInfo when the gateway sends Retry-After). The gateway's own code is the metadata upstreamCode.
     """
 
     def __init__(self, channel):
@@ -51,11 +55,15 @@ class EmbeddingServiceStub:
 class EmbeddingServiceServicer:
     """Text embeddings through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
-    Each call becomes one POST to `{upstream}/embeddings`. Authentication, forwarded metadata and error
-    mapping are those of ChatCompletionService. The gateway's governance refusals map by their code, whatever
-    HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT (with a field violation at `dimensions`),
-    MODEL_NOT_ALLOWED -> PERMISSION_DENIED; a 429 stays RESOURCE_EXHAUSTED (with RetryInfo when the gateway
-    sends Retry-After). ErrorInfo.reason is the gateway's code.
+    Each call becomes one POST to `{upstream}/embeddings`. Authentication and forwarded metadata are those of
+    ChatCompletionService.
+
+    Errors (stable, docs/errors.md), as for ChatCompletionService: every error carries a google.rpc.ErrorInfo
+    with domain "grpc-bridge.prisme.ai" and a reason of docs/errors.md. The gateway's governance refusals map
+    by their code, whatever HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT, reason
+    UPSTREAM_INVALID_REQUEST, with a field violation at `dimensions`; MODEL_NOT_ALLOWED -> PERMISSION_DENIED,
+    reason UPSTREAM_PERMISSION_DENIED; but a 429 stays RESOURCE_EXHAUSTED, reason UPSTREAM_RATE_LIMITED (with
+    RetryInfo when the gateway sends Retry-After). The gateway's own code is the metadata upstreamCode.
     """
 
     def CreateEmbedding(self, request, context):
@@ -85,11 +93,15 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
 class EmbeddingService:
     """Text embeddings through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
-    Each call becomes one POST to `{upstream}/embeddings`. Authentication, forwarded metadata and error
-    mapping are those of ChatCompletionService. The gateway's governance refusals map by their code, whatever
-    HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT (with a field violation at `dimensions`),
-    MODEL_NOT_ALLOWED -> PERMISSION_DENIED; a 429 stays RESOURCE_EXHAUSTED (with RetryInfo when the gateway
-    sends Retry-After). ErrorInfo.reason is the gateway's code.
+    Each call becomes one POST to `{upstream}/embeddings`. Authentication and forwarded metadata are those of
+    ChatCompletionService.
+
+    Errors (stable, docs/errors.md), as for ChatCompletionService: every error carries a google.rpc.ErrorInfo
+    with domain "grpc-bridge.prisme.ai" and a reason of docs/errors.md. The gateway's governance refusals map
+    by their code, whatever HTTP status carries them: INVALID_DIMENSIONS -> INVALID_ARGUMENT, reason
+    UPSTREAM_INVALID_REQUEST, with a field violation at `dimensions`; MODEL_NOT_ALLOWED -> PERMISSION_DENIED,
+    reason UPSTREAM_PERMISSION_DENIED; but a 429 stays RESOURCE_EXHAUSTED, reason UPSTREAM_RATE_LIMITED (with
+    RetryInfo when the gateway sends Retry-After). The gateway's own code is the metadata upstreamCode.
     """
 
     @staticmethod

@@ -4052,8 +4052,8 @@ const file_prisme_llmgateway_v1_chat_completion_proto_rawDesc = "" +
 	"\x05input\x18\x02 \x01(\tH\x01R\x05input\x88\x01\x01\x12-\n" +
 	"\x05extra\x18d \x01(\v2\x17.google.protobuf.StructR\x05extraB\a\n" +
 	"\x05_nameB\b\n" +
-	"\x06_inputB\x8a\x01\n" +
-	"\x17ai.prisme.llmgateway.v1B\x13ChatCompletionProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"\x06_inputB\x89\x01\n" +
+	"\x17ai.prisme.llmgateway.v1B\x13ChatCompletionProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var (
 	file_prisme_llmgateway_v1_chat_completion_proto_rawDescOnce sync.Once

@@ -29,8 +29,8 @@ const file_prisme_llmgateway_v1_chat_completion_service_proto_rawDesc = "" +
 	"2prisme/llmgateway/v1/chat_completion_service.proto\x12\x14prisme.llmgateway.v1\x1a*prisme/llmgateway/v1/chat_completion.proto2\x97\x02\n" +
 	"\x15ChatCompletionService\x12}\n" +
 	"\x14CreateChatCompletion\x121.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a2.prisme.llmgateway.v1.CreateChatCompletionResponse\x12\x7f\n" +
-	"\x14StreamChatCompletion\x121.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a2.prisme.llmgateway.v1.StreamChatCompletionResponse0\x01B\x91\x01\n" +
-	"\x17ai.prisme.llmgateway.v1B\x1aChatCompletionServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"\x14StreamChatCompletion\x121.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a2.prisme.llmgateway.v1.StreamChatCompletionResponse0\x01B\x90\x01\n" +
+	"\x17ai.prisme.llmgateway.v1B\x1aChatCompletionServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var file_prisme_llmgateway_v1_chat_completion_service_proto_goTypes = []any{
 	(*CreateChatCompletionRequest)(nil),  // 0: prisme.llmgateway.v1.CreateChatCompletionRequest

@@ -403,8 +403,8 @@ const file_prisme_llmgateway_v1_embedding_proto_rawDesc = "" +
 	"\x0eEmbeddingUsage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12!\n" +
 	"\ftotal_tokens\x18\x02 \x01(\x05R\vtotalTokens\x12-\n" +
-	"\x05extra\x18d \x01(\v2\x17.google.protobuf.StructR\x05extraB\x85\x01\n" +
-	"\x17ai.prisme.llmgateway.v1B\x0eEmbeddingProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"\x05extra\x18d \x01(\v2\x17.google.protobuf.StructR\x05extraB\x84\x01\n" +
+	"\x17ai.prisme.llmgateway.v1B\x0eEmbeddingProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var (
 	file_prisme_llmgateway_v1_embedding_proto_rawDescOnce sync.Once

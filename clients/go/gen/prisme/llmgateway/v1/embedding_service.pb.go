@@ -28,8 +28,8 @@ const file_prisme_llmgateway_v1_embedding_service_proto_rawDesc = "" +
 	"\n" +
 	",prisme/llmgateway/v1/embedding_service.proto\x12\x14prisme.llmgateway.v1\x1a$prisme/llmgateway/v1/embedding.proto2\x82\x01\n" +
 	"\x10EmbeddingService\x12n\n" +
-	"\x0fCreateEmbedding\x12,.prisme.llmgateway.v1.CreateEmbeddingRequest\x1a-.prisme.llmgateway.v1.CreateEmbeddingResponseB\x8c\x01\n" +
-	"\x17ai.prisme.llmgateway.v1B\x15EmbeddingServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"\x0fCreateEmbedding\x12,.prisme.llmgateway.v1.CreateEmbeddingRequest\x1a-.prisme.llmgateway.v1.CreateEmbeddingResponseB\x8b\x01\n" +
+	"\x17ai.prisme.llmgateway.v1B\x15EmbeddingServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var file_prisme_llmgateway_v1_embedding_service_proto_goTypes = []any{
 	(*CreateEmbeddingRequest)(nil),  // 0: prisme.llmgateway.v1.CreateEmbeddingRequest

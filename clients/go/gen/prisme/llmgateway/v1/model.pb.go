@@ -822,9 +822,9 @@ const file_prisme_llmgateway_v1_model_proto_rawDesc = "" +
 	"\x14output_per_1m_tokens\x18\x02 \x01(\x01H\x01R\x11outputPer1mTokens\x88\x01\x01\x12-\n" +
 	"\x05extra\x18d \x01(\v2\x17.google.protobuf.StructR\x05extraB\x16\n" +
 	"\x14_input_per_1m_tokensB\x17\n" +
-	"\x15_output_per_1m_tokensB\x81\x01\n" +
+	"\x15_output_per_1m_tokensB\x80\x01\n" +
 	"\x17ai.prisme.llmgateway.v1B\n" +
-	"ModelProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"ModelProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var (
 	file_prisme_llmgateway_v1_model_proto_rawDescOnce sync.Once

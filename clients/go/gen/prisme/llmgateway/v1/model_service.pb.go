@@ -30,8 +30,8 @@ const file_prisme_llmgateway_v1_model_service_proto_rawDesc = "" +
 	"\fModelService\x12_\n" +
 	"\n" +
 	"ListModels\x12'.prisme.llmgateway.v1.ListModelsRequest\x1a(.prisme.llmgateway.v1.ListModelsResponse\x12Y\n" +
-	"\bGetModel\x12%.prisme.llmgateway.v1.GetModelRequest\x1a&.prisme.llmgateway.v1.GetModelResponseB\x88\x01\n" +
-	"\x17ai.prisme.llmgateway.v1B\x11ModelServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
+	"\bGetModel\x12%.prisme.llmgateway.v1.GetModelRequest\x1a&.prisme.llmgateway.v1.GetModelResponseB\x87\x01\n" +
+	"\x17ai.prisme.llmgateway.v1B\x11ModelServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3"
 
 var file_prisme_llmgateway_v1_model_service_proto_goTypes = []any{
 	(*ListModelsRequest)(nil),  // 0: prisme.llmgateway.v1.ListModelsRequest

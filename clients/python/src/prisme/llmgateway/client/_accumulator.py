@@ -2,17 +2,22 @@
 
 The rules (the same in the Go and Java clients, checked by the shared vectors in clients/testdata):
 - Identity fields (id, created, model, system_fingerprint, service_tier; a message's role; a tool call's
-  id, type and function name) keep their first non-empty value, so Azure's empty first chunk and
-  providers that repeat an id do no harm. `object` is "chat.completion".
-- Text fields (content, refusal, reasoning_content; tool-call arguments) are the concatenation of their
-  fragments, and set as soon as one fragment set them, even to "" (a tool-call-only answer keeps an unset
-  content, as the unary reply does).
+  id and type, the name of its function or custom tool) keep their first non-empty value, so Azure's
+  empty first chunk and providers that repeat an id do no harm. `object` is "chat.completion".
+- Text fields (content, refusal, reasoning_content; a function's arguments, a custom tool call's input)
+  are the concatenation of their fragments, and set as soon as one fragment set them, even to "" (a
+  tool-call-only answer keeps an unset content, as the unary reply does).
 - Choices are merged by `index` and tool calls by their own `index`; both lists come out in index order,
-  whatever index they start at.
-- finish_reason and usage: the last value wins. Logprobs entries are appended in order.
-- `extra` objects are merged key by key, a later value winning; a chunk's `obfuscation` (random padding
-  of each chunk) is dropped.
-- Defaults a unary reply always has: role "assistant", tool-call type "function".
+  whatever index they start at. A tool call has the `function` and/or `custom` object its fragments
+  carried; without a type it is "custom" if they carried only `custom`, else "function"; a "function"
+  call always has its function object and a "custom" call its custom object, as in a unary reply.
+- finish_reason and usage: the last value wins (usage whole, token details included). Logprobs entries
+  are appended in order.
+- `extra` objects (of the chunk, choice, delta, tool call, function, custom tool call and logprobs) are
+  merged key by key into the same level of the reply, a later value winning; a chunk's `obfuscation`
+  (random padding of each chunk) is dropped. Delta keys without a typed field, such as `annotations` or
+  `audio`, thus stay in the message's `extra`.
+- Defaults a unary reply always has: role "assistant".
 """
 
 from __future__ import annotations
@@ -43,26 +48,53 @@ def _merge_struct(
 
 
 @dataclass
+class _Part:
+    """A tool call's `function` or `custom` object: its name, its text (`arguments` or `input`) and extra."""
+
+    text_field: str
+    seen: bool = False  # some fragment carried this object
+    name: str = ""
+    pieces: list[str] = field(default_factory=list)
+    extra: struct_pb2.Struct = field(default_factory=struct_pb2.Struct)
+
+    def add(self, fragment: pb.FunctionCallDelta | pb.CustomToolCallDelta) -> None:
+        self.seen = True
+        self.name = self.name or fragment.name
+        self.pieces.append(getattr(fragment, self.text_field))
+        _merge_struct(self.extra, fragment.extra)
+
+    def build(self, target: pb.FunctionCall | pb.CustomToolCall) -> None:
+        target.name = self.name
+        setattr(target, self.text_field, "".join(self.pieces))
+        target.SetInParent()  # present even when empty, as in a unary reply
+        if self.extra.fields:
+            target.extra.CopyFrom(self.extra)
+
+
+@dataclass
 class _ToolCall:
     id: str = ""
     type: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
+    function: _Part = field(default_factory=lambda: _Part("arguments"))
+    custom: _Part = field(default_factory=lambda: _Part("input"))
     extra: struct_pb2.Struct = field(default_factory=struct_pb2.Struct)
 
     def add(self, delta: pb.ToolCallDelta) -> None:
         self.id = self.id or delta.id
         self.type = self.type or delta.type
-        self.name = self.name or delta.function.name
-        self.arguments.append(delta.function.arguments)
+        if delta.HasField("function"):
+            self.function.add(delta.function)
+        if delta.HasField("custom"):
+            self.custom.add(delta.custom)
         _merge_struct(self.extra, delta.extra)
 
     def build(self) -> pb.ToolCall:
-        call = pb.ToolCall(
-            id=self.id,
-            type=self.type or "function",
-            function=pb.FunctionCall(name=self.name, arguments="".join(self.arguments)),
-        )
+        kind = self.type or ("custom" if self.custom.seen and not self.function.seen else "function")
+        call = pb.ToolCall(id=self.id, type=kind)
+        if self.function.seen or kind != "custom":
+            self.function.build(call.function)
+        if self.custom.seen or kind == "custom":
+            self.custom.build(call.custom)
         if self.extra.fields:
             call.extra.CopyFrom(self.extra)
         return call
@@ -94,6 +126,7 @@ class _Choice:
                 self.logprobs = pb.ChoiceLogprobs()
             self.logprobs.content.extend(choice.logprobs.content)
             self.logprobs.refusal.extend(choice.logprobs.refusal)
+            _merge_struct(self.logprobs.extra, choice.logprobs.extra)
         _merge_struct(self.extra, choice.extra)
 
     def build(self) -> pb.ChatCompletionChoice:

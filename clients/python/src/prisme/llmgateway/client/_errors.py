@@ -45,7 +45,7 @@ class ErrorDetails:
 
     @property
     def error_info(self) -> error_details_pb2.ErrorInfo | None:
-        """The ErrorInfo detail: `reason` (e.g. RATE_LIMIT_EXCEEDED), `domain`, `metadata`."""
+        """The ErrorInfo detail: `reason` (e.g. UPSTREAM_RATE_LIMITED), `domain`, `metadata`."""
         return self._first(error_details_pb2.ErrorInfo)
 
     @property

@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from prisme.llmgateway.v1 import chat_completion_pb2 as prisme_dot_llmgateway_dot_v1_dot_chat__completion__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2prisme/llmgateway/v1/chat_completion_service.proto\x12\x14prisme.llmgateway.v1\x1a*prisme/llmgateway/v1/chat_completion.proto2\x97\x02\n\x15\x43hatCompletionService\x12}\n\x14\x43reateChatCompletion\x12\x31.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a\x32.prisme.llmgateway.v1.CreateChatCompletionResponse\x12\x7f\n\x14StreamChatCompletion\x12\x31.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a\x32.prisme.llmgateway.v1.StreamChatCompletionResponse0\x01\x42\x91\x01\n\x17\x61i.prisme.llmgateway.v1B\x1a\x43hatCompletionServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2prisme/llmgateway/v1/chat_completion_service.proto\x12\x14prisme.llmgateway.v1\x1a*prisme/llmgateway/v1/chat_completion.proto2\x97\x02\n\x15\x43hatCompletionService\x12}\n\x14\x43reateChatCompletion\x12\x31.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a\x32.prisme.llmgateway.v1.CreateChatCompletionResponse\x12\x7f\n\x14StreamChatCompletion\x12\x31.prisme.llmgateway.v1.CreateChatCompletionRequest\x1a\x32.prisme.llmgateway.v1.StreamChatCompletionResponse0\x01\x42\x90\x01\n\x17\x61i.prisme.llmgateway.v1B\x1a\x43hatCompletionServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prisme.llmgateway.v1.chat_completion_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\032ChatCompletionServiceProtoP\001ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\032ChatCompletionServiceProtoP\001ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
   _globals['_CHATCOMPLETIONSERVICE']._serialized_start=121
   _globals['_CHATCOMPLETIONSERVICE']._serialized_end=400
 # @@protoc_insertion_point(module_scope)

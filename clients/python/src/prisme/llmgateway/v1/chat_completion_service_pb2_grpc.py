@@ -31,8 +31,26 @@ class ChatCompletionServiceStub:
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
     Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
     or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
-    metadata are passed through. Errors carry google.rpc.Status details (ErrorInfo, RetryInfo, BadRequest);
-    upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED, 401 -> UNAUTHENTICATED, ...).
+    metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
+    proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
+    as initial metadata.
+
+    Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
+    401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
+    UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
+    UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
+    UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
+    UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
+    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
+    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+
+    A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
+    content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
+    it reaches callers as content and the stream ends OK. Error events of other upstreams end the call with
+    an error after the chunks already sent.
     """
 
     def __init__(self, channel):
@@ -59,8 +77,26 @@ class ChatCompletionServiceServicer:
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
     Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
     or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
-    metadata are passed through. Errors carry google.rpc.Status details (ErrorInfo, RetryInfo, BadRequest);
-    upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED, 401 -> UNAUTHENTICATED, ...).
+    metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
+    proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
+    as initial metadata.
+
+    Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
+    401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
+    UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
+    UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
+    UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
+    UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
+    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
+    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+
+    A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
+    content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
+    it reaches callers as content and the stream ends OK. Error events of other upstreams end the call with
+    an error after the chunks already sent.
     """
 
     def CreateChatCompletion(self, request, context):
@@ -109,8 +145,26 @@ class ChatCompletionService:
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
     Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
     or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
-    metadata are passed through. Errors carry google.rpc.Status details (ErrorInfo, RetryInfo, BadRequest);
-    upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED, 401 -> UNAUTHENTICATED, ...).
+    metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
+    proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
+    as initial metadata.
+
+    Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
+    401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
+    "grpc-bridge.prisme.ai" and one of these reasons: INVALID_REQUEST, INTERNAL, DEADLINE_EXCEEDED, OVERLOADED,
+    UPSTREAM_INVALID_REQUEST, UPSTREAM_UNAUTHENTICATED, UPSTREAM_PERMISSION_DENIED, UPSTREAM_NOT_FOUND,
+    UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
+    UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
+    UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
+    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
+    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+
+    A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
+    content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
+    it reaches callers as content and the stream ends OK. Error events of other upstreams end the call with
+    an error after the chunks already sent.
     """
 
     @staticmethod

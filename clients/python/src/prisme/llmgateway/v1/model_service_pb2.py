@@ -25,14 +25,14 @@ _sym_db = _symbol_database.Default()
 from prisme.llmgateway.v1 import model_pb2 as prisme_dot_llmgateway_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(prisme/llmgateway/v1/model_service.proto\x12\x14prisme.llmgateway.v1\x1a prisme/llmgateway/v1/model.proto2\xca\x01\n\x0cModelService\x12_\n\nListModels\x12\'.prisme.llmgateway.v1.ListModelsRequest\x1a(.prisme.llmgateway.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.prisme.llmgateway.v1.GetModelRequest\x1a&.prisme.llmgateway.v1.GetModelResponseB\x88\x01\n\x17\x61i.prisme.llmgateway.v1B\x11ModelServiceProtoP\x01ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(prisme/llmgateway/v1/model_service.proto\x12\x14prisme.llmgateway.v1\x1a prisme/llmgateway/v1/model.proto2\xca\x01\n\x0cModelService\x12_\n\nListModels\x12\'.prisme.llmgateway.v1.ListModelsRequest\x1a(.prisme.llmgateway.v1.ListModelsResponse\x12Y\n\x08GetModel\x12%.prisme.llmgateway.v1.GetModelRequest\x1a&.prisme.llmgateway.v1.GetModelResponseB\x87\x01\n\x17\x61i.prisme.llmgateway.v1B\x11ModelServiceProtoP\x01ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prisme.llmgateway.v1.model_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\021ModelServiceProtoP\001ZXgithub.com/prisme-ai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
+  _globals['DESCRIPTOR']._serialized_options = b'\n\027ai.prisme.llmgateway.v1B\021ModelServiceProtoP\001ZWgithub.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmgateway/v1;llmgatewayv1'
   _globals['_MODELSERVICE']._serialized_start=101
   _globals['_MODELSERVICE']._serialized_end=303
 # @@protoc_insertion_point(module_scope)

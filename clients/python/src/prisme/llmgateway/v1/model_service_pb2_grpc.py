@@ -40,9 +40,13 @@ class ModelServiceStub:
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
     between headers, so a bridge whose own key is an iak_ key needs `--api-key-header x-prismeai-api-key`.
-    Errors as for chat: upstream HTTP statuses map to gRPC codes (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED,
-    403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...) with ErrorInfo, RetryInfo and BadRequest
-    details; bad requests are INVALID_ARGUMENT with field violations before any upstream call.
+    Errors (stable, docs/errors.md), as for ChatCompletionService: upstream HTTP statuses map to gRPC codes
+    (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED, 403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...),
+    every error carries a google.rpc.ErrorInfo with domain "grpc-bridge.prisme.ai" and a reason of
+    docs/errors.md (UPSTREAM_NOT_FOUND, UPSTREAM_RATE_LIMITED, ...), plus RetryInfo and BadRequest details
+    when they apply; bad requests are INVALID_ARGUMENT (INVALID_REQUEST) with field violations before any
+    upstream call. Only here: a filter an OpenAI-shaped list cannot answer is FAILED_PRECONDITION with reason
+    UPSTREAM_FILTER_UNSUPPORTED and a google.rpc.PreconditionFailure naming each filter.
     """
 
     def __init__(self, channel):
@@ -78,9 +82,13 @@ class ModelServiceServicer:
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
     between headers, so a bridge whose own key is an iak_ key needs `--api-key-header x-prismeai-api-key`.
-    Errors as for chat: upstream HTTP statuses map to gRPC codes (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED,
-    403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...) with ErrorInfo, RetryInfo and BadRequest
-    details; bad requests are INVALID_ARGUMENT with field violations before any upstream call.
+    Errors (stable, docs/errors.md), as for ChatCompletionService: upstream HTTP statuses map to gRPC codes
+    (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED, 403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...),
+    every error carries a google.rpc.ErrorInfo with domain "grpc-bridge.prisme.ai" and a reason of
+    docs/errors.md (UPSTREAM_NOT_FOUND, UPSTREAM_RATE_LIMITED, ...), plus RetryInfo and BadRequest details
+    when they apply; bad requests are INVALID_ARGUMENT (INVALID_REQUEST) with field violations before any
+    upstream call. Only here: a filter an OpenAI-shaped list cannot answer is FAILED_PRECONDITION with reason
+    UPSTREAM_FILTER_UNSUPPORTED and a google.rpc.PreconditionFailure naming each filter.
     """
 
     def ListModels(self, request, context):
@@ -133,9 +141,13 @@ class ModelService:
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
     between headers, so a bridge whose own key is an iak_ key needs `--api-key-header x-prismeai-api-key`.
-    Errors as for chat: upstream HTTP statuses map to gRPC codes (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED,
-    403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...) with ErrorInfo, RetryInfo and BadRequest
-    details; bad requests are INVALID_ARGUMENT with field violations before any upstream call.
+    Errors (stable, docs/errors.md), as for ChatCompletionService: upstream HTTP statuses map to gRPC codes
+    (404 -> NOT_FOUND, 401 -> UNAUTHENTICATED, 403 -> PERMISSION_DENIED, 429 -> RESOURCE_EXHAUSTED, ...),
+    every error carries a google.rpc.ErrorInfo with domain "grpc-bridge.prisme.ai" and a reason of
+    docs/errors.md (UPSTREAM_NOT_FOUND, UPSTREAM_RATE_LIMITED, ...), plus RetryInfo and BadRequest details
+    when they apply; bad requests are INVALID_ARGUMENT (INVALID_REQUEST) with field violations before any
+    upstream call. Only here: a filter an OpenAI-shaped list cannot answer is FAILED_PRECONDITION with reason
+    UPSTREAM_FILTER_UNSUPPORTED and a google.rpc.PreconditionFailure naming each filter.
     """
 
     @staticmethod

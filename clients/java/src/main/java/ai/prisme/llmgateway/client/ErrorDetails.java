@@ -20,7 +20,7 @@ public final class ErrorDetails {
 
   private ErrorDetails() {}
 
-  /** The ErrorInfo detail: reason (e.g. RATE_LIMIT_EXCEEDED), domain and metadata. */
+  /** The ErrorInfo detail: reason (e.g. UPSTREAM_RATE_LIMITED), domain and metadata. */
   public static Optional<ErrorInfo> errorInfo(Throwable t) {
     return first(t, ErrorInfo.class);
   }

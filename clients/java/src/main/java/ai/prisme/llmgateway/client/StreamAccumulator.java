@@ -6,7 +6,10 @@ import ai.prisme.llmgateway.v1.ChatCompletionDelta;
 import ai.prisme.llmgateway.v1.ChatCompletionMessage;
 import ai.prisme.llmgateway.v1.ChoiceLogprobs;
 import ai.prisme.llmgateway.v1.CreateChatCompletionResponse;
+import ai.prisme.llmgateway.v1.CustomToolCall;
+import ai.prisme.llmgateway.v1.CustomToolCallDelta;
 import ai.prisme.llmgateway.v1.FunctionCall;
+import ai.prisme.llmgateway.v1.FunctionCallDelta;
 import ai.prisme.llmgateway.v1.StreamChatCompletionResponse;
 import ai.prisme.llmgateway.v1.ToolCall;
 import ai.prisme.llmgateway.v1.ToolCallDelta;
@@ -27,16 +30,24 @@ import java.util.TreeMap;
  * <p>The rules, shared with the Go and Python clients (clients/testdata/accumulator):
  *
  * <ul>
- *   <li>id, created, model, system_fingerprint, service_tier, a message's role and a tool call's id, type and
- *       function name keep their first non-empty value (Azure's first chunk has an empty id);
- *   <li>content, refusal, reasoning_content and tool-call arguments are the concatenation of their
- *       fragments, and set once a fragment set them, even to "" (a tool-call-only answer keeps content
- *       unset, as the unary reply does);
+ *   <li>id, created, model, system_fingerprint, service_tier, a message's role, a tool call's id and type
+ *       and the name of its function or custom tool keep their first non-empty value (Azure's first chunk
+ *       has an empty id);
+ *   <li>content, refusal, reasoning_content, a function's arguments and a custom tool call's input are the
+ *       concatenation of their fragments, and set once a fragment set them, even to "" (a tool-call-only
+ *       answer keeps content unset, as the unary reply does);
  *   <li>choices merge by index and tool calls by their own index; both come out in index order, whatever
  *       index they start at;
- *   <li>finish_reason and usage: the last value wins; logprobs entries are appended;
- *   <li>extra objects merge key by key, the later value winning; a chunk's "obfuscation" is dropped;
- *   <li>object is "chat.completion"; a missing role is "assistant", a missing tool-call type "function".
+ *   <li>a tool call has the function and/or custom object its fragments carried; without a type it is
+ *       "custom" if they carried only custom, else "function"; a "function" call always has its function
+ *       object and a "custom" call its custom object, as in a unary reply;
+ *   <li>finish_reason and usage: the last value wins (usage whole, token details included); logprobs
+ *       entries are appended;
+ *   <li>extra objects (of the chunk, choice, delta, tool call, function, custom tool call and logprobs)
+ *       merge key by key into the same level of the reply, the later value winning; a chunk's
+ *       "obfuscation" is dropped; delta keys without a typed field (annotations, audio) stay in the
+ *       message's extra;
+ *   <li>object is "chat.completion"; a missing role is "assistant".
  * </ul>
  *
  * <p>Not thread-safe.
@@ -157,6 +168,9 @@ public final class StreamAccumulator {
         }
         logprobs.addAllContent(c.getLogprobs().getContentList());
         logprobs.addAllRefusal(c.getLogprobs().getRefusalList());
+        if (c.getLogprobs().getExtra().getFieldsCount() > 0) {
+          mergeExtra(logprobs.getExtraBuilder(), c.getLogprobs().getExtra(), Set.of());
+        }
       }
       mergeExtra(extra, c.getExtra(), Set.of());
     }
@@ -184,28 +198,65 @@ public final class StreamAccumulator {
   private static final class ToolCallState {
     private String id = "";
     private String type = "";
-    private String name = "";
-    private final StringBuilder arguments = new StringBuilder();
+    private final PartState function = new PartState();
+    private final PartState custom = new PartState();
     private final Struct.Builder extra = Struct.newBuilder();
 
     void add(ToolCallDelta f) {
       id = firstNonEmpty(id, f.getId());
       type = firstNonEmpty(type, f.getType());
-      name = firstNonEmpty(name, f.getFunction().getName());
-      arguments.append(f.getFunction().getArguments());
+      if (f.hasFunction()) {
+        FunctionCallDelta fn = f.getFunction();
+        function.add(fn.getName(), fn.getArguments(), fn.getExtra());
+      }
+      if (f.hasCustom()) {
+        CustomToolCallDelta c = f.getCustom();
+        custom.add(c.getName(), c.getInput(), c.getExtra());
+      }
       mergeExtra(extra, f.getExtra(), Set.of());
     }
 
     ToolCall build() {
-      ToolCall.Builder t =
-          ToolCall.newBuilder()
-              .setId(id)
-              .setType(firstNonEmpty(type, "function"))
-              .setFunction(FunctionCall.newBuilder().setName(name).setArguments(arguments.toString()));
+      String kind = type.isEmpty() ? (custom.seen && !function.seen ? "custom" : "function") : type;
+      ToolCall.Builder t = ToolCall.newBuilder().setId(id).setType(kind);
+      if (function.seen || !kind.equals("custom")) {
+        FunctionCall.Builder fn = t.getFunctionBuilder().setName(function.name).setArguments(function.text());
+        if (function.extra.getFieldsCount() > 0) {
+          fn.setExtra(function.extra.build());
+        }
+      }
+      if (custom.seen || kind.equals("custom")) {
+        CustomToolCall.Builder c = t.getCustomBuilder().setName(custom.name).setInput(custom.text());
+        if (custom.extra.getFieldsCount() > 0) {
+          c.setExtra(custom.extra.build());
+        }
+      }
       if (extra.getFieldsCount() > 0) {
         t.setExtra(extra.build());
       }
       return t.build();
+    }
+  }
+
+  /**
+   * The fragments of a tool call's function or custom object: the first non-empty name, the concatenated
+   * text (arguments or input) and the merged extra.
+   */
+  private static final class PartState {
+    private boolean seen; // some fragment carried this object
+    private String name = "";
+    private final StringBuilder text = new StringBuilder();
+    private final Struct.Builder extra = Struct.newBuilder();
+
+    void add(String fragmentName, String fragmentText, Struct fragmentExtra) {
+      seen = true;
+      name = firstNonEmpty(name, fragmentName);
+      text.append(fragmentText);
+      mergeExtra(extra, fragmentExtra, Set.of());
+    }
+
+    String text() {
+      return text.toString();
     }
   }
 }

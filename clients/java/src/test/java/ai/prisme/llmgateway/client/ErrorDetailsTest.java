@@ -25,7 +25,7 @@ class ErrorDetailsTest {
                 .setMessage("slow down")
                 .addDetails(Any.pack(com.google.protobuf.Duration.newBuilder().setSeconds(1).build()))
                 .addDetails(
-                    Any.pack(ErrorInfo.newBuilder().setReason("RATE_LIMIT_EXCEEDED").putMetadata("http_status", "429").build()))
+                    Any.pack(ErrorInfo.newBuilder().setReason("UPSTREAM_RATE_LIMITED").putMetadata("httpStatus", "429").build()))
                 .addDetails(
                     Any.pack(
                         RetryInfo.newBuilder()
@@ -38,8 +38,8 @@ class ErrorDetailsTest {
                                 BadRequest.FieldViolation.newBuilder().setField("model").setDescription("required"))
                             .build()))
                 .build());
-    assertEquals("RATE_LIMIT_EXCEEDED", ErrorDetails.reason(e));
-    assertEquals("429", ErrorDetails.errorInfo(e).orElseThrow().getMetadataOrThrow("http_status"));
+    assertEquals("UPSTREAM_RATE_LIMITED", ErrorDetails.reason(e));
+    assertEquals("429", ErrorDetails.errorInfo(e).orElseThrow().getMetadataOrThrow("httpStatus"));
     assertEquals(Duration.ofMillis(2500), ErrorDetails.retryDelay(e).orElseThrow());
     List<BadRequest.FieldViolation> violations = ErrorDetails.fieldViolations(e);
     assertEquals(1, violations.size());

@@ -192,7 +192,7 @@ class PrismeChatTest {
                 Any.pack(
                     ErrorInfo.newBuilder()
                         .setReason("UPSTREAM_RATE_LIMITED")
-                        .setDomain("llmgateway.prisme.ai")
+                        .setDomain("grpc-bridge.prisme.ai")
                         .putMetadata("upstream_status", "429")
                         .putMetadata("model", "gpt-4o")
                         .build()))
@@ -354,7 +354,7 @@ class PrismeChatTest {
     assertEquals("", r.out());
     assertEquals(
         "RESOURCE_EXHAUSTED: upstream rate limit exceeded\n"
-            + "error_info: reason=UPSTREAM_RATE_LIMITED domain=llmgateway.prisme.ai"
+            + "error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai"
             + " metadata={model=gpt-4o, upstream_status=429}\n"
             + "retry_info: retry_delay=2.5s\n"
             + "bad_request: field=messages[0].content description=must not be empty\n"

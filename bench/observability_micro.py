@@ -1,0 +1,80 @@
+"""CPU per call of the observability interceptors alone (no network): µs of process time per call.
+
+    .venv/bin/python bench/observability_micro.py
+
+Runs each configuration's interceptors around a do-nothing unary call and a 22-message stream, on one
+event loop, and reports process CPU time per call (less sensitive to other load on the box than the
+end-to-end benchmark, which measures the same thing within the whole call: bench/run.py bridge-observed).
+Configurations: the default bridge (tracing pass-through and an access log at WARNING, i.e. silent), and
+with metrics and INFO access lines in JSON written to a file, as `serve --metrics-listen` logs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bridge.logs import setup_logging
+from bridge.rpc.call import RpcCall
+from bridge.rpc.interceptors import AccessLog, Interceptor, _Active, _around
+from bridge.rpc.metrics import Metrics
+from bridge.rpc.tracing import Tracing
+
+METHOD = "/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion"
+CALLS = 20_000
+MESSAGES = 22
+
+
+class _Context:
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("user-agent", "grpc-go/1.85.0"), ("authorization", "Bearer x"))
+
+
+async def _run(interceptors: list[Interceptor], streaming: bool) -> float:
+    active = _Active.of(tuple(interceptors))
+    context: Any = _Context()
+    started = time.process_time()
+    for _ in range(CALLS):
+        call = RpcCall(METHOD, response_streaming=streaming, model="gpt-4o")
+        async with _around(active.interceptors, call, context):
+            call.messages_received += 1
+            for hook in active.received:
+                hook(call)
+            call.upstream_replied(200, "corr-1")
+            call.upstream_seconds = 0.001
+            call.record_usage(20, 20, 0.0002)
+            for _ in range(MESSAGES if streaming else 0):
+                call.messages_sent += 1
+                for hook in active.sent:
+                    hook(call)
+    return (time.process_time() - started) / CALLS * 1e6
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp, open(os.path.join(tmp, "log"), "w") as sink:
+        setup_logging("INFO", "json", sink)
+        quiet, loud = logging.getLogger("bench.quiet"), logging.getLogger("bench.loud")
+        quiet.setLevel(logging.WARNING)
+        configs = {
+            "default (tracing pass-through, access log silent)": lambda: [Tracing(), AccessLog(quiet)],
+            "metrics + JSON access lines": lambda: [
+                Metrics(CollectorRegistry()),
+                Tracing(),
+                AccessLog(loud),
+            ],
+        }
+        for streaming in (False, True):
+            for name, build in configs.items():
+                cost = asyncio.run(_run(build(), streaming))
+                kind = f"stream ({MESSAGES} messages)" if streaming else "unary"
+                print(f"{kind:<22} {name:<52} {cost:7.1f} µs CPU per call")
+
+
+if __name__ == "__main__":
+    main()

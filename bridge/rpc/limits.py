@@ -1,0 +1,66 @@
+"""Load shedding: at most N calls served at once; the next one fails at once, never queued.
+
+`ConcurrencyLimit` counts the calls it applies to from the moment their handler starts until they end (a
+stream until its last message), and answers a call over the limit with RESOURCE_EXHAUSTED before the
+handler or any upstream request runs, so a full bridge stays fast at saying no and its callers can retry
+on another replica. Health and reflection are exempt: a probe must not fail because the bridge is busy.
+
+The limit is per process (per worker), enforced on the event loop, so it needs no lock. grpc.aio's own
+`maximum_concurrent_rpcs` is not used: it is server-wide (health checks are refused too, so Kubernetes
+restarts a pod for being busy), its status carries no details, and grpcio before 1.85 queued calls or let
+the count underflow (grpc/grpc#30424, #41531); see docs/limits.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Collection
+from typing import Final
+
+import grpc
+
+from bridge.errors import BridgeError, Reason, error_info
+from bridge.rpc.call import Context, RpcCall, split_method
+from bridge.rpc.interceptors import Interceptor
+
+__all__ = ["EXEMPT_SERVICES", "ConcurrencyLimit", "overloaded"]
+
+EXEMPT_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+
+def overloaded(limit: int) -> BridgeError:
+    """RESOURCE_EXHAUSTED for a call over the limit, with an ErrorInfo naming the limit."""
+    info = error_info(Reason.OVERLOADED, {})
+    return BridgeError(
+        f"the bridge is already serving {limit} calls (--max-concurrent-rpcs); "
+        "retry, ideally on another replica",
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED,
+        details=[info],
+    )
+
+
+class ConcurrencyLimit(Interceptor):
+    """At most `limit` calls in flight among the methods it applies to; the next one is refused."""
+
+    def __init__(self, limit: int, *, exempt_services: Collection[str] = EXEMPT_SERVICES) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self._exempt = frozenset(exempt_services)
+        self._error = overloaded(limit)
+        self._refusal = self._error.to_status()  # the same for every refused call
+
+    def applies_to(self, method: str) -> bool:
+        return split_method(method)[0] not in self._exempt
+
+    @contextlib.asynccontextmanager
+    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+        if self.in_flight >= self.limit:
+            call.code, call.error = self._error.code, self._error
+            await context.abort_with_status(self._refusal)  # type: ignore[attr-defined]  # grpc-stubs lacks it
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1

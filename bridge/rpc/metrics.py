@@ -1,0 +1,262 @@
+"""Prometheus metrics of the calls served, and the endpoint that serves them (`--metrics-listen`).
+
+gRPC server metrics carry go-grpc-prometheus' names and labels, so existing dashboards and alerts work:
+`grpc_server_started_total`, `grpc_server_handled_total` (with `grpc_code` spelled as grpc-go spells it:
+OK, Canceled, InvalidArgument, ...), `grpc_server_handling_seconds`, `grpc_server_msg_received_total` and
+`grpc_server_msg_sent_total`, the last counted live, message by message, through the chain's hook.
+
+The bridge's own, named `prisme_bridge_*`, come from what services report on the call (bridge.rpc.call):
+the upstream request's duration by HTTP status, time to first chunk and chunks per stream, calls in
+flight, tokens and `usage.cost` per model.
+
+Label values are bounded: methods are the server's own, codes and HTTP statuses are fixed sets, and model
+names, which callers choose, go through `ModelLabels`: a model becomes a label value only once the upstream
+answered a call for it with a 2xx, up to `max_models` of them; every other call counts as model "other".
+No label carries metadata, credentials or content.
+
+`Metrics` records into the `CollectorRegistry` it is given, never into prometheus-client's global one, so
+a process may hold several (tests), and a multi-process setup can hand it its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import grpc
+import prometheus_client
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
+
+from bridge.rpc.call import Context, RpcCall
+from bridge.rpc.interceptors import Interceptor
+from bridge.settings import split_host_port
+
+__all__ = ["GO_CODE_NAMES", "OTHER_MODEL", "Metrics", "MetricsEndpoint", "ModelLabels", "serve_metrics"]
+
+OTHER_MODEL: Final = "other"
+# grpc-go's codes.Code.String(), which go-grpc-prometheus puts in grpc_code.
+GO_CODE_NAMES: Final = {
+    code: {"OK": "OK", "CANCELLED": "Canceled"}.get(
+        code.name, "".join(part.capitalize() for part in code.name.split("_"))
+    )
+    for code in grpc.StatusCode
+}
+_RPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
+_IN_FLIGHT: Final = "prisme_bridge_rpcs_in_flight"
+_HELP: Final = {
+    # go-grpc-prometheus' own help texts
+    "grpc_server_started_total": "Total number of RPCs started on the server.",
+    "grpc_server_handled_total": "Total number of RPCs completed on the server, regardless of success or "
+    "failure.",
+    "grpc_server_handling_seconds": "Histogram of response latency (seconds) of gRPC that had been "
+    "application-level handled by the server.",
+    "grpc_server_msg_received_total": "Total number of RPC stream messages received on the server.",
+    "grpc_server_msg_sent_total": "Total number of gRPC stream messages sent by the server.",
+    _IN_FLIGHT: "Calls being served now (a stream until its last message).",
+    "prisme_bridge_upstream_request_duration_seconds": "Upstream HTTP requests, until their reply was read "
+    'to its end, by HTTP status ("none": no reply).',
+    "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
+    "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
+    "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
+    "(prompt, completion).",
+    "prisme_bridge_llm_cost_total": "usage.cost the upstream reported, by model, in the upstream's unit.",
+}
+_SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_FIRST_CHUNK_SECONDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+_CHUNKS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def _grpc_type(call: RpcCall) -> str:
+    if call.request_streaming:
+        return "bidi_stream" if call.response_streaming else "client_stream"
+    return "server_stream" if call.response_streaming else "unary"
+
+
+class ModelLabels:
+    """Bounded label values for model names, which callers choose: a model is admitted once the upstream
+    answered it with a 2xx, up to `max_models`; anything else is `OTHER_MODEL`."""
+
+    def __init__(self, max_models: int) -> None:
+        self.max_models = max_models
+        self._known: set[str] = set()
+
+    def label(self, model: str, *, admit: bool) -> str:
+        if model in self._known:
+            return model
+        if admit and model and len(self._known) < self.max_models:
+            self._known.add(model)
+            return model
+        return OTHER_MODEL
+
+
+@dataclass(slots=True)
+class _MethodSeries:
+    """The label children of one method, bound once: `.labels()` costs more than the increment."""
+
+    labels: tuple[str, str, str]
+    started: Any
+    received: Any
+    sent: Any
+    handling: Any
+    in_flight: Any
+    handled: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+
+
+class Metrics(Interceptor):
+    """Records every call (health and reflection included, as go-grpc-prometheus does) into `registry`."""
+
+    def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
+        self.models = ModelLabels(max_models)
+        self._series: dict[str, _MethodSeries] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
+
+        def counter(name: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, _HELP[name], labels, registry=registry)
+
+        def histogram(name: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, _HELP[name], labels, buckets=buckets, registry=registry)
+
+        by_model = ("grpc_service", "grpc_method", "model")
+        self._started = counter("grpc_server_started_total", _RPC_LABELS)
+        self._handled = counter("grpc_server_handled_total", (*_RPC_LABELS, "grpc_code"))
+        self._handling = histogram("grpc_server_handling_seconds", _RPC_LABELS, _SECONDS)
+        self._received = counter("grpc_server_msg_received_total", _RPC_LABELS)
+        self._sent = counter("grpc_server_msg_sent_total", _RPC_LABELS)
+        # livesum: summed over live processes in prometheus-client's multiprocess mode
+        self._in_flight = Gauge(
+            _IN_FLIGHT, _HELP[_IN_FLIGHT], _RPC_LABELS[1:], registry=registry, multiprocess_mode="livesum"
+        )
+        upstream_labels = ("grpc_service", "grpc_method", "status")
+        self._upstream = histogram(
+            "prisme_bridge_upstream_request_duration_seconds", upstream_labels, _SECONDS
+        )
+        self._first_chunk = histogram(
+            "prisme_bridge_time_to_first_chunk_seconds", by_model, _FIRST_CHUNK_SECONDS
+        )
+        self._chunks = histogram("prisme_bridge_stream_chunks", by_model, _CHUNKS)
+        self._tokens = counter("prisme_bridge_llm_tokens_total", ("model", "type"))
+        self._cost = counter("prisme_bridge_llm_cost_total", ("model",))
+
+    @contextlib.asynccontextmanager
+    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+        series = self._series_of(call)
+        series.started.inc()
+        series.in_flight.inc()
+        try:
+            yield
+        finally:
+            series.in_flight.dec()
+            handled = series.handled.get(call.code)
+            if handled is None:
+                handled = series.handled[call.code] = self._handled.labels(
+                    *series.labels, GO_CODE_NAMES[call.code]
+                )
+            handled.inc()
+            series.handling.observe(call.elapsed_ms / 1000)
+            self._record_upstream(call, series)
+
+    def message_sent(self, call: RpcCall) -> None:
+        self._series[call.method].sent.inc()
+        if call.messages_sent == 1 and call.response_streaming and call.upstream_status is not None:
+            model = self.models.label(call.model, admit=_answered(call))
+            self._child(self._first_chunk, call.service, call.name, model).observe(call.elapsed_ms / 1000)
+
+    def message_received(self, call: RpcCall) -> None:
+        self._series[call.method].received.inc()
+
+    def _series_of(self, call: RpcCall) -> _MethodSeries:
+        series = self._series.get(call.method)
+        if series is None:
+            labels = (_grpc_type(call), call.service, call.name)
+            series = self._series[call.method] = _MethodSeries(
+                labels,
+                started=self._started.labels(*labels),
+                received=self._received.labels(*labels),
+                sent=self._sent.labels(*labels),
+                handling=self._handling.labels(*labels),
+                in_flight=self._in_flight.labels(call.service, call.name),
+            )
+        return series
+
+    def _record_upstream(self, call: RpcCall, series: _MethodSeries) -> None:
+        if call.upstream_seconds is None:
+            return  # no upstream request was made (refused, invalid, not an upstream-calling method)
+        status = _status_label(call.upstream_status)
+        self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
+        if not (call.response_streaming or call.prompt_tokens or call.completion_tokens or call.cost):
+            return  # nothing per model: a lookup (GetModel) takes no model label
+        model = self.models.label(call.model, admit=_answered(call))
+        if call.response_streaming:
+            self._child(self._chunks, call.service, call.name, model).observe(call.messages_sent)
+        if call.prompt_tokens:
+            self._child(self._tokens, model, "prompt").inc(call.prompt_tokens)
+        if call.completion_tokens:
+            self._child(self._tokens, model, "completion").inc(call.completion_tokens)
+        if call.cost:
+            self._child(self._cost, model).inc(call.cost)
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, bound once: label sets are bounded, so is this cache."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+def _answered(call: RpcCall) -> bool:
+    return call.upstream_status is not None and 200 <= call.upstream_status < 300
+
+
+def _status_label(status: int | None) -> str:
+    if status is None:
+        return "none"
+    return str(status) if 100 <= status <= 599 else "invalid"
+
+
+# ------------------------------------------------------------------------------------------- endpoint
+
+
+@dataclass
+class MetricsEndpoint:
+    """A running HTTP server answering GET /metrics (Prometheus text, or OpenMetrics when asked)."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve_metrics(listen: str, registry: Collector) -> MetricsEndpoint:
+    """Serves `registry` at http://`listen`/metrics on this event loop (port 0 picks a free port).
+
+    Raises OSError if the address cannot be bound. Also turns off prometheus-client's `*_created` series
+    for the process: they double the series count and go-grpc-prometheus has none.
+    """
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    host, port = split_host_port(listen)
+    app = web.Application()
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    runner = web.AppRunner(app, access_log=None)  # scrapes are not calls: no line per scrape
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host.strip("[]"), port, reuse_port=False)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
+    bound = runner.addresses[0][1]
+    return MetricsEndpoint(runner, host.strip("[]"), bound)

@@ -1,0 +1,281 @@
+"""`prisme-bridge serve --workers N`: N bridge processes on one port, forked before gRPC starts, supervised.
+
+One grpc.aio process uses one core. The parent reserves the listen (and health) port, then forks N
+workers, each a whole bridge (`bridge.app.serve`) that binds the same port with SO_REUSEPORT, so the
+kernel spreads new connections across them (grpc's examples/python/multiprocessing does the same). The
+parent never creates a gRPC object: gRPC is not fork-safe once started.
+
+Signals: the workers run in their own process group, so a terminal's Ctrl-C reaches only the parent; the
+parent forwards each SIGTERM or SIGINT it gets to every worker as SIGTERM. Each worker then drains as a
+single process does (--drain-delay, a second signal cuts it short, then --shutdown-grace); the parent exits
+once all have, 0 if every one exited 0.
+
+Supervision: a worker that dies while serving is logged and replaced. More than `MAX_DEATHS` deaths within
+`DEATH_WINDOW_S` seconds is a crash loop: the parent stops the others and exits 1, so Kubernetes restarts
+the pod with its back-off instead of the parent forking forever. A worker that cannot start (a port or a
+TLS file it cannot use) fails the whole start with its one-line reason. On Linux a worker whose parent
+dies gets SIGTERM (PR_SET_PDEATHSIG) rather than serving on as an orphan.
+
+Metrics (issue 9's prometheus-client work, not on this branch yet): each worker builds its own bridge, so
+each would count only its own calls. Aggregation belongs in `_before_fork` (the one place that runs in the
+parent before any worker exists, and before any worker imports the bridge): prometheus-client's
+multiprocess mode, with a fresh PROMETHEUS_MULTIPROC_DIR exported there (prometheus-client reads it when it
+is imported), every worker serving the aggregate (a MultiProcessCollector) on the shared metrics port with
+SO_REUSEPORT as for gRPC, and `multiprocess.mark_process_dead(pid)` where `_supervise` reaps a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Final
+
+from bridge.settings import ServeSettings, split_host_port
+
+__all__ = ["DEATH_WINDOW_S", "MAX_DEATHS", "run_workers"]
+
+log = logging.getLogger(__name__)
+
+MAX_DEATHS: Final = 5
+DEATH_WINDOW_S: Final = 60.0
+_READY: Final = b"ready\n"
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def run_workers(settings: ServeSettings) -> int:
+    """Runs `settings.lifecycle.workers` bridge processes until SIGTERM/SIGINT; the exit code. Raises
+    OSError (one line) if the ports cannot be reserved or a worker cannot start."""
+    with _reserved_ports(settings) as shared:
+        _before_fork(shared)
+        return _Supervisor(shared).run()
+
+
+# ---------------------------------------------------------------------------------------------- ports
+
+
+@contextlib.contextmanager
+def _reserved_ports(settings: ServeSettings) -> Iterator[ServeSettings]:
+    """`settings` with the listen (and health) ports the workers share, each held by a bound (not
+    listening) SO_REUSEPORT socket meanwhile, so port 0 becomes one port for all."""
+    sockets: list[socket.socket] = []
+    try:
+        server = settings.server.model_copy(update={"listen": _reserve(settings.server.listen, sockets)})
+        health = settings.lifecycle.health_listen
+        lifecycle = settings.lifecycle.model_copy(
+            update={"health_listen": _reserve(health, sockets) if health else None}
+        )
+        yield settings.model_copy(update={"server": server, "lifecycle": lifecycle})
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _reserve(address: str, sockets: list[socket.socket]) -> str:
+    host, port = split_host_port(address)
+    bare = host.strip("[]")
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    try:
+        # First without SO_REUSEPORT, so a port anyone else holds is refused as with one process.
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+            port = probe.getsockname()[1]
+        held = socket.socket(family, kind, proto)
+        sockets.append(held)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind((sockaddr[0], port, *sockaddr[2:]))
+    except OSError as exc:
+        raise OSError(f"cannot listen on {address}: address in use or not available") from exc
+    return f"{host}:{port}"
+
+
+def _before_fork(settings: ServeSettings) -> None:
+    """What the workers must share, set up in the parent before any of them exists (see the module
+    docstring: the place for prometheus-client's multiprocess directory)."""
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+@dataclass
+class _Worker:
+    index: int
+    pid: int
+    ready_fd: int  # the parent's end of the pipe the worker reports on
+
+
+class _Supervisor:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.count = settings.lifecycle.workers
+        self.workers: dict[int, _Worker] = {}
+        self.stopping = False
+        self.failed = False
+        self.deaths: deque[float] = deque()
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self._start_all()
+            return self._supervise()
+        except OSError:  # a worker could not start
+            self._stop_all()
+            self._reap_all()
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _start_all(self) -> None:
+        for index in range(1, self.count + 1):
+            self._fork(index)
+        for worker in list(self.workers.values()):
+            problem = self._wait_ready(worker)
+            if problem is not None and not self.stopping:
+                raise OSError(problem)
+        if not self.stopping:
+            log.info("%d workers serving on %s", self.count, self.settings.server.listen)
+
+    def _supervise(self) -> int:
+        """Replaces workers that die until stopped; then 0 if every worker stopped cleanly."""
+        clean = True
+        while self.workers:
+            pid, status = os.wait()
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if self.stopping:
+                clean = clean and code == 0
+                continue
+            log.error("worker %d (pid %d) %s; starting a new one", worker.index, pid, _ended(code))
+            if self._crash_loop():
+                log.error("%d workers died within %.0f s: stopping", MAX_DEATHS + 1, DEATH_WINDOW_S)
+                self.failed = True
+                self._stop_all()
+                continue
+            problem = self._wait_ready(self._fork(worker.index))
+            if problem is not None and not self.stopping:
+                log.error("worker %d could not start: %s", worker.index, problem)
+        return 0 if clean and not self.failed else 1
+
+    def _crash_loop(self) -> bool:
+        now = time.monotonic()
+        self.deaths.append(now)
+        while self.deaths and self.deaths[0] < now - DEATH_WINDOW_S:
+            self.deaths.popleft()
+        return len(self.deaths) > MAX_DEATHS
+
+    def _fork(self, index: int) -> _Worker:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's code
+            code = 1
+            try:
+                os.close(read_fd)
+                code = _worker_main(self.settings, index, write_fd)
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        worker = self.workers[pid] = _Worker(index, pid, read_fd)
+        if self.stopping:  # a signal arrived while forking
+            _kill(pid)
+        return worker
+
+    def _wait_ready(self, worker: _Worker) -> str | None:
+        """None once the worker serves; else why it did not (it exited)."""
+        with os.fdopen(worker.ready_fd, "rb") as pipe:
+            report = pipe.readline()
+        if report == _READY:
+            log.info("worker %d of %d serving (pid %d)", worker.index, self.count, worker.pid)
+            return None
+        text = report.decode(errors="replace").strip()
+        return text or f"worker {worker.index} exited before serving"
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+        self._stop_all()  # again on a second signal: it cuts the workers' drain delay short
+
+    def _stop_all(self) -> None:
+        self.stopping = True
+        for pid in list(self.workers):
+            _kill(pid)
+
+    def _reap_all(self) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            self.workers.pop(pid, None)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
+# -------------------------------------------------------------------------------- inside a worker
+
+
+def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
+    """The forked worker: serves until its signal; the exit code. Reports on `ready_fd` once serving,
+    or why it could not start."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.setpgid(0, 0)  # a terminal's Ctrl-C goes to the parent only, which forwards it once
+        _die_with_parent()
+        # Imported after the fork, in each worker: the parent holds no gRPC state, and libraries that fix
+        # process-wide modes at import (prometheus-client's multiprocess mode) see what _before_fork set.
+        from bridge.app import serve
+
+        def ready() -> None:
+            os.write(ready_fd, _READY)
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, reuse_port=True, on_ready=ready))
+        code = 0
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # the parent stopped reading once the worker served
+            os.write(ready_fd, f"{exc}\n".encode())
+    except BaseException:
+        log.exception("worker %d failed", index)
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when the parent dies (Linux), so no worker serves on as an orphan."""
+    if sys.platform != "linux":
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,117 @@
+"""Logs of `prisme-bridge serve` as a subprocess: JSON lines, one access line per call with its facts,
+and no credential or message content at any level, DEBUG included, with real calls carrying both."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from typing import Any
+
+import grpc
+
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.mock_gateway import MockGateway
+from tests.helpers import call_failing, chat_request, cli_env, collect, run_cli
+
+OWN_KEY = "iak_acme_0f4c2d6e-5b1a-4c8e-9d7f-own-key"
+CALLER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIifQ.c2lnbmF0dXJlLW9mLXRoZS1jYWxsZXI"
+CALLER_IAK = "iak_acme_7e1d-caller-key"
+MODEL_KEY = "sk-proj-pasted-into-the-model-field-123"
+CONTENT = "PRIVATE-PROMPT-CONTENT-31415"
+SECRETS = (OWN_KEY, CALLER_JWT, CALLER_IAK, MODEL_KEY, CONTENT, "PRIVATE-PROMPT")
+_LISTENING = r"bridge listening on 127\.0\.0\.1:(\d+)"
+
+
+async def _calls(address: str) -> int:
+    """Calls of every kind, carrying credentials in metadata and a secret in the content; how many."""
+    bearer = (("authorization", f"Bearer {CALLER_JWT}"), ("x-correlation-id", "corr-logs-1"))
+    iak = (("x-prismeai-api-key", CALLER_IAK),)
+    usage = pb.StreamOptions(include_usage=True)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        await stub.CreateChatCompletion(chat_request(text=f"say {CONTENT}"), metadata=bearer, timeout=10)
+        await collect(
+            stub.StreamChatCompletion(
+                chat_request(text=f"say {CONTENT}", stream_options=usage), metadata=iak, timeout=10
+            )
+        )
+        await stub.CreateChatCompletion(chat_request(text=CONTENT), timeout=10)  # the bridge's own key
+        await stub.CreateChatCompletion(chat_request(model=MODEL_KEY, text=CONTENT), timeout=10)
+        await call_failing(
+            stub, "unary", chat_request(model="error-401", text=CONTENT), metadata=bearer, timeout=10
+        )
+        await call_failing(
+            stub, "stream", chat_request(model="stream-error", text=CONTENT), metadata=iak, timeout=10
+        )
+        await call_failing(stub, "unary", chat_request(model="", text=CONTENT), timeout=10)
+    return 7
+
+
+def _entries(logs: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.splitlines()]  # every line is one JSON object
+
+
+async def test_debug_logs_hold_no_credential_and_no_content(mock_gateway: MockGateway) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_API_KEY=OWN_KEY, BRIDGE_LOG_LEVEL="DEBUG")
+    async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:  # serve: JSON by default
+        port = (await bridge.wait_log(_LISTENING)).group(1)
+        calls = await _calls(f"127.0.0.1:{port}")
+        assert await bridge.stop(signal.SIGTERM, within=10) == 0
+        logs = await bridge.logs()
+    entries = _entries(logs)
+    assert any(e["level"] == "DEBUG" for e in entries)  # DEBUG was really on
+    for secret in SECRETS:
+        assert secret not in logs, secret
+    assert CONTENT in str(mock_gateway.requests())  # ...though every call carried them
+    assert not [e for e in entries if e["logger"].startswith(("httpx", "httpcore"))]
+    assert len([e for e in entries if e["logger"] == "bridge.access"]) == calls
+
+
+async def test_one_access_line_per_call_at_info_with_its_facts(mock_gateway: MockGateway) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url)
+    async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
+        port = (await bridge.wait_log(_LISTENING)).group(1)
+        calls = await _calls(f"127.0.0.1:{port}")
+        assert await bridge.stop(signal.SIGTERM, within=10) == 0
+        logs = await bridge.logs()
+    entries = _entries(logs)
+    during = entries[next(i for i, e in enumerate(entries) if re.search(_LISTENING, e["message"])) + 1 :]
+    during = [e for e in during if "shutting down" not in e["message"]]
+    assert [e["logger"] for e in during] == ["bridge.access"] * calls  # nothing else per call
+
+    unary, stream, *_ = during
+    assert unary["message"] == "CreateChatCompletion OK"
+    assert unary["level"] == "INFO"
+    assert unary["code"] == "OK"
+    assert unary["model"] == "echo"
+    assert unary["upstream_status"] == 200
+    assert unary["correlation_id"] == "corr-logs-1"  # the caller's id, echoed by the upstream
+    assert (unary["prompt_tokens"], unary["completion_tokens"]) == (2, 2)
+    assert unary["ms"] > 0
+    assert "chunks" not in unary
+    assert stream["method"] == "StreamChatCompletion"
+    assert stream["chunks"] == 5  # role, two words, finish, usage
+    assert stream["completion_tokens"] == 2
+    refused = next(e for e in during if e["model"] == "error-401")
+    assert (refused["level"], refused["code"], refused["upstream_status"]) == (
+        "WARNING",
+        "UNAUTHENTICATED",
+        401,
+    )
+    invalid = during[-1]
+    assert (invalid["code"], "upstream_status" in invalid) == ("INVALID_ARGUMENT", False)
+
+
+async def test_text_format_keeps_the_facts_on_one_line(mock_gateway: MockGateway) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url)
+    async with run_cli("serve", "--listen", "127.0.0.1:0", "--log-format", "text", env=env) as bridge:
+        port = (await bridge.wait_log(_LISTENING)).group(1)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await pb_grpc.ChatCompletionServiceStub(channel).CreateChatCompletion(chat_request(), timeout=10)
+        line = (await bridge.wait_log(r"bridge\.access: .*")).group(0)
+        assert await bridge.stop(signal.SIGTERM, within=10) == 0
+    assert line.startswith("bridge.access: CreateChatCompletion OK service='prisme.llmgateway.v1.")
+    assert "code='OK'" in line
+    assert "model='echo' upstream_status=200" in line

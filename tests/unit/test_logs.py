@@ -1,0 +1,69 @@
+"""bridge.logs: the text and JSON formats, record fields, redacted exceptions, quiet HTTP loggers."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.logs import JsonFormatter, TextFormatter, setup_logging
+
+
+def _record(message: str = "CreateChatCompletion OK", **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("bridge.access", logging.INFO, __file__, 1, message, (), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_text_appends_fields_as_key_value() -> None:
+    record = _record(fields={"code": "OK", "ms": 1.5, "model": "gpt 4o", "chunks": 3})
+    line = TextFormatter().format(record)
+    assert line.endswith("bridge.access: CreateChatCompletion OK code='OK' ms=1.5 model='gpt 4o' chunks=3")
+
+
+def test_json_is_one_object_per_record_with_the_fields_as_keys() -> None:
+    record = _record(fields={"code": "OK", "ms": 1.5, "upstream_status": 200, "level": "forged"})
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["level"] == "INFO"  # a field cannot replace a fixed key
+    assert entry["logger"] == "bridge.access"
+    assert entry["message"] == "CreateChatCompletion OK"
+    assert (entry["code"], entry["ms"], entry["upstream_status"]) == ("OK", 1.5, 200)
+    assert entry["time"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_exception_texts_are_redacted(formatter: logging.Formatter) -> None:
+    try:
+        raise RuntimeError("upstream said: Authorization: Bearer sk-live-abcdef123456")
+    except RuntimeError:
+        record = logging.LogRecord("bridge", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = formatter.format(record)
+    assert "sk-live-abcdef123456" not in text
+    assert "RuntimeError" in text
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in quiet.items():
+        logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_setup_logging_holds_httpx_at_warning_even_at_debug() -> None:
+    stream = io.StringIO()
+    setup_logging("DEBUG", "json", stream)
+    logging.getLogger("httpx").info('HTTP Request: POST http://gw/v1/chat/completions "HTTP/1.1 200 OK"')
+    logging.getLogger("httpcore.http11").debug("send_request_headers.started")
+    logging.getLogger("bridge.test").debug("kept")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["message"] for entry in lines] == ["kept"]
