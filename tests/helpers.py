@@ -48,7 +48,12 @@ async def collect(call: Any) -> list[pb.StreamChatCompletionResponse]:
     return [chunk async for chunk in call]
 
 
-_DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.BadRequest)
+_DETAIL_TYPES = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.RetryInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.PreconditionFailure,
+)
 
 
 def status_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:

@@ -114,8 +114,12 @@ async def test_invalid_dimensions_as_a_400_is_invalid_argument(embeddings: Stub)
     error = await rpc_error(embeddings.CreateEmbedding(request, timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = status_details(error)
-    assert details["ErrorInfo"].reason == "INVALID_DIMENSIONS"
-    assert details["ErrorInfo"].metadata["http_status"] == "400"
+    info = details["ErrorInfo"]
+    assert (info.reason, info.metadata["upstreamCode"], info.metadata["httpStatus"]) == (
+        "UPSTREAM_INVALID_REQUEST",
+        "INVALID_DIMENSIONS",
+        "400",
+    )
     (violation,) = details["BadRequest"].field_violations
     assert violation.field == "dimensions"
     assert "use one of [256, 512, 1024, 1536]" in violation.description
@@ -126,7 +130,9 @@ async def test_invalid_dimensions_from_a_governance_overlay_403_is_invalid_argum
     error = await rpc_error(embeddings.CreateEmbedding(request, timeout=10))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT  # the code decides, not the 403
     details = status_details(error)
-    assert (details["ErrorInfo"].reason, details["ErrorInfo"].metadata["http_status"]) == (
+    info = details["ErrorInfo"]
+    assert (info.reason, info.metadata["upstreamCode"], info.metadata["httpStatus"]) == (
+        "UPSTREAM_INVALID_REQUEST",
         "INVALID_DIMENSIONS",
         "403",
     )
@@ -134,22 +140,35 @@ async def test_invalid_dimensions_from_a_governance_overlay_403_is_invalid_argum
 
 
 @pytest.mark.parametrize(
-    ("model", "code", "reason"),
+    ("model", "code", "reason", "upstream_code"),
     [
-        ("error-403", grpc.StatusCode.PERMISSION_DENIED, "MODEL_NOT_ALLOWED"),
-        ("error-429", grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMIT_EXCEEDED"),
-        ("error-401", grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN"),
-        ("error-503", grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-        ("echo", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),  # a chat model: the gateway's 400
+        ("error-403", grpc.StatusCode.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED", "MODEL_NOT_ALLOWED"),
+        ("error-429", grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_RATE_LIMITED", "rate_limit_exceeded"),
+        # A governance code on a 429: the status says wait, whatever the code.
+        (
+            "governed-throttled",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "UPSTREAM_RATE_LIMITED",
+            "MODEL_NOT_ALLOWED",
+        ),
+        ("error-401", grpc.StatusCode.UNAUTHENTICATED, "UPSTREAM_UNAUTHENTICATED", "invalid_token"),
+        ("error-503", grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "service_unavailable"),
+        # a chat model: the gateway's 400
+        ("echo", grpc.StatusCode.INVALID_ARGUMENT, "UPSTREAM_INVALID_REQUEST", "invalid_request"),
     ],
 )
 async def test_gateway_refusals_map_as_for_chat(
-    embeddings: Stub, model: str, code: grpc.StatusCode, reason: str
+    embeddings: Stub, model: str, code: grpc.StatusCode, reason: str, upstream_code: str
 ) -> None:
     error = await rpc_error(embeddings.CreateEmbedding(_request("x", model=model), timeout=10))
     assert error.code() == code
     details = status_details(error)
-    assert details["ErrorInfo"].reason == reason
+    info = details["ErrorInfo"]
+    assert (info.domain, info.reason, info.metadata["upstreamCode"]) == (
+        "grpc-bridge.prisme.ai",
+        reason,
+        upstream_code,
+    )
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         assert details["RetryInfo"].retry_delay.seconds == 7
     assert ("BadRequest" in details) == (code == grpc.StatusCode.INVALID_ARGUMENT and model != "echo")

@@ -211,7 +211,7 @@ async def test_get_model_encodes_what_a_path_cannot_hold(models: Stub, mock_gate
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert mock_gateway.requests()[-1]["raw_path"].endswith("/models/my%20model%3Fv=1%23x")
     info = status_details(error)["ErrorInfo"]
-    assert (info.reason, info.metadata["http_status"]) == ("NOT_FOUND", "404")
+    assert (info.reason, info.metadata["httpStatus"]) == ("UPSTREAM_NOT_FOUND", "404")
 
 
 @pytest.mark.parametrize("model_id", ["", "../chat/completions", "a//b", "x" * 129])
@@ -254,6 +254,12 @@ async def test_a_filter_the_openai_shape_cannot_answer_fails(openai_models: Stub
     error = await rpc_error(openai_models.ListModels(pb.ListModelsRequest(type="embeddings"), timeout=10))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "filter by model_ids or search only" in (error.details() or "")
+    details = status_details(error)
+    assert (details["ErrorInfo"].domain, details["ErrorInfo"].reason) == (
+        "grpc-bridge.prisme.ai",
+        "UPSTREAM_FILTER_UNSUPPORTED",
+    )
+    assert [v.subject for v in details["PreconditionFailure"].violations] == ["type"]
 
 
 async def test_get_model_in_the_openai_shape(openai_models: Stub) -> None:
@@ -264,7 +270,8 @@ async def test_get_model_in_the_openai_shape(openai_models: Stub) -> None:
     )
     missing = await rpc_error(openai_models.GetModel(pb.GetModelRequest(model_id="nope"), timeout=10))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
-    assert status_details(missing)["ErrorInfo"].reason == "MODEL_NOT_FOUND"
+    info = status_details(missing)["ErrorInfo"]
+    assert (info.reason, info.metadata["upstreamCode"]) == ("UPSTREAM_NOT_FOUND", "model_not_found")
 
 
 # -------------------------------------------------------------------------------------- errors, auth
@@ -275,10 +282,14 @@ async def test_upstream_errors_map_as_for_chat(models: Stub) -> None:
     assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     details = status_details(throttled)
     assert details["RetryInfo"].retry_delay.seconds == 7
-    assert details["ErrorInfo"].reason == "RATE_LIMIT_EXCEEDED"
+    assert (details["ErrorInfo"].reason, details["ErrorInfo"].metadata["upstreamCode"]) == (
+        "UPSTREAM_RATE_LIMITED",
+        "rate_limit_exceeded",
+    )
     refused = await rpc_error(models.GetModel(pb.GetModelRequest(model_id="error-403"), timeout=10))
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert status_details(refused)["ErrorInfo"].reason == "MODEL_NOT_ALLOWED"
+    info = status_details(refused)["ErrorInfo"]
+    assert (info.reason, info.metadata["upstreamCode"]) == ("UPSTREAM_PERMISSION_DENIED", "MODEL_NOT_ALLOWED")
     invalid = await rpc_error(models.ListModels(pb.ListModelsRequest(type="chat"), timeout=10))
     assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT  # the gateway's 400 on an unknown type
 

@@ -40,7 +40,8 @@ async def test_describe_shows_the_model_and_embedding_services(bridge: GrpcServe
     assert "Opaque: pass it back unchanged" in out
     code, out, err = await grpcurl("-plaintext", address, "describe", EMBEDDING_SERVICE)
     assert code == 0, err
-    assert "INVALID_DIMENSIONS -> INVALID_ARGUMENT" in out
+    assert "Errors (stable, docs/errors.md)" in out
+    assert "INVALID_DIMENSIONS -> INVALID_ARGUMENT, reason" in out
     code, out, err = await grpcurl("-plaintext", address, "describe", "prisme.llmgateway.v1.Embedding")
     assert code == 0, err
     assert "repeated float embedding = 2;" in out

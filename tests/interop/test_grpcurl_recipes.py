@@ -241,7 +241,8 @@ def check_embedding_refusal(ran: Ran, _: Dev) -> None:
     (status,) = json_values(ran.err)
     assert status["code"] == 3
     info, bad = status["details"]
-    assert info["reason"] == "INVALID_DIMENSIONS"
+    assert (info["domain"], info["reason"]) == ("grpc-bridge.prisme.ai", "UPSTREAM_INVALID_REQUEST")
+    assert (info["metadata"]["httpStatus"], info["metadata"]["upstreamCode"]) == ("400", "INVALID_DIMENSIONS")
     assert bad["field_violations"][0]["field"] == "dimensions"
 
 
