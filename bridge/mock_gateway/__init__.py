@@ -35,8 +35,8 @@ A record is ``{"id", "method", "path", "raw_path" (as sent: percent-encoding and
 ``error`` (an HTTP status >= 400, or the server shut down mid-request) or ``client_disconnected`` (the
 client closed the connection; noticed within ~20 ms, also while a script sleeps).
 
-Scripted behaviours, chosen by the request's ``model``
-------------------------------------------------------
+Chat completions (``POST /chat/completions``): behaviours chosen by the request's ``model``
+-------------------------------------------------------------------------------------------
 The reply *text* is the last user message's text (a string, or the ``text`` parts of a list joined with
 ``"\\n"``), or ``"ok"`` when there is none. Token counts are whitespace word counts; ``n`` choices are
 honoured in every unary reply and in echo-family streams. A stream's content pieces are the text's words,
@@ -171,12 +171,16 @@ anything not in the catalogue         8 dimensions by default, any ``dimensions`
 ``text-embedding-mock``               8 by default; 4 or 8, else 400 INVALID_DIMENSIONS
 ``governed/text-embedding-3-small``   1536; 256 or 1536, else **403** INVALID_DIMENSIONS, as the
                                       gateway's governance overlays forward their refusals
+``governed-throttled``                429 ``MODEL_NOT_ALLOWED`` with ``Retry-After: 7``: a governance
+                                      rule refusing for now, with a rate limit's status
 ``embed-shuffled``                    8 dimensions, ``data`` in reverse order (each item keeps its index)
 ``error-<status>``                    that scripted error (403 ``MODEL_NOT_ALLOWED``, 401
                                       ``invalid_token``, 429 ``rate_limit_exceeded`` + ``Retry-After: 7``)
 another catalogue model               400 ``invalid_request`` (not an embeddings model)
 ====================================  ================================================================
 """
+
+from typing import Final
 
 from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
 
@@ -190,7 +194,12 @@ __all__ = [
 ]
 
 
+_SCRIPTED: Final = "Chat completions (``POST /chat/completions``)"
+
+
 def scripted_models() -> str:
-    """The "Scripted behaviours" section of this docstring: what each model name makes the mock do
-    (`prisme-bridge mock-gateway --list-models`)."""
-    return (__doc__ or "").split("Scripted behaviours", 1)[1].split("\n", 2)[2].strip()
+    """This docstring from its scripted sections on (chat completions, the model catalogue, embeddings),
+    headings included: what each model name or query makes the mock do (`prisme-bridge mock-gateway
+    --list-models`)."""
+    doc = __doc__ or ""
+    return doc[doc.index(_SCRIPTED) :].strip()

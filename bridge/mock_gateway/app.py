@@ -13,7 +13,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from bridge.mock_gateway import catalogue, embeddings
-from bridge.mock_gateway.bodies import dumps, json_response, openai_error, prisme_error
+from bridge.mock_gateway.bodies import dumps, json_response, openai_error, prisme_error, retry_headers
 from bridge.mock_gateway.call import STATE, Call, ScriptStoppedError, State, validate_body
 from bridge.mock_gateway.records import Json, RequestLog
 from bridge.mock_gateway.scripts import run_script
@@ -178,7 +178,9 @@ async def _embeddings(request: web.Request) -> web.StreamResponse:
         if status is not None:
             return prisme_error(status, details={"model": body["model"], "status": status})
         refusal = embeddings.refusal(body)
-        return json_response(*refusal) if refusal else json_response(200, embeddings.embed(body))
+        if refusal is not None:
+            return json_response(*refusal, retry_headers(refusal[0]))
+        return json_response(200, embeddings.embed(body))
 
     return await _recorded(request, body, answer)
 

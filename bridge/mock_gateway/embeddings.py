@@ -16,6 +16,8 @@ DEFAULT_DIMENSIONS: Final = 8  # for models outside the catalogue (and catalogue
 MAX_INPUTS: Final = 2048  # OpenAI's limit per request
 ENCODINGS: Final = ("float", "base64")
 GOVERNED_PREFIX: Final = "governed/"  # refusals of these models come as 403, as governance overlays send them
+# A governance rule's refusal sent as a rate limit: 429 with the code MODEL_NOT_ALLOWED (and Retry-After).
+THROTTLED_MODEL: Final = "governed-throttled"
 
 
 def vector(text: str, dimensions: int) -> list[float]:
@@ -57,7 +59,11 @@ def problem(body: Any) -> str | None:
 
 def refusal(body: Json) -> tuple[int, Json] | None:
     """(status, body) refusing a well-formed request for a catalogue model that is no embeddings model, or
-    whose `dimensions` is not one of the model's supported ones (the gateway's INVALID_DIMENSIONS)."""
+    whose `dimensions` is not one of the model's supported ones (the gateway's INVALID_DIMENSIONS), and
+    every request for `THROTTLED_MODEL`."""
+    if body["model"] == THROTTLED_MODEL:
+        message = f"Usage of {THROTTLED_MODEL} is limited for this organisation: retry later"
+        return 429, {"error": "MODEL_NOT_ALLOWED", "message": message, "details": {"window_seconds": 60}}
     doc = by_id(body["model"])
     if doc is not None and doc["type"] != "embeddings":
         message = f"'{body['model']}' is a {doc['type']} model, not an embeddings model"

@@ -160,6 +160,7 @@ async def test_embeddings_in_both_encodings(client: httpx.AsyncClient) -> None:
         ),
         ({"model": "error-403", "input": "x"}, 403, "MODEL_NOT_ALLOWED"),
         ({"model": "error-429", "input": "x"}, 429, "rate_limit_exceeded"),
+        ({"model": "governed-throttled", "input": "x"}, 429, "MODEL_NOT_ALLOWED"),
     ],
 )
 async def test_embedding_refusals(
@@ -167,6 +168,7 @@ async def test_embedding_refusals(
 ) -> None:
     reply = await client.post("/embeddings", json=body)
     assert (reply.status_code, reply.json()["error"]) == (status, code)
+    assert ("retry-after" in reply.headers) == (status == 429)
 
 
 async def test_requests_are_recorded_with_method_and_query(
