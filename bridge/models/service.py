@@ -2,8 +2,9 @@
 `GET {upstream}/models/{model_id}`.
 
 Handlers only raise: the interceptor chain turns a `bridge.errors.BridgeError` into the call's status. The
-auth policy and the error policy are the chat service's (bridge.upstream): the catalogue wants a user
-identity as Bearer, or an org key (iak_*) as x-prismeai-api-key, and the bridge forwards what it gets.
+header policy (auth, returned headers) and the error policy are the chat service's (bridge.upstream): the
+catalogue wants a user identity as Bearer, or an org key (iak_*) as x-prismeai-api-key, and the bridge
+forwards what it gets.
 """
 
 from __future__ import annotations
