@@ -203,6 +203,24 @@ async def test_models_filters_and_json(
     }
 
 
+async def test_models_filter_an_openai_list_cannot_answer(
+    client: list[str], start_bridge, mock_gateway: MockGateway
+) -> None:
+    bridge = await start_bridge(upstream_url=mock_gateway.openai_base_url)
+    result = await _run(*client, "models", *_flags(client, addr=_address(bridge), type="embeddings"))
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "grpc-status: FAILED_PRECONDITION"
+    assert any(
+        line.startswith("error_info: reason=UPSTREAM_FILTER_UNSUPPORTED domain=grpc-bridge.prisme.ai")
+        for line in lines
+    )
+    assert any(
+        line.startswith("precondition_failure: type=FILTER_NOT_SUPPORTED subject=type description=")
+        for line in lines
+    )
+
+
 async def test_embed(client: list[str], bridge: GrpcServer, mock_gateway: MockGateway) -> None:
     texts = ["Hello", "embeddings from Go and Java", "!"]
     inputs = [arg for text in texts for arg in (_flags(client, input=text))]
@@ -228,7 +246,11 @@ async def test_embed_refusal(client: list[str], bridge: GrpcServer) -> None:
     assert result.code == 1
     lines = result.stderr.splitlines()
     assert lines[-1] == "grpc-status: INVALID_ARGUMENT"
-    assert any(line.startswith("error_info: reason=INVALID_DIMENSIONS") for line in lines)
+    assert any(
+        line.startswith("error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai")
+        and "upstreamCode=INVALID_DIMENSIONS" in line
+        for line in lines
+    )
     assert any(line.startswith("bad_request: field=dimensions") for line in lines)
 
 

@@ -395,6 +395,11 @@ func printError(w io.Writer, err error) {
 			for _, v := range d.GetViolations() {
 				fmt.Fprintf(w, "quota_failure: subject=%s description=%s\n", v.GetSubject(), v.GetDescription())
 			}
+		case *errdetails.PreconditionFailure:
+			for _, v := range d.GetViolations() {
+				fmt.Fprintf(w, "precondition_failure: type=%s subject=%s description=%s\n",
+					v.GetType(), v.GetSubject(), v.GetDescription())
+			}
 		case *errdetails.RequestInfo:
 			fmt.Fprintf(w, "request_info: request_id=%s\n", d.GetRequestId())
 		case *errdetails.LocalizedMessage:

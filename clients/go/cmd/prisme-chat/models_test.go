@@ -185,7 +185,8 @@ func TestEmbedJSON(t *testing.T) {
 
 func TestEmbedErrorDetails(t *testing.T) {
 	st, _ := status.New(codes.InvalidArgument, "upstream HTTP 403: dimensions=4 is not supported").WithDetails(
-		&errdetails.ErrorInfo{Reason: "INVALID_DIMENSIONS", Domain: "gateway"},
+		&errdetails.ErrorInfo{Reason: "UPSTREAM_INVALID_REQUEST", Domain: "grpc-bridge.prisme.ai",
+			Metadata: map[string]string{"upstreamCode": "INVALID_DIMENSIONS", "httpStatus": "403"}},
 		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: "dimensions", Description: "use one of [256, 1536]"}}},
 	)
@@ -195,7 +196,8 @@ func TestEmbedErrorDetails(t *testing.T) {
 	}
 	for _, want := range []string{
 		"INVALID_ARGUMENT: upstream HTTP 403: dimensions=4 is not supported\n",
-		"error_info: reason=INVALID_DIMENSIONS domain=gateway metadata={}\n",
+		"error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai " +
+			"metadata={httpStatus=403, upstreamCode=INVALID_DIMENSIONS}\n",
 		"bad_request: field=dimensions description=use one of [256, 1536]\n",
 		"grpc-status: INVALID_ARGUMENT\n",
 	} {

@@ -18,6 +18,7 @@ import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.Help;
 import com.google.rpc.LocalizedMessage;
+import com.google.rpc.PreconditionFailure;
 import com.google.rpc.QuotaFailure;
 import com.google.rpc.RequestInfo;
 import com.google.rpc.RetryInfo;
@@ -565,6 +566,12 @@ public final class PrismeChat {
     } else if (any.is(QuotaFailure.class)) {
       for (QuotaFailure.Violation v : any.unpack(QuotaFailure.class).getViolationsList()) {
         err.println("quota_failure: subject=" + v.getSubject() + " description=" + v.getDescription());
+      }
+    } else if (any.is(PreconditionFailure.class)) {
+      for (PreconditionFailure.Violation v : any.unpack(PreconditionFailure.class).getViolationsList()) {
+        err.println(
+            "precondition_failure: type=" + v.getType() + " subject=" + v.getSubject()
+                + " description=" + v.getDescription());
       }
     } else if (any.is(RequestInfo.class)) {
       err.println("request_info: request_id=" + any.unpack(RequestInfo.class).getRequestId());

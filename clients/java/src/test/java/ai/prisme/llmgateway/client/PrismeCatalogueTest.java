@@ -202,7 +202,14 @@ class PrismeCatalogueTest {
             com.google.rpc.Status.newBuilder()
                 .setCode(Code.INVALID_ARGUMENT_VALUE)
                 .setMessage("upstream HTTP 403: dimensions=4 is not supported")
-                .addDetails(Any.pack(ErrorInfo.newBuilder().setReason("INVALID_DIMENSIONS").setDomain("gateway").build()))
+                .addDetails(
+                    Any.pack(
+                        ErrorInfo.newBuilder()
+                            .setReason("UPSTREAM_INVALID_REQUEST")
+                            .setDomain("grpc-bridge.prisme.ai")
+                            .putMetadata("upstreamCode", "INVALID_DIMENSIONS")
+                            .putMetadata("httpStatus", "403")
+                            .build()))
                 .addDetails(
                     Any.pack(
                         BadRequest.newBuilder()
@@ -217,7 +224,8 @@ class PrismeCatalogueTest {
     assertEquals("", r.out());
     assertEquals(
         "INVALID_ARGUMENT: upstream HTTP 403: dimensions=4 is not supported\n"
-            + "error_info: reason=INVALID_DIMENSIONS domain=gateway metadata={}\n"
+            + "error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai"
+            + " metadata={httpStatus=403, upstreamCode=INVALID_DIMENSIONS}\n"
             + "bad_request: field=dimensions description=use one of [256, 1536]\n"
             + "grpc-status: INVALID_ARGUMENT\n",
         r.err());
