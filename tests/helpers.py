@@ -73,6 +73,13 @@ def status_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     return found
 
 
+def upstream_reason(error: grpc.aio.AioRpcError) -> tuple[str, str | None]:
+    """(ErrorInfo.reason, its upstreamCode) of a failed call, whose ErrorInfo is in the bridge's domain."""
+    info = status_details(error)["ErrorInfo"]
+    assert info.domain == "grpc-bridge.prisme.ai"
+    return info.reason, info.metadata.get("upstreamCode")
+
+
 async def call_failing(
     stub: Any, rpc: str, request: pb.CreateChatCompletionRequest, **kwargs: Any
 ) -> tuple[grpc.aio.AioRpcError, list[pb.StreamChatCompletionResponse]]:

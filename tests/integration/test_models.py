@@ -13,7 +13,7 @@ from bridge.gen.prisme.llmgateway.v1 import model_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
-from tests.helpers import rpc_error, status_details
+from tests.helpers import rpc_error, status_details, upstream_reason
 
 CATALOGUE_SIZE = 250  # the mock's catalogue (pydoc bridge.mock_gateway)
 ORG_KEY = "iak_acme_5f0c2d1e"
@@ -270,8 +270,7 @@ async def test_get_model_in_the_openai_shape(openai_models: Stub) -> None:
     )
     missing = await rpc_error(openai_models.GetModel(pb.GetModelRequest(model_id="nope"), timeout=10))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
-    info = status_details(missing)["ErrorInfo"]
-    assert (info.reason, info.metadata["upstreamCode"]) == ("UPSTREAM_NOT_FOUND", "model_not_found")
+    assert upstream_reason(missing) == ("UPSTREAM_NOT_FOUND", "model_not_found")
 
 
 # -------------------------------------------------------------------------------------- errors, auth
@@ -280,16 +279,11 @@ async def test_get_model_in_the_openai_shape(openai_models: Stub) -> None:
 async def test_upstream_errors_map_as_for_chat(models: Stub) -> None:
     throttled = await rpc_error(models.ListModels(pb.ListModelsRequest(search="error-429"), timeout=10))
     assert throttled.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    details = status_details(throttled)
-    assert details["RetryInfo"].retry_delay.seconds == 7
-    assert (details["ErrorInfo"].reason, details["ErrorInfo"].metadata["upstreamCode"]) == (
-        "UPSTREAM_RATE_LIMITED",
-        "rate_limit_exceeded",
-    )
+    assert status_details(throttled)["RetryInfo"].retry_delay.seconds == 7
+    assert upstream_reason(throttled) == ("UPSTREAM_RATE_LIMITED", "rate_limit_exceeded")
     refused = await rpc_error(models.GetModel(pb.GetModelRequest(model_id="error-403"), timeout=10))
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
-    info = status_details(refused)["ErrorInfo"]
-    assert (info.reason, info.metadata["upstreamCode"]) == ("UPSTREAM_PERMISSION_DENIED", "MODEL_NOT_ALLOWED")
+    assert upstream_reason(refused) == ("UPSTREAM_PERMISSION_DENIED", "MODEL_NOT_ALLOWED")
     invalid = await rpc_error(models.ListModels(pb.ListModelsRequest(type="chat"), timeout=10))
     assert invalid.code() == grpc.StatusCode.INVALID_ARGUMENT  # the gateway's 400 on an unknown type
 
