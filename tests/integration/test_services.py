@@ -85,15 +85,16 @@ async def _call_models_and_embeddings(channel: grpc.aio.Channel) -> list[tuple[t
     models = model_grpc.ModelServiceStub(channel)
     embeddings = embedding_grpc.EmbeddingServiceStub(channel)
     texts = ["one two three", "four"]
-    calls = [
-        models.GetModel(model_pb2.GetModelRequest(model_id=HAIKU), metadata=ids, timeout=10),
-        models.ListModels(model_pb2.ListModelsRequest(page_size=2), timeout=10),
-        embeddings.CreateEmbedding(
+    starts = [  # one after the other: a call starts when its stub method is called
+        lambda: models.GetModel(model_pb2.GetModelRequest(model_id=HAIKU), metadata=ids, timeout=10),
+        lambda: models.ListModels(model_pb2.ListModelsRequest(page_size=2), timeout=10),
+        lambda: embeddings.CreateEmbedding(
             embedding_pb2.CreateEmbeddingRequest(model="text-embedding-mock", input=texts), timeout=10
         ),
     ]
     metadata = []
-    for call in calls:
+    for start in starts:
+        call = start()
         await call
         metadata.append(tuple(await call.initial_metadata()))
     with pytest.raises(grpc.aio.AioRpcError):
