@@ -31,7 +31,7 @@ from bridge.http.transport import HttpxTransport, TransportSettings, proxy_for
 from bridge.models.service import ModelService
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
-from bridge.rpc.metrics import Metrics, serve_metrics
+from bridge.rpc.metrics import Metrics, exposed, serve_metrics
 from bridge.rpc.server import GrpcServer, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
@@ -154,7 +154,9 @@ async def build_bridge(
     credentials = credentials or listener_credentials(settings.tls)
     listen = settings.metrics.listen
     registry = metrics_registry if metrics_registry is not None or listen is None else CollectorRegistry()
-    endpoint = await serve_metrics(listen, registry) if listen is not None and registry is not None else None
+    endpoint = None
+    if listen is not None and registry is not None:
+        endpoint = await serve_metrics(listen, exposed(registry), reuse_port=reuse_port)
     client = upstream or upstream_client(
         settings.upstream, settings.upstream_tls, tracer_provider=tracer_provider
     )

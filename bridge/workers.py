@@ -16,12 +16,13 @@ the pod with its back-off instead of the parent forking forever. A worker that c
 TLS file it cannot use) fails the whole start with its one-line reason. On Linux a worker whose parent
 dies gets SIGTERM (PR_SET_PDEATHSIG) rather than serving on as an orphan.
 
-Metrics (issue 9's prometheus-client work, not on this branch yet): each worker builds its own bridge, so
-each would count only its own calls. Aggregation belongs in `_before_fork` (the one place that runs in the
-parent before any worker exists, and before any worker imports the bridge): prometheus-client's
-multiprocess mode, with a fresh PROMETHEUS_MULTIPROC_DIR exported there (prometheus-client reads it when it
-is imported), every worker serving the aggregate (a MultiProcessCollector) on the shared metrics port with
-SO_REUSEPORT as for gRPC, and `multiprocess.mark_process_dead(pid)` where `_supervise` reaps a worker.
+Metrics (`--metrics-listen`) aggregate across workers with prometheus-client's multiprocess mode:
+`_before_fork` (the one place that runs in the parent before any worker exists, and before any worker
+imports prometheus-client) exports a fresh PROMETHEUS_MULTIPROC_DIR; each worker records into its own files
+there and serves the aggregate of all of them (bridge.rpc.metrics.exposed) on the shared metrics port,
+which the parent reserves like the gRPC port; whichever worker answers a scrape, it is the pod's total. A
+reaped worker's live gauges are dropped (`mark_process_dead`); the directory goes with the parent. What
+each worker decides alone stays per worker: the model-label cap and --max-concurrent-rpcs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -51,13 +53,13 @@ MAX_DEATHS: Final = 5
 DEATH_WINDOW_S: Final = 60.0
 _READY: Final = b"ready\n"
 _PR_SET_PDEATHSIG: Final = 1
+_MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def run_workers(settings: ServeSettings) -> int:
     """Runs `settings.lifecycle.workers` bridge processes until SIGTERM/SIGINT; the exit code. Raises
     OSError (one line) if the ports cannot be reserved or a worker cannot start."""
-    with _reserved_ports(settings) as shared:
-        _before_fork(shared)
+    with _reserved_ports(settings) as shared, _before_fork(shared):
         return _Supervisor(shared).run()
 
 
@@ -75,7 +77,11 @@ def _reserved_ports(settings: ServeSettings) -> Iterator[ServeSettings]:
         lifecycle = settings.lifecycle.model_copy(
             update={"health_listen": _reserve(health, sockets) if health else None}
         )
-        yield settings.model_copy(update={"server": server, "lifecycle": lifecycle})
+        scrape = settings.metrics.listen
+        metrics = settings.metrics.model_copy(
+            update={"listen": _reserve(scrape, sockets) if scrape else None}
+        )
+        yield settings.model_copy(update={"server": server, "lifecycle": lifecycle, "metrics": metrics})
     finally:
         for sock in sockets:
             sock.close()
@@ -103,9 +109,31 @@ def _reserve(address: str, sockets: list[socket.socket]) -> str:
     return f"{host}:{port}"
 
 
-def _before_fork(settings: ServeSettings) -> None:
-    """What the workers must share, set up in the parent before any of them exists (see the module
-    docstring: the place for prometheus-client's multiprocess directory)."""
+@contextlib.contextmanager
+def _before_fork(settings: ServeSettings) -> Iterator[None]:
+    """What the workers share, set up in the parent before any of them exists: with metrics on, the
+    directory of prometheus-client's multiprocess mode (removed when the parent is done)."""
+    if settings.metrics.listen is None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="prisme-bridge-metrics-") as directory:
+        previous = os.environ.get(_MULTIPROC_DIR)
+        os.environ[_MULTIPROC_DIR] = directory
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(_MULTIPROC_DIR, None)
+            else:
+                os.environ[_MULTIPROC_DIR] = previous
+
+
+def _forget_dead(pid: int) -> None:
+    """Drops a reaped worker's live gauges (calls in flight) from the aggregate."""
+    if os.environ.get(_MULTIPROC_DIR):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 # ------------------------------------------------------------------------------------------- workers
@@ -158,6 +186,7 @@ class _Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            _forget_dead(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 clean = clean and code == 0

@@ -21,6 +21,7 @@ a process may hold several (tests), and a multi-process setup can hand it its ow
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -28,7 +29,7 @@ from typing import Any, Final
 import grpc
 import prometheus_client
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
@@ -37,7 +38,15 @@ from bridge.rpc.call import Context, RpcCall
 from bridge.rpc.interceptors import Interceptor
 from bridge.settings import split_host_port
 
-__all__ = ["GO_CODE_NAMES", "OTHER_MODEL", "Metrics", "MetricsEndpoint", "ModelLabels", "serve_metrics"]
+__all__ = [
+    "GO_CODE_NAMES",
+    "OTHER_MODEL",
+    "Metrics",
+    "MetricsEndpoint",
+    "ModelLabels",
+    "exposed",
+    "serve_metrics",
+]
 
 OTHER_MODEL: Final = "other"
 # grpc-go's codes.Code.String(), which go-grpc-prometheus puts in grpc_code.
@@ -240,8 +249,19 @@ class MetricsEndpoint:
         await self.runner.cleanup()
 
 
-async def serve_metrics(listen: str, registry: Collector) -> MetricsEndpoint:
-    """Serves `registry` at http://`listen`/metrics on this event loop (port 0 picks a free port).
+def exposed(registry: CollectorRegistry) -> Collector:
+    """What /metrics serves for `registry`: the registry itself, or, in prometheus-client's multiprocess
+    mode (`--workers N`: PROMETHEUS_MULTIPROC_DIR set before import), the aggregate of every worker."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return registry
+    aggregate = CollectorRegistry()
+    multiprocess.MultiProcessCollector(aggregate)  # type: ignore[no-untyped-call]
+    return aggregate
+
+
+async def serve_metrics(listen: str, registry: Collector, *, reuse_port: bool = False) -> MetricsEndpoint:
+    """Serves `registry` at http://`listen`/metrics on this event loop (port 0 picks a free port);
+    `reuse_port`: one of several worker processes sharing the port.
 
     Raises OSError if the address cannot be bound. Also turns off prometheus-client's `*_created` series
     for the process: they double the series count and go-grpc-prometheus has none.
@@ -253,7 +273,7 @@ async def serve_metrics(listen: str, registry: Collector) -> MetricsEndpoint:
     runner = web.AppRunner(app, access_log=None)  # scrapes are not calls: no line per scrape
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host.strip("[]"), port, reuse_port=False)
+        site = web.TCPSite(runner, host.strip("[]"), port, reuse_port=reuse_port)
         await site.start()
     except OSError as exc:
         await runner.cleanup()

@@ -11,6 +11,7 @@ import signal
 import socket
 
 import grpc
+import httpx
 import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
@@ -141,3 +142,38 @@ async def test_a_port_in_use_or_an_unusable_worker_setting_is_one_line(mock_gate
 
 def _count(mock: MockGateway, model: str) -> int:
     return sum(record["model"] == model for record in mock.requests())
+
+
+def _handled(text: str, method: str) -> float:
+    """The sum of grpc_server_handled_total for `method` with code OK in a Prometheus text page."""
+    total = 0.0
+    for labels, value in re.findall(r"^grpc_server_handled_total\{([^}]*)\} (\S+)$", text, re.MULTILINE):
+        if f'grpc_method="{method}"' in labels and 'grpc_code="OK"' in labels:
+            total += float(value)
+    return total
+
+
+async def test_metrics_of_two_workers_are_one_aggregate(mock_gateway: MockGateway) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_LOG_FORMAT="text")
+    argv = ("serve", "--listen", "127.0.0.1:0", "--workers", "2", "--metrics-listen", "127.0.0.1:0")
+    async with run_cli(*argv, env=env) as bridge:
+        port, pids = await _start(bridge)
+        metrics_url = (await bridge.wait_log(r"metrics at (http://127\.0\.0\.1:\d+/metrics)")).group(1)
+        channels = [_own_channel(port) for _ in range(16)]
+        try:
+            for channel in channels:
+                await pb_grpc.ChatCompletionServiceStub(channel).CreateChatCompletion(
+                    chat_request(), timeout=10
+                )
+            served = {worker: connections_served_by(pid, port) for worker, pid in pids.items()}
+            assert all(served.values()), f"connections per worker: {served}"
+        finally:
+            for channel in channels:
+                await channel.close()
+        # Whichever worker answers a scrape (each scrape is a new connection), it reports the pod's total.
+        for _ in range(8):
+            async with httpx.AsyncClient(trust_env=False, timeout=5) as fresh:
+                page = (await fresh.get(metrics_url)).text
+            assert _handled(page, "CreateChatCompletion") == 16
+        bridge.process.send_signal(signal.SIGTERM)
+        assert await bridge.wait_exit(within=30) == 0

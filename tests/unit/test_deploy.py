@@ -109,6 +109,8 @@ def test_container_ports_are_the_ones_the_settings_listen_on(container: Doc, set
     assert split_host_port(settings.server.listen) == ("0.0.0.0", _port(container, "grpc"))
     assert settings.lifecycle.health_listen is not None
     assert split_host_port(settings.lifecycle.health_listen) == ("0.0.0.0", _port(container, "health"))
+    assert settings.metrics.listen is not None
+    assert split_host_port(settings.metrics.listen) == ("0.0.0.0", _port(container, "metrics"))
     assert len({p["containerPort"] for p in container["ports"]}) == len(container["ports"])
 
 
@@ -217,9 +219,7 @@ def test_dockerfile_variables_and_ports(container: Doc) -> None:
 # ------------------------------------------------------------------------------- services, HPA, PDB
 
 
-def test_services_select_the_pods_and_target_the_grpc_port(
-    base: dict[tuple[str, str], Doc], pod: Doc
-) -> None:
+def test_services_select_the_pods_and_target_their_ports(base: dict[tuple[str, str], Doc], pod: Doc) -> None:
     labels = base["Deployment", NAME]["spec"]["template"]["metadata"]["labels"]
     assert base["Deployment", NAME]["spec"]["selector"]["matchLabels"].items() <= labels.items()
     services = {name: doc["spec"] for (kind, name), doc in base.items() if kind == "Service"}
@@ -230,7 +230,10 @@ def test_services_select_the_pods_and_target_the_grpc_port(
     named_ports = {p["name"] for p in pod["containers"][0]["ports"]}
     for spec in services.values():
         assert spec["selector"].items() <= labels.items()
-        assert {port["targetPort"] for port in spec["ports"]} == {"grpc"} <= named_ports
+        assert {port["targetPort"] for port in spec["ports"]} <= named_ports
+    # Callers of the headless name get every pod's gRPC port and nothing else; scrapes use the ClusterIP's.
+    assert [port["name"] for port in services[f"{NAME}-headless"]["ports"]] == ["grpc"]
+    assert [port["targetPort"] for port in services[NAME]["ports"]] == ["grpc", "metrics"]
 
 
 def test_hpa_and_pdb_target_the_deployment(base: dict[tuple[str, str], Doc], pod: Doc) -> None:
@@ -272,6 +275,29 @@ def test_the_certificate_example_fills_the_overlay_secret_for_both_services() ->
     names = certificate["spec"]["dnsNames"]
     for service in (NAME, f"{NAME}-headless"):
         assert f"{service}.NAMESPACE.svc.cluster.local" in names
+
+
+def test_the_service_monitor_scrapes_the_metrics_port_of_the_cluster_ip_service(
+    base: dict[tuple[str, str], Doc], container: Doc, settings: ServeSettings
+) -> None:
+    [monitor] = _documents(KUBERNETES / "examples" / "servicemonitor.yaml")
+    assert monitor["kind"] == "ServiceMonitor"
+    selected = [
+        doc
+        for (kind, _), doc in base.items()
+        if kind == "Service"
+        and monitor["spec"]["selector"]["matchLabels"].items() <= doc["metadata"]["labels"].items()
+    ]
+    scraped = [
+        port
+        for doc in selected
+        for port in doc["spec"]["ports"]
+        for e in monitor["spec"]["endpoints"]
+        if port["name"] == e["port"]
+    ]
+    assert [port["targetPort"] for port in scraped] == ["metrics"]  # once per pod, not once per Service
+    assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics"]
+    assert settings.lifecycle.workers > 1  # so the one scrape must be the aggregate: test_workers.py
 
 
 # ------------------------------------------------------------------------------------------- docs
