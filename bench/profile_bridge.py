@@ -38,6 +38,7 @@ from bench import workload  # noqa: E402
 # (path fragment, category), first match wins
 CATEGORIES: list[tuple[str, str]] = [
     ("/bridge/chat/convert.py", "bridge.chat.convert (proto<->JSON conversion)"),
+    ("/bridge/jsonproto.py", "bridge.chat.convert (proto<->JSON conversion)"),
     ("/bridge/http/sse.py", "bridge.http.sse (SSE decoder)"),
     ("/bridge/http/", "bridge.http (client, transport, guards)"),
     ("/bridge/rpc/", "bridge.rpc (interceptor chain, access log)"),

@@ -24,10 +24,12 @@ from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 
 from bridge.chat.service import ChatCompletionService
+from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
 from bridge.http.transport import HttpxTransport, TransportSettings, proxy_for
+from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
@@ -124,7 +126,12 @@ def listener_credentials(settings: TlsSettings) -> grpc.ServerCredentials | None
 
 
 def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Service]:
-    return [ChatCompletionService(upstream, header_policy(settings))]
+    headers = header_policy(settings)
+    return [
+        ChatCompletionService(upstream, headers),
+        ModelService(upstream, headers),
+        EmbeddingService(upstream, headers),
+    ]
 
 
 def default_interceptors(
@@ -237,7 +244,7 @@ def _log_listening(settings: ServeSettings, server: GrpcServer) -> None:
     security = "plaintext" if tls.cert is None else "mTLS" if tls.client_ca is not None else "TLS"
     health = "" if server.health_port is None else f", health (plaintext) on port {server.health_port}"
     log.info(
-        "bridge listening on %s:%d (%s%s), upstream %s/chat/completions",
+        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings)",
         host,
         server.port,
         security,

@@ -7,7 +7,9 @@ import shlex
 
 from bridge.app import StopSignals, build_bridge
 from bridge.chat.service import SERVICE_NAME
+from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.mock_gateway import MockGateway, start_mock_gateway
+from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
 from bridge.rpc.server import unbindable
 from bridge.settings import DevSettings, ServeSettings, split_host_port
 
@@ -25,6 +27,9 @@ def try_commands(address: str) -> list[str]:
     )
     error = '{"model": "error-429", "messages": [{"role": "user", "content": "hi"}]}'
     health = f'{{"service": "{SERVICE_NAME}"}}'
+    models = '{"page_size": 3, "type": "embeddings"}'
+    model = '{"model_id": "eu.anthropic.claude-sonnet-4-20250514-v1:0"}'
+    embed = '{"model": "text-embedding-mock", "input": ["Hello, bridge!", "Embed me too"], "dimensions": 4}'
 
     def call(body: str, method: str) -> str:
         return f"grpcurl -plaintext -d {shlex.quote(body)} {address} {method}"
@@ -35,6 +40,9 @@ def try_commands(address: str) -> list[str]:
         call(error, f"{SERVICE_NAME}/CreateChatCompletion") + "   # RESOURCE_EXHAUSTED + RetryInfo",
         f"grpcurl -plaintext {address} describe {SERVICE_NAME}",
         call(health, "grpc.health.v1.Health/Check"),
+        call(models, f"{MODEL_SERVICE}/ListModels"),
+        call(model, f"{MODEL_SERVICE}/GetModel"),
+        call(embed, f"{EMBEDDING_SERVICE}/CreateEmbedding"),
     ]
 
 
@@ -77,7 +85,7 @@ def _banner(mock: MockGateway, address: str) -> str:
     return "\n".join(
         [
             f"mock gateway: {mock.base_url}  (models: `prisme-bridge mock-gateway --list-models`)",
-            f"bridge:       {address}  (upstream {mock.base_url}/chat/completions)",
+            f"bridge:       {address}  (upstream {mock.base_url}: /chat/completions, /models, /embeddings)",
             "",
             "Try:",
             *(f"  {command}" for command in try_commands(address)),

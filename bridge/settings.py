@@ -168,8 +168,8 @@ class UpstreamSettings(_Group):
 
     url: UpstreamUrl = Field(
         alias="upstream_url",
-        description="OpenAI-style base URL; the bridge POSTs to BASE_URL/chat/completions, e.g. "
-        "https://HOST/v2/workspaces/slug:llm-gateway/webhooks/v1",
+        description="OpenAI-style base URL; the bridge calls BASE_URL/chat/completions, /models and "
+        "/embeddings, e.g. https://HOST/v2/workspaces/slug:llm-gateway/webhooks/v1",
     )
     connect_timeout: float = Field(
         10.0, gt=0, alias="connect_timeout", description="seconds to open an upstream connection"

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,12 @@ async def collect(call: Any) -> list[pb.StreamChatCompletionResponse]:
     return [chunk async for chunk in call]
 
 
-_DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.BadRequest)
+_DETAIL_TYPES = (
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.RetryInfo,
+    error_details_pb2.BadRequest,
+    error_details_pb2.PreconditionFailure,
+)
 
 
 def status_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
@@ -68,6 +73,13 @@ def status_details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     return found
 
 
+def upstream_reason(error: grpc.aio.AioRpcError) -> tuple[str, str | None]:
+    """(ErrorInfo.reason, its upstreamCode) of a failed call, whose ErrorInfo is in the bridge's domain."""
+    info = status_details(error)["ErrorInfo"]
+    assert info.domain == "grpc-bridge.prisme.ai"
+    return info.reason, info.metadata.get("upstreamCode")
+
+
 async def call_failing(
     stub: Any, rpc: str, request: pb.CreateChatCompletionRequest, **kwargs: Any
 ) -> tuple[grpc.aio.AioRpcError, list[pb.StreamChatCompletionResponse]]:
@@ -82,6 +94,15 @@ async def call_failing(
     except grpc.aio.AioRpcError as error:
         return error, received
     pytest.fail(f"{rpc} call of {request.model!r} succeeded")
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """The error a unary call (any service) ends with; fails the test if the call succeeds."""
+    try:
+        reply = await call
+    except grpc.aio.AioRpcError as error:
+        return error
+    pytest.fail(f"the call succeeded: {type(reply).__name__}")
 
 
 def free_port() -> int:

@@ -8,21 +8,18 @@ anyway. Field paths follow AIP-193 style: `messages[2].content`.
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Any
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from bridge.errors import FieldViolation
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.jsonproto import extra_body_violations, non_finite_violations, too_long
 
 __all__ = ["validate_request"]
 
-_RESERVED_EXTRA_KEYS = frozenset({"stream"})
-_FREE_JSON = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
-_NOT_FINITE = "must be a finite number"
+_STREAM_ONLY = "is only valid on StreamChatCompletion; remove it"
 # Limits the Prisme gateway documents for its chat endpoint (characters, i.e. code points).
 _MAX_MODEL_LENGTH = 256
 _MAX_TASK_ID_LENGTH = 128
@@ -40,8 +37,8 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     violations: list[FieldViolation] = []
     if not request.model:
         violations.append(("model", 'must not be empty: name the model to use, e.g. "gpt-4o"'))
-    violations += _length_violations("model", request.model, _MAX_MODEL_LENGTH)
-    violations += _length_violations("task_id", request.task_id, _MAX_TASK_ID_LENGTH)
+    violations += too_long("model", request.model, _MAX_MODEL_LENGTH)
+    violations += too_long("task_id", request.task_id, _MAX_TASK_ID_LENGTH)
     if not request.messages:
         violations.append(("messages", "must contain at least one message"))
     for i, message in enumerate(request.messages):
@@ -53,16 +50,13 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     if request.HasField("prediction"):
         violations += _prediction_violations(request.prediction)
     if request.HasField("stream_options") and not streaming:
-        violations.append(("stream_options", "is only valid on StreamChatCompletion; remove it"))
+        violations.append(("stream_options", _STREAM_ONLY))
     violations += _extra_body_violations(request, streaming=streaming)
-    violations += _nested_violations("", request)
+    # A nested `extra` may repeat a field set beside it, and wins: a received object that was only partly
+    # understood (typed as far as it fit, the original kept in `extra`) replays as is. Only numbers JSON
+    # cannot carry are checked below the top level.
+    violations += non_finite_violations("", request)
     return violations
-
-
-def _length_violations(path: str, value: str, limit: int) -> list[FieldViolation]:
-    if len(value) <= limit:
-        return []
-    return [(path, f"must be at most {limit} characters (the gateway's limit), not {len(value)}")]
 
 
 def _set_names(message: Message, names: tuple[str, ...]) -> list[str]:
@@ -181,55 +175,7 @@ def _prediction_violations(prediction: pb.Prediction) -> list[FieldViolation]:
 def _extra_body_violations(
     request: pb.CreateChatCompletionRequest, *, streaming: bool
 ) -> list[FieldViolation]:
-    # At the top level a repeated field is rejected, not overridden: nothing fills extra_body for the
-    # caller, so a duplicate there is a mistake (unlike a nested `extra`, see _nested_violations).
-    set_fields = {field.name for field, _ in request.ListFields()} - {"extra_body"}
-    violations: list[FieldViolation] = []
-    for key in sorted(request.extra_body.fields):
-        if key in _RESERVED_EXTRA_KEYS:
-            violations.append((f"extra_body.{key}", "is decided by the RPC (StreamChatCompletion streams)"))
-        elif key == "stream_options" and not streaming:
-            violations.append((f"extra_body.{key}", "is only valid on StreamChatCompletion; remove it"))
-        elif key in set_fields:
-            violations.append((f"extra_body.{key}", f"duplicates the field {key}; set it in one place"))
-    return violations
-
-
-def _nested_violations(path: str, message: Message) -> list[FieldViolation]:
-    """NaN or infinite numbers (JSON has none) anywhere below `message`.
-
-    A nested `extra` may repeat a field set beside it, and wins: a received object that was only partly
-    understood (its typed fields filled as far as they fit, the original kept in `extra`) replays as is.
-    """
-    violations: list[FieldViolation] = []
-    for field, value in message.ListFields():
-        where = f"{path}{field.name}"
-        kind = field.message_type
-        if kind is None:
-            if isinstance(value, float) and not math.isfinite(value):
-                violations.append((where, _NOT_FINITE))
-        elif kind.GetOptions().map_entry:
-            violations += [(f"{where}[{k}]", _NOT_FINITE) for k, v in value.items() if not _finite(v)]
-        elif kind.full_name in _FREE_JSON:
-            if not _finite(value):
-                violations.append((where, "contains a NaN or infinite number, which JSON cannot carry"))
-        elif field.is_repeated:
-            for i, item in enumerate(value):
-                violations += _nested_violations(f"{where}[{i}].", item)
-        else:
-            violations += _nested_violations(f"{where}.", value)
-    return violations
-
-
-def _finite(value: Any) -> bool:
-    """False if a number in `value` (a float, Struct, Value or ListValue) is NaN or infinite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, struct_pb2.Struct):
-        return all(_finite(v) for v in value.fields.values())
-    if isinstance(value, struct_pb2.ListValue):
-        return all(_finite(v) for v in value.values)
-    if isinstance(value, struct_pb2.Value):
-        kind = value.WhichOneof("kind")
-        return kind not in ("number_value", "struct_value", "list_value") or _finite(getattr(value, kind))
-    return True
+    reserved = {"stream": "is decided by the RPC (StreamChatCompletion streams)"}
+    if not streaming:
+        reserved["stream_options"] = _STREAM_ONLY
+    return extra_body_violations(request, reserved)

@@ -8,30 +8,37 @@ Routes
 =====================================================================  ====================================
 ``POST /v1/chat/completions``                                          chat completions (JSON or SSE)
 ``POST /v2/workspaces/slug:llm-gateway/webhooks/v1/chat/completions``  same handler (the gateway's path)
-``GET /v1/models`` (and under the same ``/v2/...`` prefix)             small catalogue in Prisme's shape
-                                                                       ``{items,total,page,limit}``
+``GET /v1/models`` (and under the same ``/v2/...`` prefix)             the 250-model catalogue, paged and
+                                                                       filtered: ``{items,total,page,limit}``
+``GET /v1/models/{model_id}`` (ids with ``/`` and ``:``; same prefix)  one catalogue document
+``POST /v1/embeddings`` (and under the same ``/v2/...`` prefix)        embeddings (OpenAI's list)
+``GET /openai/v1/models``, ``GET /openai/v1/models/{model_id}``        the catalogue as an OpenAI-compatible
+                                                                       server lists it (``openai_base_url``)
 ``GET /healthz``                                                       200 ``{"status": "ok"}``
-``GET /_mock/requests``, ``GET /_mock/requests/{id}``                  recorded chat requests (last 1000)
+``GET /_mock/requests``, ``GET /_mock/requests/{id}``                  recorded requests (last 1000)
 ``DELETE /_mock/requests``                                             clear the record (204)
 =====================================================================  ====================================
 
 Every response carries ``x-correlation-id`` (the request's, else a new uuid) and echoes ``x-request-id``,
 except the LiteLLM-style replies of the ``litellm*`` models, which carry LiteLLM's ids instead.
-With ``create_app(require_api_key=KEY)`` a chat request needs ``Authorization: Bearer KEY`` or
-``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}`` (the other routes stay
-open). A body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an
-``n`` outside 1..16 gets 400 ``invalid_request``; a message whose ``role`` is missing or not one OpenAI
+With ``create_app(require_api_key=KEY)`` a chat or embeddings request needs ``Authorization: Bearer KEY``
+or ``x-prismeai-api-key: KEY``, else 401 ``{"error":"invalid_token","message":...}``; the catalogue
+(``/models``) takes the key as ``x-prismeai-api-key``, and as Bearer only if it is not an org key
+``iak_*`` (the gateway's catalogue wants a user identity as Bearer); the other routes stay open. A chat
+body that is not JSON, lacks a string ``model``, has no non-empty ``messages`` list or has an ``n``
+outside 1..16 gets 400 ``invalid_request``; a message whose ``role`` is missing or not one OpenAI
 knows (system, assistant, user, function, tool, developer) gets OpenAI's own 400 (``invalid_value``,
 ``param`` ``messages[i].role``).
 
-A record is ``{"id", "path", "headers" (lower-cased names, values as sent, credentials included),
-"body", "stream", "model", "started_at", "ended_at", "outcome"}`` where ``started_at``/``ended_at`` are
+A record is ``{"id", "method", "path", "raw_path" (as sent: percent-encoding and query kept), "query",
+"headers" (lower-cased names, values as sent, credentials included), "body" (None for a GET), "stream",
+"model", "started_at", "ended_at", "outcome"}`` where ``started_at``/``ended_at`` are
 ``time.time()`` seconds and ``outcome`` is ``in_progress``, ``completed`` (any 2xx script ran to its end),
 ``error`` (an HTTP status >= 400, or the server shut down mid-request) or ``client_disconnected`` (the
 client closed the connection; noticed within ~20 ms, also while a script sleeps).
 
-Scripted behaviours, chosen by the request's ``model``
-------------------------------------------------------
+Chat completions (``POST /chat/completions``): behaviours chosen by the request's ``model``
+-------------------------------------------------------------------------------------------
 The reply *text* is the last user message's text (a string, or the ``text`` parts of a list joined with
 ``"\\n"``), or ``"ok"`` when there is none. Token counts are whitespace word counts; ``n`` choices are
 honoured in every unary reply and in echo-family streams. A stream's content pieces are the text's words,
@@ -132,7 +139,70 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
 ``error-99``, is plain echo.
+
+The model catalogue (``GET /models``)
+-------------------------------------
+250 documents in the gateway's shape (``model_id``, ``type``, ``display {name, brand, hidden}``,
+``capabilities {vision, audio, text, image}``, ``limits``, ``failover``, ``region``, ``pricing``, ``tags``,
+``enabled``, and ``metrics``, ``provider_config``, ``org_slugs``, which the contract keeps in ``extra``):
+the chat models above (``echo``, ``tools``, ``reasoning``, ``azure``, ``endless``, ``slow-1000``,
+``error-429``), the embeddings models below, ``bedrock/anthropic.claude-3-haiku`` and
+``eu.anthropic.claude-sonnet-4-20250514-v1:0``, then generated ones (``openai/completion-000``,
+``meta/completion-003:0``, ``google/embeddings-004``, ...) whose types, brands, tags, flags and
+capabilities vary so that every filter selects a proper subset.
+
+=========================  ==========================================================================
+query                      behaviour
+=========================  ==========================================================================
+``limit``, ``page``        page size (default and cap 100) and zero-based page; ``{items, total, page,
+                           limit}`` with ``total`` the number of matching models
+``type``                   ``completion``, ``embeddings`` or ``image_generation`` (another value: 400)
+``enabled``                ``true`` / ``false`` (another value: 400)
+``model_ids``, ``tags``    comma-separated; a model matches one of the ids / any of the tags
+``visible_only=true``      leaves out ``display.hidden`` models
+``brand``                  exact ``display.brand``
+``search``                 case-insensitive, in ``model_id``, ``display.name``, ``display.brand``;
+                           ``search=error-<status>`` answers that scripted error instead (as chat's
+                           ``error-<status>``: 403 ``MODEL_NOT_ALLOWED``, 429 with ``Retry-After: 7``)
+``capability``             ``vision``, ``audio``, ``text`` or ``image`` (another value: 400)
+=========================  ==========================================================================
+
+``GET /models/{model_id}`` answers the document (the id may hold ``/`` and ``:``, matched as sent), 404
+``not_found`` for another id, and the scripted error for ``error-<status>``. Under ``/openai/v1`` the same
+models are listed as OpenAI's ``{"object": "list", "data": [{"id", "object": "model", "created",
+"owned_by", "max_model_len" (completion models, as vLLM adds it)}]}``, all at once (no paging, no
+filters), and ``/openai/v1/models/{id}`` answers one such object or OpenAI's 404 ``model_not_found``.
+
+Embeddings (``POST /embeddings``)
+---------------------------------
+``input`` is a non-empty string or an array of 1 to 2048 non-empty strings; ``dimensions`` a positive
+integer; ``encoding_format`` ``float`` (default) or ``base64``; anything else is 400 ``invalid_request``.
+The answer is OpenAI's list, one item per input in order (``{"object": "embedding", "index", "embedding"}``),
+``usage`` with word counts, and the gateway's flat ``embedding`` copy of ``data[0]`` when ``input`` was one
+string. The vector of a text has ``dimensions`` numbers (else the model's default, else 8): the first is
+the text's length in characters, the others ``k/128 - 1`` for the bytes ``k`` of SHA-256 chained over the
+text, all exact in float32, so a ``base64`` answer (little-endian float32) decodes to the same numbers.
+
+====================================  ================================================================
+model                                 behaviour
+====================================  ================================================================
+anything not in the catalogue         8 dimensions by default, any ``dimensions`` accepted
+``text-embedding-3-small``            1536 by default; ``dimensions`` one of 256, 512, 1024, 1536, else
+                                      400 ``{"error": "INVALID_DIMENSIONS", "message", "details"}``
+``text-embedding-3-large``            3072 by default; 256, 1024 or 3072, else 400 INVALID_DIMENSIONS
+``text-embedding-mock``               8 by default; 4 or 8, else 400 INVALID_DIMENSIONS
+``governed/text-embedding-3-small``   1536; 256 or 1536, else **403** INVALID_DIMENSIONS, as the
+                                      gateway's governance overlays forward their refusals
+``governed-throttled``                429 ``MODEL_NOT_ALLOWED`` with ``Retry-After: 7``: a governance
+                                      rule refusing for now, with a rate limit's status
+``embed-shuffled``                    8 dimensions, ``data`` in reverse order (each item keeps its index)
+``error-<status>``                    that scripted error (403 ``MODEL_NOT_ALLOWED``, 401
+                                      ``invalid_token``, 429 ``rate_limit_exceeded`` + ``Retry-After: 7``)
+another catalogue model               400 ``invalid_request`` (not an embeddings model)
+====================================  ================================================================
 """
+
+from typing import Final
 
 from bridge.mock_gateway.app import GATEWAY_PREFIX, MockGateway, create_app, serve_forever, start_mock_gateway
 
@@ -146,7 +216,12 @@ __all__ = [
 ]
 
 
+_SCRIPTED: Final = "Chat completions (``POST /chat/completions``)"
+
+
 def scripted_models() -> str:
-    """The "Scripted behaviours" section of this docstring: what each model name makes the mock do
-    (`prisme-bridge mock-gateway --list-models`)."""
-    return (__doc__ or "").split("Scripted behaviours", 1)[1].split("\n", 2)[2].strip()
+    """This docstring from its scripted sections on (chat completions, the model catalogue, embeddings),
+    headings included: what each model name or query makes the mock do (`prisme-bridge mock-gateway
+    --list-models`)."""
+    doc = __doc__ or ""
+    return doc[doc.index(_SCRIPTED) :].strip()

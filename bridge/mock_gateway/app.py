@@ -12,16 +12,32 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.mock_gateway.bodies import dumps, json_response, openai_invalid_value, prisme_error
+from bridge.mock_gateway import catalogue, embeddings
+from bridge.mock_gateway.bodies import (
+    dumps,
+    json_response,
+    openai_error,
+    openai_invalid_value,
+    prisme_error,
+    retry_headers,
+)
 from bridge.mock_gateway.call import STATE, Call, ScriptStoppedError, State, role_problem, validate_body
 from bridge.mock_gateway.records import Json, RequestLog
 from bridge.mock_gateway.scripts import run_script
 
-__all__ = ["GATEWAY_PREFIX", "MockGateway", "create_app", "serve_forever", "start_mock_gateway"]
+__all__ = [
+    "GATEWAY_PREFIX",
+    "OPENAI_PREFIX",
+    "MockGateway",
+    "create_app",
+    "serve_forever",
+    "start_mock_gateway",
+]
 
 logger = logging.getLogger("bridge.mock_gateway")
 
 GATEWAY_PREFIX: Final = "/v2/workspaces/slug:llm-gateway/webhooks/v1"
+OPENAI_PREFIX: Final = "/openai/v1"  # the models of an OpenAI-compatible server: {object: "list", data}
 
 
 def _authorized(request: web.Request, key: str) -> bool:
@@ -77,15 +93,106 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     return response
 
 
-_CATALOGUE: Final = ("echo", "tools", "reasoning", "azure", "endless", "slow-1000", "error-429")
+# ------------------------------------------------------------------ catalogue and embeddings routes
 
 
-async def _models(request: web.Request) -> web.StreamResponse:
-    items = [
-        {"model_id": name, "type": "chat", "capabilities": ["chat", "streaming", "tools"]}
-        for name in _CATALOGUE
-    ]
-    return json_response(200, {"items": items, "total": len(items), "page": 1, "limit": len(items)})
+def scripted_status(name: str) -> int | None:
+    """N for a name `error-N` with N in 400..599 (a scripted refusal), else None."""
+    suffix = name.removeprefix("error-")
+    if suffix == name or not suffix.isdigit() or not 400 <= int(suffix) <= 599:
+        return None
+    return int(suffix)
+
+
+async def _recorded(
+    request: web.Request, body: Any, answer: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    record = state.log.start(request, body)
+    try:
+        response = await answer()
+    except BaseException:
+        state.log.finish(record, "error")
+        raise
+    state.log.finish(record, "completed" if response.status < 400 else "error")
+    return response
+
+
+def _catalogue_refusal(request: web.Request, state: State) -> web.Response | None:
+    """The catalogue's auth (with require_api_key): the key as x-prismeai-api-key, or as Bearer unless it
+    is an org key (iak_*), which carries no user identity there."""
+    key = state.api_key
+    if key is None or request.headers.get("x-prismeai-api-key") == key:
+        return None
+    if request.headers.get("Authorization") == f"Bearer {key}" and not key.startswith("iak_"):
+        return None
+    message = "Missing or invalid API key"
+    if request.headers.get("Authorization") == f"Bearer {key}":
+        message = "Org API keys (iak_*) are not accepted as Bearer here: send them as x-prismeai-api-key"
+    return json_response(401, {"error": "invalid_token", "message": message})
+
+
+async def _list_models(request: web.Request) -> web.StreamResponse:
+    async def answer() -> web.StreamResponse:
+        refused = _catalogue_refusal(request, request.app[STATE])
+        status = scripted_status(request.query.get("search", ""))
+        if refused is not None or status is not None:
+            return refused or prisme_error(status or 500, details={"status": status})
+        return json_response(*catalogue.catalogue_page(request.query))
+
+    return await _recorded(request, None, answer)
+
+
+async def _get_model(request: web.Request) -> web.StreamResponse:
+    async def answer() -> web.StreamResponse:
+        model_id = request.match_info["model_id"]
+        refused = _catalogue_refusal(request, request.app[STATE])
+        status = scripted_status(model_id)
+        if refused is not None or status is not None:
+            return refused or prisme_error(status or 500, details={"model_id": model_id})
+        doc = catalogue.by_id(model_id)
+        if doc is None:
+            return prisme_error(404, f"Model '{model_id}' not found")
+        return json_response(200, doc)
+
+    return await _recorded(request, None, answer)
+
+
+async def _openai_list_models(request: web.Request) -> web.StreamResponse:
+    async def answer() -> web.StreamResponse:
+        data = [catalogue.openai_model(doc) for doc in catalogue.CATALOGUE]
+        return json_response(200, {"object": "list", "data": data})
+
+    return await _recorded(request, None, answer)
+
+
+async def _openai_get_model(request: web.Request) -> web.StreamResponse:
+    async def answer() -> web.StreamResponse:
+        doc = catalogue.by_id(request.match_info["model_id"])
+        return json_response(200, catalogue.openai_model(doc)) if doc else openai_error(404)
+
+    return await _recorded(request, None, answer)
+
+
+async def _embeddings(request: web.Request) -> web.StreamResponse:
+    body, valid_json = await _read_json(request)
+
+    async def answer() -> web.StreamResponse:
+        state = request.app[STATE]
+        if state.api_key is not None and not _authorized(request, state.api_key):
+            return json_response(401, {"error": "invalid_token", "message": "Missing or invalid API key"})
+        problem = embeddings.problem(body) if valid_json else "Request body is not valid JSON"
+        if problem is not None:
+            return prisme_error(400, problem)
+        status = scripted_status(body["model"])
+        if status is not None:
+            return prisme_error(status, details={"model": body["model"], "status": status})
+        refusal = embeddings.refusal(body)
+        if refusal is not None:
+            return json_response(*refusal, retry_headers(refusal[0]))
+        return json_response(200, embeddings.embed(body))
+
+    return await _recorded(request, body, answer)
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
@@ -136,7 +243,11 @@ def create_app(*, require_api_key: str | None = None) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     for prefix in ("/v1", GATEWAY_PREFIX):
         app.router.add_post(f"{prefix}/chat/completions", _chat_completions)
-        app.router.add_get(f"{prefix}/models", _models)
+        app.router.add_get(f"{prefix}/models", _list_models)
+        app.router.add_get(f"{prefix}/models/{{model_id:.+}}", _get_model)
+        app.router.add_post(f"{prefix}/embeddings", _embeddings)
+    app.router.add_get(f"{OPENAI_PREFIX}/models", _openai_list_models)
+    app.router.add_get(f"{OPENAI_PREFIX}/models/{{model_id:.+}}", _openai_get_model)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/_mock/requests", _list_requests)
     app.router.add_delete("/_mock/requests", _clear_requests)
@@ -166,6 +277,11 @@ class MockGateway:
     def base_url(self) -> str:
         """The OpenAI-SDK-style base URL (``.../webhooks/v1``)."""
         return self.url + GATEWAY_PREFIX
+
+    @property
+    def openai_base_url(self) -> str:
+        """A base URL whose ``/models`` answers in OpenAI's ``{object: "list", data}`` shape."""
+        return self.url + OPENAI_PREFIX
 
     def requests(self) -> list[Json]:
         """The recorded chat requests, oldest first (same records as ``GET /_mock/requests``)."""

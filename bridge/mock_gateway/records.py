@@ -1,4 +1,5 @@
-"""The mock gateway's record of the chat requests it received, which tests read and can await."""
+"""The mock gateway's record of the requests it received (chat, models, embeddings), which tests read and
+can await."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ RECORD_LIMIT: Final = 1000
 
 
 class RequestLog:
-    """The last ``RECORD_LIMIT`` chat requests, oldest first."""
+    """The last ``RECORD_LIMIT`` requests to the gateway's routes, oldest first."""
 
     def __init__(self, limit: int = RECORD_LIMIT) -> None:
         self._records: deque[Json] = deque(maxlen=limit)
@@ -29,7 +30,10 @@ class RequestLog:
         fields = body if isinstance(body, dict) else {}
         record: Json = {
             "id": next(self._ids),
+            "method": request.method,
             "path": request.path,
+            "raw_path": request.raw_path,  # as sent: percent-encoding and query string kept
+            "query": dict(request.query),
             "headers": {name.lower(): value for name, value in request.headers.items()},
             "body": body,
             "stream": fields.get("stream") is True,

@@ -45,7 +45,7 @@ class RpcCall:
 
     method: str  # "/pkg.Service/Method"
     response_streaming: bool
-    model: str = ""  # the request's `model` field, for RPCs whose request has one
+    model: str = ""  # the model the request names (its `model`, or `model_id`), for RPCs about one
     request_streaming: bool = False
     code: grpc.StatusCode = grpc.StatusCode.OK  # final, once the call has ended
     error: BaseException | None = None  # what ended it, if not OK

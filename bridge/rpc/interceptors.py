@@ -224,9 +224,16 @@ async def _around(
         yield
 
 
+# Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
+_MODEL_FIELDS: Final = ("model", "model_id")
+
+
 def _model_of(request: Any) -> str:
-    model = getattr(request, "model", "")
-    return model if isinstance(model, str) else ""
+    for name in _MODEL_FIELDS:
+        model = getattr(request, name, None)
+        if isinstance(model, str) and model:
+            return model
+    return ""
 
 
 # ---------------------------------------------------------------------------------------- error mapping

@@ -203,6 +203,8 @@ class Metrics(Interceptor):
         self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
         if call.upstream_attempts > 1:
             self._child(self._retries, call.service, call.name).inc(call.upstream_attempts - 1)
+        if not (call.response_streaming or call.prompt_tokens or call.completion_tokens or call.cost):
+            return  # nothing per model: a lookup (GetModel) takes no model label
         model = self.models.label(call.model, admit=_answered(call))
         if call.response_streaming:
             self._child(self._chunks, call.service, call.name, model).observe(call.messages_sent)

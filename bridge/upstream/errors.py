@@ -3,10 +3,10 @@ error events inside a stream (pure).
 
 Each becomes a gRPC code and a `bridge.errors.Reason`. An HTTP reply's code follows its status
 (bridge.http.status), except for the few governance codes whose meaning the status does not carry
-(`MODEL_NOT_ALLOWED`, `INVALID_DIMENSIONS`) and for a bare 500, which says only that something failed; the
-reason refines the status when the upstream's error code or type says more (a 400 that is a context
-overflow, a 429 that is a spent quota). An error inside a stream has
-no status: what the upstream names (its error code or type, the exception class a LiteLLM proxy prefixes to
+(`MODEL_NOT_ALLOWED`, `INVALID_DIMENSIONS`; but a 429 stays a rate limit) and for a bare 500, which says
+only that something failed; the reason refines the status when the upstream's error code or type says
+more (a 400 that is a context overflow, a 429 that is a spent quota). An error inside a stream has no
+status: what the upstream names (its error code or type, the exception class a LiteLLM proxy prefixes to
 its message) decides, then a numeric code read as an HTTP status (vLLM 400, LiteLLM "500"), then INTERNAL.
 `OPENAI_COMPATIBLE` bundles this as the error policy `bridge.http.HttpClient` applies to replies.
 """
@@ -77,10 +77,14 @@ _RULES: Final = (
 )  # fmt: skip
 
 # Governance refusals whose meaning the HTTP status does not carry (the gateway may send them as 403/400).
+# A 429 is not overridden: it asks callers to wait, whatever code it carries.
 _CODE_OVERRIDES: Final = {
     "model_not_allowed": Code.PERMISSION_DENIED,
     "invalid_dimensions": Code.INVALID_ARGUMENT,
 }
+_RATE_LIMITED: Final = 429
+# The request field a governance refusal blames, when the upstream names none (BadRequest).
+_REFUSED_FIELDS: Final = {"invalid_dimensions": "dimensions"}
 
 _GENERIC_FAILURE: Final = 500
 _STATUS_REASONS: Final = {
@@ -113,7 +117,8 @@ def classify(body: UpstreamErrorBody, status: int | None) -> tuple[grpc.StatusCo
         if numeric is None:
             return Code.INTERNAL, Reason.UPSTREAM_ERROR
         status = numeric
-    code = _CODE_OVERRIDES.get((body.code or "").lower()) or grpc_code_for_http_status(status)
+    override = None if status == _RATE_LIMITED else _CODE_OVERRIDES.get((body.code or "").lower())
+    code = override or grpc_code_for_http_status(status)
     if rule is not None and rule.code == code:
         return code, rule.reason
     return code, _status_reason(status, code)
@@ -162,6 +167,7 @@ def error_from_http_response(
     if retry_after is not None:
         details.append(retry_info(retry_after))
     violations = _http_violations(parsed) if status in _BAD_REQUEST_STATUSES else ()
+    violations = violations or _refused_field(parsed, code)
     if violations:
         details.append(bad_request(violations))
     message = f"upstream HTTP {status}: {parsed.message}" if parsed.message else None
@@ -181,6 +187,14 @@ def _http_violations(body: UpstreamErrorBody) -> tuple[tuple[str, str], ...]:
     if body.param:
         return ((body.param, body.message or "is invalid"),)
     return ()
+
+
+def _refused_field(body: UpstreamErrorBody, code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
+    # INVALID_DIMENSIONS blames `dimensions` whatever status carries it, unless a 429 made it a wait.
+    field = _REFUSED_FIELDS.get((body.code or "").lower())
+    if field is None or code != Code.INVALID_ARGUMENT:
+        return ()
+    return ((field, body.message or "is invalid"),)
 
 
 # ------------------------------------------------------------------------------------ in-stream errors

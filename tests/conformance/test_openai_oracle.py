@@ -1,7 +1,7 @@
 """The OpenAI Python SDK (pinned, test-only) as the oracle of wire shapes: every reply, chunk and error body
 the mock gateway can send, fetched over real HTTP with the SDK's own client and SSE decoder, must validate
-against the SDK's own types (`ChatCompletion`, `ChatCompletionChunk`, `ErrorObject`) in pydantic's strict
-mode.
+against the SDK's own types (`ChatCompletion`, `ChatCompletionChunk`, `ErrorObject`; for embeddings
+`CreateEmbeddingResponse`, for an OpenAI-compatible model list `Model`) in pydantic's strict mode.
 
 Strict mode rejects missing required fields, wrong types and values outside a Literal (a `finish_reason` of
 "done"). The SDK's models accept unknown keys (extra="allow"), so unknown keys are checked here against a list
@@ -14,13 +14,17 @@ Shapes the SDK has no type for, said so where they are checked:
 - Prisme's usage extensions `cost`, `duration_ms`, `carbon` are unknown keys to the SDK's CompletionUsage.
 - Real servers' deviations the mock reproduces on purpose: Azure's first chunk (`"object": ""`), vLLM's
   in-stream error with an integer `code`.
+- The gateway's model catalogue `{items, total, page, limit}` (the SDK lists models in OpenAI's shape only;
+  the mock's OpenAI-compatible list under /openai/v1 is checked instead).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -30,6 +34,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from openai import AsyncOpenAI, AsyncStream
+from openai.types import CreateEmbeddingResponse
+from openai.types import Model as OpenAIModel
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.shared import ErrorObject
 
@@ -48,7 +54,10 @@ REASONING: Final = {
 AZURE: Final = {"prompt_filter_results", "choices[].content_filter_results"}  # Azure OpenAI
 # Streamed custom tool calls: not in the SDK's chunk types yet (openai/openai-openapi#576).
 CUSTOM_TOOL_DELTAS: Final = {"choices[].delta.tool_calls[].custom"}
-ALLOWED_EXTRAS: Final = PRISME_USAGE | REASONING | AZURE | CUSTOM_TOOL_DELTAS
+# The gateway's flat copy of data[0] when the input was one string (docs.prisme.ai, Create text embeddings).
+PRISME_EMBEDDING: Final = {"embedding"}
+VLLM_MODEL: Final = {"max_model_len"}  # vLLM's /v1/models items
+ALLOWED_EXTRAS: Final = PRISME_USAGE | REASONING | AZURE | CUSTOM_TOOL_DELTAS | PRISME_EMBEDDING | VLLM_MODEL
 
 
 class OpenAIErrorBody(pydantic.BaseModel):
@@ -86,8 +95,15 @@ class Seen:
 
 
 async def unary(client: AsyncOpenAI, model: str, **body: Any) -> Seen:
+    return await one_reply(
+        client.chat.completions.with_raw_response.create, model=model, messages=MESSAGES, **body
+    )
+
+
+async def one_reply(call: Callable[..., Awaitable[Any]], **arguments: Any) -> Seen:
+    """A call of the SDK's (a `with_raw_response` method) answered by one JSON document, undecoded."""
     try:
-        raw = await client.chat.completions.with_raw_response.create(model=model, messages=MESSAGES, **body)
+        raw = await call(**arguments)
     except openai.APIStatusError as error:
         return Seen(error.status_code, error.response.headers["content-type"], error=error)
     except openai.APIError as error:  # the connection broke: no status
@@ -278,13 +294,22 @@ COVERED: Final = (
 )
 
 
+def _documented(section: str, end: str | None) -> set[str]:
+    """The scripted names in the first column of the mock docstring's tables from `section` to `end`."""
+    text = (bridge.mock_gateway.__doc__ or "").split(section, 1)[1]
+    text = text.split(end, 1)[0] if end else text
+    return set(re.findall(r"^``([a-z0-9<>/.-]+)``\s{2,}", text, re.MULTILINE))
+
+
 def test_every_documented_script_is_covered() -> None:
     """The mock's docstring lists its scripted models; each one is under the oracle here."""
-    rows = re.findall(r"^``([a-z0-9<>-]+)``\s{2,}", bridge.mock_gateway.__doc__ or "", re.MULTILINE)
-    documented = set(rows)
+    documented = _documented("Chat completions (``POST", "The model catalogue (``GET")
     documented |= {"echo"}  # the "anything else" row
     assert len(documented) > 20
     assert documented - set(COVERED) == set()
+    embeddings = _documented("Embeddings (``POST", None)
+    assert len(embeddings) > 5
+    assert embeddings - set(EMBEDDING_MODELS) - set(EMBEDDING_REFUSALS) == set()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -461,6 +486,83 @@ async def test_json_on_stream(sdk: AsyncOpenAI) -> None:
     check_completion(seen)
     sdk_stream = await sdk.chat.completions.create(model="json-on-stream", messages=MESSAGES, stream=True)
     assert [chunk async for chunk in sdk_stream] == []
+
+
+# ------------------------------------------------------------------------------ embeddings, model lists
+
+TEXTS: Final = ["Shapes under the oracle", "two"]
+# Models the mock embeds (any model outside its catalogue too), with a `dimensions` each accepts.
+EMBEDDING_MODELS: Final = {
+    "text-embedding-mock": 4,
+    "text-embedding-3-small": 256,
+    "text-embedding-3-large": 1024,
+    "governed/text-embedding-3-small": 256,
+    "embed-shuffled": None,
+    "an-uncatalogued-model": 3,
+}
+# Refusals: the request's model and dimensions, and the status and code of the Prisme error body.
+EMBEDDING_REFUSALS: Final = {
+    "text-embedding-3-small": (100, 400, "INVALID_DIMENSIONS"),
+    "governed/text-embedding-3-small": (4, 403, "INVALID_DIMENSIONS"),
+    "governed-throttled": (None, 429, "MODEL_NOT_ALLOWED"),
+    "error-<status>": (None, 403, "MODEL_NOT_ALLOWED"),
+    "echo": (None, 400, "invalid_request"),  # a catalogue model that is no embeddings model
+}
+
+
+async def embed(client: AsyncOpenAI, model: str, **body: Any) -> Seen:
+    return await one_reply(client.embeddings.with_raw_response.create, model=model, **body)
+
+
+def _decoded(payload: dict[str, Any]) -> dict[str, Any]:
+    """`payload` with its base64 vectors decoded as the SDK decodes them (little-endian float32)."""
+    data = [
+        {**item, "embedding": list(struct.unpack(f"<{len(raw) // 4}f", raw))}
+        for item in payload["data"]
+        for raw in [base64.b64decode(item["embedding"])]
+    ]
+    return {**payload, "data": data}
+
+
+@pytest.mark.parametrize("model", sorted(EMBEDDING_MODELS))
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS[0]], ids=["many", "one"])
+async def test_embedding_replies(sdk: AsyncOpenAI, model: str, texts: Any) -> None:
+    dimensions = {} if EMBEDDING_MODELS[model] is None else {"dimensions": EMBEDDING_MODELS[model]}
+    floats = await embed(sdk, model, input=texts, encoding_format="float", **dimensions)
+    assert (floats.error, floats.status) == (None, 200)
+    [payload] = floats.payloads
+    parsed = strict(CreateEmbeddingResponse, payload)
+    assert isinstance(parsed, CreateEmbeddingResponse)
+    assert sorted(item.index for item in parsed.data) == list(range(len(parsed.data)))
+    assert ("embedding" in payload) == isinstance(texts, str)  # the gateway's flat copy of one vector
+    encoded = await embed(sdk, model, input=texts, encoding_format="base64", **dimensions)
+    [packed] = encoded.payloads
+    assert all(isinstance(item["embedding"], str) for item in packed["data"])
+    assert strict(CreateEmbeddingResponse, _decoded(packed)).data == parsed.data  # exact in float32
+
+
+@pytest.mark.parametrize("model", sorted(EMBEDDING_REFUSALS))
+async def test_embedding_refusals(sdk: AsyncOpenAI, model: str) -> None:
+    dimensions, status, code = EMBEDDING_REFUSALS[model]
+    request = model.replace("<status>", str(status))
+    extra = {} if dimensions is None else {"dimensions": dimensions}
+    seen = await embed(sdk, request, input=TEXTS, encoding_format="float", **extra)
+    check_prisme_error(seen, status)
+    assert seen.body()["error"] == code
+
+
+async def test_an_openai_compatible_model_list(provider: MockGateway) -> None:
+    async with AsyncOpenAI(base_url=provider.openai_base_url, api_key="k", max_retries=0) as client:
+        listed = await client.models.with_raw_response.list()  # a page object: read its raw JSON
+        payload = listed.http_response.json()
+        assert (listed.status_code, payload["object"]) == (200, "list")
+        models = [strict(OpenAIModel, item) for item in payload["data"]]
+        assert len(models) > 200
+        one = await one_reply(
+            client.models.with_raw_response.retrieve, model="bedrock/anthropic.claude-3-haiku"
+        )
+        assert strict(OpenAIModel, one.payloads[0]) in models
+        check_openai_error(await one_reply(client.models.with_raw_response.retrieve, model="nope"), 404)
 
 
 # ------------------------------------------------------------------------------- the oracle can say no

@@ -164,8 +164,14 @@ def test_scripts_check_before_bootstrap_says_what_to_do(tmp_path: Path) -> None:
 def test_list_models_prints_the_scripted_behaviours(capsys, command: str) -> None:
     code, out, _ = _main([command, "--list-models"], capsys)
     assert code == 0
+    assert out.startswith("Chat completions (``POST /chat/completions``): behaviours chosen by")
     for model in ("echo", "tools", "error-<status>", "slow-<ms>", "stream-error", "litellm"):
         assert f"``{model}``" in out
+    # The catalogue and embeddings sections follow, each under its heading.
+    assert "\nThe model catalogue (``GET /models``)\n---" in out
+    assert "\nEmbeddings (``POST /embeddings``)\n---" in out
+    for name in ("visible_only=true", "text-embedding-mock", "governed/text-embedding-3-small"):
+        assert f"``{name}``" in out
 
 
 def test_a_bad_flag_shows_the_commands_own_usage(capsys) -> None:

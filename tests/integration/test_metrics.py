@@ -18,8 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.chat.service import SERVICE_NAME
+from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
+from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
+from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
+from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import call_failing, chat_request, collect, free_port
 
@@ -134,6 +139,33 @@ async def test_tokens_and_cost_per_model_with_bounded_model_labels(metered) -> N
     assert m.label_values(tokens, "model") == {"echo", "gpt-4o", "other"}
     for never in ("reasoning", "error-404", SECRET_KEY, "iak_org_metrics_secret", SECRET_CONTENT):
         assert never not in m.text
+
+
+async def test_model_and_embedding_calls_are_metered_and_lookups_take_no_model_label(start_bridge) -> None:
+    port = free_port()
+    bridge = await start_bridge(metrics_listen=f"127.0.0.1:{port}", metrics_max_models=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        models = model_grpc.ModelServiceStub(channel)
+        for model_id in ("echo", "tools", "bedrock/anthropic.claude-3-haiku"):
+            await models.GetModel(model_pb2.GetModelRequest(model_id=model_id), timeout=10)
+        await models.ListModels(model_pb2.ListModelsRequest(page_size=5), timeout=10)
+        embeddings = embedding_grpc.EmbeddingServiceStub(channel)
+        texts = ["one two three", "four five"]
+        await embeddings.CreateEmbedding(
+            embedding_pb2.CreateEmbeddingRequest(model="text-embedding-mock", input=texts), timeout=10
+        )
+    m = await scrape(f"http://127.0.0.1:{port}/metrics")
+    get = {"grpc_type": "unary", "grpc_service": MODEL_SERVICE, "grpc_method": "GetModel"}
+    embed = {"grpc_type": "unary", "grpc_service": EMBEDDING_SERVICE, "grpc_method": "CreateEmbedding"}
+    assert m.value("grpc_server_handled_total", **get, grpc_code="OK") == 3
+    assert m.value("grpc_server_handled_total", **embed, grpc_code="OK") == 1
+    upstream = "prisme_bridge_upstream_request_duration_seconds_count"
+    assert m.value(upstream, grpc_service=MODEL_SERVICE, status="200") == 4
+    assert m.value(upstream, grpc_service=EMBEDDING_SERVICE, status="200") == 1
+    # Three GetModel calls before it, yet the one model label left goes to the model that used tokens.
+    tokens = "prisme_bridge_llm_tokens_total"
+    assert m.value(tokens, model="text-embedding-mock", type="prompt") == 5
+    assert m.label_values(tokens, "model") == {"text-embedding-mock"}
 
 
 async def test_messages_are_counted_live_while_a_stream_runs(metered) -> None:

@@ -379,8 +379,13 @@ async def test_json_on_stream(client: httpx.AsyncClient) -> None:
 
 
 async def test_models_catalogue(client: httpx.AsyncClient) -> None:
-    catalogue = (await client.get("/models")).json()
-    assert catalogue["total"] == len(catalogue["items"]) > 0
+    catalogue = (await client.get("/models")).json()  # more: tests/integration/test_mock_catalogue.py
+    assert (catalogue["total"], len(catalogue["items"]), catalogue["page"], catalogue["limit"]) == (
+        250,
+        100,
+        0,
+        100,
+    )
     assert {"model_id", "type", "capabilities"} <= set(catalogue["items"][0])
 
 
@@ -663,7 +668,9 @@ async def test_request_log_is_capped() -> None:
     log = records.RequestLog(limit=3)
 
     class FakeRequest:
-        path = "/v1/chat/completions"
+        method = "POST"
+        path = raw_path = "/v1/chat/completions"
+        query: dict[str, str] = {}  # noqa: RUF012
         headers: dict[str, str] = {}  # noqa: RUF012
 
     for i in range(5):

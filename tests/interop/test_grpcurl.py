@@ -9,7 +9,9 @@ import signal
 from pathlib import Path
 
 from bridge.chat.service import SERVICE_NAME
+from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.mock_gateway import MockGateway
+from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import cli_env, find_grpcurl, grpcurl, run_cli
 
@@ -21,7 +23,29 @@ REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 async def test_reflection_lists_the_services(bridge: GrpcServer) -> None:
     code, out, err = await grpcurl("-plaintext", f"127.0.0.1:{bridge.port}", "list")
     assert code == 0, err
-    assert set(out.split()) == {SERVICE_NAME, HEALTH, REFLECTION}
+    assert set(out.split()) == {SERVICE_NAME, MODEL_SERVICE, EMBEDDING_SERVICE, HEALTH, REFLECTION}
+
+
+async def test_describe_shows_the_model_and_embedding_services(bridge: GrpcServer) -> None:
+    address = f"127.0.0.1:{bridge.port}"
+    code, out, err = await grpcurl("-plaintext", address, "describe", MODEL_SERVICE)
+    assert code == 0, err
+    assert "rpc ListModels ( .prisme.llmgateway.v1.ListModelsRequest )" in out
+    assert "must be sent as `x-prismeai-api-key`" in out  # what the catalogue's auth means for iak_ keys
+    code, out, err = await grpcurl(
+        "-plaintext", address, "describe", "prisme.llmgateway.v1.ListModelsRequest"
+    )
+    assert code == 0, err
+    assert "above 100 is capped at 100" in out
+    assert "Opaque: pass it back unchanged" in out
+    code, out, err = await grpcurl("-plaintext", address, "describe", EMBEDDING_SERVICE)
+    assert code == 0, err
+    assert "Errors (stable, docs/errors.md)" in out
+    assert "INVALID_DIMENSIONS -> INVALID_ARGUMENT, reason" in out
+    code, out, err = await grpcurl("-plaintext", address, "describe", "prisme.llmgateway.v1.Embedding")
+    assert code == 0, err
+    assert "repeated float embedding = 2;" in out
+    assert "a base64 answer is decoded exactly" in out
 
 
 async def test_describe_shows_the_methods(bridge: GrpcServer) -> None:
@@ -104,7 +128,7 @@ async def test_dev_prints_grpcurl_lines_that_work() -> None:
             assert line, "dev exited before printing its commands"
             printed.append(line.decode().strip())
         commands = [line for line in printed if line.startswith("grpcurl ")]
-        assert len(commands) == 5
+        assert len(commands) == 8
 
         results = []
         for command in commands:
@@ -129,5 +153,20 @@ async def test_dev_prints_grpcurl_lines_that_work() -> None:
         health, health_code, health_out, _ = results[4]
         assert health_code == 0, health
         assert '"status": "SERVING"' in health_out
+        listed, listed_code, listed_out, _ = results[5]
+        assert listed_code == 0, listed
+        page = json.loads(listed_out)
+        assert [m["type"] for m in page["models"]] == ["embeddings"] * 3
+        assert page["next_page_token"]
+        got, got_code, got_out, _ = results[6]
+        assert got_code == 0, got
+        assert json.loads(got_out)["model"]["model_id"] == "eu.anthropic.claude-sonnet-4-20250514-v1:0"
+        embedded, embedded_code, embedded_out, _ = results[7]
+        assert embedded_code == 0, embedded
+        data = json.loads(embedded_out)["data"]
+        assert [(d.get("index", 0), len(d["embedding"]), d["embedding"][0]) for d in data] == [
+            (0, 4, 14),
+            (1, 4, 12),
+        ]
 
         assert await dev.stop(signal.SIGINT, within=5) == 0

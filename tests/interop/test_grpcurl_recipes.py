@@ -163,6 +163,51 @@ def check_format_error(ran: Ran, _: Dev) -> None:
     assert detail["field_violations"][0]["field"] == "messages"
 
 
+def check_list_models(ran: Ran, dev: Dev) -> None:
+    assert ran.code == 0, ran.err
+    (page,) = json_values(ran.out)
+    assert [m["model_id"] for m in page["models"]] == ["text-embedding-3-small", "text-embedding-3-large"]
+    assert page["models"][0]["supported_dimensions"] == [256, 512, 1024, 1536]
+    assert page["next_page_token"]
+    assert page["total_size"] > 2
+    query = dev.last_upstream_request()["query"]
+    assert query == {"type": "embeddings", "visible_only": "true", "limit": "2", "page": "0"}
+
+
+def check_get_model(ran: Ran, dev: Dev) -> None:
+    assert ran.code == 0, ran.err
+    (reply,) = json_values(ran.out)
+    model = reply["model"]
+    assert (model["model_id"], model["display"]["name"]) == (
+        "eu.anthropic.claude-sonnet-4-20250514-v1:0",
+        "Claude Sonnet 4 (EU)",
+    )
+    assert set(model["extra"]) == {"metrics", "org_slugs", "provider_config"}
+    assert dev.last_upstream_request()["raw_path"].endswith(
+        "/models/eu.anthropic.claude-sonnet-4-20250514-v1:0"
+    )
+
+
+def check_embeddings(ran: Ran, dev: Dev) -> None:
+    assert ran.code == 0, ran.err
+    (reply,) = json_values(ran.out)
+    assert [(d.get("index", 0), d["embedding"][0], len(d["embedding"])) for d in reply["data"]] == [
+        (0, 14, 4),
+        (1, 12, 4),
+    ]
+    assert dev.last_upstream_request()["body"]["dimensions"] == 4
+
+
+def check_embedding_refusal(ran: Ran, _: Dev) -> None:
+    assert ran.code == 64 + 3, ran.err
+    (status,) = json_values(ran.err)
+    assert status["code"] == 3
+    info, bad = status["details"]
+    assert (info["domain"], info["reason"]) == ("grpc-bridge.prisme.ai", "UPSTREAM_INVALID_REQUEST")
+    assert (info["metadata"]["httpStatus"], info["metadata"]["upstreamCode"]) == ("400", "INVALID_DIMENSIONS")
+    assert bad["field_violations"][0]["field"] == "dimensions"
+
+
 def check_health(ran: Ran, _: Dev) -> None:
     assert ran.code == 0, ran.err
     assert json_values(ran.out) == [{"status": "SERVING"}, {"status": "SERVING"}]  # liveness, readiness
@@ -177,6 +222,8 @@ CHECKS: dict[str, list[Callable[[Ran, Dev], None]]] = {
     "Bearer token and metadata": [check_bearer],
     "Deadline": [check_deadline],
     "Error details": [check_error_details, check_format_error],
+    "List and get models": [check_list_models, check_get_model],
+    "Embeddings": [check_embeddings, check_embedding_refusal],
     "Health: liveness and readiness": [check_health],
 }
 

@@ -167,21 +167,150 @@ async def test_api_key_and_metadata_reach_upstream(
     assert "header x-correlation-id: corr-42" in result.stderr  # echoed back as initial metadata
 
 
-def _readme_grpcurl_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+async def test_models_lists_every_page(
+    client: list[str], bridge: GrpcServer, mock_gateway: MockGateway
+) -> None:
+    argv = _flags(client, addr=_address(bridge), page_size="40")
+    result = await _run(*client, "models", *argv)
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(set(lines)) == 250  # the mock's whole catalogue, one line per model
+    assert "eu.anthropic.claude-sonnet-4-20250514-v1:0\tcompletion" in lines
+    assert [r["query"]["page"] for r in mock_gateway.requests()] == [str(n) for n in range(7)]
+
+
+async def test_models_filters_and_json(
+    client: list[str], bridge: GrpcServer, mock_gateway: MockGateway
+) -> None:
+    argv = _flags(
+        client, addr=_address(bridge), type="embeddings", visible_only=True, tags="embeddings", json=True
+    )
+    result = await _run(*client, "models", *argv)
+    assert result.code == 0, result.stderr
+    (page,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [m["model_id"] for m in page["models"]] == [
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-mock",
+        "governed/text-embedding-3-small",
+    ]
+    assert mock_gateway.requests()[-1]["query"] == {
+        "type": "embeddings",
+        "tags": "embeddings",
+        "visible_only": "true",
+        "limit": "100",
+        "page": "0",
+    }
+
+
+async def test_models_filter_an_openai_list_cannot_answer(
+    client: list[str], start_bridge, mock_gateway: MockGateway
+) -> None:
+    bridge = await start_bridge(upstream_url=mock_gateway.openai_base_url)
+    result = await _run(*client, "models", *_flags(client, addr=_address(bridge), type="embeddings"))
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "grpc-status: FAILED_PRECONDITION"
+    assert any(
+        line.startswith("error_info: reason=UPSTREAM_FILTER_UNSUPPORTED domain=grpc-bridge.prisme.ai")
+        for line in lines
+    )
+    assert any(
+        line.startswith("precondition_failure: type=FILTER_NOT_SUPPORTED subject=type description=")
+        for line in lines
+    )
+
+
+async def test_embed(client: list[str], bridge: GrpcServer, mock_gateway: MockGateway) -> None:
+    texts = ["Hello", "embeddings from Go and Java", "!"]
+    inputs = [arg for text in texts for arg in (_flags(client, input=text))]
+    argv = _flags(client, addr=_address(bridge), model="text-embedding-3-small", dimensions="256")
+    result = await _run(*client, "embed", *argv, *inputs)
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == [f"embedding {i}: 256 dimensions" for i in range(3)]
+    assert result.stderr == "usage: prompt_tokens=7 total_tokens=7\n"  # words of the texts
+    assert mock_gateway.requests()[-1]["body"]["input"] == texts
+    as_json = await _run(
+        *client, "embed", *argv, *inputs, *_flags(client, json=True, encoding_format="base64")
+    )
+    assert as_json.code == 0, as_json.stderr
+    data = json.loads(as_json.stdout)["data"]
+    assert [d["embedding"][0] for d in data] == [len(t) for t in texts]  # one per input, in order
+
+
+async def test_embed_refusal(client: list[str], bridge: GrpcServer) -> None:
+    argv = _flags(
+        client, addr=_address(bridge), model="governed/text-embedding-3-small", dimensions="4", input="x"
+    )
+    result = await _run(*client, "embed", *argv)
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    assert lines[-1] == "grpc-status: INVALID_ARGUMENT"
+    assert any(
+        line.startswith("error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai")
+        and "upstreamCode=INVALID_DIMENSIONS" in line
+        for line in lines
+    )
+    assert any(line.startswith("bad_request: field=dimensions") for line in lines)
+
+
+def _readme_grpcurl_lines(readme: str = "README.md") -> list[str]:
+    text = (ROOT / readme).read_text()
     return [line for line in text.splitlines() if line.startswith("grpcurl ")]
+
+
+def _chat_reply(out: str) -> None:
+    assert "Hello, bridge!" in out or "Stream " in out
+    # Output keys are the upstream's own snake_case JSON keys (reflection serves no json_name).
+    assert '"finish_reason": "stop"' in out
+
+
+def _model_page(out: str) -> None:
+    page = json.loads(out)
+    assert [m["type"] for m in page["models"]] == ["embeddings"] * 3
+    assert page["next_page_token"]
+    assert page["total_size"] > 3
+
+
+def _one_model(out: str) -> None:
+    assert json.loads(out)["model"]["model_id"] == "bedrock/anthropic.claude-3-haiku"
+
+
+def _embeddings(out: str) -> None:
+    data = json.loads(out)["data"]
+    # The mock's vectors start with the text's length: one per input, in order.
+    assert [(len(d["embedding"]), d["embedding"][0]) for d in data] == [(8, 14), (8, 12)]
+
+
+README_CHECKS = {
+    "ChatCompletionService/CreateChatCompletion": _chat_reply,
+    "ChatCompletionService/StreamChatCompletion": _chat_reply,
+    "ModelService/ListModels": _model_page,
+    "ModelService/GetModel": _one_model,
+    "EmbeddingService/CreateEmbedding": _embeddings,
+}
+
+
+async def _check_grpcurl_lines(bridge: GrpcServer, lines: list[str], methods: list[str]) -> None:
+    for line, method in zip(lines, methods, strict=True):
+        argv = shlex.split(line.replace("127.0.0.1:50051", _address(bridge)))
+        result = await _run(_tool(argv[0]), *argv[1:])
+        assert result.code == 0, f"{line}\n{result.stderr}"
+        README_CHECKS[method](result.stdout)
 
 
 async def test_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
     lines = _readme_grpcurl_lines()
-    assert len(lines) >= 2, "README lost its grpcurl examples"
-    for line in lines:
-        argv = shlex.split(line.replace("127.0.0.1:50051", _address(bridge)))
-        result = await _run(_tool(argv[0]), *argv[1:])
-        assert result.code == 0, f"{line}\n{result.stderr}"
-        assert "Hello, bridge!" in result.stdout or "Stream " in result.stdout
-        # Output keys are the upstream's own snake_case JSON keys (reflection serves no json_name).
-        assert '"finish_reason": "stop"' in result.stdout
+    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
+    assert methods == list(README_CHECKS), "README's grpcurl examples changed: update README_CHECKS"
+    await _check_grpcurl_lines(bridge, lines, methods)
+
+
+async def test_clients_readme_grpcurl_calls_work_as_printed(bridge: GrpcServer) -> None:
+    lines = _readme_grpcurl_lines("clients/README.md")
+    methods = [line.rsplit("prisme.llmgateway.v1.", 1)[-1] for line in lines]
+    assert methods == ["ModelService/ListModels", "EmbeddingService/CreateEmbedding"]
+    await _check_grpcurl_lines(bridge, lines, methods)
 
 
 async def test_dev_printed_grpcurl_lines_work(bridge: GrpcServer) -> None:
@@ -198,7 +327,8 @@ async def test_dev_printed_grpcurl_lines_work(bridge: GrpcServer) -> None:
 
 async def test_grpc_health_probe(bridge: GrpcServer) -> None:
     probe = _tool("grpc-health-probe")
-    for service in ("", "prisme.llmgateway.v1.ChatCompletionService"):
+    services = ("ChatCompletionService", "ModelService", "EmbeddingService")
+    for service in ("", *(f"prisme.llmgateway.v1.{name}" for name in services)):
         result = await _run(probe, f"-addr={_address(bridge)}", f"-service={service}")
         assert result.code == 0, result.stderr
         assert "SERVING" in result.stdout + result.stderr

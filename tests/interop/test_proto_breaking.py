@@ -191,11 +191,22 @@ GO_PACKAGE = "github.com/prismeai/prisme-grpc-bridge/clients/go/gen/prisme/llmga
 def test_generated_code_locations_are_fixed() -> None:
     """File options are outside WIRE_JSON, yet changing one breaks every Go or Java importer: they are
     decided for v1 (docs/proto-design.md, "Lock-ins") and pinned here."""
-    from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2, chat_completion_service_pb2
+    from bridge.gen.prisme.llmgateway.v1 import (
+        chat_completion_pb2,
+        chat_completion_service_pb2,
+        embedding_pb2,
+        embedding_service_pb2,
+        model_pb2,
+        model_service_pb2,
+    )
 
     for module, outer in (
         (chat_completion_pb2, "ChatCompletionProto"),
         (chat_completion_service_pb2, "ChatCompletionServiceProto"),
+        (model_pb2, "ModelProto"),
+        (model_service_pb2, "ModelServiceProto"),
+        (embedding_pb2, "EmbeddingProto"),
+        (embedding_service_pb2, "EmbeddingServiceProto"),
     ):
         options = module.DESCRIPTOR.GetOptions()
         assert options.go_package == f"{GO_PACKAGE};llmgatewayv1"

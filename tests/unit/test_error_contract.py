@@ -1,8 +1,10 @@
 """The stable error contract: the reasons and metadata keys clients match on are pinned here, and the code,
-docs/errors.md and the service's proto comment all list exactly them."""
+docs/errors.md and the chat service's proto comment all list exactly them; every other service's comment
+points to docs/errors.md and names the reasons only it returns."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from bridge.errors import DOMAIN, Key, Reason
 
 ROOT = Path(__file__).parents[2]
 DOCS = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
-PROTO = (ROOT / "proto" / "prisme" / "llmgateway" / "v1" / "chat_completion_service.proto").read_text()
+PROTOS = sorted((ROOT / "proto" / "prisme" / "llmgateway" / "v1").glob("*.proto"))
 
 # Add to these lists, never rename or remove: callers switch on these strings.
 PINNED_REASONS = [
@@ -22,7 +24,11 @@ PINNED_REASONS = [
     "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "UPSTREAM_ERROR", "UPSTREAM_INVALID_RESPONSE",
     "UPSTREAM_RESPONSE_TOO_LARGE", "UPSTREAM_STREAM_TRUNCATED", "UPSTREAM_STREAM_INCOMPLETE",
     "UPSTREAM_UNREACHABLE", "UPSTREAM_CONNECTION_LOST", "UPSTREAM_POOL_EXHAUSTED",
+    "UPSTREAM_FILTER_UNSUPPORTED",
 ]  # fmt: skip
+# Reasons only one service can return: its comment names them, the chat service's does not.
+SERVICE_REASONS = {"ModelService": ["UPSTREAM_FILTER_UNSUPPORTED"]}
+_REASON_PATTERN = r"\b(?:INVALID_REQUEST|INTERNAL|DEADLINE_EXCEEDED|OVERLOADED|UPSTREAM_[A-Z_]+)\b"
 PINNED_KEYS = [
     "httpStatus", "correlationId", "upstreamHost", "upstreamCode", "upstreamType", "upstreamParam",
     "upstreamDetails", "cause",
@@ -35,8 +41,19 @@ def _first_column(heading: str) -> list[str]:
     return re.findall(r"^\| `([A-Za-z_]+)` \|", section, re.MULTILINE)
 
 
-def _service_comment() -> str:
-    return PROTO.split("service ChatCompletionService", 1)[0]
+def _service_comments() -> dict[str, str]:
+    """Each service's comment (the `//` lines right above `service Name {`), as one line of text."""
+    comments: dict[str, str] = {}
+    for proto in PROTOS:
+        lines = proto.read_text(encoding="utf-8").splitlines()
+        for at, line in enumerate(lines):
+            if match := re.match(r"service (\w+) \{", line):
+                above = list(itertools.takewhile(lambda text: text.startswith("//"), reversed(lines[:at])))
+                comments[match[1]] = " ".join(text.removeprefix("//").strip() for text in reversed(above))
+    return comments
+
+
+COMMENTS = _service_comments()
 
 
 def test_the_code_has_exactly_the_pinned_reasons_and_keys() -> None:
@@ -56,15 +73,23 @@ def test_docs_list_every_reason_and_key() -> None:
     assert f"**`{DOMAIN}`**" in DOCS
 
 
-def test_the_proto_comment_lists_every_reason_and_key() -> None:
-    comment = " ".join(line.removeprefix("//").strip() for line in _service_comment().splitlines())
-    named = re.findall(
-        r"\b(?:INVALID_REQUEST|INTERNAL|DEADLINE_EXCEEDED|OVERLOADED|UPSTREAM_[A-Z_]+)\b", comment
-    )
-    assert sorted(set(named)) == sorted(PINNED_REASONS)
+def test_the_chat_proto_comment_lists_every_reason_it_can_return_and_every_key() -> None:
+    comment = COMMENTS["ChatCompletionService"]
+    elsewhere = {reason for reasons in SERVICE_REASONS.values() for reason in reasons}
+    assert sorted(set(re.findall(_REASON_PATTERN, comment))) == sorted(set(PINNED_REASONS) - elsewhere)
     for key in PINNED_KEYS:
         assert re.search(rf"\b{key}\b", comment), key
     assert f'"{DOMAIN}"' in comment
+
+
+def test_every_service_comment_points_to_the_contract() -> None:
+    assert set(COMMENTS) == {"ChatCompletionService", "ModelService", "EmbeddingService"}
+    for service, comment in COMMENTS.items():
+        assert "docs/errors.md" in comment, service
+        assert f'domain "{DOMAIN}"' in comment, service
+        assert set(re.findall(_REASON_PATTERN, comment)) <= set(PINNED_REASONS), service
+        for reason in SERVICE_REASONS.get(service, []):
+            assert reason in comment, (service, reason)
 
 
 def test_every_error_the_bridge_builds_is_inside_the_contract() -> None:

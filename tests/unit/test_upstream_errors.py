@@ -107,19 +107,54 @@ def test_http_error_info_prisme() -> None:
          "UPSTREAM_UNAVAILABLE"),
         (500, {"error": {"message": "m", "type": "overloaded_error"}}, C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
         (500, {"message": "m"}, C.INTERNAL, "UPSTREAM_ERROR"),
-        # Governance refusals the status does not carry: the code follows the upstream's code.
+        # Governance refusals the status does not carry: the code follows the upstream's code...
         (403, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (400, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
+         "UPSTREAM_INVALID_REQUEST"),
+        (422, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.INVALID_ARGUMENT,
          "UPSTREAM_INVALID_REQUEST"),
         (400, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.PERMISSION_DENIED,
          "UPSTREAM_PERMISSION_DENIED"),
-        (429, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.PERMISSION_DENIED,
+        (404, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.PERMISSION_DENIED,
          "UPSTREAM_PERMISSION_DENIED"),
+        (400, {"error": {"message": "m", "type": "invalid_request_error", "code": "model_not_allowed"}},
+         C.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED"),
+        # ...but a 429 asks the caller to wait, whatever it carries.
+        (429, {"error": "MODEL_NOT_ALLOWED", "message": "m"}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_RATE_LIMITED"),
+        (429, {"error": "INVALID_DIMENSIONS", "message": "m"}, C.RESOURCE_EXHAUSTED,
+         "UPSTREAM_RATE_LIMITED"),
     ],
 )  # fmt: skip
 def test_http_errors_get_a_stable_reason(status: int, body: Any, code: grpc.StatusCode, reason: str) -> None:
     error = _http(status, body)
     assert (error.code, _info(error).reason) == (code, reason)
     assert _info(error).reason in set(Reason)
+
+
+DIMENSIONS = "dimensions=4 is not supported: use one of [256, 1536]"
+
+
+@pytest.mark.parametrize("status", [400, 403, 422])
+def test_invalid_dimensions_blames_the_dimensions_field(status: int) -> None:
+    error = _http(status, {"error": "INVALID_DIMENSIONS", "message": DIMENSIONS, "details": {}})
+    assert _violations(error) == [("dimensions", DIMENSIONS)]
+    metadata = _info(error).metadata
+    assert (metadata["upstreamCode"], metadata["httpStatus"]) == ("INVALID_DIMENSIONS", str(status))
+
+
+def test_a_field_the_upstream_names_wins_over_the_refused_field() -> None:
+    body = {"error": {"message": "bad", "code": "INVALID_DIMENSIONS", "param": "dims"}}
+    assert _violations(_http(400, body)) == [("dims", "bad")]
+
+
+def test_a_throttled_refusal_keeps_its_retry_info_and_blames_no_field() -> None:
+    for code in ("MODEL_NOT_ALLOWED", "INVALID_DIMENSIONS"):
+        throttled = _http(429, {"error": code, "message": "m"}, {"Retry-After": "7"})
+        assert _retry_seconds(throttled) == 7.0
+        assert _violations(throttled) == []
+        assert _info(throttled).metadata["upstreamCode"] == code
 
 
 def test_http_original_code_is_kept_in_metadata() -> None:

@@ -4,6 +4,8 @@
 //	prisme-chat -addr 127.0.0.1:50051 -model gpt-4o -prompt "Say hello"
 //	prisme-chat -model gpt-4o -prompt "Count to 5" -stream -include-usage
 //	prisme-chat -model gpt-4o -prompt "Count to 5" -stream -accumulate -json
+//	prisme-chat models -type embeddings -page-size 50          (ModelService, every page: models.go)
+//	prisme-chat embed -model text-embedding-3-small -input "Hi" -input "there" -json   (EmbeddingService)
 //
 // Output contract (scripts and tests rely on it):
 //   - text mode: the assistant text of choice 0 on stdout, then a newline (with -stream, the content
@@ -73,50 +75,107 @@ func (f *kvFlag) Set(s string) error {
 	return nil
 }
 
+// connFlags are the flags every command shares: where the bridge is, credentials, metadata, output.
+type connFlags struct {
+	addr     string
+	timeout  time.Duration
+	apiKey   string
+	json     bool
+	verbose  bool
+	tls      bool
+	metadata kvFlag
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:50051", "bridge address host:port (any gRPC target)")
+	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of each call (0 = none)")
+	fs.StringVar(&c.apiKey, "api-key", "", "sent as 'authorization: Bearer <key>' metadata")
+	fs.BoolVar(&c.json, "json", false, "print each response (or chunk) as protojson, one per line")
+	fs.BoolVar(&c.verbose, "v", false, "print response header and trailer metadata to stderr")
+	fs.BoolVar(&c.tls, "tls", false, "use TLS with the system roots (default: plaintext)")
+	fs.Var(&c.metadata, "metadata", "extra request metadata key=value (repeatable)")
+}
+
+// parse parses args into fs; ok is false when the command should exit with code.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return 2, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "prisme-chat: unexpected arguments: %q\n", fs.Args())
+		return 2, false
+	}
+	return 0, true
+}
+
+// connect dials the bridge; on failure it reports on stderr and returns nil.
+func (c *connFlags) connect(stderr io.Writer, dialOpts []grpc.DialOption) *grpc.ClientConn {
+	security := prisme.Plaintext()
+	if c.tls {
+		security = prisme.TLS(nil)
+	}
+	if c.apiKey != "" {
+		bearer, err := prisme.NewBearer(c.apiKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "prisme-chat: -api-key: %v\n", err)
+			return nil
+		}
+		// Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer.AllowingPlaintext()))
+	}
+	conn, err := prisme.NewClient(c.addr, security, dialOpts...)
+	if err != nil {
+		fmt.Fprintf(stderr, "prisme-chat: %v\n", err)
+		return nil
+	}
+	return conn
+}
+
+// callContext is the context of one call: its deadline (-timeout) and the -metadata.
+func (c *connFlags) callContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if c.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
+	return metadata.NewOutgoingContext(ctx, outgoingMetadata(c)), cancel
+}
+
 type options struct {
-	addr         string
+	connFlags
 	model        string
 	prompt       string
 	stream       bool
 	accumulate   bool
-	timeout      time.Duration
-	apiKey       string
 	includeUsage bool
-	json         bool
-	verbose      bool
-	tls          bool
-	metadata     kvFlag
 }
 
 // run is main without the process: it returns the exit status. Extra dial options are for tests
 // (an in-memory connection).
 func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "models":
+			return runModels(args[1:], stdout, stderr, dialOpts)
+		case "embed":
+			return runEmbed(args[1:], stdout, stderr, dialOpts)
+		}
+	}
 	var o options
 	fs := flag.NewFlagSet("prisme-chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:50051", "bridge address host:port (any gRPC target)")
+	o.register(fs)
 	fs.StringVar(&o.model, "model", "", "model id as the gateway names it (required)")
 	fs.StringVar(&o.prompt, "prompt", "", "user message to send (required)")
 	fs.BoolVar(&o.stream, "stream", false, "call StreamChatCompletion and print deltas as they arrive")
 	fs.BoolVar(&o.accumulate, "accumulate", false,
 		"with -stream, fold the chunks and print the result as a unary reply")
-	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (0 = none)")
-	fs.StringVar(&o.apiKey, "api-key", "", "sent as 'authorization: Bearer <key>' metadata")
 	fs.BoolVar(&o.includeUsage, "include-usage", false,
 		"with -stream, ask for the usage chunk; print token usage to stderr")
-	fs.BoolVar(&o.json, "json", false, "print each response/chunk as protojson, one per line")
-	fs.BoolVar(&o.verbose, "v", false, "print response header and trailer metadata to stderr")
-	fs.BoolVar(&o.tls, "tls", false, "use TLS with the system roots (default: plaintext)")
-	fs.Var(&o.metadata, "metadata", "extra request metadata key=value (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "prisme-chat: unexpected arguments: %q\n", fs.Args())
-		return 2
+	if code, ok := parse(fs, args, stderr); !ok {
+		return code
 	}
 	if o.model == "" || o.prompt == "" {
 		fmt.Fprintln(stderr, "prisme-chat: -model and -prompt are required")
@@ -128,36 +187,17 @@ func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) i
 		return 2
 	}
 
-	security := prisme.Plaintext()
-	if o.tls {
-		security = prisme.TLS(nil)
-	}
-	if o.apiKey != "" {
-		bearer, err := prisme.NewBearer(o.apiKey)
-		if err != nil {
-			fmt.Fprintf(stderr, "prisme-chat: -api-key: %v\n", err)
-			return 2
-		}
-		// Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
-		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(bearer.AllowingPlaintext()))
-	}
-	conn, err := prisme.NewClient(o.addr, security, dialOpts...)
-	if err != nil {
-		fmt.Fprintf(stderr, "prisme-chat: %v\n", err)
+	conn := o.connect(stderr, dialOpts)
+	if conn == nil {
 		return 2
 	}
 	defer conn.Close()
-
-	ctx := context.Background()
-	if o.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-	}
-	ctx = metadata.NewOutgoingContext(ctx, outgoingMetadata(&o))
+	ctx, cancel := o.callContext()
+	defer cancel()
 
 	client := llmgatewayv1.NewChatCompletionServiceClient(conn)
 	req := buildRequest(&o)
+	var err error
 	if o.stream {
 		err = callStream(ctx, client, req, &o, stdout, stderr)
 	} else {
@@ -170,7 +210,7 @@ func run(args []string, stdout, stderr io.Writer, dialOpts ...grpc.DialOption) i
 	return 0
 }
 
-func outgoingMetadata(o *options) metadata.MD {
+func outgoingMetadata(o *connFlags) metadata.MD {
 	md := metadata.MD{}
 	for _, kv := range o.metadata {
 		md.Append(kv[0], kv[1])
@@ -354,6 +394,11 @@ func printError(w io.Writer, err error) {
 		case *errdetails.QuotaFailure:
 			for _, v := range d.GetViolations() {
 				fmt.Fprintf(w, "quota_failure: subject=%s description=%s\n", v.GetSubject(), v.GetDescription())
+			}
+		case *errdetails.PreconditionFailure:
+			for _, v := range d.GetViolations() {
+				fmt.Fprintf(w, "precondition_failure: type=%s subject=%s description=%s\n",
+					v.GetType(), v.GetSubject(), v.GetDescription())
 			}
 		case *errdetails.RequestInfo:
 			fmt.Fprintf(w, "request_info: request_id=%s\n", d.GetRequestId())

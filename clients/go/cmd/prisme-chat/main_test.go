@@ -106,9 +106,15 @@ func (f *fakeService) StreamChatCompletion(req *llmgatewayv1.CreateChatCompletio
 // startFake serves f on an in-memory listener and returns the dial option that reaches it.
 func startFake(t *testing.T, f *fakeService) grpc.DialOption {
 	t.Helper()
+	return serveInMemory(t, func(srv *grpc.Server) { llmgatewayv1.RegisterChatCompletionServiceServer(srv, f) })
+}
+
+// serveInMemory serves what register adds on an in-memory listener; the dial option reaches it.
+func serveInMemory(t *testing.T, register func(*grpc.Server)) grpc.DialOption {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
-	llmgatewayv1.RegisterChatCompletionServiceServer(srv, f)
+	register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from types import TracebackType
+from collections.abc import AsyncIterator
 
 import grpc
 
 from prisme.llmgateway.client._accumulator import StreamAccumulator
-from prisme.llmgateway.client._channel import (
-    DEFAULT,
-    Bearer,
-    CallMetadata,
-    CallSettings,
-    Default,
-    create_aio_channel,
-    normalize_metadata,
-)
+from prisme.llmgateway.client._base import AsyncClient
+from prisme.llmgateway.client._channel import DEFAULT, Bearer, CallMetadata, Default
 from prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 
@@ -69,54 +61,16 @@ class AsyncChatStream:
         return tuple(await self._call.trailing_metadata() or ())
 
 
-class AsyncChatClient:
+# The async stub type exists only in the .pyi: quoted.
+class AsyncChatClient(AsyncClient["pb_grpc.ChatCompletionServiceAsyncStub"]):
     """asyncio client of ChatCompletionService; the same settings as ChatClient.
 
     >>> async with AsyncChatClient.connect("127.0.0.1:50051", tls=False) as client:  # doctest: +SKIP
     ...     reply = await client.complete(request, timeout=30)
     """
 
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        secure: bool,
-        credentials: Bearer | None = None,
-        metadata: CallMetadata | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Wraps a channel you own; `secure` says whether it uses TLS (bearer tokens need it)."""
-        self._channel = channel
-        self._owned = False
-        self._stub = pb_grpc.ChatCompletionServiceStub(channel)  # typed as the async stub
-        self._settings = CallSettings(secure, credentials, normalize_metadata(metadata), timeout)
-
-    @classmethod
-    def connect(
-        cls,
-        target: str,
-        *,
-        tls: bool | grpc.ChannelCredentials,
-        credentials: Bearer | None = None,
-        metadata: CallMetadata | None = None,
-        timeout: float | None = None,
-        options: Iterable[tuple[str, int | str]] = (),
-    ) -> AsyncChatClient:
-        """Opens a channel (create_aio_channel: keepalive, round_robin) that close() closes."""
-        client = cls(
-            create_aio_channel(target, tls=tls, options=options),
-            secure=tls is not False,
-            credentials=credentials,
-            metadata=metadata,
-            timeout=timeout,
-        )
-        client._owned = True
-        return client
-
-    @property
-    def stub(self) -> pb_grpc.ChatCompletionServiceAsyncStub:
-        """The generated stub, for what this client does not wrap."""
-        return self._stub
+    def _new_stub(self, channel: grpc.aio.Channel) -> pb_grpc.ChatCompletionServiceAsyncStub:
+        return pb_grpc.ChatCompletionServiceStub(channel)  # typed as the async stub
 
     async def complete(
         self,
@@ -144,16 +98,3 @@ class AsyncChatClient:
             request, **self._settings.for_call(timeout, metadata, credentials)
         )
         return AsyncChatStream(call)
-
-    async def close(self) -> None:
-        """Closes the channel if connect() opened it."""
-        if self._owned:
-            await self._channel.close(grace=None)
-
-    async def __aenter__(self) -> AsyncChatClient:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from types import TracebackType
+from collections.abc import Iterator
 
 import grpc
 
 from prisme.llmgateway.client._accumulator import StreamAccumulator
-from prisme.llmgateway.client._channel import (
-    DEFAULT,
-    Bearer,
-    CallMetadata,
-    CallSettings,
-    Default,
-    create_channel,
-    normalize_metadata,
-)
+from prisme.llmgateway.client._base import SyncClient
+from prisme.llmgateway.client._channel import DEFAULT, Bearer, CallMetadata, Default
 from prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 
@@ -67,58 +59,17 @@ class ChatStream:
         return tuple(self._call.trailing_metadata() or ())
 
 
-class ChatClient:
+class ChatClient(SyncClient[pb_grpc.ChatCompletionServiceStub]):
     """Blocking client of ChatCompletionService.
 
     >>> with ChatClient.connect("127.0.0.1:50051", tls=False) as client:  # doctest: +SKIP
     ...     reply = client.complete(request, timeout=30)
 
-    Client-wide `credentials`, `metadata` and `timeout` (seconds, None = no deadline) apply to every call;
-    each call can add metadata and replace the credentials and the timeout.
+    Settings, connect() and close(): SyncClient.
     """
 
-    def __init__(
-        self,
-        channel: grpc.Channel,
-        *,
-        secure: bool,
-        credentials: Bearer | None = None,
-        metadata: CallMetadata | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Wraps a channel you own; `secure` says whether it uses TLS (bearer tokens need it)."""
-        self._channel = channel
-        self._owned = False
-        self._stub = pb_grpc.ChatCompletionServiceStub(channel)
-        self._settings = CallSettings(secure, credentials, normalize_metadata(metadata), timeout)
-
-    @classmethod
-    def connect(
-        cls,
-        target: str,
-        *,
-        tls: bool | grpc.ChannelCredentials,
-        credentials: Bearer | None = None,
-        metadata: CallMetadata | None = None,
-        timeout: float | None = None,
-        options: Iterable[tuple[str, int | str]] = (),
-    ) -> ChatClient:
-        """Opens a channel (create_channel: keepalive, round_robin) that close() closes.
-        `target`: host:port, or dns:///name.namespace.svc:50051 for a headless Service."""
-        client = cls(
-            create_channel(target, tls=tls, options=options),
-            secure=tls is not False,
-            credentials=credentials,
-            metadata=metadata,
-            timeout=timeout,
-        )
-        client._owned = True
-        return client
-
-    @property
-    def stub(self) -> pb_grpc.ChatCompletionServiceStub:
-        """The generated stub, for what this client does not wrap."""
-        return self._stub
+    def _new_stub(self, channel: grpc.Channel) -> pb_grpc.ChatCompletionServiceStub:
+        return pb_grpc.ChatCompletionServiceStub(channel)
 
     def complete(
         self,
@@ -146,16 +97,3 @@ class ChatClient:
             request, **self._settings.for_call(timeout, metadata, credentials)
         )
         return ChatStream(call)
-
-    def close(self) -> None:
-        """Closes the channel if connect() opened it."""
-        if self._owned:
-            self._channel.close()
-
-    def __enter__(self) -> ChatClient:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -18,6 +18,7 @@ import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.Help;
 import com.google.rpc.LocalizedMessage;
+import com.google.rpc.PreconditionFailure;
 import com.google.rpc.QuotaFailure;
 import com.google.rpc.RequestInfo;
 import com.google.rpc.RetryInfo;
@@ -25,6 +26,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.Status;
 import io.grpc.protobuf.StatusProto;
+import io.grpc.stub.AbstractStub;
 import io.grpc.stub.MetadataUtils;
 import java.io.FileDescriptor;
 import java.io.FileOutputStream;
@@ -50,6 +52,8 @@ import java.util.function.Function;
  * java -jar target/prisme-chat.jar --addr 127.0.0.1:50051 --model gpt-4o --prompt "Say hello"
  * java -jar target/prisme-chat.jar --model gpt-4o --prompt "Count to 5" --stream --include-usage
  * java -jar target/prisme-chat.jar --model gpt-4o --prompt "Count to 5" --stream --accumulate --json
+ * java -jar target/prisme-chat.jar models --type embeddings --page-size 50     (see PrismeCatalogue)
+ * java -jar target/prisme-chat.jar embed --model text-embedding-3-small --input "Hi" --json
  * </pre>
  *
  * <p>Output contract:
@@ -72,6 +76,8 @@ public final class PrismeChat {
       String.join(
           "\n",
           "usage: prisme-chat --model MODEL --prompt TEXT [options]",
+          "       prisme-chat models [options]    (ModelService; prisme-chat models --help)",
+          "       prisme-chat embed --model MODEL --input TEXT [--input TEXT ...] [options]",
           "  --addr HOST:PORT      bridge address, any gRPC target (default 127.0.0.1:50051)",
           "  --model MODEL         model id as the gateway names it (required)",
           "  --prompt TEXT         user message to send (required)",
@@ -130,19 +136,47 @@ public final class PrismeChat {
   /** main without the process: returns the exit status. Tests pass an in-process channel factory. */
   static int run(
       String[] args, PrintStream out, PrintStream err, Function<Options, ManagedChannel> channels) {
+    if (args.length > 0 && PrismeCatalogue.handles(args[0])) {
+      return PrismeCatalogue.run(args, out, err, channels);
+    }
+    return execute(USAGE, () -> parse(args), (channel, o) -> chat(channel, o, out, err), out, err, channels);
+  }
+
+  /** Parses a command's arguments into its options. */
+  @FunctionalInterface
+  interface Parser {
+    Options parse() throws UsageException;
+  }
+
+  /** What a command does once its channel is open; an RPC failure is thrown. */
+  @FunctionalInterface
+  interface Body {
+    void call(ManagedChannel channel, Options o);
+  }
+
+  /**
+   * Runs a command: arguments (help: status 0, bad: 2 with the usage), the channel (bad address: 2), the
+   * calls (an RPC error is printed, status 1), then closes the channel.
+   */
+  static int execute(
+      String usage,
+      Parser parser,
+      Body body,
+      PrintStream out,
+      PrintStream err,
+      Function<Options, ManagedChannel> channels) {
     Options o;
     try {
-      o = parse(args);
+      o = parser.parse();
     } catch (UsageException e) {
       if (e.getMessage().isEmpty()) { // --help
-        out.println(USAGE);
+        out.println(usage);
         return 0;
       }
       err.println("prisme-chat: " + e.getMessage());
-      err.println(USAGE);
+      err.println(usage);
       return 2;
     }
-
     ManagedChannel channel;
     try {
       channel = channels.apply(o);
@@ -150,36 +184,8 @@ public final class PrismeChat {
       err.println("prisme-chat: " + e.getMessage());
       return 2;
     }
-    AtomicReference<Metadata> headers = new AtomicReference<>();
-    AtomicReference<Metadata> trailers = new AtomicReference<>();
     try {
-      ChatCompletionServiceGrpc.ChatCompletionServiceBlockingStub stub =
-          ChatCompletionServiceGrpc.newBlockingStub(channel)
-              .withInterceptors(
-                  MetadataUtils.newAttachHeadersInterceptor(outgoingMetadata(o)),
-                  MetadataUtils.newCaptureMetadataInterceptor(headers, trailers));
-      if (o.timeoutMs > 0) {
-        stub = stub.withDeadlineAfter(o.timeoutMs, TimeUnit.MILLISECONDS);
-      }
-      if (!o.apiKey.isEmpty()) {
-        // Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
-        stub = stub.withCallCredentials(BearerCredentials.of(o.apiKey).allowingPlaintext());
-      }
-      CreateChatCompletionRequest req = buildRequest(o);
-      try {
-        if (o.stream) {
-          callStream(stub, req, o, out, err, headers);
-        } else {
-          callUnary(stub, req, o, out, err);
-        }
-      } finally {
-        if (o.verbose) {
-          if (!o.stream || headers.get() != null) {
-            printMetadata(err, "header", headers.get());
-          }
-          printMetadata(err, "trailer", trailers.get());
-        }
-      }
+      body.call(channel, o);
       return 0;
     } catch (RuntimeException e) {
       printError(err, e);
@@ -194,67 +200,62 @@ public final class PrismeChat {
     }
   }
 
+  private static void chat(ManagedChannel channel, Options o, PrintStream out, PrintStream err) {
+    AtomicReference<Metadata> headers = new AtomicReference<>();
+    AtomicReference<Metadata> trailers = new AtomicReference<>();
+    ChatCompletionServiceGrpc.ChatCompletionServiceBlockingStub stub =
+        prepare(ChatCompletionServiceGrpc.newBlockingStub(channel), o, headers, trailers);
+    CreateChatCompletionRequest req = buildRequest(o);
+    try {
+      if (o.stream) {
+        callStream(stub, req, o, out, err, headers);
+      } else {
+        callUnary(stub, req, o, out, err);
+      }
+    } finally {
+      if (o.verbose) {
+        if (!o.stream || headers.get() != null) {
+          printMetadata(err, "header", headers.get());
+        }
+        printMetadata(err, "trailer", trailers.get());
+      }
+    }
+  }
+
+  /**
+   * A stub for one call (its deadline starts now): the options' metadata, deadline and credentials, the
+   * response headers and trailers captured into {@code headers} and {@code trailers}.
+   */
+  static <S extends AbstractStub<S>> S prepare(
+      S stub, Options o, AtomicReference<Metadata> headers, AtomicReference<Metadata> trailers) {
+    S prepared =
+        stub.withInterceptors(
+            MetadataUtils.newAttachHeadersInterceptor(outgoingMetadata(o)),
+            MetadataUtils.newCaptureMetadataInterceptor(headers, trailers));
+    if (o.timeoutMs > 0) {
+      prepared = prepared.withDeadlineAfter(o.timeoutMs, TimeUnit.MILLISECONDS);
+    }
+    if (!o.apiKey.isEmpty()) {
+      // Plaintext is this command's documented default (loopback, a mesh): the key goes either way.
+      prepared = prepared.withCallCredentials(BearerCredentials.of(o.apiKey).allowingPlaintext());
+    }
+    return prepared;
+  }
+
   static Options parse(String[] args) throws UsageException {
     Options o = new Options();
-    for (int i = 0; i < args.length; i++) {
-      String arg = args[i];
-      String name = arg;
-      String inline = null;
-      int eq = arg.indexOf('=');
-      if (arg.startsWith("--") && eq > 0) {
-        name = arg.substring(0, eq);
-        inline = arg.substring(eq + 1);
+    Args a = new Args(args, 0);
+    while (a.next()) {
+      if (common(o, a)) {
+        continue;
       }
-      switch (name) {
-        case "-h", "--help" -> throw new UsageException("");
-        case "--stream" -> o.stream = flag(name, inline);
-        case "--accumulate" -> o.accumulate = flag(name, inline);
-        case "--include-usage" -> o.includeUsage = flag(name, inline);
-        case "--json" -> o.json = flag(name, inline);
-        case "--tls" -> o.tls = flag(name, inline);
-        case "-v", "--verbose" -> o.verbose = flag(name, inline);
-        case "--addr", "--model", "--prompt", "--timeout-ms", "--api-key", "--metadata" -> {
-          String value = inline;
-          if (value == null) {
-            if (i + 1 >= args.length) {
-              throw new UsageException(name + " needs a value");
-            }
-            value = args[++i];
-          }
-          switch (name) {
-            case "--addr" -> o.addr = value;
-            case "--model" -> o.model = value;
-            case "--prompt" -> o.prompt = value;
-            case "--api-key" -> {
-              if (value.isEmpty() || value.contains("\n") || value.contains("\r")) {
-                throw new UsageException("--api-key must be non-empty and on one line");
-              }
-              o.apiKey = value;
-            }
-            case "--timeout-ms" -> {
-              try {
-                o.timeoutMs = Long.parseLong(value);
-              } catch (NumberFormatException e) {
-                throw new UsageException("--timeout-ms wants milliseconds, got '" + value + "'");
-              }
-              if (o.timeoutMs < 0) {
-                throw new UsageException("--timeout-ms must not be negative");
-              }
-            }
-            default -> { // --metadata
-              int at = value.indexOf('=');
-              if (at <= 0) {
-                throw new UsageException("--metadata wants key=value, got '" + value + "'");
-              }
-              String key = value.substring(0, at).toLowerCase(java.util.Locale.ROOT);
-              if (!key.matches("[0-9a-z_.-]+")) {
-                throw new UsageException("--metadata key '" + key + "' is not a valid gRPC metadata key");
-              }
-              o.metadata.add(new String[] {key, value.substring(at + 1)});
-            }
-          }
-        }
-        default -> throw new UsageException("unknown argument '" + arg + "'");
+      switch (a.name) {
+        case "--stream" -> o.stream = a.flag();
+        case "--accumulate" -> o.accumulate = a.flag();
+        case "--include-usage" -> o.includeUsage = a.flag();
+        case "--model" -> o.model = a.value();
+        case "--prompt" -> o.prompt = a.value();
+        default -> throw a.unknown();
       }
     }
     if (o.model.isEmpty() || o.prompt.isEmpty()) {
@@ -266,7 +267,102 @@ public final class PrismeChat {
     return o;
   }
 
-  private static boolean flag(String name, String inline) throws UsageException {
+  /** A cursor over the command line: {@code --name value}, {@code --name=value} and flags. */
+  static final class Args {
+    private final String[] args;
+    private int i;
+    private String arg;
+    String name;
+    private String inline;
+
+    Args(String[] args, int from) {
+      this.args = args;
+      this.i = from;
+    }
+
+    /** Moves to the next argument; false at the end. */
+    boolean next() {
+      if (i >= args.length) {
+        return false;
+      }
+      arg = args[i++];
+      name = arg;
+      inline = null;
+      int eq = arg.indexOf('=');
+      if (arg.startsWith("--") && eq > 0) {
+        name = arg.substring(0, eq);
+        inline = arg.substring(eq + 1);
+      }
+      return true;
+    }
+
+    /** The option's value: after "=", else the next argument. */
+    String value() throws UsageException {
+      if (inline != null) {
+        return inline;
+      }
+      if (i >= args.length) {
+        throw new UsageException(name + " needs a value");
+      }
+      return args[i++];
+    }
+
+    /** The flag's value: true, or "=true" / "=false". */
+    boolean flag() throws UsageException {
+      return PrismeChat.flag(name, inline);
+    }
+
+    UsageException unknown() {
+      return new UsageException("unknown argument '" + arg + "'");
+    }
+  }
+
+  /** Applies an option every command takes (address, credentials, metadata, output); false if not one. */
+  static boolean common(Options o, Args a) throws UsageException {
+    switch (a.name) {
+      case "-h", "--help" -> throw new UsageException("");
+      case "--json" -> o.json = a.flag();
+      case "--tls" -> o.tls = a.flag();
+      case "-v", "--verbose" -> o.verbose = a.flag();
+      case "--addr" -> o.addr = a.value();
+      case "--api-key" -> {
+        String value = a.value();
+        if (value.isEmpty() || value.contains("\n") || value.contains("\r")) {
+          throw new UsageException("--api-key must be non-empty and on one line");
+        }
+        o.apiKey = value;
+      }
+      case "--timeout-ms" -> {
+        String value = a.value();
+        try {
+          o.timeoutMs = Long.parseLong(value);
+        } catch (NumberFormatException e) {
+          throw new UsageException("--timeout-ms wants milliseconds, got '" + value + "'");
+        }
+        if (o.timeoutMs < 0) {
+          throw new UsageException("--timeout-ms must not be negative");
+        }
+      }
+      case "--metadata" -> {
+        String value = a.value();
+        int at = value.indexOf('=');
+        if (at <= 0) {
+          throw new UsageException("--metadata wants key=value, got '" + value + "'");
+        }
+        String key = value.substring(0, at).toLowerCase(java.util.Locale.ROOT);
+        if (!key.matches("[0-9a-z_.-]+")) {
+          throw new UsageException("--metadata key '" + key + "' is not a valid gRPC metadata key");
+        }
+        o.metadata.add(new String[] {key, value.substring(at + 1)});
+      }
+      default -> {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  static boolean flag(String name, String inline) throws UsageException {
     if (inline == null || inline.equals("true")) {
       return true;
     }
@@ -470,6 +566,12 @@ public final class PrismeChat {
     } else if (any.is(QuotaFailure.class)) {
       for (QuotaFailure.Violation v : any.unpack(QuotaFailure.class).getViolationsList()) {
         err.println("quota_failure: subject=" + v.getSubject() + " description=" + v.getDescription());
+      }
+    } else if (any.is(PreconditionFailure.class)) {
+      for (PreconditionFailure.Violation v : any.unpack(PreconditionFailure.class).getViolationsList()) {
+        err.println(
+            "precondition_failure: type=" + v.getType() + " subject=" + v.getSubject()
+                + " description=" + v.getDescription());
       }
     } else if (any.is(RequestInfo.class)) {
       err.println("request_info: request_id=" + any.unpack(RequestInfo.class).getRequestId());

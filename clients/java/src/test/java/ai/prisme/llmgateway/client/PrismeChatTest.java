@@ -179,15 +179,8 @@ class PrismeChatTest {
             .addService(ServerInterceptors.intercept(fake, new MetadataInterceptor()))
             .build()
             .start());
-    ByteArrayOutputStream out = new ByteArrayOutputStream();
-    ByteArrayOutputStream err = new ByteArrayOutputStream();
-    int code =
-        PrismeChat.run(
-            args,
-            new PrintStream(out, true, StandardCharsets.UTF_8),
-            new PrintStream(err, true, StandardCharsets.UTF_8),
-            o -> InProcessChannelBuilder.forName(name).build());
-    return new Result(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    CliRun r = CliRun.of(o -> InProcessChannelBuilder.forName(name).build(), args);
+    return new Result(r.code(), r.out(), r.err());
   }
 
   private static StatusRuntimeException detailedError() {

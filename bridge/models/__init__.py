@@ -1,0 +1,2 @@
+"""The model catalogue service: paging (`paging`), conversion (`convert`), validation (`validation`) and the
+servicer (`service`)."""

@@ -1,0 +1,76 @@
+"""What a unary servicer does around its one upstream JSON request: the caller's metadata becomes the
+request's headers (`HeaderPolicy`: auth, forwarded ids), the call's deadline bounds it, the reply's headers
+worth returning become initial metadata, the upstream's facts (status, correlation id, duration, usage) are
+reported to the call being served for metrics and logs, and a reply of the wrong shape becomes a protocol
+error (INTERNAL, UPSTREAM_INVALID_RESPONSE, with the upstream's correlation id). Errors are raised, never
+mapped by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bridge.errors import Reason
+from bridge.http.client import HttpClient, JSONObject, JsonReply
+from bridge.jsonproto import ReplyShapeError
+from bridge.rpc.call import Context, deadline_of, this_call
+from bridge.upstream.headers import HeaderPolicy, correlation_id
+from bridge.upstream.usage import usage_of
+
+__all__ = ["UnaryJsonService", "UpstreamCaller"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCaller:
+    """The upstream client and header policy a servicer calls the upstream with."""
+
+    upstream: HttpClient
+    headers: HeaderPolicy
+
+    async def call(
+        self,
+        context: Context,
+        method: str,
+        path: str,
+        *,
+        body: JSONObject | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> JsonReply:
+        """`method` `{upstream}{path}` on behalf of the call `context` serves; its headers are sent back."""
+        served = this_call()
+        with served.upstream_request():
+            reply = await self.upstream.request_json(
+                method,
+                path,
+                body=body,
+                query=query,
+                headers=self.headers.request_headers(context.invocation_metadata() or ()),
+                deadline=deadline_of(context),
+            )
+        served.upstream_replied(reply.status, correlation_id(reply.headers))
+        usage = usage_of(reply.body)
+        if usage is not None:
+            served.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.cost)
+        await context.send_initial_metadata(self.headers.reply_metadata(reply.headers))
+        return reply
+
+    def read(self, reply: JsonReply, read: Callable[[JSONObject], _T]) -> _T:
+        """`read(reply.body)`; a ReplyShapeError becomes the upstream's protocol error."""
+        try:
+            return read(reply.body)
+        except ReplyShapeError as exc:
+            raise self.upstream.protocol_error(
+                str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers
+            ) from None
+
+
+class UnaryJsonService:
+    """Base of a servicer whose RPCs are each one upstream JSON request (ModelService, EmbeddingService):
+    `self._upstream` is its caller; one instance per server, sharing the upstream client."""
+
+    def __init__(self, upstream: HttpClient, headers: HeaderPolicy) -> None:
+        self._upstream = UpstreamCaller(upstream, headers)
