@@ -957,7 +957,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--capacity-concurrency",
         type=int,
         nargs="*",
-        help="concurrencies of the --workers 2 capacity sweep (default 16 32 64, quick none; none: skip)",
+        help="concurrencies of the --workers 2 capacity sweep (default 4 8 16 32, quick none; none: skip)",
     )
     parser.add_argument(
         "--idle-streams",
@@ -1001,7 +1001,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.concurrency = args.concurrency or [1, 32]
     args.stream_concurrency = args.stream_concurrency or [16]
     if args.capacity_concurrency is None:
-        args.capacity_concurrency = [] if quick else [16, 32, 64]
+        args.capacity_concurrency = [] if quick else [4, 8, 16, 32]
     if args.idle_streams is None:
         args.idle_streams = 200 if quick else 1000
     goal = GOAL_TARGET if GOAL_TARGET in args.targets else args.targets[-1]
