@@ -32,9 +32,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
-from bridge.http.transport import TransportName
+from bridge.http.transport import DEFAULT_TRANSPORT, TransportName, unsupported
 from bridge.upstream.headers import check_returned_header
 
 __all__ = [
@@ -187,9 +188,10 @@ class UpstreamSettings(_Group):
         description="upstream connection pool size (= concurrent streams)",
     )
     transport: TransportName = Field(
-        "aiohttp",
+        DEFAULT_TRANSPORT,
         alias="upstream_transport",
-        description="HTTP transport under the httpx client (aiohttp is faster; docs/PERFORMANCE.md)",
+        description="upstream HTTP client: aiohttp-direct (aiohttp), aiohttp (httpx over aiohttp), httpx "
+        "(httpx over httpcore), pyreqwest (Rust reqwest); docs/PERFORMANCE.md",
     )
     max_event_bytes: int = Field(
         DEFAULT_MAX_BYTES,
@@ -378,6 +380,12 @@ class LifecycleSettings(_Group):
     workers: int = Field(
         1, ge=1, le=64, alias="workers", description="processes sharing the port (SO_REUSEPORT), one per core"
     )
+    event_loop: EventLoopName = Field(
+        DEFAULT_EVENT_LOOP,
+        alias="event_loop",
+        description="asyncio event loop implementation: uvloop (libuv, faster) or asyncio (the standard "
+        "library's)",
+    )
     drain_delay: float = Field(
         0.0,
         ge=0,
@@ -552,6 +560,13 @@ class ServeSettings(CommandSettings):
             raise ValueError(
                 "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
                 "every upstream request would go without credentials"
+            )
+        transport = self.upstream.transport
+        why = unsupported(transport, ca_file=self.upstream_tls.ca_file)
+        if why is not None:
+            raise ValueError(
+                f"--upstream-transport {transport} cannot be used with --upstream-ca-file: {why}; "
+                "choose another transport"
             )
         if _same_address(self.server.listen, self.upstream.url):
             raise ValueError(

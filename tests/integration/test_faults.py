@@ -15,7 +15,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
-from tests.helpers import call_failing, chat_request, collect, free_port, status_details, wait_all_ended
+from tests.helpers import (
+    call_failing,
+    chat_request,
+    collect,
+    every_transport,
+    free_port,
+    status_details,
+    wait_all_ended,
+)
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -34,12 +45,11 @@ async def _assert_live(channel: grpc.aio.Channel) -> None:
 # ------------------------------------------------------------------------ nothing received is lost
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-async def test_chunks_sent_just_before_a_reset_are_all_delivered(start_bridge, transport: str) -> None:
+async def test_chunks_sent_just_before_a_reset_are_all_delivered(start_bridge) -> None:
     """The mock sends a role chunk and ten word chunks, then resets the connection at once: every stream
     gets all eleven chunks, in order, before its UNAVAILABLE (aiohttp's reader used to raise first and drop
     what it had buffered: most streams lost all of their chunks)."""
-    bridge: GrpcServer = await start_bridge(upstream_transport=transport)
+    bridge: GrpcServer = await start_bridge()
     request = chat_request(model="reset", text="".join(WORDS).strip())
 
     async def one(stub: pb_grpc.ChatCompletionServiceStub) -> None:
