@@ -80,7 +80,7 @@ class Target:
 
 # Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transport.TransportName,
 # bridge.settings); the bench itself does not import them so it can run against older commits.
-TRANSPORTS = ("aiohttp", "httpx", "aiohttp-native", "pyreqwest")
+TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx", "pyreqwest")
 LOOPS = ("asyncio", "uvloop")
 FIXED = {
     t.key: t
