@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -80,7 +81,7 @@ class Target:
 
 # Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transport.TransportName,
 # bridge.settings); the bench itself does not import them so it can run against older commits.
-TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx", "pyreqwest")
+TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx")
 LOOPS = ("asyncio", "uvloop")
 FIXED = {
     t.key: t
@@ -519,6 +520,9 @@ def measure_capacity(bench: Bench, gen: Generators) -> list[dict[str, Any]]:
     return results
 
 
+IDLE_OPEN_TIMEOUT_S = 120.0
+
+
 def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
     """RSS per idle open stream: a fresh bridge, warmed by the readiness check's calls, then `streams`
     streams held open (bench/idle_streams.py) while the upstream is silent; (RSS open - RSS before) / n."""
@@ -536,7 +540,8 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
         )  # fmt: skip
         assert holder.stdout is not None
         assert holder.stdin is not None
-        line = holder.stdout.readline().strip()
+        ready, _, _ = select.select([holder.stdout], [], [], IDLE_OPEN_TIMEOUT_S)
+        line = holder.stdout.readline().strip() if ready else "(no answer within the timeout)"
         if line != f"open {streams}":
             holder.kill()
             raise RuntimeError(f"idle streams did not open: {line!r} {holder.communicate()[1][-2000:]}")
@@ -645,7 +650,9 @@ def compute_goals(results: list[dict[str, Any]], settings: dict[str, Any], targe
     unary, floor_unary = find(target, "unary", unary_c), find("echo", "unary", unary_c)
     stream, floor_stream = find(target, "stream", stream_c), find("echo", "stream", stream_c)
     one, floor_one = find(target, "unary", 1), find("echo", "unary", 1)
-    idle = next((r for r in results if r["rpc"] == "idle" and r["target"] == target), None)
+    idle = next(
+        (r for r in results if r["rpc"] == "idle" and r["target"] == target and "error" not in r), None
+    )
     capacity = [
         r for r in results
         if r["target"] == WORKERS_TARGET and r["latency_ms"]["p99"] <= CAPACITY_P99_MS and not r["errors"]
@@ -725,7 +732,7 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
     v, m = meta["versions"], meta["machine"]
     lines.append(
         f"{m['nproc']} cores ({m['cpu_model']}), Python {v['python']}, grpcio {v['grpcio']}, "
-        + ", ".join(f"{name} {v[name]}" for name in ("httpx", "aiohttp", "uvloop", "orjson", "pyreqwest")
+        + ", ".join(f"{name} {v[name]}" for name in ("httpx", "aiohttp", "uvloop", "orjson")
                     if v.get(name, "-") != "-")
         + f"; {s['duration_s']:g} s per point after {s['warmup_s']:g} s warm-up"
     )  # fmt: skip
@@ -762,7 +769,7 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
             f"Capacity: unary, --workers 2, min(c, 16) connections (p99 goal {CAPACITY_P99_MS:g} ms)"
         )
         lines += _unary_rows(results, capacity)
-    idle = [r for r in results if r["rpc"] == "idle"]
+    idle = [r for r in results if r["rpc"] == "idle" and "error" not in r]
     if idle:
         lines.append("")
         lines.append("Idle streams: RSS of a fresh bridge with N streams open and the upstream silent")
@@ -896,7 +903,6 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
                     "httpx-aiohttp",
                     "uvloop",
                     "orjson",
-                    "pyreqwest",
                 )
             },
             "go": go_version,
@@ -1059,8 +1065,12 @@ def main(argv: list[str] | None = None) -> int:
             bench.stop(key)  # idle from now on; the servers of the next points are started fresh
         if args.capacity_concurrency:
             results += measure_capacity(bench, gen)
-        if args.idle_streams > 0:
-            results += [measure_idle(bench, key, args.idle_streams) for key in args.idle_targets]
+        for key in args.idle_targets if args.idle_streams > 0 else []:
+            try:
+                results.append(measure_idle(bench, key, args.idle_streams))
+            except RuntimeError as exc:  # recorded, and the run's other results still written
+                print(f"  idle   {key}: {exc}", file=sys.stderr)
+                results.append({"target": key, "rpc": "idle", "c": args.idle_streams, "error": str(exc)})
     meta["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["quiet_waited_s"] = round(bench.waited, 1)

@@ -14,7 +14,7 @@ from typing import Any, Final, Literal, TypeVar
 __all__ = ["DEFAULT_EVENT_LOOP", "EventLoopName", "run"]
 
 EventLoopName = Literal["uvloop", "asyncio"]
-DEFAULT_EVENT_LOOP: Final[EventLoopName] = "asyncio"
+DEFAULT_EVENT_LOOP: Final[EventLoopName] = "uvloop"
 _T = TypeVar("_T")
 
 

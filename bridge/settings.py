@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
-from bridge.http.transport import DEFAULT_TRANSPORT, TransportName, unsupported
+from bridge.http.transport import DEFAULT_TRANSPORT, TransportName
 from bridge.upstream.headers import check_returned_header
 
 __all__ = [
@@ -190,8 +190,8 @@ class UpstreamSettings(_Group):
     transport: TransportName = Field(
         DEFAULT_TRANSPORT,
         alias="upstream_transport",
-        description="upstream HTTP client: aiohttp-direct (aiohttp), aiohttp (httpx over aiohttp), httpx "
-        "(httpx over httpcore), pyreqwest (Rust reqwest); docs/PERFORMANCE.md",
+        description="upstream HTTP client: aiohttp-direct (aiohttp's own API, the fastest), aiohttp (the "
+        "httpx API over aiohttp) or httpx (the httpx API over httpcore); docs/PERFORMANCE.md",
     )
     max_event_bytes: int = Field(
         DEFAULT_MAX_BYTES,
@@ -560,13 +560,6 @@ class ServeSettings(CommandSettings):
             raise ValueError(
                 "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
                 "every upstream request would go without credentials"
-            )
-        transport = self.upstream.transport
-        why = unsupported(transport, ca_file=self.upstream_tls.ca_file)
-        if why is not None:
-            raise ValueError(
-                f"--upstream-transport {transport} cannot be used with --upstream-ca-file: {why}; "
-                "choose another transport"
             )
         if _same_address(self.server.listen, self.upstream.url):
             raise ValueError(

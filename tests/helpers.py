@@ -32,12 +32,10 @@ from grpc_status import rpc_status
 
 from bridge.errors import BridgeError, UpstreamHTTPError
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.http.transport import TRANSPORT_NAMES, unsupported
+from bridge.http.transport import TRANSPORT_NAMES
 from bridge.upstream.errors import error_from_http_response, error_from_stream_event
 
 TRANSPORTS = TRANSPORT_NAMES  # every --upstream-transport
-# Those that can trust a private CA alone (--upstream-ca-file); the others refuse it at startup.
-CA_FILE_TRANSPORTS = tuple(name for name in TRANSPORTS if unsupported(name, ca_file="ca.pem") is None)
 
 
 def every_transport(transports: tuple[str, ...] = TRANSPORTS) -> Any:

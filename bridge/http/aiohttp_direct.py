@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from typing import Final
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
 
 from bridge.errors import BridgeError
 from bridge.http.transport import LARGE_BODY, USER_AGENT, TransportSettings, body_pieces, tls_context
@@ -35,7 +34,7 @@ class _AiohttpResponse:
     def __init__(self, reply: aiohttp.ClientResponse) -> None:
         self._reply = reply
         self.status = reply.status
-        self.headers: CIMultiDictProxy[str] = reply.headers
+        self.headers: Mapping[str, str] = reply.headers  # case-insensitive
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._reply.content
@@ -111,11 +110,13 @@ class AiohttpDirectTransport:
             await self._session.close()
 
 
-def _proxy(proxy: str | None) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+def _proxy(proxy: str | None) -> tuple[str | None, aiohttp.BasicAuth | None]:
     """The proxy URL without its credentials, and those credentials as Basic auth (aiohttp wants them
     apart)."""
     if proxy is None:
         return None, None
-    url = URL(proxy)
-    auth = aiohttp.BasicAuth(url.user or "", url.password or "") if url.user else None
-    return url.with_user(None), auth
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return proxy, None
+    auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(), auth

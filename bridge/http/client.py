@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -20,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import grpc
 
-from bridge import errors
+from bridge import errors, jsoncodec
 from bridge.errors import Reason
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
@@ -227,7 +226,7 @@ class HttpClient:
 
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
         try:
-            doc = json.loads(raw)
+            doc = jsoncodec.loads(raw)
         except UnicodeDecodeError:  # JSON is UTF-8 (RFC 8259): a reply that is not is not guessed at
             raise self.protocol_error(
                 "reply is not valid UTF-8", Reason.UPSTREAM_INVALID_RESPONSE, headers
@@ -287,7 +286,15 @@ class EventStream:
         decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
         chunks = self._response.chunks()
         while (raw := await self._next_read(chunks)) is not None:
-            yield self._decode(decoder, raw)
+            try:
+                events = decoder.feed(raw)
+            except SSEEventTooLarge as exc:
+                if exc.events:  # complete before the oversized one: delivered first
+                    yield exc.events
+                raise self.protocol_error(
+                    str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
+                ) from None
+            yield events
         self.ended_mid_event = not decoder.finish()
 
     def protocol_error(
@@ -310,14 +317,6 @@ class EventStream:
                 return await anext(chunks, None)
         except self._failures.caught as exc:
             raise self._failures.error(exc, deadline_passed=timeout.expired()) from exc
-
-    def _decode(self, decoder: SSEDecoder, raw: bytes) -> list[ServerSentEvent]:
-        try:
-            return decoder.feed(raw)
-        except SSEEventTooLarge as exc:
-            raise self.protocol_error(
-                str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
-            ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +366,7 @@ class _Request:
     def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
         if body is None:
             return cls(method, path, headers, None)
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = jsoncodec.dumps(body)
         return cls(method, path, {**headers, **_JSON_HEADERS}, content)
 
 

@@ -41,11 +41,13 @@ class SSEError(Exception):
 
 
 class SSEEventTooLarge(SSEError):  # noqa: N818 - public name agreed for the stream layer
-    """A line or an event's data grew past ``max_event_bytes``."""
+    """A line or an event's data grew past ``max_event_bytes``. ``events``: those the same chunk completed
+    before it (nothing received is lost: the caller delivers them, then fails)."""
 
     def __init__(self, what: str, limit: int) -> None:
         super().__init__(f"SSE {what} exceeds max_event_bytes={limit}")
         self.limit = limit
+        self.events: list[ServerSentEvent] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +125,18 @@ class SSEDecoder:
             return []
         events: list[ServerSentEvent] = []
         start = 0
-        for match in _LINE_END.finditer(buf, scan_from):
-            event = self._process_line(buf[start : match.start()])
-            if event is not None:
-                events.append(event)
-            start = match.end()
-        self._after_cr = buf.endswith(b"\r")
-        del buf[:start]
-        self._check_line(len(buf))
+        try:
+            for match in _LINE_END.finditer(buf, scan_from):
+                event = self._process_line(buf[start : match.start()])
+                if event is not None:
+                    events.append(event)
+                start = match.end()
+            self._after_cr = buf.endswith(b"\r")
+            del buf[:start]
+            self._check_line(len(buf))
+        except SSEEventTooLarge as exc:
+            exc.events = events
+            raise
         return events
 
     def finish(self) -> bool:

@@ -2,14 +2,12 @@
 
 `HttpClient` speaks to a `Transport`, chosen by `--upstream-transport` (`build_transport`):
 
-  aiohttp-direct  aiohttp's client called directly (bridge.http.aiohttp_direct)
-  aiohttp         the httpx client API over aiohttp (httpx-aiohttp); the default
+  aiohttp-direct  aiohttp's client called directly (bridge.http.aiohttp_direct); the default, the fastest
+  aiohttp         the httpx client API over aiohttp (httpx-aiohttp)
   httpx           the httpx client API over httpx's own httpcore
-  pyreqwest       pyreqwest, a Rust (reqwest/hyper) client (bridge.http.pyreqwest_transport)
 
 A transport owns its connection pool, its TLS settings and the map of its own exceptions to bridge errors,
-so another HTTP library plugs in here without touching the client. A setting a transport cannot honour is
-refused when the settings are read (`unsupported`), never ignored.
+so another HTTP library plugs in here without touching the client (docs/PERFORMANCE.md compares them).
 """
 
 from __future__ import annotations
@@ -46,12 +44,11 @@ __all__ = [
     "build_transport",
     "proxy_for",
     "tls_context",
-    "unsupported",
 ]
 
-TransportName = Literal["aiohttp-direct", "aiohttp", "httpx", "pyreqwest"]
+TransportName = Literal["aiohttp-direct", "aiohttp", "httpx"]
 TRANSPORT_NAMES: Final[tuple[TransportName, ...]] = get_args(TransportName)
-DEFAULT_TRANSPORT: Final[TransportName] = "aiohttp"
+DEFAULT_TRANSPORT: Final[TransportName] = "aiohttp-direct"
 USER_AGENT: Final = "prisme-grpc-bridge"
 
 
@@ -309,27 +306,4 @@ def build_transport(settings: TransportSettings) -> Transport:
         from bridge.http.aiohttp_direct import AiohttpDirectTransport
 
         return AiohttpDirectTransport(settings)
-    if settings.name == "pyreqwest":
-        from bridge.http.pyreqwest_transport import PyreqwestTransport
-
-        return PyreqwestTransport(settings)
     return HttpxTransport(settings)
-
-
-# Settings a transport cannot honour, by transport: (setting, why). Checked when the settings are read.
-_UNSUPPORTED: Final[Mapping[TransportName, tuple[tuple[str, str], ...]]] = {
-    "pyreqwest": (
-        (
-            "ca_file",
-            "it always trusts the public CAs too, so it cannot restrict trust to --upstream-ca-file",
-        ),
-    ),
-}
-
-
-def unsupported(name: TransportName, **settings: object) -> str | None:
-    """Why transport `name` cannot run with the given settings (set ones: not None nor False), or None."""
-    for setting, why in _UNSUPPORTED.get(name, ()):
-        if settings.get(setting) not in (None, False):
-            return why
-    return None

@@ -34,16 +34,7 @@ from bridge.errors import (
 from bridge.http.status import grpc_code_for_http_status
 from bridge.redaction import clean, clean_optional
 
-__all__ = [
-    "CAUGHT_EXCEPTIONS",
-    "ERRNO_CAUSES",
-    "EXCEPTION_MAP",
-    "Target",
-    "describe_cause",
-    "error_from_transport_exception",
-    "lookup",
-    "target_of",
-]
+__all__ = ["CAUGHT_EXCEPTIONS", "EXCEPTION_MAP", "describe_cause", "error_from_transport_exception"]
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +43,13 @@ Code = grpc.StatusCode
 # own map lets through unmapped.
 CAUGHT_EXCEPTIONS: Final = (httpx.HTTPError, aiohttp.ClientError, OSError)
 
-Target = tuple[type[BridgeError], grpc.StatusCode, Reason, str]
+_Target = tuple[type[BridgeError], grpc.StatusCode, Reason, str]
 # The common (error class, code, reason) of the table's entries.
 _BUG: Final = (BridgeError, Code.INTERNAL, Reason.INTERNAL)  # the bridge misused its HTTP library
 _LOST: Final = (UpstreamUnavailableError, Code.UNAVAILABLE, Reason.UPSTREAM_CONNECTION_LOST)
 _UNREACHABLE: Final = (UpstreamUnavailableError, Code.UNAVAILABLE, Reason.UPSTREAM_UNREACHABLE)
 _SILENT: Final = (UpstreamTimeoutError, Code.DEADLINE_EXCEEDED, Reason.UPSTREAM_TIMEOUT)
 _GARBLED: Final = (UpstreamProtocolError, Code.INTERNAL, Reason.UPSTREAM_INVALID_RESPONSE)
-_POOL: Final = (UpstreamUnavailableError, Code.UNAVAILABLE, Reason.UPSTREAM_POOL_EXHAUSTED)
-_KINDS: Final = {
-    "bug": _BUG,
-    "lost": _LOST,
-    "unreachable": _UNREACHABLE,
-    "silent": _SILENT,
-    "garbled": _GARBLED,
-    "pool": _POOL,
-}
-
-
-def target_of(kind: str, what: str) -> Target:
-    """A table entry of one of the common kinds (bug, lost, unreachable, silent, garbled, pool), for the
-    exception maps of other transports."""
-    return (*_KINDS[kind], what)
-
 
 # Exception type -> (error class, code, reason, what happened). The most specific type in the exception's MRO
 # wins.
@@ -82,7 +57,7 @@ def target_of(kind: str, what: str) -> Target:
 # timeout is the upstream going silent mid-request (for SSE: the gap between chunks): the bridge acts as a
 # gateway whose upstream timed out, which is HTTP 504 -> DEADLINE_EXCEEDED; unlike UNAVAILABLE it does not
 # make retry policies re-run a generation the upstream may still be producing (and billing).
-EXCEPTION_MAP: Final[Mapping[type[BaseException], Target]] = MappingProxyType(
+EXCEPTION_MAP: Final[Mapping[type[BaseException], _Target]] = MappingProxyType(
     {
         # --- httpx: every exception class it exports (a unit test checks that none is missing)
         httpx.HTTPError: (*_BUG, "upstream request failed"),
@@ -92,7 +67,12 @@ EXCEPTION_MAP: Final[Mapping[type[BaseException], Target]] = MappingProxyType(
         httpx.ConnectTimeout: (*_UNREACHABLE, "timed out connecting to upstream"),
         httpx.ReadTimeout: (*_SILENT, "timed out waiting for upstream data"),
         httpx.WriteTimeout: (*_SILENT, "timed out sending the request upstream"),
-        httpx.PoolTimeout: (*_POOL, "no upstream connection free in the pool"),
+        httpx.PoolTimeout: (
+            UpstreamUnavailableError,
+            Code.UNAVAILABLE,
+            Reason.UPSTREAM_POOL_EXHAUSTED,
+            "no upstream connection free in the pool",
+        ),
         httpx.NetworkError: (*_LOST, "upstream network error"),
         httpx.ConnectError: (*_UNREACHABLE, "could not connect to upstream"),
         httpx.ReadError: (*_LOST, "error reading from upstream"),
@@ -169,7 +149,7 @@ def error_from_transport_exception(
         code = grpc_code_for_http_status(status)
         message = f"upstream returned HTTP {status}"
         return UpstreamHTTPError(message, code=code, details=[info], http_status=status)
-    target = lookup(type(_witness(exc)))
+    target = _lookup(type(_witness(exc)))
     if target is None:
         return internal_error(f"internal error ({type(exc).__name__})")
     error_class, code, reason, what = target
@@ -188,13 +168,10 @@ def _witness(exc: BaseException) -> BaseException:
     return cause if isinstance(exc, httpx.HTTPError) and isinstance(cause, aiohttp.ClientError) else exc
 
 
-def lookup(
-    exc_type: type[BaseException], table: Mapping[type[BaseException], Target] = EXCEPTION_MAP
-) -> Target | None:
-    """The entry of `table` for the most specific type in `exc_type`'s MRO, or None."""
+def _lookup(exc_type: type[BaseException]) -> _Target | None:
     for cls in exc_type.__mro__:
-        if cls in table:
-            return table[cls]
+        if cls in EXCEPTION_MAP:
+            return EXCEPTION_MAP[cls]
     return None
 
 
@@ -210,7 +187,7 @@ _CAUSES: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
-ERRNO_CAUSES: Final = {
+_ERRNOS: Final = {
     errno.ECONNREFUSED: "connection refused",
     errno.ECONNRESET: "connection reset by peer",
     errno.ECONNABORTED: "connection aborted",
@@ -228,8 +205,8 @@ def describe_cause(exc: BaseException) -> str | None:
         if any(isinstance(link, cls) for link in chain):
             return text
     for link in chain:  # an OS error by its number (libraries wrap them: aiohttp's ClientOSError)
-        if isinstance(link, OSError) and link.errno in ERRNO_CAUSES:
-            return ERRNO_CAUSES[link.errno]
+        if isinstance(link, OSError) and link.errno in _ERRNOS:
+            return _ERRNOS[link.errno]
     for link in chain:  # another OS error: its own words
         if type(link) in _PLAIN_OS_ERRORS and isinstance(link, OSError) and link.strerror:
             return clean(link.strerror.lower())

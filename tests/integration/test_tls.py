@@ -20,7 +20,6 @@ from bridge.mock_gateway import start_mock_gateway
 from bridge.settings import ServeSettings
 from tests.conftest import BridgeFactory
 from tests.helpers import (
-    CA_FILE_TRANSPORTS,
     TRANSPORTS,
     CertificateAuthority,
     SecretVolume,
@@ -186,7 +185,7 @@ async def test_health_port_answers_plaintext_probes_beside_a_tls_listener(
 # --------------------------------------------------------------------------------------- the upstream
 
 
-@pytest.mark.parametrize("transport", CA_FILE_TRANSPORTS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_upstream_over_tls_with_a_private_ca(
     start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path, transport: str
 ) -> None:
@@ -201,7 +200,7 @@ async def test_upstream_over_tls_with_a_private_ca(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{trusting.port}") as channel:
             assert await _chat(channel, "private CA") == "private CA"
 
-        # The public CAs only (certifi's; the system's for pyreqwest)
+        # certifi's public CAs only
         untrusting = await start_bridge(upstream_url=gateway.base_url, upstream_transport=transport)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{untrusting.port}") as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
@@ -211,7 +210,7 @@ async def test_upstream_over_tls_with_a_private_ca(
     assert "certificate" in (raised.value.details() or "").lower()
 
 
-@pytest.mark.parametrize("transport", CA_FILE_TRANSPORTS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_upstream_mtls_with_a_client_certificate(
     start_bridge: BridgeFactory,
     server_ca: CertificateAuthority,
@@ -239,34 +238,6 @@ async def test_upstream_mtls_with_a_client_certificate(
         )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{anonymous.port}") as channel:
             assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
-
-
-@pytest.mark.parametrize("transport", [t for t in TRANSPORTS if t not in CA_FILE_TRANSPORTS])
-async def test_a_transport_that_cannot_trust_a_private_ca_alone_still_verifies_the_upstream(
-    start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path, transport: str
-) -> None:
-    cert, key = server_ca.write(tmp_path, "gateway")
-    async with await start_mock_gateway("127.0.0.1", 0, ssl_context=ssl_server_context(cert, key)) as gateway:
-        bridge = await start_bridge(upstream_url=gateway.base_url, upstream_transport=transport)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-            stub = pb_grpc.ChatCompletionServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.CreateChatCompletion(chat_request(), timeout=10)
-    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "certificate" in (raised.value.details() or "").lower()
-    assert not gateway.requests()
-
-
-@pytest.mark.parametrize("transport", [t for t in TRANSPORTS if t not in CA_FILE_TRANSPORTS])
-def test_a_transport_that_cannot_trust_a_private_ca_alone_refuses_a_ca_file_at_startup(
-    capsys: pytest.CaptureFixture[str], server_ca: CertificateAuthority, tmp_path: Path, transport: str
-) -> None:
-    ca_file = server_ca.write_pem(tmp_path / "ca.pem")
-    argv = ["serve", "--upstream-url", "https://127.0.0.1:9/v1", "--listen", "127.0.0.1:0"]
-    assert main([*argv, "--upstream-transport", transport, "--upstream-ca-file", str(ca_file)]) == 2
-    [line] = [text for text in capsys.readouterr().err.splitlines() if text.strip()]
-    assert line.startswith(f"prisme-bridge serve: error: --upstream-transport {transport} cannot be used ")
-    assert "--upstream-ca-file" in line
 
 
 def ssl_server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
