@@ -77,7 +77,7 @@ class AiohttpProxy(pb_grpc.ChatCompletionServiceServicer):
                     if event.data == _DONE:
                         return
                     error = errors.error_from_stream_event(
-                        event.data, event=event.event, domain="upstream", correlation_id=None
+                        event.data, event=event.event, host="upstream", correlation_id=None
                     )
                     if error is not None:
                         await context.abort(error.code, str(error))
