@@ -47,6 +47,8 @@ def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON of `obj`: the document `json.dumps(obj, ensure_ascii=False, separators=(",", ":"))`
     writes (float spellings aside)."""
     try:
-        return _dumps(obj)
+        # A copy to its size: orjson leaves its whole output buffer (4 KiB) allocated under a short bytes
+        # object, and a stream's request body is held for the stream's life (bench/idle_memory.py).
+        return memoryview(_dumps(obj)).tobytes()
     except _EncodeError:
         return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

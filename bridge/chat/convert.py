@@ -143,7 +143,7 @@ def _text_chunk(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse | No
         if value is not None:
             if type(value) is not str:
                 return None
-            fields[key] = proto_text(value)
+            fields[key] = value if value.isascii() else proto_text(value)
     created = obj.get("created")
     if created is not None:
         if type(created) is not int or not _INT64[0] <= created <= _INT64[1]:
@@ -183,7 +183,7 @@ def _add_text_choice(chunk: pb.StreamChatCompletionResponse, choice: JSON) -> bo
             if value is not None:
                 if type(value) is not str:
                     return False
-                texts[key] = proto_text(value)
+                texts[key] = value if value.isascii() else proto_text(value)
         fields["delta"] = pb.ChatCompletionDelta(**texts)  # type: ignore[arg-type]
     chunk.choices.add(**fields)
     return True
