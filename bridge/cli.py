@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Literal, get_args, get_origin
@@ -49,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "list_models", False):
         from bridge.mock_gateway import scripted_models
 
-        print(scripted_models())
-        return 0
+        return _print(scripted_models())
     model, _ = _COMMANDS[args.command]
     try:
         settings = load(model, vars(args))
@@ -71,6 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print(text: str) -> int:
+    """Prints `text`; a reader that stops early (`| head`) is not an error worth a traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again while flushing stdout at exit: point stdout at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -117,7 +127,12 @@ def default_text(field: FlatField) -> str:
     """ "required", "default: none" or "default: VALUE", as --help and the README say it."""
     if field.info.is_required():
         return "required"
-    return "default: none" if field.info.default is None else f"default: {field.info.default}"
+    return "default: none" if field.info.default is None else f"default: {_shown(field.info.default)}"
+
+
+def _shown(default: object) -> str:
+    """A default as a user types it: booleans as the `true`/`false` the flags take."""
+    return str(default).lower() if isinstance(default, bool) else str(default)
 
 
 def flag_table(command: str) -> str:
@@ -125,7 +140,7 @@ def flag_table(command: str) -> str:
     model, _ = _COMMANDS[command]
     rows = ["| flag | env | default | |", "|---|---|---|---|"]
     for field in flat_fields(model):
-        default = "required" if field.info.is_required() else f"`{field.info.default}`"
+        default = "required" if field.info.is_required() else f"`{_shown(field.info.default)}`"
         if field.info.default is None:
             default = "none"
         meaning = (field.info.description or "").replace("|", "\\|")

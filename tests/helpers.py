@@ -128,8 +128,10 @@ def free_port() -> int:
 
 
 def find_grpcurl() -> str:
-    """The grpcurl binary; the CI installs it, so its absence is a failure, not a skip."""
-    found = shutil.which("grpcurl")
+    """The grpcurl binary: scripts/bootstrap's pinned one first, then PATH's; the CI installs it, so its
+    absence is a failure, not a skip."""
+    pinned = Path(__file__).parents[1] / ".tools" / "bin" / "grpcurl"
+    found = str(pinned) if pinned.is_file() else shutil.which("grpcurl")
     if found:
         return found
     candidates = [Path("/root/go/bin/grpcurl")]
@@ -144,7 +146,7 @@ def find_grpcurl() -> str:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     pytest.fail(
-        "grpcurl not found on PATH, in /root/go/bin or $(go env GOPATH)/bin; install it to run this test"
+        "grpcurl not in .tools/bin, on PATH, in /root/go/bin or $(go env GOPATH)/bin: run scripts/bootstrap"
     )
 
 

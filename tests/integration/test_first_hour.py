@@ -160,6 +160,30 @@ def test_scripts_check_before_bootstrap_says_what_to_do(tmp_path: Path) -> None:
     assert "run scripts/bootstrap first" in result.stderr
 
 
+def test_list_models_into_a_reader_that_stops_early_is_quiet() -> None:
+    """`prisme-bridge mock-gateway --list-models | head -1`: no BrokenPipeError traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "mock-gateway", "--list-models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line is written
+    with process.stderr:
+        assert process.stderr.read() == b""
+    assert process.wait(timeout=30) == 0
+
+
+def test_help_shows_boolean_defaults_as_the_values_the_flags_take(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "BRIDGE_RETRY_STREAMS; default: false)" in out
+    assert "default: False" not in out
+
+
 @pytest.mark.parametrize("command", ["mock-gateway", "dev"])
 def test_list_models_prints_the_scripted_behaviours(capsys, command: str) -> None:
     code, out, _ = _main([command, "--list-models"], capsys)
