@@ -12,6 +12,7 @@ Processes (each its own interpreter / event loop; nothing is pinned):
                    --log-level INFO; one JSON access line per call to the process's log file); tracing off
   bridge-T[-L]     the bridge with --upstream-transport T (one of TRANSPORTS) [and --event-loop L]
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
+  ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
@@ -91,9 +92,11 @@ FIXED = {
         Target("bridge", "bridge (defaults)", "grpc"),
         Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
+        Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
     )
 }
 DEFAULT_TARGETS = ["echo", "mock", "bridge", "bridge-observed"]
+REFERENCES = ("ref-aiohttp", "ref-bare")  # bench/aiohttp_proxy.py
 GOAL_TARGET = "bridge-observed"
 GOAL_UNARY_C, GOAL_STREAM_C = 32, 16  # the goals' concurrencies
 WORKERS_TARGET = "workers2"  # bridge-observed with --workers 2 (the capacity point)
@@ -290,8 +293,10 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
         address = f"127.0.0.1:{workload.free_port()}"
         if key == "echo":
             cmd = [PY, str(BENCH / "echo_server.py"), "--listen", address, "--sample-from", mock.address]
-        elif key == "ref-aiohttp":
+        elif key in REFERENCES:
             cmd = [PY, str(BENCH / "aiohttp_proxy.py"), "--listen", address, "--upstream-url", mock.address]
+            if key == "ref-bare":
+                cmd.append("--no-metadata")
         else:
             cmd = bridge_cmd(target_of(key), address, mock.address)
         bench.start(key, cmd, address)
@@ -955,7 +960,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=lambda key: target_of(key).key,
         default=DEFAULT_TARGETS,
-        help=f"default: {' '.join(DEFAULT_TARGETS)}; also ref-aiohttp and bridge-TRANSPORT[-LOOP] "
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also ref-aiohttp, ref-bare and bridge-TRANSPORT[-LOOP] "
         f"(TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
     )
     parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
@@ -1061,7 +1066,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = measure(bench, gen, target_of(key), rpc, c)
                 results.append(result)
                 _progress(result)
-        for key in [k for k in args.targets if k not in ("echo", "mock", "ref-aiohttp")]:
+        for key in [k for k in args.targets if k not in ("echo", "mock", *REFERENCES)]:
             bench.stop(key)  # idle from now on; the servers of the next points are started fresh
         if args.capacity_concurrency:
             results += measure_capacity(bench, gen)

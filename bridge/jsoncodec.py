@@ -16,7 +16,6 @@ tests/unit/test_jsoncodec.py checks both against the standard library, with hypo
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
@@ -27,17 +26,22 @@ _loads: Final = orjson.loads
 _dumps: Final = orjson.dumps
 _DecodeError: Final = orjson.JSONDecodeError
 _EncodeError: Final = orjson.JSONEncodeError
-# 19 digits in a row: maybe an integer beyond 64 bits (orjson would make it a float), maybe a string's.
-_LONG_DIGITS: Final = re.compile(r"\d{19}")
-_LONG_DIGIT_BYTES: Final = re.compile(rb"\d{19}")
+# 19 ASCII digits in a row: maybe an integer beyond 64 bits (orjson would make it a float), maybe a
+# string's. Found by mapping every digit to "0" and searching for the run: a tenth of a regex's time.
+_DIGITS_TO_ZERO: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN: Final = b"0" * 19
+
+
+def _has_long_digit_run(data: bytes) -> bool:
+    return _LONG_RUN in data.translate(_DIGITS_TO_ZERO)
 
 
 def loads(data: bytes | str) -> Any:
     """`json.loads(data)`."""
-    long_digits = _LONG_DIGIT_BYTES if isinstance(data, bytes) else _LONG_DIGITS
-    if long_digits.search(data) is None:  # type: ignore[arg-type]
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if not _has_long_digit_run(raw):
         try:
-            return _loads(data)
+            return _loads(raw)  # a str with a lone surrogate is not UTF-8: refused, then json.loads
         except _DecodeError:
             pass
     return json.loads(data)
