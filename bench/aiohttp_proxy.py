@@ -1,14 +1,14 @@
 """REFERENCE ONLY, not the product: a minimal grpc.aio bridge calling the upstream with aiohttp directly.
 
-It answers "what would calling aiohttp.ClientSession directly (no httpx API on top) give?" with the same
-per-call work as the bridge's happy path: `validate_request`, `convert.request_to_upstream`, the same
-headers, compact JSON (bridge.jsoncodec: orjson), one POST, the same JSON parse, `convert.response_from_upstream` / `chunk_from_upstream`,
-and for streams the bridge's own `SSEDecoder` plus its per-chunk error check. What it leaves out is what
-the httpx layer and the bridge's error handling add: httpx request/response objects, the deadline guard
-around each upstream await, exception mapping, the interceptor chain (metrics, tracing, access log).
-Errors just end the call INTERNAL. The event loop is uvloop unless --event-loop asyncio, as the bridge's.
-With --no-metadata it does not return the upstream's reply headers as initial metadata (the contract does):
-what that separate gRPC batch costs per call.
+It answers "what would a minimal bridge on the same stack give?" with the same per-call work as the
+bridge's happy path: `validate_request`, `convert.request_to_upstream`, the same headers, compact JSON
+(bridge.jsoncodec: orjson), one POST, the same JSON parse, `convert.response_from_upstream` /
+`chunk_from_upstream`, the reply headers as initial metadata, and for streams the bridge's own `SSEDecoder`
+plus its per-chunk error check. What it leaves out: the upstream client's layers (the deadline guard around
+each upstream await, exception mapping, retries, trace context) and the interceptor chain (metrics,
+tracing, access log). Errors just end the call INTERNAL. The event loop is uvloop unless
+--event-loop asyncio, as the bridge's. With --no-metadata it does not return the reply headers as initial
+metadata (the contract does): what that separate gRPC batch costs per call.
 
     python bench/aiohttp_proxy.py --listen 127.0.0.1:50062 --upstream-url http://127.0.0.1:8080/v1
 """
@@ -16,7 +16,6 @@ what that separate gRPC batch costs per call.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -29,7 +28,6 @@ import aiohttp
 import grpc
 
 from bridge import eventloop, jsoncodec
-
 from bridge.chat import convert
 from bridge.chat.validation import validate_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
