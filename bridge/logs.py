@@ -97,6 +97,11 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = None) -> None:
     """Logs of this process at `level` and above, in `log_format`, to `stream` (default stderr)."""
+    # No format here shows the thread, process or multiprocessing names: not looked up per record
+    # (the logging HOWTO's "Optimization" switches).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)

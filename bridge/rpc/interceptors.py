@@ -338,7 +338,13 @@ class AccessLog(Interceptor):
         code = call.code
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
         if self._log.isEnabledFor(level):
-            self._log.log(level, "%s %s", call.name, code.name, extra={"fields": access_fields(call)})
+            # The record is made here rather than by Logger.log, which would walk the stack for the
+            # caller's file and line (no format of ours shows them): a line per call, on the event loop.
+            extra = {"fields": access_fields(call)}
+            args = (call.name, code.name)
+            self._log.handle(
+                self._log.makeRecord(self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra=extra)
+            )
 
 
 def access_fields(call: RpcCall) -> dict[str, object]:
@@ -370,6 +376,7 @@ def access_fields(call: RpcCall) -> dict[str, object]:
 
 
 _OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
+_SOURCE: Final = __file__  # the access line's pathname
 _OK: Final = grpc.StatusCode.OK
 _CANCELLED: Final = grpc.StatusCode.CANCELLED
 
