@@ -69,7 +69,7 @@ async def drive(call: CallFn, concurrency: int, duration: float) -> tuple[list[S
 
 
 def http_call(session: Any, url: str, *, stream: bool) -> CallFn:
-    body = workload.http_body(stream=stream)
+    body = workload.http_body(stream=stream, prompt=workload.LONG_PROMPT if stream else workload.PROMPT)
     headers = {"content-type": "application/json"}
 
     async def unary() -> Sample:
@@ -102,7 +102,7 @@ def grpc_call(channel: Any, *, stream: bool) -> CallFn:
     from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 
     stub = pb_grpc.ChatCompletionServiceStub(channel)
-    request = workload.request_proto()
+    request = workload.request_proto(workload.LONG_PROMPT if stream else workload.PROMPT)
 
     async def unary() -> Sample:
         t0 = time.perf_counter()

@@ -4,14 +4,16 @@
 
 Prices the pieces bench/profile_bridge.py shows as hot, on the benchmark's own request and the mock's
 own reply and chunks, using process CPU time (so other load on the box matters less than for the
-end-to-end numbers), best of 5 repeats. Lines marked "candidate" time a cheaper variant of a step, to
-size the proposals in docs/PERFORMANCE.md; they are bench-only code, not used by the bridge.
+end-to-end numbers), best of 5 repeats. These are warm-cache costs: in the running server the same code
+costs more (its caches are shared with grpc, aiohttp and the event loop), so use them to compare versions
+of a step, not to add up a call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import io
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -21,30 +23,35 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import aiohttp  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
 
 from bench import workload  # noqa: E402
-from bridge.app import upstream_client  # noqa: E402
+from bridge import jsoncodec  # noqa: E402
 from bridge.chat import convert  # noqa: E402
 from bridge.chat.validation import validate_request  # noqa: E402
-from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb  # noqa: E402
-from bridge.http.client import HttpClient  # noqa: E402
 from bridge.http.sse import SSEDecoder  # noqa: E402
-from bridge.settings import UpstreamSettings  # noqa: E402
+from bridge.logs import JsonFormatter  # noqa: E402
+from bridge.rpc.call import RpcCall  # noqa: E402
+from bridge.rpc.interceptors import AccessLog  # noqa: E402
+from bridge.rpc.metrics import Metrics  # noqa: E402
 from bridge.upstream import errors  # noqa: E402
 from bridge.upstream.headers import AuthPolicy, correlation_id, response_metadata, upstream_headers  # noqa: E402
 
+UNARY = f"/{workload.SERVICE}/CreateChatCompletion"
+STREAM = f"/{workload.SERVICE}/StreamChatCompletion"
 
-def per_call_us(fn: Callable[[], Any], *, number: int = 0, repeat: int = 5) -> float:
-    if not number:  # aim for ~0.1 s per repeat
-        number = 1
-        while True:
-            t0 = time.process_time()
-            for _ in range(number):
-                fn()
-            if time.process_time() - t0 > 0.05:
-                break
-            number *= 2
+
+def per_call_us(fn: Callable[[], Any], *, repeat: int = 5) -> float:
+    """Best of `repeat` runs of about 0.05 s each, in µs of process CPU time per call of `fn`."""
+    number = 1
+    while True:
+        t0 = time.process_time()
+        for _ in range(number):
+            fn()
+        if time.process_time() - t0 > 0.05:
+            break
+        number *= 2
     best = float("inf")
     for _ in range(repeat):
         t0 = time.process_time()
@@ -55,163 +62,82 @@ def per_call_us(fn: Callable[[], Any], *, number: int = 0, repeat: int = 5) -> f
 
 
 async def mock_samples() -> tuple[bytes, bytes, dict[str, str]]:
-    """One unary reply body, one stream body and the reply headers, from the real mock gateway."""
+    """One unary reply body, one 64-chunk stream body and the reply headers, from the real mock gateway."""
     from bridge.mock_gateway import start_mock_gateway
 
-    async with await start_mock_gateway() as mock, httpx.AsyncClient() as client:
+    async with await start_mock_gateway() as mock, aiohttp.ClientSession() as session:
         url = mock.url + "/v1/chat/completions"
-        unary = await client.post(url, content=workload.http_body(stream=False))
-        stream = await client.post(url, content=workload.http_body(stream=True))
-        return unary.content, stream.content, dict(unary.headers)
+        headers = {"content-type": "application/json"}
+        unary_body = workload.http_body(stream=False)
+        stream_body = workload.http_body(stream=True, prompt=workload.LONG_PROMPT)
+        async with session.post(url, data=unary_body, headers=headers) as reply:
+            unary, unary_headers = await reply.read(), dict(reply.headers)
+        async with session.post(url, data=stream_body, headers=headers) as reply:
+            stream = await reply.read()
+        return unary, stream, unary_headers
 
 
-# --- candidates (bench-only sketches of proposed changes) ---------------------------------------------
-
-_CHUNK_KEYS = frozenset({"id", "object", "created", "model", "system_fingerprint", "choices"})
-_CHOICE_KEYS = frozenset({"index", "delta", "logprobs", "finish_reason"})
-
-
-def chunk_fast_path(obj: dict[str, Any]) -> pb.StreamChatCompletionResponse:
-    """Candidate: the common text-delta chunk built directly, the generic walk for anything else.
-
-    Falls back to convert.chunk_from_upstream whenever the chunk has a key, type or shape the fast path
-    does not cover (tool calls, logprobs, usage, extra keys...), so the output is the same by construction
-    for what it handles: plain strings/ints in the known places, delta with role/content only.
-    """
-    choices = obj.get("choices")
-    if not obj.keys() <= _CHUNK_KEYS or type(choices) is not list:
-        return convert.chunk_from_upstream(obj)
-    out = pb.StreamChatCompletionResponse()
-    for key in ("id", "object", "model", "system_fingerprint"):
-        value = obj.get(key)
-        if value is not None:
-            if type(value) is not str:
-                return convert.chunk_from_upstream(obj)
-            setattr(out, key, value)
-    created = obj.get("created")
-    if created is not None:
-        if type(created) is not int:
-            return convert.chunk_from_upstream(obj)
-        out.created = created
-    for choice in choices:
-        if (
-            type(choice) is not dict
-            or not choice.keys() <= _CHOICE_KEYS
-            or choice.get("logprobs") is not None
-        ):
-            return convert.chunk_from_upstream(obj)
-        delta = choice.get("delta")
-        if type(delta) is not dict or not delta.keys() <= {"role", "content"}:
-            return convert.chunk_from_upstream(obj)
-        target = out.choices.add()
-        index, finish = choice.get("index"), choice.get("finish_reason")
-        if index is not None:
-            if type(index) is not int:
-                return convert.chunk_from_upstream(obj)
-            target.index = index
-        if finish is not None:
-            if type(finish) is not str:
-                return convert.chunk_from_upstream(obj)
-            target.finish_reason = finish
-        target.delta.SetInParent()
-        for key in ("role", "content"):
-            value = delta.get(key)
-            if value is not None:
-                if type(value) is not str:
-                    return convert.chunk_from_upstream(obj)
-                setattr(target.delta, key, value)
-    return out
-
-
-async def _guard_costs(client: HttpClient, n: int = 100_000) -> dict[str, float]:
-    """Per-chunk cost of the deadline/exception guard the stream loop enters around every read."""
-
-    async def source() -> Any:
-        for _ in range(n):
-            yield b"x"
-
-    async def plain() -> float:
-        it = source()
-        t0 = time.process_time()
-        while await anext(it, None) is not None:
-            pass
-        return time.process_time() - t0
-
-    async def guarded(deadline: float | None) -> float:
-        it = source()
-        t0 = time.process_time()
-        while True:
-            async with client._guard(deadline):
-                raw = await anext(it, None)
-            if raw is None:
-                break
-        return time.process_time() - t0
-
-    loop = asyncio.get_running_loop()
-    base = min([await plain() for _ in range(3)])
-    none = min([await guarded(None) for _ in range(3)])
-    deadline = min([await guarded(loop.time() + 3600) for _ in range(3)])
-    return {"none": (none - base) / n * 1e6, "deadline": (deadline - base) / n * 1e6}
-
-
-def _log_call_cost() -> tuple[float, float]:
-    """The access log line per call: at WARNING (filtered, as benchmarked) and at INFO (the CLI default)."""
-    import io
-    import logging
-
-    from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import AccessLog
-
-    access_log = AccessLog()
-
+def _access_line_us(level: int) -> float:
+    """The access line of a finished unary call, JSON-formatted into memory, at `level`."""
     root = logging.getLogger()
     handler = logging.StreamHandler(io.StringIO())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
+    old_level = root.level
     try:
-        call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
-
-        def log_one() -> None:
-            access_log._write(call)
-
-        root.setLevel(logging.WARNING)
-        filtered = per_call_us(log_one)
-        root.setLevel(logging.INFO)
-        return filtered, per_call_us(log_one)
+        root.setLevel(level)
+        call = _finished_call(UNARY, streaming=False)
+        access_log = AccessLog()
+        return per_call_us(lambda: access_log._write(call))
     finally:
         root.removeHandler(handler)
-        root.setLevel(logging.WARNING)
+        root.setLevel(old_level)
+
+
+def _finished_call(method: str, *, streaming: bool) -> RpcCall:
+    call = RpcCall(method, response_streaming=streaming, model="echo")
+    call.upstream_status, call.correlation_id = 200, "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab"
+    call.upstream_seconds, call.prompt_tokens, call.completion_tokens, call.cost = 0.001, 20, 20, 2.5e-5
+    call.messages_received = call.messages_sent = 1
+    return call
+
+
+def _metrics_us() -> float:
+    """Metrics' work for one unary call: around (start and end) and the message hooks."""
+    metrics = Metrics(CollectorRegistry())
+
+    async def one_call() -> None:
+        call = _finished_call(UNARY, streaming=False)
+        async with metrics.around(call, context=None):  # type: ignore[arg-type]  # around reads none
+            metrics.message_received(call)
+            metrics.message_sent(call)
+
+    loop = asyncio.new_event_loop()
+    try:
+        return per_call_us(lambda: loop.run_until_complete(one_call())) - per_call_us(
+            lambda: loop.run_until_complete(asyncio.sleep(0))
+        )
+    finally:
+        loop.close()
 
 
 def main() -> None:
     unary_raw, stream_raw, headers = asyncio.run(mock_samples())
-    unary_doc = json.loads(unary_raw)
-    chunk_lines = [
-        line.removeprefix("data: ") for line in stream_raw.decode().splitlines() if line.startswith("data: ")
-    ]
-    chunk_texts = [line for line in chunk_lines if line != "[DONE]"]
-    chunks = [json.loads(text) for text in chunk_texts]
-    word_chunk, word_text = chunks[1], chunk_texts[1]
+    unary_doc = jsoncodec.loads(unary_raw)
+    frames = [frame + b"\n\n" for frame in stream_raw.split(b"\n\n") if frame.strip()]
+    texts = [frame.decode().removeprefix("data: ").strip() for frame in frames]
+    word_text = texts[1]
+    word_chunk = jsoncodec.loads(word_text)
     request = workload.request_proto()
     body = convert.request_to_upstream(request, stream=False)
-    httpx_headers = httpx.Headers(headers)
-    client = upstream_client(UpstreamSettings(url="http://127.0.0.1:9/v1"))
-    sse_frames = [f"data: {text}\n\n".encode() for text in chunk_lines]
+    reply = convert.response_from_upstream(unary_doc)
+    chunk = convert.chunk_from_upstream(word_chunk)
 
     def sse_feed() -> None:
         decoder = SSEDecoder()
-        for frame in sse_frames:
+        for frame in frames:
             decoder.feed(frame)
 
-    # Sanity: the candidate gives the same message on every mock chunk.
-    for chunk in chunks:
-        assert chunk_fast_path(chunk) == convert.chunk_from_upstream(chunk)
-
-    url = httpx.URL(client.base_url + "/chat/completions")
-    httpx_client = client._transport._client  # type: ignore[attr-defined]
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    guard = asyncio.run(_guard_costs(client))
-    log_warning, log_info = _log_call_cost()
     rows: list[tuple[str, str, float]] = [
         ("per call", "validate_request", per_call_us(lambda: validate_request(request, streaming=False))),
         (
@@ -219,11 +145,7 @@ def main() -> None:
             "convert.request_to_upstream",
             per_call_us(lambda: convert.request_to_upstream(request, stream=False)),
         ),
-        (
-            "per call",
-            "json.dumps upstream body",
-            per_call_us(lambda: json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()),
-        ),
+        ("per call", "jsoncodec.dumps upstream body", per_call_us(lambda: jsoncodec.dumps(body))),
         (
             "per call",
             "upstream_headers (metadata -> headers)",
@@ -231,65 +153,45 @@ def main() -> None:
         ),
         (
             "per call",
-            "httpx build_request with a pre-parsed httpx.URL",
-            per_call_us(
-                lambda: httpx_client.build_request(
-                    "POST", url, content=content, headers={"content-type": "application/json"}
-                )
-            ),
-        ),
-        ("per call", "access log line at WARNING (filtered)", log_warning),
-        ("per call", "access log line at INFO (default level)", log_info),
-        (
-            "per call",
-            "response_metadata(httpx.Headers)",
-            per_call_us(lambda: response_metadata(httpx_headers)),
-        ),
-        (
-            "per call",
-            "candidate: response_metadata(dict of headers)",
+            "response_metadata (reply headers -> metadata)",
             per_call_us(lambda: response_metadata(headers)),
         ),
-        ("per call", "json.loads unary reply", per_call_us(lambda: json.loads(unary_raw))),
+        ("per call", "correlation_id (reply headers)", per_call_us(lambda: correlation_id(headers))),
+        (
+            "per call",
+            f"jsoncodec.loads unary reply ({len(unary_raw)} B)",
+            per_call_us(lambda: jsoncodec.loads(unary_raw)),
+        ),
         (
             "per call",
             "convert.response_from_upstream",
             per_call_us(lambda: convert.response_from_upstream(unary_doc)),
         ),
-        (
-            "per call",
-            "SerializeToString unary reply",
-            per_call_us(convert.response_from_upstream(unary_doc).SerializeToString),
-        ),
-        ("per chunk", "SSEDecoder.feed (one event per feed)", per_call_us(sse_feed) / len(sse_frames)),
-        ("per chunk", "HttpClient._guard, no deadline", guard["none"]),
-        ("per chunk", "HttpClient._guard, with a deadline", guard["deadline"]),
+        ("per call", "SerializeToString unary reply", per_call_us(reply.SerializeToString)),
+        ("per call", "access line at WARNING (filtered out)", _access_line_us(logging.WARNING)),
+        ("per call", "access line at INFO, JSON", _access_line_us(logging.INFO)),
+        ("per call", "metrics (around + message hooks)", _metrics_us()),
+        ("per chunk", "SSEDecoder.feed (one event per feed)", per_call_us(sse_feed) / len(frames)),
         (
             "per chunk",
             "errors.error_from_stream_event",
             per_call_us(
                 lambda: errors.error_from_stream_event(
-                    word_text, event="message", domain="x", correlation_id=None
+                    word_text, event="message", host="x", correlation_id=None
                 )
             ),
         ),
         (
             "per chunk",
-            "correlation_id(httpx.Headers)",
-            per_call_us(lambda: correlation_id(httpx_headers)),
+            f"jsoncodec.loads chunk ({len(word_text)} B)",
+            per_call_us(lambda: jsoncodec.loads(word_text)),
         ),
-        ("per chunk", "json.loads chunk", per_call_us(lambda: json.loads(word_text))),
         (
             "per chunk",
             "convert.chunk_from_upstream",
             per_call_us(lambda: convert.chunk_from_upstream(word_chunk)),
         ),
-        ("per chunk", "candidate: chunk_fast_path", per_call_us(lambda: chunk_fast_path(word_chunk))),
-        (
-            "per chunk",
-            "SerializeToString chunk",
-            per_call_us(convert.chunk_from_upstream(word_chunk).SerializeToString),
-        ),
+        ("per chunk", "SerializeToString chunk", per_call_us(chunk.SerializeToString)),
     ]
     print(f"{'scope':<10} {'step':<56} {'µs CPU':>8}")
     for scope, name, us in rows:

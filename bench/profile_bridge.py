@@ -1,12 +1,14 @@
 """Where the bridge's time goes: the real bridge, in this process under a profiler, driven by the Go load.
 
-    .venv/bin/python bench/profile_bridge.py --rpc unary  --transport aiohttp
-    .venv/bin/python bench/profile_bridge.py --rpc stream --transport httpx --profiler cprofile
+    .venv/bin/python bench/profile_bridge.py --rpc unary  --observed
+    .venv/bin/python bench/profile_bridge.py --rpc stream --transport httpx --event-loop asyncio
 
 Needs `pyinstrument` in the venv (`.venv/bin/pip install pyinstrument`; not a project dependency) unless
 --profiler cprofile. The mock gateway runs as its own process; the bridge is built with
-`bridge.app.build_bridge` (what `prisme-bridge serve` runs) at log level WARNING; the load is ghz
-(unary) or bench/streamgen (stream) for `--seconds`, after a warm-up that is not profiled.
+`bridge.app.build_bridge` (what `prisme-bridge serve` runs) at log level WARNING (with `--observed`: metrics
+on and INFO JSON access lines, written to /dev/null), on the event loop `--event-loop` names; the load is ghz
+(unary) or bench/streamgen (stream, the 64-chunk request) for `--seconds`, after a warm-up that is not
+profiled.
 
 Only the main thread is profiled: the event loop, where all Python code of the bridge runs (gRPC's C
 core threads are not shown). Time is reported as a share of the loop's *busy* time, i.e. without the
@@ -21,6 +23,7 @@ import cProfile
 import io
 import json
 import logging
+import os
 import pstats
 import subprocess
 import sys
@@ -34,10 +37,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench import run as bench_run  # noqa: E402
 from bench import workload  # noqa: E402
+from bridge import eventloop  # noqa: E402
+from bridge.eventloop import DEFAULT_EVENT_LOOP  # noqa: E402
+from bridge.http.transport import DEFAULT_TRANSPORT, TRANSPORT_NAMES  # noqa: E402
 
 # (path fragment, category), first match wins
 CATEGORIES: list[tuple[str, str]] = [
     ("/bridge/chat/convert.py", "bridge.chat.convert (proto<->JSON conversion)"),
+    ("/bridge/jsoncodec.py", "json (stdlib + _json)"),
     ("/bridge/jsonproto.py", "bridge.chat.convert (proto<->JSON conversion)"),
     ("/bridge/http/sse.py", "bridge.http.sse (SSE decoder)"),
     ("/bridge/http/", "bridge.http (client, transport, guards)"),
@@ -63,6 +70,8 @@ CATEGORIES: list[tuple[str, str]] = [
     ("/google/protobuf/", "protobuf"),
     ("/contextlib.py", "contextlib (async context managers)"),
     ("/asyncio/", "asyncio event loop (minus idle)"),
+    ("/uvloop/", "asyncio event loop (minus idle)"),
+    ("/prometheus_client/", "prometheus-client"),
     ("/selectors.py", "asyncio event loop (minus idle)"),
     ("/socket.py", "asyncio event loop (minus idle)"),
     ("/ssl.py", "asyncio event loop (minus idle)"),
@@ -77,7 +86,7 @@ def category(path: str) -> str:
 
 
 async def _load(args: argparse.Namespace, address: str, gen: bench_run.Generators, seconds: float) -> str:
-    target = bench_run.TARGETS["bridge-aiohttp"]
+    target = bench_run.target_of("bridge")
     _warm, cmd, _ = bench_run.generator_cmds(gen, target, address, args.rpc, args.c, seconds, 0)
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
@@ -174,8 +183,10 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
     from bridge.app import build_bridge
     from bridge.settings import ServeSettings
 
-    protoset, request_bin = bench_run.build_inputs()
-    gen = bench_run.Generators(bench_run.find_ghz(), bench_run.build_streamgen(), protoset, request_bin)
+    protoset, request_bin, stream_request_bin = bench_run.build_inputs()
+    gen = bench_run.Generators(
+        bench_run.find_ghz(), bench_run.build_streamgen(), protoset, request_bin, stream_request_bin
+    )
     mock_port = workload.free_port()
     mock = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge.cli", "mock-gateway", "--listen", f"127.0.0.1:{mock_port}",
@@ -184,11 +195,15 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
     saved = ""
     try:
         await asyncio.sleep(1.5)
-        settings = ServeSettings(
-            listen="127.0.0.1:0",
-            upstream_url=f"http://127.0.0.1:{mock_port}/v1",
-            upstream_transport=args.transport,
-            log_level="WARNING",
+        observed = {"metrics_listen": "127.0.0.1:0", "log_level": "INFO"} if args.observed else {}
+        settings = ServeSettings.model_validate(
+            {
+                "listen": "127.0.0.1:0",
+                "upstream_url": f"http://127.0.0.1:{mock_port}/v1",
+                "upstream_transport": args.transport,
+                "log_level": "WARNING",
+                **observed,
+            }
         )
         bridge = await build_bridge(settings)
         await bridge.start()
@@ -234,7 +249,8 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
 
     result = json.loads(load)
     lines = [
-        f"profile: {args.profiler}, rpc={args.rpc}, transport={args.transport}, c={args.c}, "
+        f"profile: {args.profiler}, rpc={args.rpc}, transport={args.transport}, loop={args.event_loop}, "
+        f"{'observed, ' if args.observed else ''}c={args.c}, "
         f"{args.seconds:g} s; under the profiler: {result['rps']:,.0f} calls/s, "
         f"process CPU {cpu / wall:.2f} cores, "
         f"of which the main (event loop) thread {main_thread / max(cpu, 1e-9):.0%} "
@@ -255,7 +271,9 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpc", choices=["unary", "stream"], default="unary")
-    parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
+    parser.add_argument("--transport", choices=TRANSPORT_NAMES, default=DEFAULT_TRANSPORT)
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default=DEFAULT_EVENT_LOOP)
+    parser.add_argument("--observed", action="store_true", help="metrics and JSON access lines on")
     parser.add_argument(
         "--profiler",
         choices=["pyinstrument", "cprofile"],
@@ -269,8 +287,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", help="also write the profiler's own full report to this file")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    summary, saved = asyncio.run(profile(args))
+    if args.observed:
+        from bridge.logs import setup_logging
+
+        setup_logging("INFO", "json", open(os.devnull, "w"))  # noqa: SIM115 - for the whole run
+    else:
+        logging.basicConfig(level=logging.WARNING)
+    summary, saved = eventloop.run(profile(args), args.event_loop)
     if args.save:
         Path(args.save).write_text(saved)
     print(summary)

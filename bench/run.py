@@ -1,26 +1,32 @@
 """Benchmark of the bridge against in-run baselines; one command, everything started here, on 127.0.0.1.
 
-    .venv/bin/python bench/run.py            # full run (~6 min): table, then bench/results/<time>.json
-    .venv/bin/python bench/run.py --quick    # smoke run (~1 min)
+    .venv/bin/python bench/run.py            # full run (~8 min): issue 12's goals; results/<time>.json
+    .venv/bin/python bench/run.py --quick    # smoke run (~1.5 min)
 
 Processes (each its own interpreter / event loop; nothing is pinned):
   mock gateway     `python -m bridge.cli mock-gateway` (aiohttp.web), shared by every upstream-calling target
-  echo             bench/echo_server.py: grpc.aio, canned replies   -> baseline A, the grpc.aio ceiling
+  echo             bench/echo_server.py: grpc.aio replaying the bridge's reply bytes -> baseline A, the floor
   mock (direct)    the mock over HTTP, bench/loadgen.py (aiohttp)   -> baseline B, the upstream ceiling
-  bridge-aiohttp   `python -m bridge.cli serve --upstream-transport aiohttp --log-level WARNING` (the default)
-  bridge-httpx     the same with --upstream-transport httpx (httpx's own httpcore transport)
-  bridge-observed  bridge-aiohttp with metrics and access logs on: --metrics-listen, --log-level INFO (JSON
-                   access line per call, written to the process's log file); tracing off in both
+  bridge           `python -m bridge.cli serve --log-level WARNING`: the default transport and event loop
+  bridge-observed  the production config: the same with metrics and JSON access logs on (--metrics-listen,
+                   --log-level INFO; one JSON access line per call to the process's log file); tracing off
+  bridge-T[-L]     the bridge with --upstream-transport T (one of TRANSPORTS) [and --event-loop L]
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
+  ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
-scenario, so ratios compare like with like.
+scenario, so ratios compare like with like. Unary calls send bench.workload.PROMPT (20 words); streams
+send LONG_PROMPT (64 chunks per stream).
 
 Scenarios are run scenario by scenario, each target in turn (all servers stay up, idle when not
 measured), so a burst of outside load spreads over targets instead of hitting one. Each measurement
 is a warm-up (not counted) then the measured window. CPU use of every process is sampled from /proc;
 "other" is CPU used by processes outside the benchmark (other work on the box), a noise indicator.
+Then, each on a bridge of its own started for it: the capacity of `--workers 2` (the highest unary RPS
+whose p99 stays within 20 ms, over a sweep of concurrencies, several connections so both workers serve),
+and the memory each idle open stream holds (RSS with --idle-streams streams open, minus before).
+The goals table (issue 12) compares the goal target (bridge-observed) with the floor of the same run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import json
 import os
 import platform
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -68,19 +75,64 @@ class Target:
     key: str
     label: str
     kind: str  # "grpc" | "http"
+    transport: str | None = None  # --upstream-transport, when the target names one
+    loop: str | None = None  # --event-loop, when the target names one
+    observed: bool = False  # metrics and JSON access logs on
 
 
-TARGETS = {
+# Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transport.TransportName,
+# bridge.settings); the bench itself does not import them so it can run against older commits.
+TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx")
+LOOPS = ("asyncio", "uvloop")
+FIXED = {
     t.key: t
     for t in (
         Target("echo", "echo server (baseline A)", "grpc"),
         Target("mock", "mock direct, HTTP (baseline B)", "http"),
-        Target("bridge-aiohttp", "bridge, transport aiohttp", "grpc"),
-        Target("bridge-httpx", "bridge, transport httpx", "grpc"),
-        Target("bridge-observed", "bridge, metrics + access logs", "grpc"),
+        Target("bridge", "bridge (defaults)", "grpc"),
+        Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
+        Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
     )
 }
+DEFAULT_TARGETS = ["echo", "mock", "bridge", "bridge-observed"]
+REFERENCES = ("ref-aiohttp", "ref-bare")  # bench/aiohttp_proxy.py
+GOAL_TARGET = "bridge-observed"
+GOAL_UNARY_C, GOAL_STREAM_C = 32, 16  # the goals' concurrencies
+WORKERS_TARGET = "workers2"  # bridge-observed with --workers 2 (the capacity point)
+
+
+def target_of(key: str) -> Target:
+    """The target a key names: a fixed one, or `bridge-TRANSPORT[-LOOP]`."""
+    if key in FIXED:
+        return FIXED[key]
+    if key == WORKERS_TARGET:
+        return Target(key, "bridge-observed, --workers 2", "grpc", observed=True)
+    rest = key.removeprefix("bridge-")
+    loop = next((name for name in LOOPS if rest.endswith(f"-{name}")), None)
+    transport = rest.removesuffix(f"-{loop}") if loop else rest
+    if not key.startswith("bridge-") or transport not in TRANSPORTS:
+        raise argparse.ArgumentTypeError(
+            f"unknown target {key!r}: {', '.join(FIXED)} or bridge-TRANSPORT[-LOOP] "
+            f"(TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})"
+        )
+    label = f"bridge, {transport}" + (f", {loop}" if loop else "")
+    return Target(key, label, "grpc", transport=transport, loop=loop)
+
+
+def bridge_cmd(target: Target, address: str, upstream: str, *, workers: int = 1) -> list[str]:
+    cmd = [PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", upstream]
+    if target.transport:
+        cmd += ["--upstream-transport", target.transport]
+    if target.loop:
+        cmd += ["--event-loop", target.loop]
+    if target.observed:
+        cmd += ["--log-level", "INFO", "--metrics-listen", f"127.0.0.1:{workload.free_port()}"]
+    else:
+        cmd += ["--log-level", "WARNING"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    return cmd
 
 
 @dataclass
@@ -89,13 +141,51 @@ class Proc:
     popen: subprocess.Popen[bytes]
     address: str
     log: Path
+    tree: bool = False  # count the process's children too (--workers N)
+
+    def pids(self) -> list[int]:
+        return _descendants(self.popen.pid) if self.tree else [self.popen.pid]
 
     def cpu_seconds(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+        """utime + stime of the process (and, with `tree`, of its live children, plus those it reaped)."""
+        total = 0.0
+        for pid in self.pids():
+            fields = _stat(pid)
+            if fields:
+                total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+                if self.tree and pid == self.popen.pid:
+                    total += (int(fields[13]) + int(fields[14])) / TICKS  # cutime, cstime
+        return total
+
+    def rss_kb(self) -> int:
+        """Resident memory of the process (and, with `tree`, of its children), KiB."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _descendants(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
 
 
 @dataclass
@@ -105,26 +195,34 @@ class Bench:
     procs: dict[str, Proc] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for a quiet machine
 
-    def start(self, name: str, cmd: list[str], address: str) -> Proc:
+    def start(self, name: str, cmd: list[str], address: str, *, tree: bool = False) -> Proc:
         log = self.logdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        proc = Proc(name, popen, address, log)
+        proc = Proc(name, popen, address, log, tree)
         self.procs[name] = proc
         return proc
 
+    def stop(self, name: str) -> None:
+        _stop([self.procs.pop(name)])
+
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        _stop(list(self.procs.values()))
+        self.procs.clear()
+
+
+def _stop(procs: list[Proc]) -> None:
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.popen.pid, signal.SIGKILL)  # its own session: the workers too
+            proc.popen.wait()
 
 
 def _wait_http(url: str, proc: Proc, timeout: float = 20.0) -> None:
@@ -150,7 +248,7 @@ def _check_grpc(proc: Proc, timeout: float = 30.0) -> None:
     from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 
     deadline = time.monotonic() + timeout
-    request = workload.request_proto()
+    request, long_request = workload.request_proto(), workload.request_proto(workload.LONG_PROMPT)
     while True:
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited; see {proc.log}:\n{proc.log.read_text()[-2000:]}")
@@ -158,17 +256,18 @@ def _check_grpc(proc: Proc, timeout: float = 30.0) -> None:
             with grpc.insecure_channel(proc.address) as channel:
                 stub = pb_grpc.ChatCompletionServiceStub(channel)
                 reply = stub.CreateChatCompletion(request, timeout=2)
-                chunks = list(stub.StreamChatCompletion(request, timeout=2))
+                chunks = list(stub.StreamChatCompletion(long_request, timeout=2))
             break
         except grpc.RpcError as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{proc.name} not ready: {exc}") from exc
             time.sleep(0.2)
     text = "".join(c.choices[0].delta.content for c in chunks if c.choices)
-    if reply.choices[0].message.content != workload.PROMPT or text != workload.PROMPT:
+    if reply.choices[0].message.content != workload.PROMPT or text != workload.LONG_PROMPT:
         raise RuntimeError(f"{proc.name} answered something else than the echo of the prompt")
-    if len(chunks) != workload.STREAM_CHUNKS:
-        raise RuntimeError(f"{proc.name} streamed {len(chunks)} chunks, expected {workload.STREAM_CHUNKS}")
+    expected = workload.chunks_of(workload.LONG_PROMPT)
+    if len(chunks) != expected:
+        raise RuntimeError(f"{proc.name} streamed {len(chunks)} chunks, expected {expected}")
 
 
 def start_targets(bench: Bench, keys: list[str]) -> None:
@@ -194,21 +293,12 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
         address = f"127.0.0.1:{workload.free_port()}"
         if key == "echo":
             cmd = [PY, str(BENCH / "echo_server.py"), "--listen", address, "--sample-from", mock.address]
-        elif key == "bridge-observed":
-            cmd = [
-                PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", mock.address,
-                "--upstream-transport", "aiohttp", "--log-level", "INFO",
-                "--metrics-listen", f"127.0.0.1:{workload.free_port()}",
-            ]  # fmt: skip
-        elif key.startswith("bridge-"):
-            cmd = [
-                PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", mock.address,
-                "--upstream-transport", key.removeprefix("bridge-"), "--log-level", "WARNING",
-            ]  # fmt: skip
-        elif key == "ref-aiohttp":
+        elif key in REFERENCES:
             cmd = [PY, str(BENCH / "aiohttp_proxy.py"), "--listen", address, "--upstream-url", mock.address]
+            if key == "ref-bare":
+                cmd.append("--no-metadata")
         else:
-            raise AssertionError(key)
+            cmd = bridge_cmd(target_of(key), address, mock.address)
         bench.start(key, cmd, address)
     for key in keys:
         if key != "mock":
@@ -243,7 +333,7 @@ def build_streamgen() -> str | None:
     return str(out)
 
 
-def build_inputs() -> tuple[Path, Path]:
+def build_inputs() -> tuple[Path, Path, Path]:
     """The protoset for ghz (its parser predates proto3 `optional`) and the serialized request."""
     BUILD.mkdir(exist_ok=True)
     protoset = BUILD / "service.protoset"
@@ -254,7 +344,9 @@ def build_inputs() -> tuple[Path, Path]:
     )  # fmt: skip
     request_bin = BUILD / "request.bin"
     request_bin.write_bytes(workload.request_proto().SerializeToString())
-    return protoset, request_bin
+    stream_request_bin = BUILD / "request-64-chunks.bin"
+    stream_request_bin.write_bytes(workload.request_proto(workload.LONG_PROMPT).SerializeToString())
+    return protoset, request_bin, stream_request_bin
 
 
 @dataclass
@@ -262,14 +354,15 @@ class Generators:
     ghz: str | None
     streamgen: str | None
     protoset: Path
-    request_bin: Path
+    request_bin: Path  # the unary request (PROMPT)
+    stream_request_bin: Path  # the stream request (LONG_PROMPT)
 
 
-def _ghz_cmd(gen: Generators, address: str, c: int, seconds: float) -> list[str]:
+def _ghz_cmd(gen: Generators, address: str, c: int, seconds: float, connections: int = 1) -> list[str]:
     return [
         str(gen.ghz), "--insecure", "--protoset", str(gen.protoset),
         "--call", f"{workload.SERVICE}.CreateChatCompletion", "-d", json.dumps(workload.request_json()),
-        "-c", str(c), "-z", f"{seconds}s", "--duration-stop", "wait", "--connections", "1",
+        "-c", str(c), "-z", f"{seconds}s", "--duration-stop", "wait", "--connections", str(connections),
         "-t", "20s", "-O", "json", address,
     ]  # fmt: skip
 
@@ -294,7 +387,14 @@ def _parse_ghz(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def generator_cmds(
-    gen: Generators, target: Target, address: str, rpc: str, c: int, seconds: float, warmup: float
+    gen: Generators,
+    target: Target,
+    address: str,
+    rpc: str,
+    c: int,
+    seconds: float,
+    warmup: float,
+    connections: int = 1,
 ) -> tuple[list[list[str]], list[str], str]:
     """(warm-up commands, measured command, output format) for one measurement."""
     stream = rpc == "stream"
@@ -302,13 +402,14 @@ def generator_cmds(
         mode = "http-stream" if stream else "http-unary"
         return [], _loadgen_cmd(mode, address, c, seconds, warmup), "json"
     if not stream and gen.ghz:
-        warm = [_ghz_cmd(gen, address, c, warmup)] if warmup > 0 else []
-        return warm, _ghz_cmd(gen, address, c, seconds), "ghz"
+        warm = [_ghz_cmd(gen, address, c, warmup, connections)] if warmup > 0 else []
+        return warm, _ghz_cmd(gen, address, c, seconds, connections), "ghz"
     if gen.streamgen and (stream or not gen.ghz):
         method = workload.STREAM_METHOD if stream else workload.UNARY_METHOD
+        data = gen.stream_request_bin if stream else gen.request_bin
         cmd = [gen.streamgen, "-addr", address, "-method", method, f"-stream={str(stream).lower()}",
-               "-data", str(gen.request_bin), "-c", str(c), "-z", f"{seconds}s",
-               "-warmup", f"{warmup}s"]  # fmt: skip
+               "-data", str(data), "-c", str(c), "-z", f"{seconds}s", "-warmup", f"{warmup}s",
+               "-connections", str(connections)]  # fmt: skip
         return [], cmd, "json"
     mode = "grpc-stream" if stream else "grpc-unary"
     return [], _loadgen_cmd(mode, address, c, seconds, warmup), "json"
@@ -361,10 +462,14 @@ def wait_quiet(bench: Bench) -> float:
         bench.waited += time.monotonic() - started
 
 
-def measure(bench: Bench, gen: Generators, target: Target, rpc: str, c: int) -> dict[str, Any]:
+def measure(
+    bench: Bench, gen: Generators, target: Target, rpc: str, c: int, connections: int = 1
+) -> dict[str, Any]:
     args = bench.args
     address = bench.procs["mock"].address if target.kind == "http" else bench.procs[target.key].address
-    warm_cmds, cmd, fmt = generator_cmds(gen, target, address, rpc, c, args.duration, args.warmup)
+    warm_cmds, cmd, fmt = generator_cmds(
+        gen, target, address, rpc, c, args.duration, args.warmup, connections
+    )
     for warm in warm_cmds:
         subprocess.run(warm, cwd=ROOT, capture_output=True, check=True)
     before = outside_load(bench, 0.5) if args.quiet_wait <= 0 else wait_quiet(bench)
@@ -394,6 +499,75 @@ def measure(bench: Bench, gen: Generators, target: Target, rpc: str, c: int) -> 
     return {"target": target.key, "rpc": rpc, "c": c, **result}
 
 
+# ------------------------------------------------------------------------------- capacity and idle memory
+
+CAPACITY_P99_MS = 20.0  # the capacity point: the highest unary RPS whose p99 stays within this
+
+
+def measure_capacity(bench: Bench, gen: Generators) -> list[dict[str, Any]]:
+    """Unary points on a bridge-observed with --workers 2 over a sweep of concurrencies; several
+    connections, so the kernel's SO_REUSEPORT hashing gives both workers some."""
+    args = bench.args
+    target = target_of(WORKERS_TARGET)
+    address = f"127.0.0.1:{workload.free_port()}"
+    proc = bench.start(
+        target.key, bridge_cmd(target, address, bench.procs["mock"].address, workers=2), address, tree=True
+    )
+    _check_grpc(proc)
+    results = []
+    try:
+        for c in args.capacity_concurrency:
+            result = measure(bench, gen, target, "unary", c, connections=min(c, 16))
+            results.append(result)
+            _progress(result)
+    finally:
+        bench.stop(target.key)
+    return results
+
+
+IDLE_OPEN_TIMEOUT_S = 120.0
+
+
+def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
+    """RSS per idle open stream: a fresh bridge, warmed by the readiness check's calls, then `streams`
+    streams held open (bench/idle_streams.py) while the upstream is silent; (RSS open - RSS before) / n."""
+    target = target_of(key)
+    name = f"idle-{key}"
+    address = f"127.0.0.1:{workload.free_port()}"
+    proc = bench.start(name, bridge_cmd(target, address, bench.procs["mock"].address), address)
+    try:
+        _check_grpc(proc)
+        time.sleep(1.0)
+        before = proc.rss_kb()
+        holder = subprocess.Popen(
+            [PY, str(BENCH / "idle_streams.py"), "--target", address, "-n", str(streams)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        ready, _, _ = select.select([holder.stdout], [], [], IDLE_OPEN_TIMEOUT_S)
+        line = holder.stdout.readline().strip() if ready else "(no answer within the timeout)"
+        if line != f"open {streams}":
+            holder.kill()
+            raise RuntimeError(f"idle streams did not open: {line!r} {holder.communicate()[1][-2000:]}")
+        time.sleep(2.0)  # settled: nothing moves on an idle stream
+        opened = proc.rss_kb()
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    finally:
+        bench.stop(name)
+    result = {
+        "target": key,
+        "rpc": "idle",
+        "c": streams,
+        "rss_kb_before": before,
+        "rss_kb_open": opened,
+        "kb_per_stream": round((opened - before) / streams, 2),
+    }
+    print(f"  idle   n={streams} {key:<15} {result['kb_per_stream']:.1f} KiB per stream", file=sys.stderr)
+    return result
+
+
 # ------------------------------------------------------------------------------------------ reporting
 
 
@@ -405,41 +579,116 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
+def _server_cpu_per(r: dict[str, Any] | None) -> float | None:
+    """Server CPU seconds per call (unary) or per chunk (stream)."""
+    if r is None:
+        return None
+    rate = r["chunks_per_s"] if r["rpc"] == "stream" else r["rps"]
+    return None if not rate else r["cpu_cores"]["target"] / rate
+
+
 def compute_ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each target's throughput against the floor (echo), the mock and the bridge without observability;
+    added latency at c=1."""
     ratios: dict[str, Any] = {}
-    cs = sorted({r["c"] for r in results})
+    cs = sorted({r["c"] for r in results if r["rpc"] in ("unary", "stream")})
+    targets = list(dict.fromkeys(r["target"] for r in results if r["rpc"] in ("unary", "stream")))
 
     def metric(target: str, rpc: str, c: int, key: str) -> float | None:
         r = _find(results, target, rpc, c)
         return None if r is None else r[key]
 
+    pairs = [(f"{t}_vs_echo", t, "echo") for t in targets if t not in ("echo", "mock")]
+    pairs += [(f"{t}_vs_mock_direct", t, "mock") for t in targets if t != "mock"]
+    pairs.append(("bridge_observed_vs_bridge", "bridge-observed", "bridge"))
     for rpc, key in (("unary", "rps"), ("stream", "chunks_per_s")):
         for c in cs:
-            pairs = {
-                "bridge_aiohttp_vs_echo": ("bridge-aiohttp", "echo"),
-                "bridge_httpx_vs_echo": ("bridge-httpx", "echo"),
-                "bridge_httpx_vs_bridge_aiohttp": ("bridge-httpx", "bridge-aiohttp"),
-                "bridge_observed_vs_bridge_aiohttp": ("bridge-observed", "bridge-aiohttp"),
-                "ref_aiohttp_vs_bridge_aiohttp": ("ref-aiohttp", "bridge-aiohttp"),
-                "bridge_aiohttp_vs_mock_direct": ("bridge-aiohttp", "mock"),
-                "echo_vs_mock_direct": ("echo", "mock"),
-            }
-            for name, (a, b) in pairs.items():
+            for name, a, b in pairs:
                 value = _ratio(metric(a, rpc, c, key), metric(b, rpc, c, key))
                 if value is not None:
                     ratios.setdefault(f"{rpc}_{key}", {}).setdefault(name, {})[str(c)] = round(value, 3)
-    added: dict[str, Any] = {}
-    mock1 = _find(results, "mock", "unary", 1)
-    if mock1:
-        for target in ("echo", "bridge-aiohttp", "bridge-httpx", "bridge-observed", "ref-aiohttp"):
+    for base in ("mock", "echo"):
+        base1 = _find(results, base, "unary", 1)
+        added: dict[str, Any] = {}
+        for target in targets:
             r = _find(results, target, "unary", 1)
-            if r:
+            if base1 and r and target not in (base, "mock"):
                 added[target] = {
-                    p: round(r["latency_ms"][p] - mock1["latency_ms"][p], 3) for p in ("p50", "p90", "p99")
+                    p: round(r["latency_ms"][p] - base1["latency_ms"][p], 3) for p in ("p50", "p90", "p99")
                 }
-    if added:
-        ratios["unary_c1_added_latency_ms_vs_mock_direct"] = added
+        if added:
+            ratios[f"unary_c1_added_latency_ms_vs_{'mock_direct' if base == 'mock' else 'echo'}"] = added
     return ratios
+
+
+@dataclass(frozen=True)
+class Goal:
+    key: str
+    text: str
+    goal: float
+    higher_is_better: bool
+    unit: str = "x"
+
+
+GOALS = (
+    Goal("unary_rps_vs_floor", "unary RPS / floor, c={unary_c}", 0.70, True),
+    Goal("stream_chunks_vs_floor", "stream chunks/s / floor, 64-chunk streams, c={stream_c}", 0.70, True),
+    Goal("added_p50_ms", "added p50 at c=1 over the floor", 0.35, False, " ms"),
+    Goal("cpu_per_call_vs_floor", "server CPU per unary call / floor's, c={unary_c}", 1.5, False),
+    Goal("cpu_per_chunk_vs_floor", "server CPU per streamed chunk / floor's, c={stream_c}", 1.3, False),
+    Goal("idle_kb_per_stream", "RSS per idle open stream, {idle_n} streams open", 30.0, False, " KiB"),
+    Goal("workers2_rps_at_p99", "unary RPS at p99 <= 20 ms, --workers 2", 3000.0, True, " RPS"),
+    Goal("observed_vs_off_unary", "metrics + access log on / off, unary RPS, c={unary_c}", 0.90, True),
+    Goal(
+        "observed_vs_off_stream", "metrics + access log on / off, stream chunks/s, c={stream_c}", 0.90, True
+    ),
+)
+
+
+def compute_goals(results: list[dict[str, Any]], settings: dict[str, Any], target: str) -> dict[str, Any]:
+    """Issue 12's goals for `target`, each against the floor (echo) of the same run; None if not measured."""
+    unary_c, stream_c = settings["goal_unary_c"], settings["goal_stream_c"]
+
+    def find(t: str, rpc: str, c: int) -> dict[str, Any] | None:
+        return _find(results, t, rpc, c)
+
+    unary, floor_unary = find(target, "unary", unary_c), find("echo", "unary", unary_c)
+    stream, floor_stream = find(target, "stream", stream_c), find("echo", "stream", stream_c)
+    one, floor_one = find(target, "unary", 1), find("echo", "unary", 1)
+    idle = next(
+        (r for r in results if r["rpc"] == "idle" and r["target"] == target and "error" not in r), None
+    )
+    capacity = [
+        r for r in results
+        if r["target"] == WORKERS_TARGET and r["latency_ms"]["p99"] <= CAPACITY_P99_MS and not r["errors"]
+    ]  # fmt: skip
+    values: dict[str, float | None] = {
+        "unary_rps_vs_floor": _ratio(unary and unary["rps"], floor_unary and floor_unary["rps"]),
+        "stream_chunks_vs_floor": _ratio(
+            stream and stream["chunks_per_s"], floor_stream and floor_stream["chunks_per_s"]
+        ),
+        "added_p50_ms": one["latency_ms"]["p50"] - floor_one["latency_ms"]["p50"]
+        if one and floor_one
+        else None,
+        "cpu_per_call_vs_floor": _ratio(_server_cpu_per(unary), _server_cpu_per(floor_unary)),
+        "cpu_per_chunk_vs_floor": _ratio(_server_cpu_per(stream), _server_cpu_per(floor_stream)),
+        "idle_kb_per_stream": idle["kb_per_stream"] if idle else None,
+        "workers2_rps_at_p99": max((r["rps"] for r in capacity), default=None),
+        "observed_vs_off_unary": _ratio(
+            (find("bridge-observed", "unary", unary_c) or {}).get("rps"),
+            (find("bridge", "unary", unary_c) or {}).get("rps"),
+        ),
+        "observed_vs_off_stream": _ratio(
+            (find("bridge-observed", "stream", stream_c) or {}).get("chunks_per_s"),
+            (find("bridge", "stream", stream_c) or {}).get("chunks_per_s"),
+        ),
+    }
+    out: dict[str, Any] = {"target": target}
+    for goal in GOALS:
+        value = values[goal.key]
+        met = None if value is None else (value >= goal.goal if goal.higher_is_better else value <= goal.goal)
+        out[goal.key] = {"value": None if value is None else round(value, 3), "goal": goal.goal, "met": met}
+    return out
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -457,37 +706,47 @@ def _cpu_cell(r: dict[str, Any]) -> str:
     return f"{cpu['target']:>4.2f}/{cpu['mock']:.2f}/{cpu['generator']:.2f}/{cpu['other']:.2f}{'':>4}"
 
 
+def _label(key: str) -> str:
+    return target_of(key).label
+
+
+def _unary_rows(results: list[dict[str, Any]], rows: list[tuple[str, int]]) -> list[str]:
+    head = (
+        f"| {'target':<31} | {'c':>3} | {'RPS':>7} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} "
+        f"| {'vs echo':>7} | {'srv CPU/call':>12} | {'CPU srv/mock/gen/other':>23} |"
+    )
+    lines = [head, "|" + "|".join("-" * (len(part)) for part in head.split("|")[1:-1]) + "|"]
+    for key, c in rows:
+        r = _find(results, key, "unary", c)
+        if r is None:
+            continue
+        echo = _find(results, "echo", "unary", c)
+        lat = r["latency_ms"]
+        vs = _ratio(r["rps"], echo["rps"] if echo else None)
+        lines.append(
+            f"| {_label(key):<31} | {c:>3} | {_fmt(r['rps']):>7} | {lat['p50']:>7.2f} "
+            f"| {lat['p90']:>7.2f} | {lat['p99']:>7.2f} | {_fmt(vs, 2):>7} | {_cpu_per(r, 'rps'):>12} "
+            f"| {_cpu_cell(r)} |"
+        )
+    return lines
+
+
 def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str, Any]) -> str:
     lines: list[str] = []
     s = meta["settings"]
     v, m = meta["versions"], meta["machine"]
     lines.append(
         f"{m['nproc']} cores ({m['cpu_model']}), Python {v['python']}, grpcio {v['grpcio']}, "
-        f"httpx {v['httpx']}, aiohttp {v['aiohttp']}; "
-        f"{s['duration_s']:g} s per point after {s['warmup_s']:g} s warm-up"
-    )
+        + ", ".join(f"{name} {v[name]}" for name in ("httpx", "aiohttp", "uvloop", "orjson")
+                    if v.get(name, "-") != "-")
+        + f"; {s['duration_s']:g} s per point after {s['warmup_s']:g} s warm-up"
+    )  # fmt: skip
     lines.append("")
     lines.append("Unary CreateChatCompletion (20-word echo)")
-    head = (
-        f"| {'target':<31} | {'c':>3} | {'RPS':>7} | {'p50 ms':>7} | {'p90 ms':>7} | {'p99 ms':>7} "
-        f"| {'vs echo':>7} | {'srv CPU/call':>12} | {'CPU srv/mock/gen/other':>23} |"
-    )
-    lines += [head, "|" + "|".join("-" * (len(part)) for part in head.split("|")[1:-1]) + "|"]
-    for c in s["unary_concurrency"]:
-        echo = _find(results, "echo", "unary", c)
-        for key in s["targets"]:
-            r = _find(results, key, "unary", c)
-            if r is None:
-                continue
-            lat = r["latency_ms"]
-            vs = _ratio(r["rps"], echo["rps"] if echo else None)
-            lines.append(
-                f"| {TARGETS[key].label:<31} | {c:>3} | {_fmt(r['rps']):>7} | {lat['p50']:>7.2f} "
-                f"| {lat['p90']:>7.2f} | {lat['p99']:>7.2f} | {_fmt(vs, 2):>7} | {_cpu_per(r, 'rps'):>12} "
-                f"| {_cpu_cell(r)} |"
-            )
+    lines += _unary_rows(results, [(key, c) for c in s["unary_concurrency"] for key in s["targets"]])
     lines.append("")
-    lines.append(f"Streaming StreamChatCompletion ({workload.STREAM_CHUNKS} chunks per stream)")
+    chunks = s.get("stream_chunks", workload.STREAM_CHUNKS)
+    lines.append(f"Streaming StreamChatCompletion ({chunks} chunks per stream)")
     head = (
         f"| {'target':<31} | {'c':>3} | {'streams/s':>9} | {'chunks/s':>8} | {'TTFC p50':>8} "
         f"| {'TTFC p99':>8} | {'total p50':>9} | {'total p99':>9} | {'vs echo':>7} | {'srv CPU/chunk':>13} "
@@ -503,10 +762,26 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
             vs = _ratio(r["chunks_per_s"], echo["chunks_per_s"] if echo else None)
             first, total = r["first_ms"], r["latency_ms"]
             lines.append(
-                f"| {TARGETS[key].label:<31} | {c:>3} | {_fmt(r['rps']):>9} | {_fmt(r['chunks_per_s']):>8} "
+                f"| {_label(key):<31} | {c:>3} | {_fmt(r['rps']):>9} | {_fmt(r['chunks_per_s']):>8} "
                 f"| {first['p50']:>8.2f} | {first['p99']:>8.2f} | {total['p50']:>9.2f} "
                 f"| {total['p99']:>9.2f} | {_fmt(vs, 2):>7} | {_cpu_per(r, 'chunks_per_s'):>13} "
                 f"| {_cpu_cell(r)} |"
+            )
+    capacity = [(WORKERS_TARGET, c) for c in s.get("capacity_concurrency", [])]
+    if any(_find(results, key, "unary", c) for key, c in capacity):
+        lines.append("")
+        lines.append(
+            f"Capacity: unary, --workers 2, min(c, 16) connections (p99 goal {CAPACITY_P99_MS:g} ms)"
+        )
+        lines += _unary_rows(results, capacity)
+    idle = [r for r in results if r["rpc"] == "idle" and "error" not in r]
+    if idle:
+        lines.append("")
+        lines.append("Idle streams: RSS of a fresh bridge with N streams open and the upstream silent")
+        for r in idle:
+            lines.append(
+                f"  {_label(r['target']):<31} n={r['c']}: {r['rss_kb_before']:,} -> "
+                f"{r['rss_kb_open']:,} KiB, {r['kb_per_stream']:.1f} KiB per stream"
             )
     lines.append("")
     lines.append(
@@ -516,20 +791,25 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
     lines.append("")
     lines.append("Ratios (RPS for unary, chunks/s for streaming; by concurrency)")
     for group, pairs in ratios.items():
-        if group.endswith("added_latency_ms_vs_mock_direct"):
+        if "added_latency" in group:
             continue
         for name, by_c in pairs.items():
             values = ", ".join(f"c={c}: {v:.2f}" for c, v in by_c.items())
-            lines.append(f"  {group:<20} {name:<32} {values}")
-    added = ratios.get("unary_c1_added_latency_ms_vs_mock_direct")
-    if added:
+            lines.append(f"  {group:<20} {name:<40} {values}")
+    for base in ("echo", "mock_direct"):
+        added = ratios.get(f"unary_c1_added_latency_ms_vs_{base}")
+        if added:
+            lines.append("")
+            lines.append(f"Added latency at c=1, unary, vs {_BASES[base]} (ms)")
+            for target, values in added.items():
+                shown = "  ".join(f"{p} {values[p]:+.2f}" for p in ("p50", "p90", "p99"))
+                lines.append(f"  {_label(target):<31} {shown}")
+    goals = meta.get("goals")
+    if goals:
         lines.append("")
-        lines.append("Added latency at c=1, unary, vs the mock called directly over HTTP (ms)")
-        for target, values in added.items():
-            shown = "  ".join(f"{p} {values[p]:+.2f}" for p in ("p50", "p90", "p99"))
-            lines.append(f"  {TARGETS[target].label:<31} {shown}")
+        lines += render_goals(goals, s)
     flag = s["noise_flag_cores"]
-    noisy = [r for r in results if r["cpu_cores"]["other"] > flag]
+    noisy = [r for r in results if "cpu_cores" in r and r["cpu_cores"]["other"] > flag]
     if noisy:
         lines.append("")
         lines.append(
@@ -538,6 +818,38 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
             + ", ".join(f"{r['target']}/{r['rpc']}/c={r['c']} ({r['cpu_cores']['other']:.2f})" for r in noisy)
         )
     return "\n".join(lines)
+
+
+_BASES = {"echo": "the floor (echo)", "mock_direct": "the mock called directly over HTTP"}
+
+
+def render_goals(goals: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    names = {"unary_c": s["goal_unary_c"], "stream_c": s["goal_stream_c"], "idle_n": s.get("idle_streams")}
+    lines = [f"Goals (issue 12), {_label(goals['target'])} against the floor of this run", ""]
+    lines.append(f"| {'metric':<62} | {'measured':>12} | {'goal':>12} | met |")
+    lines.append(f"|{'-' * 64}|{'-' * 14}|{'-' * 14}|-----|")
+    for goal in GOALS:
+        entry = goals.get(goal.key)
+        if entry is None:
+            continue
+        sign = ">=" if goal.higher_is_better else "<="
+        value = entry["value"]
+        digits = 0 if goal.unit == " RPS" else 1 if goal.unit == " KiB" else 2
+        shown = "-" if value is None else f"{value:,.{digits}f}{goal.unit}"
+        met = "-" if entry["met"] is None else ("yes" if entry["met"] else "no")
+        wanted = f"{sign} {goal.goal:,.{digits}f}{goal.unit}"
+        lines.append(f"| {goal.text.format(**names):<62} | {shown:>12} | {wanted:>12} | {met:>3} |")
+    return lines
+
+
+def _progress(result: dict[str, Any]) -> None:
+    extra = f" {result['chunks_per_s']:,.0f} chunks/s" if result["rpc"] == "stream" else ""
+    print(
+        f"  {result['rpc']:<6} c={result['c']:<3} {result['target']:<15} {result['rps']:>8,.0f}/s{extra}  "
+        f"p50 {result['latency_ms']['p50']:.2f} ms  p99 {result['latency_ms']['p99']:.2f} ms  "
+        f"errors {result['errors']}  cpu {result['cpu_cores']}",
+        file=sys.stderr,
+    )
 
 
 def bridge_source_digest() -> str:
@@ -587,7 +899,16 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
             "python": platform.python_version(),
             **{
                 n: _version(n)
-                for n in ("grpcio", "protobuf", "httpx", "httpcore", "aiohttp", "httpx-aiohttp")
+                for n in (
+                    "grpcio",
+                    "protobuf",
+                    "httpx",
+                    "httpcore",
+                    "aiohttp",
+                    "httpx-aiohttp",
+                    "uvloop",
+                    "orjson",
+                )
             },
             "go": go_version,
         },
@@ -611,7 +932,13 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
             "quiet_budget_s": args.quiet_budget,
             "noise_flag_cores": args.noise_flag,
             "request": workload.request_json(),
-            "stream_chunks": workload.STREAM_CHUNKS,
+            "stream_request": workload.request_json(workload.LONG_PROMPT),
+            "stream_chunks": workload.chunks_of(workload.LONG_PROMPT),
+            "goal_target": args.goal_target,
+            "goal_unary_c": GOAL_UNARY_C,
+            "goal_stream_c": GOAL_STREAM_C,
+            "capacity_concurrency": args.capacity_concurrency,
+            "idle_streams": args.idle_streams,
         },
     }
 
@@ -622,16 +949,35 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: short points, c=1,16 unary, c=16 stream"
+        "--quick", action="store_true", help="smoke run: 2 s points, no capacity sweep, 200 idle streams"
     )
     parser.add_argument("--duration", type=float, help="measured seconds per point (default 10, quick 2)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds per point (default 2, quick 1)")
-    parser.add_argument("--concurrency", type=int, nargs="+", help="unary concurrencies (default 1 16 64)")
+    parser.add_argument("--concurrency", type=int, nargs="+", help="unary concurrencies (default 1 32)")
+    parser.add_argument("--stream-concurrency", type=int, nargs="+", help="stream concurrencies (default 16)")
     parser.add_argument(
-        "--stream-concurrency", type=int, nargs="+", help="stream concurrencies (default 16 64)"
+        "--targets",
+        nargs="+",
+        type=lambda key: target_of(key).key,
+        default=DEFAULT_TARGETS,
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also ref-aiohttp, ref-bare and bridge-TRANSPORT[-LOOP] "
+        f"(TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
     )
-    parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
+    parser.add_argument(
+        "--capacity-concurrency",
+        type=int,
+        nargs="*",
+        help="concurrencies of the --workers 2 capacity sweep (default 4 8 16 32, quick none; none: skip)",
+    )
+    parser.add_argument(
+        "--idle-streams",
+        type=int,
+        help="streams held open for the idle-memory point (default 1000, quick 200; 0: skip)",
+    )
+    parser.add_argument(
+        "--idle-targets", nargs="+", type=lambda key: target_of(key).key, help="default: the goal target"
+    )
     parser.add_argument(
         "--generator",
         choices=["auto", "python"],
@@ -663,13 +1009,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
-    args.concurrency = args.concurrency or ([1, 16] if quick else [1, 16, 64])
-    args.stream_concurrency = args.stream_concurrency or ([16] if quick else [16, 64])
+    args.concurrency = args.concurrency or [1, 32]
+    args.stream_concurrency = args.stream_concurrency or [16]
+    if args.capacity_concurrency is None:
+        args.capacity_concurrency = [] if quick else [4, 8, 16, 32]
+    if args.idle_streams is None:
+        args.idle_streams = 200 if quick else 1000
+    goal = GOAL_TARGET if GOAL_TARGET in args.targets else args.targets[-1]
+    args.goal_target = goal
+    args.idle_targets = args.idle_targets or [goal]
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0)
     if args.only == "unary":
         args.stream_concurrency = []
     elif args.only == "stream":
         args.concurrency = []
+    if args.only:
+        args.capacity_concurrency, args.idle_streams = [], 0
     return args
 
 
@@ -687,12 +1042,13 @@ def main(argv: list[str] | None = None) -> int:
         saved = json.loads(args.render.read_text())
         print(render(saved["results"], saved["ratios"], saved["meta"]))
         return 0
-    protoset, request_bin = build_inputs()
+    protoset, request_bin, stream_request_bin = build_inputs()
     gen = Generators(
         ghz=None if args.generator == "python" else find_ghz(),
         streamgen=None if args.generator == "python" else build_streamgen(),
         protoset=protoset,
         request_bin=request_bin,
+        stream_request_bin=stream_request_bin,
     )
     meta = metadata(args, gen)
     logdir = Path(tempfile.mkdtemp(prefix="prisme-bench-"))
@@ -707,15 +1063,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"targets up (logs in {logdir}); {len(points) * len(args.targets)} points", file=sys.stderr)
         for rpc, c in points:
             for key in args.targets:
-                result = measure(bench, gen, TARGETS[key], rpc, c)
+                result = measure(bench, gen, target_of(key), rpc, c)
                 results.append(result)
-                extra = f" {result['chunks_per_s']:,.0f} chunks/s" if rpc == "stream" else ""
-                print(
-                    f"  {rpc:<6} c={c:<3} {key:<15} {result['rps']:>8,.0f}/s{extra}  "
-                    f"p50 {result['latency_ms']['p50']:.2f} ms  p99 {result['latency_ms']['p99']:.2f} ms  "
-                    f"errors {result['errors']}  cpu {result['cpu_cores']}",
-                    file=sys.stderr,
-                )
+                _progress(result)
+        for key in [k for k in args.targets if k not in ("echo", "mock", *REFERENCES)]:
+            bench.stop(key)  # idle from now on; the servers of the next points are started fresh
+        if args.capacity_concurrency:
+            results += measure_capacity(bench, gen)
+        for key in args.idle_targets if args.idle_streams > 0 else []:
+            try:
+                results.append(measure_idle(bench, key, args.idle_streams))
+            except RuntimeError as exc:  # recorded, and the run's other results still written
+                print(f"  idle   {key}: {exc}", file=sys.stderr)
+                results.append({"target": key, "rpc": "idle", "c": args.idle_streams, "error": str(exc)})
     meta["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     meta["quiet_waited_s"] = round(bench.waited, 1)
@@ -726,6 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     ratios = compute_ratios(results)
+    meta["goals"] = compute_goals(results, meta["settings"], args.goal_target)
     table = render(results, ratios, meta)
     print(table)
     RESULTS.mkdir(exist_ok=True)

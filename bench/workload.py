@@ -1,8 +1,10 @@
-"""The one request every benchmark sends, in each form a load generator needs, and small shared helpers.
+"""The requests the benchmarks send, in each form a load generator needs, and small shared helpers.
 
-The request is an `echo` chat completion whose user message has 20 words, so the mock gateway answers a
-unary call with those 20 words and a stream with 22 chunks (role chunk, one chunk per word, the finish
-chunk). Every target (echo server, mock gateway, bridges) sees exactly this request.
+A request is an `echo` chat completion whose user message has N words, so the mock gateway answers a unary
+call with those words and a stream with N + 2 chunks (role chunk, one chunk per word, the finish chunk).
+`PROMPT` (20 words: a 22-chunk stream) is the unary request; `LONG_PROMPT` (62 words: a 64-chunk stream,
+the issue-12 goal's stream) is the stream request of bench/run.py. Every target (echo server, mock gateway,
+bridges) sees exactly these requests.
 """
 
 from __future__ import annotations
@@ -21,25 +23,33 @@ PROMPT: Final = (
 )
 assert len(PROMPT.split()) == 20, len(PROMPT.split())
 STREAM_CHUNKS: Final = len(PROMPT.split()) + 2  # role chunk + one per word + finish chunk
+LONG_PROMPT: Final = f"{PROMPT}, once, {PROMPT}, twice, {PROMPT}"
+assert len(LONG_PROMPT.split()) == 62, len(LONG_PROMPT.split())
+PROMPTS: Final = (PROMPT, LONG_PROMPT)
 
 
-def request_json() -> dict[str, Any]:
+def chunks_of(prompt: str) -> int:
+    """How many messages the stream answering `prompt` carries."""
+    return len(prompt.split()) + 2
+
+
+def request_json(prompt: str = PROMPT) -> dict[str, Any]:
     """The request as JSON: ProtoJSON for ghz and, with `stream` added, the upstream HTTP body."""
-    return {"model": "echo", "messages": [{"role": "user", "content": PROMPT}]}
+    return {"model": "echo", "messages": [{"role": "user", "content": prompt}]}
 
 
-def http_body(*, stream: bool) -> bytes:
+def http_body(*, stream: bool, prompt: str = PROMPT) -> bytes:
     """The upstream HTTP body the bridge sends for this request (compact JSON, like the bridge)."""
-    return json.dumps({**request_json(), "stream": stream}, separators=(",", ":")).encode()
+    return json.dumps({**request_json(prompt), "stream": stream}, separators=(",", ":")).encode()
 
 
-def request_proto() -> Any:
+def request_proto(prompt: str = PROMPT) -> Any:
     """The request as a CreateChatCompletionRequest message."""
     from google.protobuf import json_format
 
     from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 
-    return json_format.ParseDict(request_json(), pb.CreateChatCompletionRequest())
+    return json_format.ParseDict(request_json(prompt), pb.CreateChatCompletionRequest())
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
-from bridge.http.transport import HttpxTransport, TransportSettings, proxy_for
+from bridge.http.transport import TransportSettings, build_transport, proxy_for
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor
@@ -93,7 +93,7 @@ def upstream_client(
         max_event_bytes=settings.max_event_bytes,
         retry=NO_RETRIES if retry is None else retry_policy(retry),
     )
-    traced = TracedTransport(HttpxTransport(transport), tracer_provider)
+    traced = TracedTransport(build_transport(transport), tracer_provider)
     return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced, on_attempt=note_upstream_attempt)
 
 

@@ -7,7 +7,6 @@ its validation there; this module only parses, reports bad values in one line, a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -17,7 +16,7 @@ from typing import Literal, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 
-from bridge import __version__
+from bridge import __version__, eventloop
 from bridge.logs import setup_logging
 from bridge.rpc.tracing import TracingConfigError
 from bridge.settings import (
@@ -66,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bridge.workers import run_workers  # forks: before any event loop or gRPC object
 
             return run_workers(settings)
+        loop = settings.lifecycle.event_loop if isinstance(settings, ServeSettings) else "asyncio"
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_run(args.command, settings))
+            eventloop.run(_run(args.command, settings), loop)
     except (OSError, TracingConfigError) as exc:  # a listen address in use; an exporter not installed
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1

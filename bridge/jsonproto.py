@@ -34,6 +34,7 @@ __all__ = [
     "ReplyShapeError",
     "extra_body_violations",
     "non_finite_violations",
+    "proto_text",
     "struct_to_json",
     "too_long",
     "update_struct",
@@ -330,6 +331,12 @@ def _int_as_float(value: int) -> float | None:
         return float(value)
     except OverflowError:  # JSON integers have no size limit; doubles do
         return None
+
+
+def proto_text(value: str) -> str:
+    """`value` as a proto string field takes it (the rule `fill` applies to every string): `value`, with
+    lone UTF-16 surrogates (a JSON "\\ud83d" cut from its pair) made U+FFFD."""
+    return _text(value)
 
 
 def _text(value: str) -> str:

@@ -32,9 +32,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
-from bridge.http.transport import TransportName
+from bridge.http.transport import DEFAULT_TRANSPORT, TransportName
 from bridge.upstream.headers import check_returned_header
 
 __all__ = [
@@ -187,9 +188,10 @@ class UpstreamSettings(_Group):
         description="upstream connection pool size (= concurrent streams)",
     )
     transport: TransportName = Field(
-        "aiohttp",
+        DEFAULT_TRANSPORT,
         alias="upstream_transport",
-        description="HTTP transport under the httpx client (aiohttp is faster; docs/PERFORMANCE.md)",
+        description="upstream HTTP client: aiohttp-direct (aiohttp's own API, the fastest), aiohttp (the "
+        "httpx API over aiohttp) or httpx (the httpx API over httpcore); docs/PERFORMANCE.md",
     )
     max_event_bytes: int = Field(
         DEFAULT_MAX_BYTES,
@@ -377,6 +379,12 @@ class LifecycleSettings(_Group):
 
     workers: int = Field(
         1, ge=1, le=64, alias="workers", description="processes sharing the port (SO_REUSEPORT), one per core"
+    )
+    event_loop: EventLoopName = Field(
+        DEFAULT_EVENT_LOOP,
+        alias="event_loop",
+        description="asyncio event loop implementation: uvloop (libuv, faster) or asyncio (the standard "
+        "library's)",
     )
     drain_delay: float = Field(
         0.0,

@@ -15,7 +15,7 @@ from typing import TypeVar
 from bridge.errors import Reason
 from bridge.http.client import HttpClient, JSONObject, JsonReply
 from bridge.jsonproto import ReplyShapeError
-from bridge.rpc.call import Context, deadline_of, this_call
+from bridge.rpc.call import Context, deadline_of, send_initial_metadata, this_call
 from bridge.upstream.headers import HeaderPolicy, correlation_id
 from bridge.upstream.usage import usage_of
 
@@ -55,7 +55,7 @@ class UpstreamCaller:
         usage = usage_of(reply.body)
         if usage is not None:
             served.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.cost)
-        await context.send_initial_metadata(self.headers.reply_metadata(reply.headers))
+        await send_initial_metadata(context, self.headers.reply_metadata(reply.headers))
         return reply
 
     def read(self, reply: JsonReply, read: Callable[[JSONObject], _T]) -> _T:

@@ -27,7 +27,6 @@ each worker decides alone stays per worker: the model-label cap and --max-concur
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -279,13 +278,14 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
         _die_with_parent()
         # Imported after the fork, in each worker: the parent holds no gRPC state, and libraries that fix
         # process-wide modes at import (prometheus-client's multiprocess mode) see what _before_fork set.
+        from bridge import eventloop
         from bridge.app import serve
 
         def ready() -> None:
             os.write(ready_fd, _READY)
 
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings, reuse_port=True, on_ready=ready))
+            eventloop.run(serve(settings, reuse_port=True, on_ready=ready), settings.lifecycle.event_loop)
         code = 0
     except OSError as exc:
         with contextlib.suppress(OSError):  # the parent stopped reading once the worker served

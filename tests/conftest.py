@@ -3,12 +3,17 @@
 Suites: `unit/` (pure code, no sockets), `integration/` (the bridge against the mock gateway over
 loopback), `interop/` (real grpcurl, Go and Java clients; marker `interop`). `pytest -m "not interop"` is
 the fast loop; CI runs everything.
+
+Options: `--upstream-transport NAME` makes every bridge a test starts use that transport unless the test
+names one (modules that run on every transport say so with `upstream_transport = every_transport()`);
+`--event-loop uvloop` runs every test, and so every in-process bridge, on uvloop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +22,38 @@ import pytest
 
 from bridge.app import build_bridge
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.http.transport import TRANSPORT_NAMES
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
 from bridge.settings import ServeSettings
 
 BridgeFactory = Callable[..., Any]
 _SUITE_MARKERS = {"interop": pytest.mark.interop}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--upstream-transport",
+        choices=TRANSPORT_NAMES,
+        default=None,
+        help="the upstream transport of every bridge a test starts, unless the test names one",
+    )
+    parser.addoption(
+        "--event-loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop every test (and every in-process bridge) runs on",
+    )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    if config.getoption("--event-loop") == "uvloop":
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,10 +83,19 @@ async def mock_gateway() -> AsyncIterator[MockGateway]:
 
 
 @pytest.fixture
-async def start_bridge(mock_gateway: MockGateway) -> AsyncIterator[BridgeFactory]:
-    """Starts bridges in front of the mock gateway; flat settings override the defaults (port 0); parts
-    (`upstream=`, `services=`, `interceptors=`, `credentials=`, `metrics_registry=`, `tracer_provider=`)
-    go to build_bridge."""
+def upstream_transport(request: pytest.FixtureRequest) -> str | None:
+    """The transport bridges get unless a test names one: --upstream-transport's (None: the default)."""
+    value: str | None = request.config.getoption("--upstream-transport")
+    return value
+
+
+@pytest.fixture
+async def start_bridge(
+    mock_gateway: MockGateway, upstream_transport: str | None
+) -> AsyncIterator[BridgeFactory]:
+    """Starts bridges in front of the mock gateway; flat settings override the defaults (port 0; the
+    `upstream_transport` fixture's transport); parts (`upstream=`, `services=`, `interceptors=`,
+    `credentials=`, `metrics_registry=`, `tracer_provider=`) go to build_bridge."""
     started: list[GrpcServer] = []
     part_names = (
         "upstream",
@@ -69,6 +109,8 @@ async def start_bridge(mock_gateway: MockGateway) -> AsyncIterator[BridgeFactory
     async def start(**overrides: Any) -> GrpcServer:
         parts = {name: overrides.pop(name) for name in part_names if name in overrides}
         values: dict[str, Any] = {"listen": "127.0.0.1:0", "upstream_url": mock_gateway.base_url}
+        if upstream_transport is not None:
+            values["upstream_transport"] = upstream_transport
         values.update(overrides)
         server = await build_bridge(ServeSettings.model_validate(values), **parts)
         await server.start()

@@ -32,7 +32,22 @@ from grpc_status import rpc_status
 
 from bridge.errors import BridgeError, UpstreamHTTPError
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.http.transport import TRANSPORT_NAMES
 from bridge.upstream.errors import error_from_http_response, error_from_stream_event
+
+TRANSPORTS = TRANSPORT_NAMES  # every --upstream-transport
+
+
+def every_transport(transports: tuple[str, ...] = TRANSPORTS) -> Any:
+    """A module's `upstream_transport` fixture that runs its tests once per upstream transport (of
+    `transports`): `upstream_transport = every_transport()` (tests/conftest.py's start_bridge reads it)."""
+
+    @pytest.fixture(params=transports)
+    def upstream_transport(request: pytest.FixtureRequest) -> str:
+        name: str = request.param
+        return name
+
+    return upstream_transport
 
 
 def chat_request(

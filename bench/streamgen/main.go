@@ -3,7 +3,8 @@
 //
 // It needs no generated code: the request is a serialized protobuf message read from a file and
 // responses are counted, not decoded (a pass-through codec), so the client costs the same whatever the
-// server sends. All workers share one HTTP/2 connection, as ghz does with its default --connections=1.
+// server sends. All workers share one HTTP/2 connection, as ghz does with its default --connections=1;
+// -connections N spreads them over N connections (round robin), for servers of several processes.
 //
 // Output: one JSON object on stdout (see result). Warm-up calls run first and are not counted.
 package main
@@ -139,7 +140,7 @@ func call(ctx context.Context, conn *grpc.ClientConn, method string, stream bool
 }
 
 // run keeps `concurrency` calls in flight until `duration` has passed; calls already started finish.
-func run(conn *grpc.ClientConn, method string, stream bool, req []byte, concurrency int, duration, timeout time.Duration) ([]sample, map[string]int, time.Duration) {
+func run(conns []*grpc.ClientConn, method string, stream bool, req []byte, concurrency int, duration, timeout time.Duration) ([]sample, map[string]int, time.Duration) {
 	var mu sync.Mutex
 	var samples []sample
 	errs := map[string]int{}
@@ -148,6 +149,7 @@ func run(conn *grpc.ClientConn, method string, stream bool, req []byte, concurre
 	deadline := start.Add(duration)
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
+		conn := conns[w%len(conns)]
 		go func() {
 			defer wg.Done()
 			local := make([]sample, 0, 4096)
@@ -181,6 +183,7 @@ func main() {
 	duration := flag.Duration("z", 10*time.Second, "measured duration")
 	warmup := flag.Duration("warmup", 2*time.Second, "warm-up duration (not counted)")
 	timeout := flag.Duration("timeout", 20*time.Second, "per-call timeout")
+	connections := flag.Int("connections", 1, "HTTP/2 connections the calls are spread over")
 	flag.Parse()
 
 	req, err := os.ReadFile(*dataFile)
@@ -188,21 +191,25 @@ func main() {
 		fmt.Fprintln(os.Stderr, "streamgen:", err)
 		os.Exit(2)
 	}
-	conn, err := grpc.NewClient(*addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})),
-	)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "streamgen:", err)
-		os.Exit(2)
+	conns := make([]*grpc.ClientConn, max(1, *connections))
+	for i := range conns {
+		conn, err := grpc.NewClient(*addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})),
+		)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "streamgen:", err)
+			os.Exit(2)
+		}
+		defer conn.Close()
+		conns[i] = conn
 	}
-	defer conn.Close()
 
 	if *warmup > 0 {
-		run(conn, *method, *stream, req, *concurrency, *warmup, *timeout)
+		run(conns, *method, *stream, req, *concurrency, *warmup, *timeout)
 	}
 	cpu0 := cpuSeconds()
-	samples, errs, elapsed := run(conn, *method, *stream, req, *concurrency, *duration, *timeout)
+	samples, errs, elapsed := run(conns, *method, *stream, req, *concurrency, *duration, *timeout)
 	cpu := cpuSeconds() - cpu0
 
 	totals := make([]time.Duration, len(samples))

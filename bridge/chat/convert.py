@@ -10,7 +10,10 @@ Struct numbers are doubles; integral ones are sent as JSON integers so `"minItem
 Inbound, `response_from_upstream` / `chunk_from_upstream` fill a proto from parsed upstream JSON, tolerant
 by design: `null` means unset, and a key the proto does not know, or a known key whose value has the
 wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls). A few fields
-are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES).
+are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES). The chunk of nearly
+every stream event (text deltas: no tool calls, logprobs, usage, alias or unknown key) is built by direct
+assignment (`_text_chunk`), every other one by the generic walk; both give the same message
+(tests/unit/test_convert.py checks it on the golden vectors and with hypothesis).
 
 The generic rules live in bridge.jsonproto; this module holds the chat contract's rewrites and aliases.
 """
@@ -23,7 +26,7 @@ from typing import Final
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.jsonproto import JSON, JsonMapping, struct_to_json, value_to_json
+from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, value_to_json
 
 __all__ = [
     "chunk_from_upstream",
@@ -107,9 +110,83 @@ def response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionRe
 
 def chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse:
     """A `chat.completion.chunk` JSON object as a proto; unknown or mistyped keys land in `extra`."""
+    chunk = _text_chunk(obj)
+    if chunk is None:
+        chunk = generic_chunk_from_upstream(obj)
+    return chunk
+
+
+def generic_chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse:
+    """`chunk_from_upstream` by the generic walk alone (what the fast path must equal)."""
     chunk = pb.StreamChatCompletionResponse()
     _MAPPING.fill(chunk, obj)
     return chunk
+
+
+# The keys the fast path takes: the chunk's string and integer fields, its choices, and a null usage; a
+# choice's index, delta, finish reason and null logprobs; a delta's string fields.
+_CHUNK_STRINGS: Final = ("id", "object", "model", "system_fingerprint", "service_tier")
+_CHUNK_KEYS: Final = frozenset({*_CHUNK_STRINGS, "created", "choices", "usage"})
+_CHOICE_KEYS: Final = frozenset({"index", "delta", "finish_reason", "logprobs"})
+_DELTA_STRINGS: Final = frozenset({"role", "content", "refusal", "reasoning_content"})
+_INT32: Final = (-(2**31), 2**31 - 1)
+_INT64: Final = (-(2**63), 2**63 - 1)
+
+
+def _text_chunk(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse | None:
+    """A text-delta chunk by direct assignment; None for any other shape (the generic walk's)."""
+    if not _CHUNK_KEYS.issuperset(obj) or obj.get("usage") is not None:
+        return None
+    fields: dict[str, object] = {}
+    for key in _CHUNK_STRINGS:
+        value = obj.get(key)
+        if value is not None:
+            if type(value) is not str:
+                return None
+            fields[key] = value if value.isascii() else proto_text(value)
+    created = obj.get("created")
+    if created is not None:
+        if type(created) is not int or not _INT64[0] <= created <= _INT64[1]:
+            return None
+        fields["created"] = created
+    chunk = pb.StreamChatCompletionResponse(**fields)  # type: ignore[arg-type]
+    choices = obj.get("choices")
+    if choices is not None:
+        if type(choices) is not list:
+            return None
+        for choice in choices:
+            if not _add_text_choice(chunk, choice):
+                return None
+    return chunk
+
+
+def _add_text_choice(chunk: pb.StreamChatCompletionResponse, choice: JSON) -> bool:
+    if type(choice) is not dict or not _CHOICE_KEYS.issuperset(choice) or choice.get("logprobs") is not None:
+        return False
+    fields: dict[str, object] = {}
+    index = choice.get("index")
+    if index is not None:
+        if type(index) is not int or not _INT32[0] <= index <= _INT32[1]:
+            return False
+        fields["index"] = index
+    reason = choice.get("finish_reason")
+    if reason is not None:
+        if type(reason) is not str:
+            return False
+        fields["finish_reason"] = proto_text(reason)
+    delta = choice.get("delta")
+    if delta is not None:
+        if type(delta) is not dict or not _DELTA_STRINGS.issuperset(delta):
+            return False
+        texts: dict[str, str] = {}
+        for key, value in delta.items():
+            if value is not None:
+                if type(value) is not str:
+                    return False
+                texts[key] = value if value.isascii() else proto_text(value)
+        fields["delta"] = pb.ChatCompletionDelta(**texts)  # type: ignore[arg-type]
+    chunk.choices.add(**fields)
+    return True
 
 
 # Upstream keys read into a field named otherwise, by message: vLLM (newer) and OpenRouter send the

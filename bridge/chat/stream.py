@@ -8,13 +8,13 @@ without `[DONE]` is accepted only on an event boundary after a choice reported i
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Final
 
 import grpc
 
+from bridge import jsoncodec
 from bridge.errors import Reason
 from bridge.http.client import EventStream, JSONObject
 from bridge.http.sse import ServerSentEvent
@@ -51,7 +51,7 @@ def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
         log.debug("skipping SSE event of type %r", event.event)
         return None
     try:
-        chunk = json.loads(event.data)
+        chunk = jsoncodec.loads(event.data)
     except (ValueError, RecursionError):
         raise stream.protocol_error(
             "stream chunk is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -20,11 +19,11 @@ from urllib.parse import urlencode, urlsplit
 
 import grpc
 
-from bridge import errors
+from bridge import errors, jsoncodec
 from bridge.errors import Reason
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
-from bridge.http.transport import HttpxTransport, Response, Transport, TransportSettings
+from bridge.http.transport import Response, Transport, TransportSettings, build_transport
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -103,7 +102,7 @@ class HttpClient:
         # host:port, as error messages name it ("could not connect to upstream gw:443: ...")
         self.address = f"{self.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         self._errors = errors
-        self._transport = transport or HttpxTransport(settings.transport)
+        self._transport = transport or build_transport(settings.transport)
         self._on_attempt = on_attempt
 
     async def aclose(self) -> None:
@@ -196,11 +195,12 @@ class HttpClient:
         """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
         `headers` of a reply already begun give the errors its correlation id."""
         failures = self._failures(headers)
+        timeout = asyncio.timeout_at(deadline)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with timeout:
                 yield
         except failures.caught as exc:
-            raise failures.error(exc) from exc
+            raise failures.error(exc, deadline_passed=timeout.expired()) from exc
 
     def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
@@ -226,7 +226,7 @@ class HttpClient:
 
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
         try:
-            doc = json.loads(raw)
+            doc = jsoncodec.loads(raw)
         except UnicodeDecodeError:  # JSON is UTF-8 (RFC 8259): a reply that is not is not guessed at
             raise self.protocol_error(
                 "reply is not valid UTF-8", Reason.UPSTREAM_INVALID_RESPONSE, headers
@@ -286,7 +286,15 @@ class EventStream:
         decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
         chunks = self._response.chunks()
         while (raw := await self._next_read(chunks)) is not None:
-            yield self._decode(decoder, raw)
+            try:
+                events = decoder.feed(raw)
+            except SSEEventTooLarge as exc:
+                if exc.events:  # complete before the oversized one: delivered first
+                    yield exc.events
+                raise self.protocol_error(
+                    str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
+                ) from None
+            yield events
         self.ended_mid_event = not decoder.finish()
 
     def protocol_error(
@@ -298,21 +306,17 @@ class EventStream:
     async def _next_read(self, chunks: AsyncIterator[bytes]) -> bytes | None:
         """The next read of the body; None at its end. The deadline's timer exists only when one is set
         (this runs once per read: no context manager of the client's here)."""
-        try:
-            if self._deadline is None:
+        if self._deadline is None:
+            try:
                 return await anext(chunks, None)
-            async with asyncio.timeout_at(self._deadline):
+            except self._failures.caught as exc:
+                raise self._failures.error(exc) from exc
+        timeout = asyncio.timeout_at(self._deadline)
+        try:
+            async with timeout:
                 return await anext(chunks, None)
         except self._failures.caught as exc:
-            raise self._failures.error(exc) from exc
-
-    def _decode(self, decoder: SSEDecoder, raw: bytes) -> list[ServerSentEvent]:
-        try:
-            return decoder.feed(raw)
-        except SSEEventTooLarge as exc:
-            raise self.protocol_error(
-                str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
-            ) from None
+            raise self._failures.error(exc, deadline_passed=timeout.expired()) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,11 +330,13 @@ class _Failures:
 
     @property
     def caught(self) -> tuple[type[BaseException], ...]:
-        # TimeoutError first in spirit: asyncio.timeout_at raises it when the call's deadline passes.
+        # TimeoutError: asyncio.timeout_at raises it when the call's deadline passes.
         return (TimeoutError, *self.transport.caught)
 
-    def error(self, exc: BaseException) -> errors.BridgeError:
-        if isinstance(exc, TimeoutError):
+    def error(self, exc: BaseException, *, deadline_passed: bool = False) -> errors.BridgeError:
+        """The error for `exc`; `deadline_passed`: the call's deadline ended the await (a transport's own
+        timeouts, which some libraries raise as TimeoutError too, are the transport's to map)."""
+        if deadline_passed:
             return errors.deadline_exceeded(self.host, self.correlation_id)
         return self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
 
@@ -360,7 +366,7 @@ class _Request:
     def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
         if body is None:
             return cls(method, path, headers, None)
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        content = jsoncodec.dumps(body)
         return cls(method, path, {**headers, **_JSON_HEADERS}, content)
 
 

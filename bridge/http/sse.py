@@ -24,8 +24,7 @@ and handled by the stream layer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "SSEError", "SSEEventTooLarge", "ServerSentEvent"]
 
@@ -41,16 +40,17 @@ class SSEError(Exception):
 
 
 class SSEEventTooLarge(SSEError):  # noqa: N818 - public name agreed for the stream layer
-    """A line or an event's data grew past ``max_event_bytes``."""
+    """A line or an event's data grew past ``max_event_bytes``. ``events``: those the same chunk completed
+    before it (nothing received is lost: the caller delivers them, then fails)."""
 
     def __init__(self, what: str, limit: int) -> None:
         super().__init__(f"SSE {what} exceeds max_event_bytes={limit}")
         self.limit = limit
+        self.events: list[ServerSentEvent] = []
 
 
-@dataclass(frozen=True, slots=True)
-class ServerSentEvent:
-    """One dispatched event."""
+class ServerSentEvent(NamedTuple):
+    """One dispatched event (a named tuple: one is made per event, and a tuple is the cheapest to make)."""
 
     data: str
     event: str = "message"
@@ -123,14 +123,18 @@ class SSEDecoder:
             return []
         events: list[ServerSentEvent] = []
         start = 0
-        for match in _LINE_END.finditer(buf, scan_from):
-            event = self._process_line(buf[start : match.start()])
-            if event is not None:
-                events.append(event)
-            start = match.end()
-        self._after_cr = buf.endswith(b"\r")
-        del buf[:start]
-        self._check_line(len(buf))
+        try:
+            for match in _LINE_END.finditer(buf, scan_from):
+                event = self._process_line(buf[start : match.start()])
+                if event is not None:
+                    events.append(event)
+                start = match.end()
+            self._after_cr = buf.endswith(b"\r")
+            del buf[:start]
+            self._check_line(len(buf))
+        except SSEEventTooLarge as exc:
+            exc.events = events
+            raise
         return events
 
     def finish(self) -> bool:

@@ -1,9 +1,13 @@
 """The network seam under the upstream client: send one request, read its reply's body as it arrives.
 
-`HttpClient` speaks to a `Transport`; `HttpxTransport` is the one implementation today (the httpx API over
-aiohttp, or over httpx's own httpcore: `--upstream-transport`). A transport owns its connection pool, its
-TLS settings and the map of its own exceptions to bridge errors, so another HTTP library plugs in here
-without touching the client.
+`HttpClient` speaks to a `Transport`, chosen by `--upstream-transport` (`build_transport`):
+
+  aiohttp-direct  aiohttp's client called directly (bridge.http.aiohttp_direct); the default, the fastest
+  aiohttp         the httpx client API over aiohttp (httpx-aiohttp)
+  httpx           the httpx client API over httpx's own httpcore
+
+A transport owns its connection pool, its TLS settings and the map of its own exceptions to bridge errors,
+so another HTTP library plugs in here without touching the client (docs/PERFORMANCE.md compares them).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, get_args
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -26,10 +30,26 @@ from httpx_aiohttp.transport import map_aiohttp_exceptions
 from bridge.errors import BridgeError
 from bridge.http.transport_errors import CAUGHT_EXCEPTIONS, error_from_transport_exception
 
-__all__ = ["HttpxTransport", "Response", "Transport", "TransportName", "TransportSettings", "proxy_for"]
+__all__ = [
+    "DEFAULT_TRANSPORT",
+    "LARGE_BODY",
+    "TRANSPORT_NAMES",
+    "USER_AGENT",
+    "HttpxTransport",
+    "Response",
+    "Transport",
+    "TransportName",
+    "TransportSettings",
+    "body_pieces",
+    "build_transport",
+    "proxy_for",
+    "tls_context",
+]
 
-TransportName = Literal["aiohttp", "httpx"]
-_USER_AGENT: Final = "prisme-grpc-bridge"
+TransportName = Literal["aiohttp-direct", "aiohttp", "httpx"]
+TRANSPORT_NAMES: Final[tuple[TransportName, ...]] = get_args(TransportName)
+DEFAULT_TRANSPORT: Final[TransportName] = "aiohttp-direct"
+USER_AGENT: Final = "prisme-grpc-bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +59,7 @@ class TransportSettings:
     connect_timeout: float = 10.0
     read_timeout: float = 300.0  # seconds of silence tolerated while a reply is read
     max_connections: int = 1024
-    name: TransportName = "aiohttp"
+    name: TransportName = DEFAULT_TRANSPORT
     ca_file: Path | None = None  # CAs that sign the upstream's certificate; None: certifi's public CAs
     client_cert: tuple[Path, Path] | None = None  # (certificate chain, key) for an mTLS upstream
     proxy: str | None = None  # an HTTP(S) proxy URL for every request (see `proxy_for`)
@@ -144,8 +164,28 @@ class _ArrivedFirst(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing: httpx would otherwise parse every reply's headers for cookies (a
+    bridge has no use for them, and must not send one caller's cookies with another's request)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
+class _CookielessClient(httpx.AsyncClient):
+    _NONE: Final = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._NONE
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        raise TypeError("the upstream client keeps no cookies")
+
+
 class HttpxTransport:
-    """The httpx client API over aiohttp (default: encode/httpx#3215, see docs/PERFORMANCE.md) or httpcore.
+    """The httpx client API over aiohttp (`aiohttp`; encode/httpx#3215) or httpcore (`httpx`).
 
     `mock`: an httpx transport to use instead (unit tests: `httpx.MockTransport`).
     """
@@ -168,19 +208,23 @@ class HttpxTransport:
         )
         # One TLS context and no environment (SSL_CERT_FILE, netrc) for both transports: what reaches the
         # upstream is decided by the bridge's settings alone; a proxy only when the settings name one.
-        tls = _tls_context(settings)
+        tls = tls_context(settings)
         proxy = settings.proxy
         transport = mock
         if transport is None and settings.name == "aiohttp":
             transport = _AiohttpTransport(
-                limits=limits, verify=tls, trust_env=False, proxy=httpx.Proxy(proxy) if proxy else None
+                limits=limits,
+                verify=tls,
+                trust_env=False,
+                proxy=httpx.Proxy(proxy) if proxy else None,
+                client=lambda: _aiohttp_session(limits, tls),
             )
-        self._client = httpx.AsyncClient(
+        self._client = _CookielessClient(
             timeout=timeout,
             limits=limits,
             transport=transport,
             verify=tls,
-            headers={"user-agent": _USER_AGENT},
+            headers={"user-agent": USER_AGENT},
             follow_redirects=False,
             trust_env=False,
             proxy=proxy if transport is None else None,
@@ -190,10 +234,8 @@ class HttpxTransport:
         self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
     ) -> Response:
         body: bytes | AsyncIterator[bytes] | None = content
-        if content is not None and len(content) > _LARGE_BODY:
-            # Written in pieces (with its length, so not chunked): one large write would hold the event loop,
-            # and aiohttp warns about it.
-            body = _pieces(content)
+        if content is not None and len(content) > LARGE_BODY:
+            body = body_pieces(content)
             headers = {**headers, "content-length": str(len(content))}
         request = self._client.build_request(method, _url(url), content=body, headers=headers)
         return _HttpxResponse(await self._client.send(request, stream=True))
@@ -205,11 +247,22 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-_LARGE_BODY: Final = 512 * 1024
+def _aiohttp_session(limits: httpx.Limits, tls: ssl.SSLContext) -> aiohttp.ClientSession:
+    # httpx-aiohttp's own session, without its cookie jar (httpx's is the one it would fill).
+    connector = aiohttp.TCPConnector(
+        limit=limits.max_connections or 0, keepalive_timeout=limits.keepalive_expiry, ssl=tls
+    )
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+# A request body larger than this is written in pieces (with its length, so not chunked): one large write
+# would hold the event loop, and aiohttp warns about it.
+LARGE_BODY: Final = 512 * 1024
 _PIECE: Final = 256 * 1024
 
 
-async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+async def body_pieces(content: bytes) -> AsyncIterator[bytes]:
+    """`content` in pieces of at most 256 KiB."""
     view = memoryview(content)
     for start in range(0, len(view), _PIECE):
         yield bytes(view[start : start + _PIECE])
@@ -221,7 +274,7 @@ def _url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-def _tls_context(settings: TransportSettings) -> ssl.SSLContext:
+def tls_context(settings: TransportSettings) -> ssl.SSLContext:
     """Verifies the upstream against `ca_file` (else certifi's CAs); presents the client certificate
     if one is set. Raises OSError naming the file that cannot be used."""
     try:
@@ -245,3 +298,12 @@ def proxy_for(url: str) -> str | None:
     if "no" in proxies and urllib.request.proxy_bypass(parts.netloc, proxies):
         return None
     return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def build_transport(settings: TransportSettings) -> Transport:
+    """The transport `settings.name` names (its library imported only when chosen)."""
+    if settings.name == "aiohttp-direct":
+        from bridge.http.aiohttp_direct import AiohttpDirectTransport
+
+        return AiohttpDirectTransport(settings)
+    return HttpxTransport(settings)

@@ -335,10 +335,16 @@ class AccessLog(Interceptor):
             self._write(call)
 
     def _write(self, call: RpcCall) -> None:
-        quiet = call.code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED)
-        level = logging.INFO if quiet else logging.WARNING
+        code = call.code
+        level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
         if self._log.isEnabledFor(level):
-            self._log.log(level, "%s %s", call.name, call.code.name, extra={"fields": access_fields(call)})
+            # The record is made here rather than by Logger.log, which would walk the stack for the
+            # caller's file and line (no format of ours shows them): a line per call, on the event loop.
+            extra = {"fields": access_fields(call)}
+            args = (call.name, code.name)
+            self._log.handle(
+                self._log.makeRecord(self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra=extra)
+            )
 
 
 def access_fields(call: RpcCall) -> dict[str, object]:
@@ -348,17 +354,31 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         "method": call.name,
         "code": call.code.name,
         "ms": round(call.elapsed_ms, 1),
-        "model": _logged_model(call.model) if call.model else None,
-        "upstream_status": call.upstream_status,
-        "upstream_attempts": call.upstream_attempts if call.upstream_attempts > 1 else None,
-        "chunks": call.messages_sent if call.response_streaming else None,
-        "correlation_id": _logged_id(call.correlation_id) if call.correlation_id else None,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cost": call.cost,
-        "trace_id": call.trace_id,
     }
-    return {key: value for key, value in fields.items() if value is not None}
+    # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
+    if call.model:
+        fields["model"] = _logged_model(call.model)
+    if call.upstream_status is not None:
+        fields["upstream_status"] = call.upstream_status
+    if call.upstream_attempts > 1:
+        fields["upstream_attempts"] = call.upstream_attempts
+    if call.response_streaming:
+        fields["chunks"] = call.messages_sent
+    if call.correlation_id:
+        correlation_id = _logged_id(call.correlation_id)
+        if correlation_id is not None:
+            fields["correlation_id"] = correlation_id
+    for key in _OPTIONAL_FACTS:
+        value = getattr(call, key)
+        if value is not None:
+            fields[key] = value
+    return fields
+
+
+_OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
+_SOURCE: Final = __file__  # the access line's pathname
+_OK: Final = grpc.StatusCode.OK
+_CANCELLED: Final = grpc.StatusCode.CANCELLED
 
 
 _MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`

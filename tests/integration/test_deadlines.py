@@ -14,7 +14,10 @@ import grpc
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import chat_request, cli_env, run_cli, wait_all_ended
+from tests.helpers import chat_request, cli_env, every_transport, run_cli, wait_all_ended
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 # The text access line: "... bridge.access: StreamChatCompletion DEADLINE_EXCEEDED service=... code='...'".
 _ACCESS_LINE = re.compile(r"bridge\.access: (CreateChatCompletion|StreamChatCompletion) (\w+) ")

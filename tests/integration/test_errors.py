@@ -14,7 +14,10 @@ import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import call_failing, chat_request, free_port, status_details, wait_request
+from tests.helpers import call_failing, chat_request, every_transport, free_port, status_details, wait_request
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 # (status, gRPC code) exactly as the table has it.
 TABLE = [

@@ -21,7 +21,7 @@ from bridge.cli import main
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from bridge.settings import ServeSettings
-from tests.helpers import chat_request, cli_env, run_cli
+from tests.helpers import TRANSPORTS, chat_request, cli_env, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "iak_acme_0123456789abcdef"
@@ -205,7 +205,7 @@ def test_a_bad_flag_shows_the_commands_own_usage(capsys) -> None:
     assert err.strip().endswith("prisme-bridge serve: error: unrecognized arguments: --bogus")
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_3_mb_prompt_reaches_the_mock(
     start_bridge, mock_gateway: MockGateway, transport: str
 ) -> None:

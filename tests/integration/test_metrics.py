@@ -171,10 +171,11 @@ async def test_model_and_embedding_calls_are_metered_and_lookups_take_no_model_l
 async def test_messages_are_counted_live_while_a_stream_runs(metered) -> None:
     _, url, stub = metered
     call = stub.StreamChatCompletion(chat_request(model="endless"), timeout=30)
-    for _ in range(4):
+    for _ in range(66):
         await asyncio.wait_for(call.read(), 5)
     during = await scrape(url)
-    assert during.value("grpc_server_msg_sent_total", **STREAM) >= 4
+    # Counted in steps: the first message at once, then every 64 (bridge.rpc.metrics), the rest at the end.
+    assert during.value("grpc_server_msg_sent_total", **STREAM) >= 65
     assert during.value("prisme_bridge_rpcs_in_flight", grpc_method="StreamChatCompletion") == 1
     assert during.value("grpc_server_handled_total", **STREAM) == 0
     call.cancel()
@@ -183,7 +184,7 @@ async def test_messages_are_counted_live_while_a_stream_runs(metered) -> None:
             await asyncio.sleep(0.02)
     assert after.value("grpc_server_handled_total", **STREAM, grpc_code="Canceled") == 1
     assert after.value("prisme_bridge_rpcs_in_flight", grpc_method="StreamChatCompletion") == 0
-    assert after.value("grpc_server_msg_sent_total", **STREAM) >= during.value("grpc_server_msg_sent_total")
+    assert after.value("grpc_server_msg_sent_total", **STREAM) >= 66  # every message, once the call ended
 
 
 async def test_health_checks_are_counted_like_any_method(metered) -> None:

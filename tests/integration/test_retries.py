@@ -15,7 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from bridge.rpc.server import GrpcServer
-from tests.helpers import call_failing, chat_request, collect, free_port, status_details
+from tests.helpers import call_failing, chat_request, collect, every_transport, free_port, status_details
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 TEXT = "Hello there, bridge"
 

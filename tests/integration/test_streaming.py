@@ -17,7 +17,10 @@ from google.protobuf import struct_pb2
 from bridge.chat import convert
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.mock_gateway import MockGateway
-from tests.helpers import call_failing, chat_request, collect, status_details
+from tests.helpers import call_failing, chat_request, collect, every_transport, status_details
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
 

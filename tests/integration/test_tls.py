@@ -19,7 +19,13 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as 
 from bridge.mock_gateway import start_mock_gateway
 from bridge.settings import ServeSettings
 from tests.conftest import BridgeFactory
-from tests.helpers import CertificateAuthority, SecretVolume, chat_request, tls_channel
+from tests.helpers import (
+    TRANSPORTS,
+    CertificateAuthority,
+    SecretVolume,
+    chat_request,
+    tls_channel,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -179,19 +185,23 @@ async def test_health_port_answers_plaintext_probes_beside_a_tls_listener(
 # --------------------------------------------------------------------------------------- the upstream
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_upstream_over_tls_with_a_private_ca(
-    start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path
+    start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path, transport: str
 ) -> None:
     cert, key = server_ca.write(tmp_path, "gateway")
     context = ssl_server_context(cert, key)
     async with await start_mock_gateway("127.0.0.1", 0, ssl_context=context) as gateway:
         trusting = await start_bridge(
-            upstream_url=gateway.base_url, upstream_ca_file=server_ca.write_pem(tmp_path / "ca.pem")
+            upstream_url=gateway.base_url,
+            upstream_transport=transport,
+            upstream_ca_file=server_ca.write_pem(tmp_path / "ca.pem"),
         )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{trusting.port}") as channel:
             assert await _chat(channel, "private CA") == "private CA"
 
-        untrusting = await start_bridge(upstream_url=gateway.base_url)  # certifi's public CAs only
+        # certifi's public CAs only
+        untrusting = await start_bridge(upstream_url=gateway.base_url, upstream_transport=transport)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{untrusting.port}") as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -200,29 +210,32 @@ async def test_upstream_over_tls_with_a_private_ca(
     assert "certificate" in (raised.value.details() or "").lower()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_upstream_mtls_with_a_client_certificate(
     start_bridge: BridgeFactory,
     server_ca: CertificateAuthority,
     client_ca: CertificateAuthority,
     tmp_path: Path,
+    transport: str,
 ) -> None:
     cert, key = server_ca.write(tmp_path, "gateway")
     context = ssl_server_context(cert, key, client_ca=client_ca.write_pem(tmp_path / "clients.pem"))
     client_cert, client_key = client_ca.write(tmp_path, "bridge", client=True)
     ca_file = server_ca.write_pem(tmp_path / "ca.pem")
     async with await start_mock_gateway("127.0.0.1", 0, ssl_context=context) as gateway:
-        for transport in ("aiohttp", "httpx"):
-            bridge = await start_bridge(
-                upstream_url=gateway.base_url,
-                upstream_transport=transport,
-                upstream_ca_file=ca_file,
-                upstream_client_cert=client_cert,
-                upstream_client_key=client_key,
-            )
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
-                assert await _chat(channel, transport) == transport
+        bridge = await start_bridge(
+            upstream_url=gateway.base_url,
+            upstream_transport=transport,
+            upstream_ca_file=ca_file,
+            upstream_client_cert=client_cert,
+            upstream_client_key=client_key,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+            assert await _chat(channel, "with a client certificate") == "with a client certificate"
 
-        anonymous = await start_bridge(upstream_url=gateway.base_url, upstream_ca_file=ca_file)
+        anonymous = await start_bridge(
+            upstream_url=gateway.base_url, upstream_transport=transport, upstream_ca_file=ca_file
+        )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{anonymous.port}") as channel:
             assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
 
@@ -236,7 +249,7 @@ def ssl_server_context(cert: Path, key: Path, client_ca: Path | None = None) -> 
     return context
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_proxy_variables_are_used_only_when_asked(
     start_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:

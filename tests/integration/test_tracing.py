@@ -25,7 +25,10 @@ from bridge.chat.service import SERVICE_NAME
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from bridge.settings import ServeSettings
-from tests.helpers import call_failing, chat_request, cli_env, collect, run_cli
+from tests.helpers import call_failing, chat_request, cli_env, collect, every_transport, run_cli
+
+# Every test that starts a bridge runs once per upstream transport.
+upstream_transport = every_transport()
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"

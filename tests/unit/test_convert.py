@@ -31,7 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.chat.convert import (
+    _text_chunk,
     chunk_from_upstream,
+    generic_chunk_from_upstream,
     message_to_json,
     request_to_upstream,
     response_from_upstream,
@@ -1278,3 +1280,74 @@ def test_received_tool_calls_replay_unchanged() -> None:
     )
     assert validate_request(request, streaming=False) == []
     assert request_to_upstream(request, stream=False)["messages"][1]["tool_calls"] == calls
+
+
+# --- the chunk fast path equals the generic walk ------------------------------------------------------------
+
+
+def _same_message(fast: Message, generic: Message) -> None:
+    assert fast == generic  # presence of optional fields and empty sub-messages included
+    assert fast.SerializeToString(deterministic=True) == generic.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize("vector", _vectors("chunk"))
+def test_chunk_fast_path_equals_the_generic_walk_on_the_goldens(vector: dict[str, Any]) -> None:
+    _same_message(chunk_from_upstream(vector["upstream"]), generic_chunk_from_upstream(vector["upstream"]))
+
+
+def test_the_fast_path_takes_the_common_text_chunks() -> None:
+    """The chunks almost every stream is made of never take the generic walk (a regression there would
+    only show in the benchmark)."""
+    role, content, finish = (_load(GOLDEN / "chunk" / f"{name}.json")["upstream"] for name in (
+        "00_role_chunk_content_empty", "01_content_chunk", "07_finish_chunk_empty_delta"))  # fmt: skip
+    for obj in (role, content, finish):
+        assert _text_chunk(obj) is not None
+
+
+# Values of any JSON type, so the fast path meets every wrong type the generic walk keeps in `extra`.
+_ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_TEXT = st.one_of(st.text(), st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)))
+_TEXT_OR_ODD = st.one_of(_TEXT, _TEXT, _ODD)
+_DELTA_KEYS = ["role", "content", "refusal", "reasoning_content", "reasoning", "tool_calls", "other"]
+_DELTA = st.dictionaries(st.sampled_from(_DELTA_KEYS), _TEXT_OR_ODD, max_size=4)
+_CHOICE = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.one_of(st.integers(min_value=-(2**32), max_value=2**32), _ODD),
+        "delta": st.one_of(_DELTA, _DELTA, _ODD),
+        "finish_reason": _TEXT_OR_ODD,
+        "logprobs": st.one_of(st.none(), st.none(), _ODD),
+        "other": _ODD,
+    },
+)
+_TEXT_CHUNK = st.fixed_dictionaries(
+    {},
+    optional={
+        **dict.fromkeys(("id", "object", "model", "system_fingerprint", "service_tier"), _TEXT_OR_ODD),
+        "created": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _ODD),
+        "choices": st.one_of(st.lists(_CHOICE, max_size=3), _ODD),
+        "usage": st.one_of(st.none(), st.none(), _ODD),
+        "other": _ODD,
+    },
+)
+
+
+@PROPERTY
+@given(obj=_TEXT_CHUNK)
+def test_property_chunk_fast_path_equals_the_generic_walk_on_text_chunks(obj: dict[str, Any]) -> None:
+    pristine = copy.deepcopy(obj)
+    _same_message(chunk_from_upstream(obj), generic_chunk_from_upstream(obj))
+    assert obj == pristine
+
+
+@PROPERTY
+@given(obj=_wild_object(pb.StreamChatCompletionResponse.DESCRIPTOR))
+def test_property_chunk_fast_path_equals_the_generic_walk_on_wild_chunks(obj: dict[str, Any]) -> None:
+    _same_message(chunk_from_upstream(obj), generic_chunk_from_upstream(obj))

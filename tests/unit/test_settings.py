@@ -30,7 +30,7 @@ PINNED = {
         "tls_cert", "tls_key", "tls_client_ca",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
         "retries", "retry_backoff", "retry_max_backoff", "retry_streams",
-        "workers", "drain_delay", "health_listen",
+        "workers", "event_loop", "drain_delay", "health_listen",
         "log_level", "log_format",
     ],
     MockGatewaySettings: ["mock_listen", "require_api_key", "log_level", "log_format"],

@@ -420,6 +420,17 @@ class TestLimits:
             with pytest.raises(SSEEventTooLarge, match="event data exceeds max_event_bytes=11"):
                 _decode_chunks(chunks, max_event_bytes=11)
 
+    def test_events_before_an_oversized_line_are_handed_out_with_the_error(self) -> None:
+        """Nothing received is lost: the events a chunk completed before its oversized line come with
+        the error, for the caller to deliver first."""
+        decoder = SSEDecoder(max_event_bytes=16)
+        with pytest.raises(SSEEventTooLarge) as info:
+            decoder.feed(b"data: one\n\ndata: two\n\ndata: " + b"x" * 20 + b"\n\n")
+        assert info.value.events == [E("one"), E("two")]
+        with pytest.raises(SSEEventTooLarge) as info:
+            SSEDecoder(max_event_bytes=16).feed(b"data: " + b"x" * 20)
+        assert info.value.events == []
+
     def test_size_resets_between_events(self) -> None:
         stream = b"data: 12345\n\n" * 50
         assert _decode_all_ways(stream, max_event_bytes=11) == ([E("12345")] * 50, True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.http.transport import TransportSettings, _tls_context, proxy_for
+from bridge.http.transport import TransportSettings, proxy_for, tls_context
 from tests.helpers import CertificateAuthority
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -53,13 +53,13 @@ def test_proxy_for_the_upstream_url(
     assert proxy_for(url) == proxy
 
 
-def test_tls_context_verifies_the_upstream_with_the_given_ca_file(tmp_path: Path) -> None:
+def testtls_context_verifies_the_upstream_with_the_given_ca_file(tmp_path: Path) -> None:
     ca = CertificateAuthority("private CA")
-    context = _tls_context(TransportSettings(ca_file=ca.write_pem(tmp_path / "ca.pem")))
+    context = tls_context(TransportSettings(ca_file=ca.write_pem(tmp_path / "ca.pem")))
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "private CA"),),)]
-    public = _tls_context(TransportSettings())
+    public = tls_context(TransportSettings())
     assert len(public.get_ca_certs()) > 50  # certifi's bundle
 
 
@@ -68,7 +68,7 @@ def test_a_client_key_that_does_not_match_its_certificate_is_an_error(tmp_path: 
     cert, _ = ca.write(tmp_path, "bridge", client=True)
     _, other_key = ca.write(tmp_path, "other", client=True)
     with pytest.raises(OSError, match="KEY_VALUES_MISMATCH") as raised:
-        _tls_context(TransportSettings(client_cert=(cert, other_key)))
+        tls_context(TransportSettings(client_cert=(cert, other_key)))
     assert str(cert) in str(raised.value)
     with pytest.raises(OSError, match="no PEM CA certificate"):
-        _tls_context(TransportSettings(ca_file=cert.with_suffix(".key")))
+        tls_context(TransportSettings(ca_file=cert.with_suffix(".key")))
