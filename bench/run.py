@@ -571,6 +571,28 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ reporting
 
 
+def median_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per (target, rpc, c): the run whose rate (RPS, or chunks/s for streams) is the median
+    of that point's runs (the lower middle one for an even count), whole, so its latencies and CPU
+    belong to the same run; runs that failed count as rate 0. Points keep their first run's order."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["target"], run["rpc"], run["c"]), []).append(run)
+    chosen: list[dict[str, Any]] = []
+    for group in groups.values():
+        ordered = sorted(group, key=_rate)
+        median = dict(ordered[(len(ordered) - 1) // 2])
+        if len(group) > 1:
+            median["repeats"] = [_rate(run) for run in group]
+        chosen.append(median)
+    return chosen
+
+
+def _rate(result: dict[str, Any]) -> float:
+    key = "chunks_per_s" if result["rpc"] == "stream" else "rps"
+    return float(result.get(key) or 0.0)
+
+
 def _find(results: list[dict[str, Any]], target: str, rpc: str, c: int) -> dict[str, Any] | None:
     return next((r for r in results if r["target"] == target and r["rpc"] == rpc and r["c"] == c), None)
 
@@ -740,6 +762,7 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
         + ", ".join(f"{name} {v[name]}" for name in ("httpx", "aiohttp", "uvloop", "orjson")
                     if v.get(name, "-") != "-")
         + f"; {s['duration_s']:g} s per point after {s['warmup_s']:g} s warm-up"
+        + (f"; each point the median of {s['repeat']} interleaved runs" if s.get("repeat", 1) > 1 else "")
     )  # fmt: skip
     lines.append("")
     lines.append("Unary CreateChatCompletion (20-word echo)")
@@ -926,6 +949,7 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "unary_concurrency": args.concurrency,
             "stream_concurrency": args.stream_concurrency,
+            "repeat": args.repeat,
             "targets": args.targets,
             "quiet_threshold_cores": args.quiet_threshold,
             "quiet_wait_s": args.quiet_wait,
@@ -955,6 +979,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="warm-up seconds per point (default 2, quick 1)")
     parser.add_argument("--concurrency", type=int, nargs="+", help="unary concurrencies (default 1 32)")
     parser.add_argument("--stream-concurrency", type=int, nargs="+", help="stream concurrencies (default 16)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each point N times, the targets interleaved (A B A B ...); the run with the median "
+        "rate is reported (all runs are kept in the result file). Use 3 or 5 for ratios between targets "
+        "closer than the box's noise",
+    )
     parser.add_argument(
         "--targets",
         nargs="+",
@@ -1060,12 +1092,16 @@ def main(argv: list[str] | None = None) -> int:
         start_targets(bench, args.targets)
         # Each server imported bridge/ at startup: what they run is what was on disk until now.
         meta["bridge_source_digest_loaded"] = bridge_source_digest()
-        print(f"targets up (logs in {logdir}); {len(points) * len(args.targets)} points", file=sys.stderr)
+        total = len(points) * len(args.targets) * args.repeat
+        print(f"targets up (logs in {logdir}); {total} points", file=sys.stderr)
+        runs: list[dict[str, Any]] = []
         for rpc, c in points:
-            for key in args.targets:
-                result = measure(bench, gen, target_of(key), rpc, c)
-                results.append(result)
-                _progress(result)
+            for _ in range(args.repeat):  # rounds: a drift of the box's speed spreads over every target
+                for key in args.targets:
+                    result = measure(bench, gen, target_of(key), rpc, c)
+                    runs.append(result)
+                    _progress(result)
+        results = median_runs(runs)
         for key in [k for k in args.targets if k not in ("echo", "mock", *REFERENCES)]:
             bench.stop(key)  # idle from now on; the servers of the next points are started fresh
         if args.capacity_concurrency:
@@ -1092,9 +1128,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     output = args.output or RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
-    output.write_text(
-        json.dumps({"meta": meta, "results": results, "ratios": ratios, "table": table}, indent=2) + "\n"
-    )
+    saved = {"meta": meta, "results": results, "ratios": ratios, "table": table}
+    if args.repeat > 1:
+        saved["runs"] = runs  # every run of every point; `results` holds the median ones
+    output.write_text(json.dumps(saved, indent=2) + "\n")
     print(f"\nwrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}", file=sys.stderr)
     return 0
 
