@@ -86,6 +86,7 @@ class Target:
 # bridge.settings); the bench itself does not import them so it can run against older commits.
 TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx")
 LOOPS = ("asyncio", "uvloop")
+NO_REPLY_METADATA = ("--reply-metadata", "false")
 FIXED = {
     t.key: t
     for t in (
@@ -93,7 +94,7 @@ FIXED = {
         Target("mock", "mock direct, HTTP (baseline B)", "http"),
         Target("bridge", "bridge (defaults)", "grpc"),
         Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
-        Target("bridge-bare", "bridge, --reply-metadata false", "grpc", options=("--reply-metadata", "false")),
+        Target("bridge-bare", "bridge, --reply-metadata false", "grpc", options=NO_REPLY_METADATA),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
         Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
     )
@@ -995,8 +996,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=lambda key: target_of(key).key,
         default=DEFAULT_TARGETS,
-        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, ref-aiohttp, ref-bare and bridge-TRANSPORT[-LOOP] "
-        f"(TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, ref-aiohttp, ref-bare and "
+        f"bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
     )
     parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
     parser.add_argument(
