@@ -247,7 +247,8 @@ class HeadersSettings(_Group):
         True,
         alias="reply_metadata",
         description="return upstream reply headers as initial metadata; false returns none, which saves "
-        "a gRPC batch per call (unary throughput, docs/PERFORMANCE.md); errors keep their correlation id",
+        "a gRPC batch per call (about 0.5 ms of a unary call at low load, docs/PERFORMANCE.md); errors keep "
+        "their correlation id",
     )
 
     @field_validator("reply_metadata")
