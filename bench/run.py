@@ -13,6 +13,7 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   bridge-T[-L]     the bridge with --upstream-transport T (one of TRANSPORTS) [and --event-loop L]
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
   ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
+  bridge-bare      the bridge with --reply-metadata false (the same saving in the bridge)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
@@ -78,12 +79,14 @@ class Target:
     transport: str | None = None  # --upstream-transport, when the target names one
     loop: str | None = None  # --event-loop, when the target names one
     observed: bool = False  # metrics and JSON access logs on
+    options: tuple[str, ...] = ()  # more serve flags
 
 
 # Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transport.TransportName,
 # bridge.settings); the bench itself does not import them so it can run against older commits.
 TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx")
 LOOPS = ("asyncio", "uvloop")
+NO_REPLY_METADATA = ("--reply-metadata", "false")
 FIXED = {
     t.key: t
     for t in (
@@ -91,6 +94,7 @@ FIXED = {
         Target("mock", "mock direct, HTTP (baseline B)", "http"),
         Target("bridge", "bridge (defaults)", "grpc"),
         Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
+        Target("bridge-bare", "bridge, --reply-metadata false", "grpc", options=NO_REPLY_METADATA),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
         Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
     )
@@ -132,7 +136,7 @@ def bridge_cmd(target: Target, address: str, upstream: str, *, workers: int = 1)
         cmd += ["--log-level", "WARNING"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    return cmd
+    return cmd + list(target.options)
 
 
 @dataclass
@@ -992,8 +996,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=lambda key: target_of(key).key,
         default=DEFAULT_TARGETS,
-        help=f"default: {' '.join(DEFAULT_TARGETS)}; also ref-aiohttp, ref-bare and bridge-TRANSPORT[-LOOP] "
-        f"(TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, ref-aiohttp, ref-bare and "
+        f"bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
     )
     parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
     parser.add_argument(

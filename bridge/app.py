@@ -112,9 +112,13 @@ def auth_policy(settings: AuthSettings) -> AuthPolicy:
 
 
 def header_policy(settings: ServeSettings) -> HeaderPolicy:
-    """What crosses between metadata and upstream headers: auth, and the reply headers returned."""
+    """What crosses between metadata and upstream headers: auth, and the reply headers returned (none
+    with `--reply-metadata false`)."""
+    auth = auth_policy(settings.auth)
+    if not settings.headers.reply_metadata:
+        return HeaderPolicy(auth=auth, returned=())
     extra = tuple(name for name in settings.headers.response_headers if name not in RETURNED_HEADERS)
-    return HeaderPolicy(auth=auth_policy(settings.auth), returned=RETURNED_HEADERS + extra)
+    return HeaderPolicy(auth=auth, returned=RETURNED_HEADERS + extra)
 
 
 def listener_credentials(settings: TlsSettings) -> grpc.ServerCredentials | None:

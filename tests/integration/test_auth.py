@@ -251,3 +251,22 @@ async def test_correlation_id_in_trailers_when_the_body_is_cut_short(stub, rpc: 
     )
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert dict(error.trailing_metadata() or ())["x-correlation-id"] == "corr-cut"
+
+
+async def test_reply_metadata_false_returns_no_reply_headers_and_keeps_the_error_ids(start_bridge) -> None:
+    bridge = await start_bridge(reply_metadata=False)
+    metadata = (("x-correlation-id", "corr-quiet"),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        unary = stub.CreateChatCompletion(chat_request(), metadata=metadata, timeout=10)
+        assert (await unary).choices
+        assert tuple(await unary.initial_metadata()) == ()
+        stream = stub.StreamChatCompletion(chat_request(), metadata=metadata, timeout=10)
+        assert tuple(await stream.initial_metadata()) == ()
+        assert [chunk async for chunk in stream]
+        assert await stream.code() == grpc.StatusCode.OK
+        # Errors still say which upstream request failed: trailers and ErrorInfo are the error's.
+        error, _ = await call_failing(
+            stub, "unary", chat_request(model="error-429"), metadata=metadata, timeout=10
+        )
+        assert dict(error.trailing_metadata() or ())["x-correlation-id"] == "corr-quiet"

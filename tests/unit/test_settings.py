@@ -25,8 +25,8 @@ PINNED = {
     ServeSettings: [
         "listen", "shutdown_grace", "upstream_url", "connect_timeout", "read_timeout", "max_connections",
         "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
-        "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes", "max_connection_age",
-        "max_connection_age_grace", "metrics_listen", "metrics_max_models",
+        "reply_metadata", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes",
+        "max_connection_age", "max_connection_age_grace", "metrics_listen", "metrics_max_models",
         "tls_cert", "tls_key", "tls_client_ca",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
         "retries", "retry_backoff", "retry_max_backoff", "retry_streams",
@@ -118,6 +118,7 @@ _CERT, _KEY = str(README), str(README)  # existing files; their content is check
         ({"workers": 0}, "workers", "greater than or equal to 1"),
         ({"drain_delay": -1}, "drain_delay", "greater than or equal to 0"),
         ({"health_listen": "8081"}, "health_listen", "HOST:PORT"),
+        ({"response_headers": "x-a", "reply_metadata": False}, "reply_metadata", "--reply-metadata is false"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_by_their_flat_name(

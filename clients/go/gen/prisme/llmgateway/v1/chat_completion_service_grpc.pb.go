@@ -36,7 +36,8 @@ const (
 // or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
 // metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
 // proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
-// as initial metadata.
+// as initial metadata, unless the bridge runs with `--reply-metadata false` (then none do; errors still
+// carry the correlation id).
 //
 // Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
 // 401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
@@ -114,7 +115,8 @@ type ChatCompletionService_StreamChatCompletionClient = grpc.ServerStreamingClie
 // or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
 // metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
 // proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
-// as initial metadata.
+// as initial metadata, unless the bridge runs with `--reply-metadata false` (then none do; errors still
+// carry the correlation id).
 //
 // Errors (stable, docs/errors.md): upstream HTTP statuses map to gRPC codes (429 -> RESOURCE_EXHAUSTED,
 // 401 -> UNAUTHENTICATED, ...). Every error carries a google.rpc.ErrorInfo with domain
