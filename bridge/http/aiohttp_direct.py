@@ -15,7 +15,14 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 
 from bridge.errors import BridgeError
-from bridge.http.transport import LARGE_BODY, USER_AGENT, TransportSettings, body_pieces, tls_context
+from bridge.http.transport import (
+    LARGE_BODY,
+    USER_AGENT,
+    TransportSettings,
+    arrived_first,
+    body_pieces,
+    tls_context,
+)
 from bridge.http.transport_errors import error_from_transport_exception
 
 __all__ = ["AiohttpDirectTransport"]
@@ -25,9 +32,8 @@ _CAUGHT: Final = (aiohttp.ClientError, OSError)
 
 
 class _AiohttpResponse:
-    """An aiohttp reply: its body's bytes as they arrive; when the connection fails, the bytes that arrived
-    before the failure first, then the failure (aiohttp's reader raises as soon as it has an error, even
-    with bytes received before it still in its buffer)."""
+    """An aiohttp reply; its body read with `arrived_first` (bytes received before a connection failure are
+    delivered before it)."""
 
     __slots__ = ("_reply", "headers", "status")
 
@@ -36,19 +42,8 @@ class _AiohttpResponse:
         self.status = reply.status
         self.headers: Mapping[str, str] = reply.headers  # case-insensitive
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        content = self._reply.content
-        while True:
-            try:
-                chunk = await content.readany()
-            except aiohttp.ClientError:
-                left = content._read_nowait(-1)  # what arrived before the failure (no public API)
-                if left:
-                    yield left
-                raise
-            if not chunk:
-                return
-            yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return arrived_first(self._reply.content)
 
     async def aclose(self) -> None:
         # Back to the pool when the body was read to its end; otherwise aiohttp closes the connection.

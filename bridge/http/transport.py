@@ -40,6 +40,7 @@ __all__ = [
     "Transport",
     "TransportName",
     "TransportSettings",
+    "arrived_first",
     "body_pieces",
     "build_transport",
     "proxy_for",
@@ -146,22 +147,29 @@ class _ArrivedFirst(httpx.AsyncByteStream):
         self._content = content
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._content
         with map_aiohttp_exceptions():  # as httpx-aiohttp's own stream: a read timeout is httpx's ReadTimeout
-            while True:
-                try:
-                    chunk = await content.readany()
-                except aiohttp.ClientError:
-                    left = content._read_nowait(-1)  # what arrived before the failure (no public API)
-                    if left:
-                        yield left
-                    raise
-                if not chunk:
-                    return
+            async for chunk in arrived_first(self._content):
                 yield chunk
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+async def arrived_first(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The bytes of an aiohttp reply body as they arrive, to its end; when the connection fails, the bytes
+    received before the failure first, then the failure (aiohttp's reader raises as soon as it has an
+    error, even with bytes received before it still in its buffer)."""
+    while True:
+        try:
+            chunk = await content.readany()
+        except aiohttp.ClientError:
+            left = content._read_nowait(-1)  # what arrived before the failure (no public API)
+            if left:
+                yield left
+            raise
+        if not chunk:
+            return
+        yield chunk
 
 
 class _NoCookies(httpx.Cookies):
