@@ -593,6 +593,7 @@ def median_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _rate(result: dict[str, Any]) -> float:
+    """A point's throughput: RPS, or chunks/s for streams (0 for a point that failed)."""
     key = "chunks_per_s" if result["rpc"] == "stream" else "rps"
     return float(result.get(key) or 0.0)
 
@@ -609,7 +610,7 @@ def _server_cpu_per(r: dict[str, Any] | None) -> float | None:
     """Server CPU seconds per call (unary) or per chunk (stream)."""
     if r is None:
         return None
-    rate = r["chunks_per_s"] if r["rpc"] == "stream" else r["rps"]
+    rate = _rate(r)
     return None if not rate else r["cpu_cores"]["target"] / rate
 
 
