@@ -36,40 +36,15 @@ def _rss_kb() -> int:
 
 
 async def measure(args: argparse.Namespace) -> None:
-    from bridge.app import build_bridge
-    from bridge.settings import ServeSettings
-
-    mock_port = workload.free_port()
-    mock = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "mock-gateway", "--listen", f"127.0.0.1:{mock_port}",
-        "--log-level", "WARNING", cwd=ROOT,
-    )  # fmt: skip
-    try:
-        await asyncio.sleep(1.5)
-        settings = ServeSettings.model_validate(
-            {
-                "listen": "127.0.0.1:0",
-                "upstream_url": f"http://127.0.0.1:{mock_port}/v1",
-                "upstream_transport": args.transport,
-                "metrics_listen": "127.0.0.1:0",
-            }
-        )
-        bridge = await build_bridge(settings)
-        await bridge.start()
-        try:
-            address = f"127.0.0.1:{bridge.port}"
-            await _hold(address, 20)  # warm: first-use allocations are not per stream
-            tracemalloc.start(args.frames)
-            before, rss_before = tracemalloc.take_snapshot(), _rss_kb()
-            holder = await _open(address, args.n)
-            await asyncio.sleep(2.0)
-            after, rss_after = tracemalloc.take_snapshot(), _rss_kb()
-            await _close(holder)
-        finally:
-            await bridge.stop(0)
-    finally:
-        mock.terminate()
-        await mock.wait()
+    settings = {"upstream_transport": args.transport, "metrics_listen": "127.0.0.1:0"}
+    async with workload.bridge_on_mock(settings) as address:
+        await _hold(address, 20)  # warm: first-use allocations are not per stream
+        tracemalloc.start(args.frames)
+        before, rss_before = tracemalloc.take_snapshot(), _rss_kb()
+        holder = await _open(address, args.n)
+        await asyncio.sleep(2.0)
+        after, rss_after = tracemalloc.take_snapshot(), _rss_kb()
+        await _close(holder)
     stats = after.compare_to(before, "traceback" if args.frames > 1 else "lineno")
     python_bytes = sum(stat.size_diff for stat in stats)
     n = args.n

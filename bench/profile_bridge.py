@@ -180,72 +180,46 @@ def report_cprofile(
 
 async def profile(args: argparse.Namespace) -> tuple[str, str]:
     """(summary, the profiler's own full report)."""
-    from bridge.app import build_bridge
-    from bridge.settings import ServeSettings
-
     protoset, request_bin, stream_request_bin = bench_run.build_inputs()
     gen = bench_run.Generators(
         bench_run.find_ghz(), bench_run.build_streamgen(), protoset, request_bin, stream_request_bin
     )
-    mock_port = workload.free_port()
-    mock = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge.cli", "mock-gateway", "--listen", f"127.0.0.1:{mock_port}",
-        "--log-level", "WARNING", cwd=ROOT,
-    )  # fmt: skip
+    observed = {"metrics_listen": "127.0.0.1:0", "log_level": "INFO"} if args.observed else {}
+    settings = {"upstream_transport": args.transport, "log_level": "WARNING", **observed}
     saved = ""
-    try:
-        await asyncio.sleep(1.5)
-        observed = {"metrics_listen": "127.0.0.1:0", "log_level": "INFO"} if args.observed else {}
-        settings = ServeSettings.model_validate(
-            {
-                "listen": "127.0.0.1:0",
-                "upstream_url": f"http://127.0.0.1:{mock_port}/v1",
-                "upstream_transport": args.transport,
-                "log_level": "WARNING",
-                **observed,
-            }
-        )
-        bridge = await build_bridge(settings)
-        await bridge.start()
-        address = f"127.0.0.1:{bridge.port}"
-        try:
-            await _load(args, address, gen, args.warmup)
-            if args.profiler == "pyinstrument":
-                from pyinstrument import Profiler
+    async with workload.bridge_on_mock(settings) as address:
+        await _load(args, address, gen, args.warmup)
+        if args.profiler == "pyinstrument":
+            from pyinstrument import Profiler
 
-                profiler = Profiler(interval=args.interval, async_mode="disabled")
-                profiler.start()
-                t0 = time.perf_counter()
-                cpu0 = time.process_time()
-                thread0 = time.thread_time()
-                load = await _load(args, address, gen, args.seconds)
-                main_thread = time.thread_time() - thread0
-                cpu = time.process_time() - cpu0
-                wall = time.perf_counter() - t0
-                session = profiler.stop()
-                by_cat, top, busy, idle = report_pyinstrument(session, args.top)
-                saved = profiler.output_text(unicode=False, color=False, show_all=False)
-            else:
-                # Main-thread CPU time, not wall time: other work on the box must not count.
-                prof = cProfile.Profile(time.thread_time_ns, 1e-9)
-                t0 = time.perf_counter()
-                cpu0 = time.process_time()
-                thread0 = time.thread_time()
-                prof.enable()
-                load = await _load(args, address, gen, args.seconds)
-                prof.disable()
-                main_thread = time.thread_time() - thread0
-                cpu = time.process_time() - cpu0
-                wall = time.perf_counter() - t0
-                by_cat, top, busy, idle = report_cprofile(prof, args.top)
-                out = io.StringIO()
-                pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(60)
-                saved = out.getvalue()
-        finally:
-            await bridge.stop(0)
-    finally:
-        mock.terminate()
-        await mock.wait()
+            profiler = Profiler(interval=args.interval, async_mode="disabled")
+            profiler.start()
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            thread0 = time.thread_time()
+            load = await _load(args, address, gen, args.seconds)
+            main_thread = time.thread_time() - thread0
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - t0
+            session = profiler.stop()
+            by_cat, top, busy, idle = report_pyinstrument(session, args.top)
+            saved = profiler.output_text(unicode=False, color=False, show_all=False)
+        else:
+            # Main-thread CPU time, not wall time: other work on the box must not count.
+            prof = cProfile.Profile(time.thread_time_ns, 1e-9)
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            thread0 = time.thread_time()
+            prof.enable()
+            load = await _load(args, address, gen, args.seconds)
+            prof.disable()
+            main_thread = time.thread_time() - thread0
+            cpu = time.process_time() - cpu0
+            wall = time.perf_counter() - t0
+            by_cat, top, busy, idle = report_cprofile(prof, args.top)
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(60)
+            saved = out.getvalue()
 
     result = json.loads(load)
     lines = [

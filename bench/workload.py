@@ -9,13 +9,20 @@ bridges) sees exactly these requests.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, Final
 
 SERVICE: Final = "prisme.llmgateway.v1.ChatCompletionService"
 UNARY_METHOD: Final = f"/{SERVICE}/CreateChatCompletion"
 STREAM_METHOD: Final = f"/{SERVICE}/StreamChatCompletion"
+
+_ROOT: Final = Path(__file__).resolve().parent.parent  # where `python -m bridge.cli` runs from
 
 PROMPT: Final = (
     "Benchmarks measure what the bridge really costs: twenty plain words travel through gRPC, "
@@ -58,3 +65,44 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.asynccontextmanager
+async def bridge_on_mock(settings: dict[str, Any]) -> AsyncIterator[str]:
+    """The mock gateway in a process of its own (so its work is not the bridge's) and the bridge in this
+    one (`bridge.app.build_bridge`, what `prisme-bridge serve` runs) in front of it, with `settings` (flat
+    names) over listen and upstream_url; yields the bridge's address once both serve."""
+    from bridge.app import build_bridge
+    from bridge.settings import ServeSettings
+
+    mock_port = free_port()
+    mock = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge.cli", "mock-gateway", "--listen", f"127.0.0.1:{mock_port}",
+        "--log-level", "WARNING", cwd=_ROOT,
+    )  # fmt: skip
+    try:
+        await _accepting(mock_port)
+        values = {"listen": "127.0.0.1:0", "upstream_url": f"http://127.0.0.1:{mock_port}/v1", **settings}
+        bridge = await build_bridge(ServeSettings.model_validate(values))
+        await bridge.start()
+        try:
+            yield f"127.0.0.1:{bridge.port}"
+        finally:
+            await bridge.stop(0)
+    finally:
+        mock.terminate()
+        await mock.wait()
+
+
+async def _accepting(port: int, within: float = 20.0) -> None:
+    """Returns once 127.0.0.1:`port` accepts connections; TimeoutError after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
