@@ -305,7 +305,9 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
             os.write(ready_fd, _READY)
 
         with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(serve(settings, reuse_port=True, on_ready=ready), settings.lifecycle.event_loop)
+            # The upstream's reachability is checked (and logged) once per pod, by the first worker.
+            served = serve(settings, reuse_port=True, on_ready=ready, check_upstream=index == 1)
+            eventloop.run(served, settings.lifecycle.event_loop)
         code = 0
     except OSError as exc:
         with contextlib.suppress(OSError):  # the parent stopped reading once the worker served
