@@ -10,7 +10,10 @@ tests/integration/test_pod_start.py starts each built pod under its own security
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from bridge import __version__
 from bridge.app import default_services, upstream_client
 from bridge.cli import flag_table
 from bridge.settings import ENV_PREFIX, ServeSettings, flat_fields, load, split_host_port
+from tests.helpers import find_tool
 from tests.manifests import (
     DOCKERFILE,
     KUBERNETES,
@@ -412,3 +416,48 @@ def test_operations_doc_flag_table_is_generated_from_the_settings() -> None:
     found = re.search(r"<!-- flags:serve -->\n(.*?)\n<!-- /flags:serve -->", text, re.DOTALL)
     assert found, "docs/operations.md lacks the <!-- flags:serve --> table"
     assert found.group(1) == flag_table("serve"), "stale: run scripts/flag-table"
+
+
+def test_the_first_deploy_in_the_operations_doc_works_as_printed(tmp_path: Path) -> None:
+    # The commands of docs/operations.md "First deploy", run in a copy of deploy/ with the real kustomize;
+    # kubectl is stood in for by a function that records its arguments and builds what `apply -k` gets.
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- first-deploy -->\n```sh\n(.*?)```\n<!-- /first-deploy -->", text, re.DOTALL)
+    assert found, "docs/operations.md lost its <!-- first-deploy --> block"
+    commands = found.group(1)
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    calls, applied = tmp_path / "kubectl-calls", tmp_path / "applied.yaml"
+    stub = (
+        'kubectl() { echo "$*" >> "$CALLS"; '
+        'if [ "$1 $2" = "apply -k" ]; then kustomize build "$3" > "$APPLIED"; fi; }\n'
+    )
+    script = tmp_path / "first-deploy.sh"
+    script.write_text("set -euo pipefail\n" + stub + commands)
+    tools = Path(find_tool("kustomize")).parent
+    env = {
+        **os.environ,
+        "CALLS": str(calls),
+        "APPLIED": str(applied),
+        "PATH": f"{tools}:{os.environ['PATH']}",
+    }
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    recorded = calls.read_text().splitlines()
+    [namespace] = re.findall(r"^create namespace (\S+)$", "\n".join(recorded), re.M)
+    [secret] = re.findall(
+        rf"^-n {namespace} create secret generic (\S+) --from-literal=api-key=", "\n".join(recorded), re.M
+    )
+    assert "apply -k ." in recorded
+    docs = tuple(doc for doc in yaml.safe_load_all(applied.read_text()) if doc)
+    assert {doc["metadata"].get("namespace") for doc in docs} == {namespace}
+    [started] = containers(docs)
+    assert f"-n {namespace} rollout status deployment/{started.deployment}" in recorded
+    [image_set] = re.findall(r"kustomize edit set image prisme-grpc-bridge=(\S+)", commands)
+    assert started.spec["image"] == image_set
+    assert image_set.endswith(f":{__version__}")
+    [url] = re.findall(r"^BRIDGE_UPSTREAM_URL=(\S+)$", commands, re.M)
+    assert started.env["BRIDGE_UPSTREAM_URL"] == url
+    load(ServeSettings, {}, _bridge_env(started))  # the settings it starts with are valid
+    [api_key] = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
+    assert api_key["valueFrom"]["secretKeyRef"]["name"] == secret
