@@ -133,10 +133,10 @@ async def test_control_bytes_in_upstream_text_are_escaped_in_the_text_log(
     _no_trouble(log)
 
 
-# (where the upstream redirects, relative to its own address; the base URL the message suggests)
+# (where the upstream redirects; the base URL the message suggests)
 REDIRECTS = {
     "https-instead-of-http": ("https://{here}/v1/chat/completions", "use https://{here}/v1"),
-    "missing-path-segment": ("/gateway/v1/chat/completions", "use http://{here}/gateway/v1"),
+    "missing-path-segment": ("http://{here}/gateway/v1/chat/completions", "use http://{here}/gateway/v1"),
     "another-host": ("https://login.example.com/sso?token=abc", None),
 }
 
@@ -155,7 +155,7 @@ async def test_a_redirect_names_its_location_and_is_never_followed(
     assert message.startswith(f"upstream redirected the request (HTTP 301) to {location.split('?')[0]}")
     assert "not followed" in message
     if suggestion is not None:
-        assert f"--upstream-url: {suggestion}" in message
+        assert f"fix --upstream-url (BRIDGE_UPSTREAM_URL): {suggestion} (" in message
     else:
         assert "--upstream-url" in message
     info = status_details(error)["ErrorInfo"]

@@ -261,7 +261,7 @@ TLS_FAILURES = {
 async def test_upstream_certificate_failures_name_their_cause(
     start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path, transport: str, failure: str
 ) -> None:
-    issue, cause = TLS_FAILURES[failure]
+    issue, cause = dict(TLS_FAILURES[failure][0]), TLS_FAILURES[failure][1]
     issuer = CertificateAuthority(issue.pop("issuer")) if "issuer" in issue else server_ca
     cert, key = issuer.write(tmp_path, "gateway", **issue)
     async with await start_mock_gateway("127.0.0.1", 0, ssl_context=ssl_server_context(cert, key)) as gateway:
