@@ -178,6 +178,17 @@ async def grpcurl(*args: str, stdin: bytes | None = None, limit: float = 15) -> 
     return process.returncode, out.decode(), err.decode()
 
 
+# Waits for an event are bounded only against a hang: generous, never a guess at how soon it comes. A test
+# that rules out a slow outcome waits for the event that tells the two apart (`ended`: the upstream request's
+# record shows how it ended, "completed" had the bridge waited for the reply), not for a duration.
+GUARD_S = 30.0
+
+
+def ended(record: dict[str, Any]) -> bool:
+    """A mock gateway record whose request has ended, whichever way."""
+    return record["outcome"] != "in_progress"
+
+
 async def wait_request(mock: Any, predicate: Any, within: float = 2.0) -> dict[str, Any]:
     """The first request the mock gateway recorded that satisfies `predicate` (awaited, not polled)."""
     async with asyncio.timeout(within):
