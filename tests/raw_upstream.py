@@ -106,14 +106,17 @@ def _chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
 class RawUpstream:
     """The server. `answer` decides each reply; `requests` keeps what was received."""
 
-    answer: Answer = completion_reply
-    requests: list[RawRequest] = field(default_factory=list)
+    answer: Answer = field(default=completion_reply, repr=False)
+    requests: list[RawRequest] = field(default_factory=list, repr=False)
     port: int = 0
-    _server: asyncio.Server | None = None
+    _server: asyncio.Server | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' printer shows every field
+        printer.text(repr(self))
 
     async def start(self) -> RawUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_MAX_HEAD)
