@@ -238,7 +238,7 @@ def _reason(error: Any) -> str:
 
 
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=timedelta(seconds=30),
     derandomize=True,
     database=None,

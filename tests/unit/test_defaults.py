@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+import httpx
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
+from bridge.http.aiohttp_direct import AiohttpDirectTransport
 from bridge.http.transport import HttpxTransport, TransportSettings
 from bridge.rpc.server import server_options
 from bridge.rpc.tracing import tracer_provider_from_env
@@ -109,3 +112,19 @@ async def test_the_httpx_transports_follow_no_redirect_and_read_no_environment(n
         assert client._trust_env is False
     finally:
         await transport.aclose()
+
+
+async def test_no_transport_keeps_a_cookie() -> None:
+    """One caller's cookie must never travel with another's request: every transport drops Set-Cookie."""
+    for name in ("aiohttp", "httpx"):
+        transport = HttpxTransport(TransportSettings(name=name))
+        reply = httpx.Response(
+            200, headers={"set-cookie": "session=abc"}, request=httpx.Request("GET", "http://gw/")
+        )
+        transport._client.cookies.extract_cookies(reply)
+        assert not transport._client.cookies
+        await transport.aclose()
+    direct = AiohttpDirectTransport(TransportSettings())
+    session = direct._new_session()
+    assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
+    await session.close()
