@@ -61,7 +61,9 @@ class TextFormatter(logging.Formatter):
         return f"{line} {pairs}"
 
     def formatException(self, ei: _ExcInfo) -> str:
-        return redact(super().formatException(ei))
+        # Exception texts may quote upstream bytes (a library's "invalid header value b'...'"): escaped line
+        # by line, the traceback's own line breaks kept.
+        return "\n".join(printable(line) for line in redact(super().formatException(ei)).split("\n"))
 
 
 class JsonFormatter(logging.Formatter):

@@ -84,3 +84,14 @@ def test_json_stays_valid_json_whatever_a_record_holds() -> None:
     entry = json.loads(line)
     assert entry["message"] == "id r\udce9q \x1b[0m"
     assert entry["big"] == 2**70
+
+
+def test_text_escapes_unprintable_characters_in_exception_texts_and_keeps_line_breaks() -> None:
+    try:
+        raise ValueError("invalid header value b'a\x1bb' r\udce9q")
+    except ValueError:
+        record = logging.LogRecord("bridge.x", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+    text = TextFormatter().format(record)
+    assert "\x1b" not in text
+    assert r"invalid header value b'a\x1bb' r\xe9q" in text
+    assert "\nTraceback (most recent call last):\n" in text
