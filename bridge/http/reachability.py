@@ -60,9 +60,8 @@ async def check_upstream(
             via_proxy=proxy is not None,
         )
     except OSError as exc:
+        # as a call's status would say it ("certificate has expired", "connection refused", ...)
         cause = describe_cause(exc) or clean(str(exc) or type(exc).__name__, 200)
-        if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message not in cause:
-            cause = f"{cause}: {exc.verify_message}"  # "certificate has expired", "Hostname mismatch ..."
         return Reachability(address, cause, via_proxy=proxy is not None)
     peer = writer.get_extra_info("peername")
     writer.close()

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -36,12 +35,13 @@ from google.rpc import error_details_pb2
 from bridge.errors import (
     BridgeError,
     Key,
+    Reason,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamStreamError,
     internal_error,
 )
-from bridge.redaction import clean, clean_optional
+from bridge.redaction import clean, header_value
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
@@ -382,7 +382,8 @@ def access_fields(call: RpcCall) -> dict[str, object]:
     if call.response_streaming:
         fields["chunks"] = call.messages_sent
     if call.correlation_id:
-        correlation_id = _logged_id(call.correlation_id)
+        # Sanitised where it was read (bridge.upstream.headers); again here, as everything a line carries.
+        correlation_id = header_value(call.correlation_id)
         if correlation_id is not None:
             fields["correlation_id"] = correlation_id
     if call.code is not _OK:
@@ -397,16 +398,17 @@ def access_fields(call: RpcCall) -> dict[str, object]:
 def failure_of(call: RpcCall) -> tuple[str, str]:
     """(reason, cause) of a call that did not end OK, for an operator reading the access log: the
     ErrorInfo reason its status carried, and the cause in the bridge's words (the status message: what
-    failed, where, and what the network said). The upstream's own words may quote a request, so an error
-    it answered is told by its HTTP status and error code only. A call that ended without a status of the
-    bridge's (the client cancelled, its deadline passed) has the code's name as its reason."""
+    failed, where, and what the network said; for a redirect, where it pointed). The upstream's own words
+    may quote a request, so an error it answered is told by its HTTP status and error code only. A call
+    that ended without a status of the bridge's (the client cancelled, its deadline passed) has the code's
+    name as its reason."""
     error = call.error
     if not isinstance(error, BridgeError):
         return call.code.name, _ENDED.get(call.code, "the handler set the status")
     info = next((d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)), None)
     reason = info.reason if info is not None else call.code.name
     cause = error.message
-    if isinstance(error, UpstreamHTTPError | UpstreamStreamError):
+    if isinstance(error, UpstreamHTTPError | UpstreamStreamError) and reason != Reason.UPSTREAM_REDIRECTED:
         status = error.http_status
         cause = f"upstream HTTP {status}" if status else "upstream error event in its stream"
         code = info.metadata.get(Key.UPSTREAM_CODE) if info is not None else None
@@ -427,15 +429,9 @@ _CANCELLED: Final = grpc.StatusCode.CANCELLED
 
 
 _MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`
-# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token: no redaction needed.
-_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
 
 @functools.lru_cache(maxsize=1024)
 def _logged_model(model: str) -> str:
     # Callers send a few model names again and again: redact each once.
     return clean(model, _MAX_LOGGED_MODEL_BYTES)
-
-
-def _logged_id(value: str) -> str | None:
-    return value if _PLAIN_ID.fullmatch(value) else clean_optional(value)

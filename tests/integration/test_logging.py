@@ -17,6 +17,7 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from tests.helpers import call_failing, chat_request, cli_env, collect, free_port, run_cli, status_details
+from tests.raw_upstream import RawReply, RawUpstream
 
 OWN_KEY = "iak_acme_0f4c2d6e-5b1a-4c8e-9d7f-own-key"
 CALLER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIifQ.c2lnbmF0dXJlLW9mLXRoZS1jYWxsZXI"
@@ -218,3 +219,19 @@ async def test_a_cancelled_call_logs_who_ended_it_and_an_ok_call_no_cause(stub) 
     ok, cancelled = lines
     assert ok == {"code": "OK", "reason": None, "cause": None}
     assert cancelled == {"code": "CANCELLED", "reason": "CANCELLED", "cause": "the client cancelled the call"}
+
+
+async def test_a_redirect_is_logged_with_where_it_pointed(start_bridge, caplog) -> None:
+    # The bridge's own words name the Location and the base URL to use: an operator's fix, in the log too.
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    async with RawUpstream() as upstream:
+        location = f"https://127.0.0.1:{upstream.port}/v1/chat/completions"
+        upstream.answer = lambda request: RawReply(301, [(b"Location", location.encode())], b"")
+        bridge = await start_bridge(upstream_url=upstream.base_url)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            error, _ = await call_failing(stub, "unary", chat_request(text=CONTENT), timeout=10)
+    [line] = _failure_fields(caplog)
+    assert line["reason"] == "UPSTREAM_REDIRECTED"
+    assert line["cause"] == error.details()
+    assert f"to {location}" in str(line["cause"])
