@@ -1,6 +1,6 @@
-"""One version for a release (docs/releasing.md): VERSION is the source, and the bridge, the Python client, the
-Java artifact, the container image (Dockerfile label default and every kustomize image tag under deploy/) and
-the Go module's consumer agree with it. Each copy is read here the way its own tool reads it (tomllib, the
+"""One version for a release (docs/releasing.md): VERSION is the source, and the bridge, the Python client,
+the Java artifact, the container image (Dockerfile label default and every kustomize image tag under deploy/)
+and the Go module's consumer agree with it. Each copy is read here the way its own tool reads it (tomllib, the
 POM's XML, YAML), not with scripts/set-version's patterns, so a pattern that misses a copy fails too."""
 
 from __future__ import annotations
@@ -92,8 +92,12 @@ def test_every_copy_of_the_version_agrees_with_version_file() -> None:
     assert any(where.startswith("deploy/kubernetes/base/") for where in found if " image " in where)
 
 
+def set_version(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, SET_VERSION, *map(str, args)], capture_output=True, text=True)
+
+
 def test_set_version_check_agrees() -> None:
-    done = subprocess.run([sys.executable, SET_VERSION, "--check"], capture_output=True, text=True)
+    done = set_version("--check")
     assert done.returncode == 0, done.stderr
 
 
@@ -125,8 +129,10 @@ def _copy_tree(dest: Path) -> Path:
     tracked = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\n")
-    wanted = re.compile(r"^(VERSION|CHANGELOG\.md|[^/]+\.md|bridge/__init__\.py|docs/.*\.md|deploy/.*|"
-                        r"clients/(python/pyproject\.toml|java/pom\.xml|.*README\.md)|tests/release/consumers/.*)$")
+    wanted = re.compile(
+        r"^(VERSION|CHANGELOG\.md|[^/]+\.md|bridge/__init__\.py|docs/.*\.md|deploy/.*|"
+        r"clients/(python/pyproject\.toml|java/pom\.xml|.*README\.md)|tests/release/consumers/.*)$"
+    )
     for name in filter(wanted.match, tracked):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -138,9 +144,7 @@ def _copy_tree(dest: Path) -> Path:
 def test_set_version_writes_every_copy(tmp_path: Path, new: str) -> None:
     tree = _copy_tree(tmp_path)
     old = (tree / "VERSION").read_text().strip()
-    done = subprocess.run(
-        [sys.executable, SET_VERSION, new, "--root", tree], capture_output=True, text=True
-    )
+    done = set_version(new, "--root", tree)
     assert done.returncode == 0, done.stderr
     found = copies(tree)
     assert {where: v for where, v in found.items() if v != new} == {}
@@ -148,7 +152,7 @@ def test_set_version_writes_every_copy(tmp_path: Path, new: str) -> None:
     assert re.search(rf"^## \[Unreleased\]\n\n## \[{re.escape(new)}\] - \d{{4}}-", changelog, re.M)
     assert f"compare/v{old}...v{new}" in changelog
     # Nothing that was a copy still says the old version (the Java POM's dependencies keep theirs).
-    again = subprocess.run([sys.executable, SET_VERSION, "--check", "--root", tree], capture_output=True, text=True)
+    again = set_version("--check", "--root", tree)
     assert again.returncode == 0, again.stderr
 
 
@@ -157,9 +161,10 @@ def test_set_version_check_names_a_disagreeing_copy(tmp_path: Path) -> None:
     pom = tree / "clients/java/pom.xml"
     version = (tree / "VERSION").read_text().strip()
     pom.write_text(pom.read_text().replace(f"<version>{version}</version>", "<version>9.9.9</version>", 1))
-    done = subprocess.run([sys.executable, SET_VERSION, "--check", "--root", tree], capture_output=True, text=True)
+    done = set_version("--check", "--root", tree)
     assert done.returncode == 1
-    assert f"clients/java/pom.xml:" in done.stderr and "9.9.9" in done.stderr
+    assert "clients/java/pom.xml:" in done.stderr
+    assert "9.9.9" in done.stderr
     assert copies(tree)["clients/java/pom.xml"] == "9.9.9"
 
 
@@ -172,8 +177,10 @@ def test_a_kustomize_overlay_added_later_is_covered(tmp_path: Path) -> None:
         "resources: [../../base]\nimages:\n  - name: prisme-grpc-bridge\n"
         "    newName: registry.example.com/team/prisme-grpc-bridge\n    newTag: 0.0.9\n"
     )
-    assert copies(tree)["deploy/kubernetes/overlays/added/kustomization.yaml#0 images[prisme-grpc-bridge]"] == "0.0.9"
-    check = subprocess.run([sys.executable, SET_VERSION, "--check", "--root", tree], capture_output=True, text=True)
-    assert check.returncode == 1 and "overlays/added/kustomization.yaml:5: 0.0.9" in check.stderr
-    subprocess.run([sys.executable, SET_VERSION, "3.2.1", "--root", tree], check=True, capture_output=True)
+    entry = "deploy/kubernetes/overlays/added/kustomization.yaml#0 images[prisme-grpc-bridge]"
+    assert copies(tree)[entry] == "0.0.9"
+    check = set_version("--check", "--root", tree)
+    assert check.returncode == 1
+    assert "overlays/added/kustomization.yaml:5: 0.0.9" in check.stderr
+    assert set_version("3.2.1", "--root", tree).returncode == 0
     assert set(image_tags(tree).values()) == {"3.2.1"}

@@ -1,0 +1,104 @@
+"""tests/release: the artifacts scripts/release-artifacts built (`--release-dir`), checked as their users meet
+them. The live bridge is the bridge's wheel installed alone into a fresh virtualenv (`prisme-bridge
+mock-gateway` + `serve` from there); the consumer projects in consumers/ get the clients by version from what
+was built: the Python wheel, the Maven repository, the Go module proxy. Nothing here imports the source tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import venv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONSUMERS = Path(__file__).parent / "consumers"
+sys.path.insert(0, str(ROOT / "clients/python/tests"))
+from live import API_KEY, LiveBridge, start_live_bridge  # noqa: E402
+
+GROUP_PATH = "ai/prisme/prisme-llmgateway-client"
+GO_MODULE = "github.com/prismeai/prisme-grpc-bridge/clients/go"
+
+
+@dataclass(frozen=True)
+class Release:
+    dir: Path
+    version: str
+
+    def python_file(self, distribution: str, kind: str) -> Path:
+        """The one sdist ("tar.gz") or wheel ("whl") of `distribution` (e.g. "prisme_grpc_bridge")."""
+        suffix = "-py3-none-any.whl" if kind == "whl" else ".tar.gz"
+        path = self.dir / "python" / f"{distribution}-{self.version}{suffix}"
+        assert path.is_file(), f"{path.name} not built: {sorted(p.name for p in path.parent.iterdir())}"
+        return path
+
+    @property
+    def maven(self) -> Path:
+        """The artifact's directory in the Maven repository (Central's layout)."""
+        return self.dir / "maven" / GROUP_PATH / self.version
+
+    @property
+    def goproxy(self) -> Path:
+        return self.dir / "goproxy"
+
+
+def run(
+    *argv: str | Path, cwd: Path, env: dict[str, str] | None = None, status: int = 0, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command; fails, showing its output, unless it exits with `status`."""
+    done = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == status, (
+        f"{[str(a) for a in argv]} exited {done.returncode}, not {status}:\n{done.stdout}\n{done.stderr}"
+    )
+    return done
+
+
+def fresh_venv(path: Path) -> Path:
+    """A new virtualenv with pip and nothing else; returns its bin/ directory."""
+    venv.create(path, with_pip=True, clear=True)
+    return path / "bin"
+
+
+def code_blocks(readme: Path, language: str) -> list[str]:
+    """The fenced ```language blocks of a README, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", readme.read_text(), re.M | re.S)
+
+
+@pytest.fixture(scope="session")
+def release(pytestconfig: pytest.Config) -> Release:
+    directory: Path = pytestconfig.getoption("--release-dir").resolve()
+    return Release(directory, (ROOT / "VERSION").read_text().strip())
+
+
+@pytest.fixture(scope="session")
+def bridge_bin(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a fresh virtualenv holding the bridge's wheel and its dependencies (at the versions CI tests,
+    constraints.txt, as deploy/Dockerfile installs them)."""
+    bin_dir = fresh_venv(tmp_path_factory.mktemp("bridge-venv"))
+    wheel = release.python_file("prisme_grpc_bridge", "whl")
+    run(bin_dir / "pip", "install", "-q", "-c", ROOT / "constraints.txt", wheel, cwd=bin_dir)
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def live_bridge(bridge_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveBridge]:
+    """mock-gateway + serve, both from the wheel's virtualenv; the mock requires API_KEY, which the bridge
+    forwards from each caller."""
+    yield from start_live_bridge(
+        tmp_path_factory.mktemp("live-bridge"), exe=str(bridge_bin / "prisme-bridge")
+    )
+
+
+@pytest.fixture(scope="session")
+def consumer_env(live_bridge: LiveBridge) -> dict[str, str]:
+    """What a consumer (and a README example) reads: the bridge's address and the key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRISME_", "BRIDGE_"))}
+    return {**env, "PRISME_BRIDGE": live_bridge.address, "PRISME_API_KEY": API_KEY}
