@@ -45,6 +45,19 @@ def test_the_repository_holds_what_central_requires(release: Release) -> None:
     assert versions == [release.version]
 
 
+def test_the_central_bundle_is_signed(release: Release) -> None:
+    # scripts/maven-central-bundle (an ephemeral key here, the project's in the release workflow).
+    with zipfile.ZipFile(release.dir / "maven-central-bundle.zip") as bundle:
+        entries = {name: bundle.read(name) for name in bundle.namelist() if not name.endswith("/")}
+    expected = set()
+    for path in _files(release).values():
+        name = str(path.relative_to(release.dir / "maven"))
+        assert entries[name] == path.read_bytes()
+        assert entries[f"{name}.asc"].startswith(b"-----BEGIN PGP SIGNATURE-----")
+        expected |= {name, f"{name}.asc", f"{name}.md5", f"{name}.sha1"}
+    assert set(entries) == expected
+
+
 def test_the_pom_has_centrals_metadata(release: Release) -> None:
     pom = ET.parse(_files(release)["pom"]).getroot()
 
