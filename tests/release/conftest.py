@@ -6,6 +6,7 @@ was built: the Python wheel, the Maven repository, the Go module proxy. Nothing 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -65,6 +66,23 @@ def fresh_venv(path: Path) -> Path:
     """A new virtualenv with pip and nothing else; returns its bin/ directory."""
     venv.create(path, with_pip=True, clear=True)
     return path / "bin"
+
+
+def consumer_output(stdout: str, language: str) -> dict[str, object]:
+    """Checks what every consumer project prints (one JSON object: the echo of its greeting, unary and folded
+    from a stream with usage, a page of models, an 8-dimension embedding, the reason of the refused call)
+    and returns the rest, which each language spells its own way (status code, retry delay)."""
+    out = json.loads(stdout)
+    assert out.pop("models") > 0
+    expected = {
+        "unary": f"Hello from {language}",
+        "folded": f"Hello from {language}",
+        "total_tokens": 6,
+        "dimensions": 8,
+        "reason": "UPSTREAM_RATE_LIMITED",
+    }
+    assert {key: out.pop(key, None) for key in expected} == expected
+    return dict(out)
 
 
 def code_blocks(readme: Path, language: str) -> list[str]:

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CONSUMERS, GO_MODULE, ROOT, Release, code_blocks, run
+from conftest import CONSUMERS, GO_MODULE, ROOT, Release, code_blocks, consumer_output, run
 
 README = ROOT / "clients/go/README.md"
 
@@ -90,17 +90,8 @@ def test_the_go_consumer_calls_the_live_bridge(
     consumer: tuple[Path, dict[str, str]], consumer_env: dict[str, str]
 ) -> None:
     project, _ = consumer
-    out = json.loads(run(project.parent / "consumer", cwd=project, env=consumer_env).stdout)
-    assert out.pop("models") > 0
-    assert out == {
-        "unary": "Hello from Go",
-        "folded": "Hello from Go",
-        "total_tokens": 6,
-        "dimensions": 8,
-        "code": "ResourceExhausted",
-        "reason": "UPSTREAM_RATE_LIMITED",
-        "retry_delay": "7s",
-    }
+    done = run(project.parent / "consumer", cwd=project, env=consumer_env)
+    assert consumer_output(done.stdout, "Go") == {"code": "ResourceExhausted", "retry_delay": "7s"}
 
 
 @pytest.mark.parametrize(

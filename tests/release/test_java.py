@@ -6,14 +6,13 @@ the live bridge, with the README's example compiled into it and run as printed."
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CONSUMERS, GROUP_PATH, ROOT, Release, code_blocks, run
+from conftest import CONSUMERS, GROUP_PATH, ROOT, Release, code_blocks, consumer_output, run
 
 POM = "{http://maven.apache.org/POM/4.0.0}"
 ARTIFACT = "prisme-llmgateway-client"
@@ -146,17 +145,8 @@ def test_the_java_consumer_calls_the_live_bridge(
     consumer: tuple[Path, Path], consumer_env: dict[str, str]
 ) -> None:
     jar, _ = consumer
-    out = json.loads(run("java", "-jar", jar, cwd=jar.parent, env=consumer_env).stdout)
-    assert out.pop("models") > 0
-    assert out == {
-        "unary": "Hello from Java",
-        "folded": "Hello from Java",
-        "total_tokens": 6,
-        "dimensions": 8,
-        "code": "RESOURCE_EXHAUSTED",
-        "reason": "UPSTREAM_RATE_LIMITED",
-        "retry_delay_ms": 7000,
-    }
+    done = run("java", "-jar", jar, cwd=jar.parent, env=consumer_env)
+    assert consumer_output(done.stdout, "Java") == {"code": "RESOURCE_EXHAUSTED", "retry_delay_ms": 7000}
 
 
 @pytest.mark.parametrize(
