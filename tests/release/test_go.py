@@ -12,7 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CONSUMERS, GO_MODULE, ROOT, Release, code_blocks, consumer_output, run
+
+from tests.release.artifacts import CONSUMERS, GO_MODULE, ROOT, Release, code_blocks, consumer_output, run
 
 README = ROOT / "clients/go/README.md"
 

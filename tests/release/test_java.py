@@ -12,7 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import CONSUMERS, GROUP_PATH, ROOT, Release, code_blocks, consumer_output, run
+
+from tests.release.artifacts import CONSUMERS, GROUP_PATH, ROOT, Release, code_blocks, consumer_output, run
 
 POM = "{http://maven.apache.org/POM/4.0.0}"
 ARTIFACT = "prisme-llmgateway-client"
@@ -84,6 +85,7 @@ def test_the_jars(release: Release) -> None:
     files = _files(release)
     with zipfile.ZipFile(files[""]) as jar:
         classes = set(jar.namelist())
+        assert jar.read("META-INF/LICENSE") == (ROOT / "LICENSE").read_bytes()
     assert {
         "ai/prisme/llmgateway/client/ErrorDetails.class",
         "ai/prisme/llmgateway/v1/ChatCompletionServiceGrpc.class",

@@ -12,8 +12,9 @@ from email.parser import HeaderParser
 from pathlib import Path
 
 import pytest
-from conftest import CONSUMERS, ROOT, Release, code_blocks, consumer_output, fresh_venv, run
 from live import LiveBridge
+
+from tests.release.artifacts import CONSUMERS, ROOT, Release, code_blocks, consumer_output, fresh_venv, run
 
 DISTRIBUTIONS = {  # distribution: (file name stem, README shown on the index)
     "prisme-grpc-bridge": ("prisme_grpc_bridge", ROOT / "README.md"),
