@@ -33,7 +33,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from bridge.redaction import MAX_METADATA_BYTES, clean, clean_optional, truncate
+from bridge.redaction import MAX_METADATA_BYTES, clean, header_value, printable, truncate
 
 __all__ = [
     "DOMAIN",
@@ -92,6 +92,7 @@ class Reason(StrEnum):
     UPSTREAM_CONNECTION_LOST = "UPSTREAM_CONNECTION_LOST"
     UPSTREAM_POOL_EXHAUSTED = "UPSTREAM_POOL_EXHAUSTED"
     UPSTREAM_FILTER_UNSUPPORTED = "UPSTREAM_FILTER_UNSUPPORTED"
+    UPSTREAM_REDIRECTED = "UPSTREAM_REDIRECTED"
 
 
 class Key(StrEnum):
@@ -105,6 +106,7 @@ class Key(StrEnum):
     UPSTREAM_PARAM = "upstreamParam"  # the request parameter the upstream blamed
     UPSTREAM_DETAILS = "upstreamDetails"  # the upstream's details object, compact JSON
     CAUSE = "cause"  # what the network said: "connection refused", "name resolution failed", ...
+    LOCATION = "location"  # where a redirect (never followed) pointed, without its query
 
 
 # The status message: upstream text (redaction.MAX_TEXT_BYTES) plus the bridge's "upstream HTTP 429: ".
@@ -140,9 +142,9 @@ class BridgeError(Exception):
 
     def to_status(self) -> grpc.Status:
         """The status for ``context.abort_with_status``: details travel in ``grpc-status-details-bin``."""
-        proto = status_pb2.Status(
-            code=self.code.value[0], message=truncate(self.message, _MAX_STATUS_MESSAGE_BYTES)
-        )
+        # printable: the message quotes upstream text, cleaned where it was quoted; this is the last net.
+        message = truncate(printable(self.message), _MAX_STATUS_MESSAGE_BYTES)
+        proto = status_pb2.Status(code=self.code.value[0], message=message)
         for detail in self.details:
             proto.details.add().Pack(detail)
         # Details are ordered most useful first (ErrorInfo, RetryInfo, then BadRequest): shed from the end.
@@ -209,7 +211,10 @@ class UpstreamError(BridgeError):
         self.retry_after = retry_after
 
     def trailers(self) -> tuple[tuple[str, str], ...]:
-        return ((_CORRELATION_TRAILER, self.correlation_id),) if self.correlation_id else ()
+        # Metadata values are printable ASCII, or grpc core fails the call: sanitised where it was read,
+        # and checked here again.
+        correlation_id = header_value(self.correlation_id)
+        return ((_CORRELATION_TRAILER, correlation_id),) if correlation_id else ()
 
 
 class UpstreamHTTPError(UpstreamError):
@@ -248,7 +253,7 @@ def protocol_error(
     code: grpc.StatusCode = Code.INTERNAL,
 ) -> UpstreamProtocolError:
     """An UpstreamProtocolError: the upstream's reply could not be understood."""
-    correlation_id = clean_optional(correlation_id)
+    correlation_id = header_value(correlation_id)
     info = error_info(reason, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamProtocolError(
         f"upstream protocol error: {clean(message)}", code=code, details=[info], correlation_id=correlation_id
@@ -257,7 +262,7 @@ def protocol_error(
 
 def deadline_exceeded(host: str, correlation_id: str | None = None) -> UpstreamTimeoutError:
     """The call's deadline passed while the bridge waited for the upstream."""
-    correlation_id = clean_optional(correlation_id)
+    correlation_id = header_value(correlation_id)
     info = error_info(Reason.DEADLINE_EXCEEDED, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamTimeoutError(
         "upstream did not answer within the call's deadline",
@@ -294,8 +299,8 @@ def bad_request(violations: Sequence[FieldViolation]) -> error_details_pb2.BadRe
     return error_details_pb2.BadRequest(
         field_violations=[
             error_details_pb2.BadRequest.FieldViolation(
-                field=truncate(field, MAX_METADATA_BYTES),
-                description=truncate(description, MAX_METADATA_BYTES),
+                field=truncate(printable(field), MAX_METADATA_BYTES),
+                description=truncate(printable(description), MAX_METADATA_BYTES),
             )
             for field, description in violations[:_MAX_VIOLATIONS]
         ]
@@ -303,8 +308,11 @@ def bad_request(violations: Sequence[FieldViolation]) -> error_details_pb2.BadRe
 
 
 def error_info(reason: Reason, metadata: Mapping[Key, str | None]) -> error_details_pb2.ErrorInfo:
-    """The ErrorInfo of the contract; metadata entries without a value are left out."""
-    kept = {str(key): value for key, value in metadata.items() if value}
+    """The ErrorInfo of the contract; metadata entries without a value are left out, the others escaped
+    and bounded (bridge.redaction: cleaned where they were read; this is the last net)."""
+    kept = {
+        str(key): truncate(printable(value), MAX_METADATA_BYTES) for key, value in metadata.items() if value
+    }
     return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=kept)
 
 

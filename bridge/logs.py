@@ -1,8 +1,12 @@
-"""Process logging: one line per record, as text for people or as JSON for log pipelines.
+r"""Process logging: one line per record, as text for people or as JSON for log pipelines.
 
 A record may carry structured facts in `fields` (a dict given with `extra={"fields": ...}`, as the access
 log does): the text format appends them as ` key=value`, the JSON format makes them keys of the object.
-Exception texts are redacted (bridge.redaction) in both formats, since they may quote upstream text.
+Exception texts are redacted (bridge.redaction) in both formats, since they may quote upstream text. Text
+that reaches a record from outside (an upstream's message, a caller's model) is cleaned where it is quoted;
+the text format also escapes whatever unprintable character is left in a message (`\x1b`: no terminal
+escape sequence reaches an operator's screen), and the JSON format always writes valid JSON (control
+characters escaped, a lone surrogate as a `\udcXX` escape).
 
 httpx writes a line per upstream request at INFO, a second line per call next to the access line, and
 httpcore narrates every socket event at DEBUG: both are held at WARNING whatever `--log-level` says.
@@ -20,7 +24,7 @@ from typing import Final, Literal, TextIO
 
 import orjson
 
-from bridge.redaction import redact
+from bridge.redaction import printable, redact
 
 __all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "setup_logging"]
 
@@ -28,8 +32,9 @@ LogFormat = Literal["json", "text"]
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 _QUIET_LOGGERS: Final = ("httpx", "httpcore")
-# What orjson refuses (an integer beyond 64 bits) goes through the standard library's encoder.
-_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode
+# What orjson refuses (an integer beyond 64 bits, a lone surrogate) goes through the standard library's
+# encoder; ASCII-only, so a lone surrogate becomes an escape instead of failing the stream's write.
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=True, default=str, separators=(",", ":")).encode
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -45,7 +50,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(_TEXT_FORMAT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record)
+        line = printable(super().formatMessage(record))
         fields = _fields(record)
         if not fields:
             return line
@@ -56,7 +61,9 @@ class TextFormatter(logging.Formatter):
         return f"{line} {pairs}"
 
     def formatException(self, ei: _ExcInfo) -> str:
-        return redact(super().formatException(ei))
+        # Exception texts may quote upstream bytes (a library's "invalid header value b'...'"): escaped line
+        # by line, the traceback's own line breaks kept.
+        return "\n".join(printable(line) for line in redact(super().formatException(ei)).split("\n"))
 
 
 class JsonFormatter(logging.Formatter):

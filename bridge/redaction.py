@@ -1,9 +1,17 @@
-"""Redaction and bounding of text taken from outside the bridge, before it reaches a status, log or metric.
+r"""The one sanitiser of text taken from outside the bridge, before it reaches a status, a trailer, a log
+record or a span.
 
 Everything an upstream or a transport says (bodies, headers, exception texts) passes through `clean`:
-secrets redacted, whitespace collapsed, length capped, so neither a key echoed back nor a 2 MB HTML page
-reaches a caller. Lengths are UTF-8 bytes: trailers are limited in bytes, and grpc-message percent-encodes
-non-ASCII.
+secrets redacted, whitespace collapsed, what is not printable escaped, length capped, so neither a key
+echoed back, nor a terminal escape sequence, nor a byte that is not UTF-8, nor a 2 MB HTML page reaches a
+caller or a log. Values taken from headers go through `header_value`, which also escapes everything
+beyond ASCII: gRPC metadata (the `x-correlation-id` trailer) carries printable ASCII only, and grpc core
+fails the whole call over a value that is not.
+
+Escapes are Python's: `\x1b` for a control byte, `\xe9` for a byte that was not UTF-8 (aiohttp hands
+such header bytes over as surrogate escapes, `'\udce9'`, which cannot even be encoded), `\u200b` for
+other unprintable characters. Lengths are UTF-8 bytes: trailers are limited in bytes, and grpc-message
+percent-encodes non-ASCII.
 """
 
 from __future__ import annotations
@@ -11,13 +19,23 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_METADATA_BYTES", "MAX_TEXT_BYTES", "clean", "clean_optional", "redact", "truncate"]
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_TEXT_BYTES",
+    "clean",
+    "clean_optional",
+    "header_value",
+    "printable",
+    "redact",
+    "truncate",
+]
 
 MAX_TEXT_BYTES: Final = 1024  # upstream text quoted in a status message
 MAX_METADATA_BYTES: Final = 256  # one ErrorInfo metadata value or field violation
 
 _REDACTED: Final = "[REDACTED]"
 _ELLIPSIS: Final = "…"
+_ASCII_ELLIPSIS: Final = "..."
 _SECRET_PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # Authorization values: keep the scheme so a reader knows what was there.
     (re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+"), rf"\1 {_REDACTED}"),
@@ -45,21 +63,64 @@ def redact(text: str) -> str:
     return text
 
 
-def truncate(text: str, limit: int) -> str:
-    """`text` cut to at most `limit` UTF-8 bytes, an ellipsis marking the cut."""
-    raw = text.encode()
+def printable(text: str, *, ascii_only: bool = False) -> str:
+    r"""`text` with every character a log line, a terminal or a status must not carry written as an escape:
+    control characters (`\x1b`), bytes that were not UTF-8 (`\xe9`), lone surrogates and other
+    unprintable characters (`\u202e`); with `ascii_only`, every character beyond ASCII too."""
+    if text.isprintable() and (not ascii_only or text.isascii()):
+        return text  # nearly always: one C-speed scan
+    return "".join(_escape(char, ascii_only) for char in text)
+
+
+_NAMED_ESCAPES: Final = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_SURROGATE_ESCAPES: Final = range(0xDC80, 0xDD00)  # bytes 0x80-0xFF that were not UTF-8 (surrogateescape)
+
+
+def _escape(char: str, ascii_only: bool) -> str:
+    point = ord(char)
+    if point in _SURROGATE_ESCAPES:
+        return f"\\x{point - 0xDC00:02x}"  # the byte that arrived
+    if char.isprintable() and (point < 0x80 or not ascii_only):
+        return char
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    if point <= 0xFF:
+        return f"\\x{point:02x}"
+    return f"\\u{point:04x}" if point <= 0xFFFF else f"\\U{point:08x}"
+
+
+def truncate(text: str, limit: int, ellipsis: str = _ELLIPSIS) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes, `ellipsis` marking the cut (lone surrogates, which
+    `printable` escapes, count as the bytes they stand for)."""
+    raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return text
     # "ignore" drops a character cut in half at the limit.
-    return raw[: limit - len(_ELLIPSIS.encode())].decode("utf-8", "ignore") + _ELLIPSIS
+    return raw[: limit - len(ellipsis.encode())].decode("utf-8", "ignore") + ellipsis
 
 
-def clean(text: str, limit: int = MAX_TEXT_BYTES) -> str:
-    """`text` redacted, its whitespace collapsed, and truncated to `limit` bytes."""
+def clean(text: str, limit: int = MAX_TEXT_BYTES, *, ascii_only: bool = False) -> str:
+    """`text` redacted, its whitespace collapsed, its unprintable characters escaped (`printable`), and
+    truncated to `limit` bytes."""
     # Redact before truncating: a cut could leave a secret's head too short for its pattern.
-    return truncate(redact(" ".join(text.split())), limit)
+    escaped = printable(redact(" ".join(text.split())), ascii_only=ascii_only)
+    return truncate(escaped, limit, _ASCII_ELLIPSIS if ascii_only else _ELLIPSIS)
 
 
 def clean_optional(text: str | None, limit: int = MAX_METADATA_BYTES) -> str | None:
     """`clean(text)`, with None and what cleans to "" as None."""
     return (clean(text, limit) or None) if text is not None else None
+
+
+# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token, nor anything to escape.
+_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
+
+
+def header_value(value: str | None, limit: int = MAX_METADATA_BYTES) -> str | None:
+    """A value taken from an upstream header (an id), fit for a status, a trailer and a log line: `clean`,
+    with everything beyond printable ASCII escaped; None for None and what cleans to ""."""
+    if value is None:
+        return None
+    if _PLAIN_ID.fullmatch(value):
+        return value  # the usual uuid: nothing to redact, escape or cut
+    return clean(value, limit, ascii_only=True) or None

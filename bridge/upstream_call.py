@@ -8,6 +8,7 @@ mapped by hand.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,12 +17,35 @@ from bridge.errors import Reason
 from bridge.http.client import HttpClient, JSONObject, JsonReply
 from bridge.jsonproto import ReplyShapeError
 from bridge.rpc.call import Context, deadline_of, send_initial_metadata, this_call
-from bridge.upstream.headers import HeaderPolicy, correlation_id
+from bridge.upstream.headers import MAX_RETURNED_BYTES, MAX_RETURNED_VALUE_BYTES, HeaderPolicy, correlation_id
 from bridge.upstream.usage import usage_of
 
-__all__ = ["UnaryJsonService", "UpstreamCaller"]
+__all__ = ["UnaryJsonService", "UpstreamCaller", "send_reply_metadata"]
+
+log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+async def send_reply_metadata(context: Context, policy: HeaderPolicy, headers: Mapping[str, str]) -> None:
+    """Sends the reply headers `policy` returns as the call's initial metadata. A header whose value gRPC
+    cannot carry is left out, never failing the call: counted on the call being served (metrics), and
+    logged the first time each header name is dropped."""
+    reply = policy.reply_metadata(headers)
+    if reply.dropped:
+        this_call().headers_dropped += len(reply.dropped)
+        for name in reply.dropped:
+            if name not in policy.reported:
+                policy.reported.add(name)
+                log.warning(
+                    "upstream reply header %r dropped: gRPC metadata carries printable ASCII values of at "
+                    "most %d bytes (%d for all returned headers); later drops are only counted "
+                    "(prisme_bridge_upstream_headers_dropped_total)",
+                    name,
+                    MAX_RETURNED_VALUE_BYTES,
+                    MAX_RETURNED_BYTES,
+                )
+    await send_initial_metadata(context, reply.metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +79,7 @@ class UpstreamCaller:
         usage = usage_of(reply.body)
         if usage is not None:
             served.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.cost)
-        await send_initial_metadata(context, self.headers.reply_metadata(reply.headers))
+        await send_reply_metadata(context, self.headers, reply.headers)
         return reply
 
     def read(self, reply: JsonReply, read: Callable[[JSONObject], _T]) -> _T:

@@ -178,6 +178,17 @@ async def grpcurl(*args: str, stdin: bytes | None = None, limit: float = 15) -> 
     return process.returncode, out.decode(), err.decode()
 
 
+# Waits for an event are bounded only against a hang: generous, never a guess at how soon it comes. A test
+# that rules out a slow outcome waits for the event that tells the two apart (`ended`: the upstream request's
+# record shows how it ended, "completed" had the bridge waited for the reply), not for a duration.
+GUARD_S = 30.0
+
+
+def ended(record: dict[str, Any]) -> bool:
+    """A mock gateway record whose request has ended, whichever way."""
+    return record["outcome"] != "in_progress"
+
+
 async def wait_request(mock: Any, predicate: Any, within: float = 2.0) -> dict[str, Any]:
     """The first request the mock gateway recorded that satisfies `predicate` (awaited, not polled)."""
     async with asyncio.timeout(within):
@@ -400,17 +411,28 @@ class CertificateAuthority:
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.pem = self._certificate(name, self._key, ca=True)
 
-    def issue(self, name: str, *, client: bool = False) -> tuple[bytes, bytes]:
-        """(certificate PEM, key PEM) for a server valid for localhost and 127.0.0.1, or for a client."""
+    def issue(
+        self,
+        name: str,
+        *,
+        client: bool = False,
+        names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
+        self_signed: bool = False,
+    ) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a server valid for `names` (host names or IP addresses), or for a
+        client. `valid`: (not before, not after) from now (default: 5 minutes ago, a day from now);
+        `self_signed`: signed with its own key instead of the CA's."""
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        return self._certificate(name, key, client=client), key_pem
+        cert = self._certificate(name, key, client=client, names=names, valid=valid, self_signed=self_signed)
+        return cert, key_pem
 
-    def write(self, directory: Path, name: str, *, client: bool = False) -> tuple[Path, Path]:
+    def write(self, directory: Path, name: str, **issue: Any) -> tuple[Path, Path]:
         """`issue`, written to DIRECTORY/NAME.crt and NAME.key."""
-        cert, key = self.issue(name, client=client)
+        cert, key = self.issue(name, **issue)
         (directory / f"{name}.crt").write_bytes(cert)
         (directory / f"{name}.key").write_bytes(key)
         return directory / f"{name}.crt", directory / f"{name}.key"
@@ -419,25 +441,44 @@ class CertificateAuthority:
         path.write_bytes(self.pem)
         return path
 
-    def _certificate(self, subject: str, key: Any, *, ca: bool = False, client: bool = False) -> bytes:
+    def _certificate(
+        self,
+        subject: str,
+        key: Any,
+        *,
+        ca: bool = False,
+        client: bool = False,
+        names: tuple[str, ...] = (),
+        valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
+        self_signed: bool = False,
+    ) -> bytes:
         now = datetime.datetime.now(datetime.UTC)
+        not_before, not_after = valid or (-datetime.timedelta(minutes=5), datetime.timedelta(days=1))
+        issuer = subject if self_signed else self.name
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(now + not_before)
+            .not_valid_after(now + not_after)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
         if not ca:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        signer = key if ca else self._key
+            sans = [_subject_alternative_name(name) for name in names]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        signer = key if ca or self_signed else self._key
         return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _subject_alternative_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 class SecretVolume:

@@ -22,9 +22,10 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2 as pb_service
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.http.client import HttpClient, JSONObject
-from bridge.rpc.call import Context, RpcCall, deadline_of, send_initial_metadata, this_call
+from bridge.rpc.call import Context, RpcCall, deadline_of, this_call
 from bridge.upstream.headers import HeaderPolicy, correlation_id
 from bridge.upstream.usage import usage_of
+from bridge.upstream_call import send_reply_metadata
 
 __all__ = ["SERVICE_NAME", "ChatCompletionService"]
 
@@ -65,7 +66,7 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
             )
         served.upstream_replied(reply.status, correlation_id(reply.headers))
         _report_usage(served, reply.body)
-        await send_initial_metadata(context, self._headers.reply_metadata(reply.headers))
+        await send_reply_metadata(context, self._headers, reply.headers)
         return convert.response_from_upstream(reply.body)
 
     async def StreamChatCompletion(
@@ -78,7 +79,7 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
                 PATH, call.body, headers=call.headers, deadline=call.deadline
             ) as events:
                 served.upstream_replied(events.status, events.correlation_id)
-                await send_initial_metadata(context, self._headers.reply_metadata(events.headers))
+                await send_reply_metadata(context, self._headers, events.headers)
                 async for chunk in stream.chunks(events):
                     if chunk.get("usage") is not None:  # the usage chunk (others say null, or nothing)
                         _report_usage(served, chunk)

@@ -21,6 +21,7 @@ import grpc
 
 from bridge import errors, jsoncodec
 from bridge.errors import Reason
+from bridge.http.redirect import is_redirect, redirect_error
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transport import Response, Transport, TransportSettings, build_transport
@@ -129,7 +130,7 @@ class HttpClient:
         try:
             async with self._guard(deadline, response.headers):
                 if response.status // 100 != 2:
-                    raise await self._reply_error(response)
+                    raise await self._reply_error(response, request.path)
                 raw = await self._read_body(response)
         finally:
             await response.aclose()
@@ -156,7 +157,7 @@ class HttpClient:
         response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
-                await self._check_stream_start(response)
+                await self._check_stream_start(response, request.path)
         except BaseException:
             await response.aclose()
             raise
@@ -219,7 +220,17 @@ class HttpClient:
             )
         return raw
 
-    async def _reply_error(self, response: Response) -> errors.BridgeError:
+    async def _reply_error(self, response: Response, path: str) -> errors.BridgeError:
+        """The error for a non-2xx reply to the request for `path`."""
+        if is_redirect(response.status):  # never followed; what it says is in its Location, not its body
+            return redirect_error(
+                response.status,
+                response.headers,
+                url=self.base_url + path,
+                path=path.partition("?")[0],
+                host=self.host,
+                correlation_id=self._errors.correlation_id(response.headers),
+            )
         # Only the head of an error reply: its status decides the code, so a huge page must not hide it.
         raw = await _read_up_to(response, _ERROR_BODY_LIMIT)
         return self._errors.from_reply(response.status, response.headers, raw, host=self.host)
@@ -244,9 +255,9 @@ class HttpClient:
             raise self.protocol_error("reply is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE, headers)
         return doc
 
-    async def _check_stream_start(self, response: Response) -> None:
+    async def _check_stream_start(self, response: Response, path: str) -> None:
         if response.status // 100 != 2:
-            raise await self._reply_error(response)
+            raise await self._reply_error(response, path)
         content_type = response.headers.get("content-type", "")
         if content_type.startswith("text/html"):
             # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).

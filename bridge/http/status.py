@@ -55,8 +55,11 @@ def grpc_code_for_http_status(status: int) -> grpc.StatusCode:
     if 500 <= status < 600:
         # 505-511, Cloudflare 520-527, Anthropic's 529 "overloaded": all worth a retry later.
         return Code.UNAVAILABLE
-    # 1xx/3xx are not errors the bridge understands (a redirect means a misconfigured URL); never OK.
-    return Code.UNKNOWN
+    if 300 <= status < 400:
+        # A redirect (never followed) means a misconfigured base URL: no retry helps until it is fixed.
+        return Code.FAILED_PRECONDITION
+    # A 1xx as the final reply, or no HTTP status at all (600-999): a reply the bridge cannot understand.
+    return Code.INTERNAL
 
 
 _DELAY_SECONDS: Final = re.compile(r"\d+")  # RFC 9110 10.2.3: delay-seconds = 1*DIGIT

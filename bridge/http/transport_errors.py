@@ -32,7 +32,7 @@ from bridge.errors import (
     internal_error,
 )
 from bridge.http.status import grpc_code_for_http_status
-from bridge.redaction import clean, clean_optional
+from bridge.redaction import clean, header_value
 
 __all__ = ["CAUGHT_EXCEPTIONS", "EXCEPTION_MAP", "describe_cause", "error_from_transport_exception"]
 
@@ -154,7 +154,7 @@ def error_from_transport_exception(
         return internal_error(f"internal error ({type(exc).__name__})")
     error_class, code, reason, what = target
     cause = describe_cause(exc)
-    correlation_id = clean_optional(correlation_id)
+    correlation_id = header_value(correlation_id)
     metadata = {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id, Key.CAUSE: cause}
     message = f"{what} ({address})" + (f": {cause}" if cause else "")
     error = error_class(message, code=code, details=[error_info(reason, metadata)])
@@ -185,6 +185,17 @@ _CAUSES: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (ssl.SSLCertVerificationError, "TLS certificate verification failed"),
     (ssl.SSLError, "TLS handshake or record error"),
 )
+_CERTIFICATE_FAILED: Final = "TLS certificate verification failed"
+# OpenSSL's X509_V_ERR_* codes (SSLCertVerificationError.verify_code) an operator tells apart: a rotation
+# lapse, a clock, a wrong URL, a missing CA. Others get OpenSSL's own words (verify_message).
+_VERIFY_CODES: Final = {
+    2: "unknown issuer (unable to get issuer certificate)",
+    9: "certificate is not yet valid",
+    10: "certificate has expired",
+    18: "self-signed certificate",
+    19: "self-signed certificate in certificate chain",
+    20: "unknown issuer (unable to get local issuer certificate)",
+}
 
 
 _ERRNOS: Final = {
@@ -202,7 +213,10 @@ def describe_cause(exc: BaseException) -> str | None:
     """What the network said under `exc` ("connection refused"), from the chain of causes; None if nothing."""
     chain = list(_causes(exc))
     for cls, text in _CAUSES:
-        if any(isinstance(link, cls) for link in chain):
+        found = [link for link in chain if isinstance(link, cls)]
+        if found and cls is ssl.SSLCertVerificationError:
+            return _certificate_cause(found)
+        if found:
             return text
     for link in chain:  # an OS error by its number (libraries wrap them: aiohttp's ClientOSError)
         if isinstance(link, OSError) and link.errno in _ERRNOS:
@@ -216,6 +230,22 @@ def describe_cause(exc: BaseException) -> str | None:
 _PLAIN_OS_ERRORS: Final = frozenset({OSError, TimeoutError})
 
 
+def _certificate_cause(errors: list[BaseException]) -> str:
+    """ "TLS certificate verification failed: certificate has expired", and so on: an operator tells a
+    rotation lapse from a wrong URL. `errors`: the SSLCertVerificationErrors of a chain; aiohttp's
+    certificate error is one too, without OpenSSL's verify code and message, which the ssl module's has."""
+    for error in errors:
+        said = _VERIFY_CODES.get(getattr(error, "verify_code", None) or 0)
+        verify_message = getattr(error, "verify_message", None)
+        if said is None and isinstance(verify_message, str) and verify_message:
+            # "Hostname mismatch, certificate is not valid for 'localhost'." names the host: kept.
+            message = clean(verify_message).rstrip(".")
+            said = message[:1].lower() + message[1:]
+        if said:
+            return f"{_CERTIFICATE_FAILED}: {said}"
+    return _CERTIFICATE_FAILED
+
+
 def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     pending: list[BaseException | None] = [exc]
@@ -225,5 +255,10 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
             continue
         seen.add(id(link))
         yield link
-        # aiohttp keeps the socket's error on its connector errors.
-        pending += [getattr(link, "os_error", None), link.__context__, link.__cause__]
+        # aiohttp keeps the socket's error on its connector errors, the TLS one on certificate errors.
+        pending += [
+            getattr(link, "os_error", None),
+            getattr(link, "certificate_error", None),
+            link.__context__,
+            link.__cause__,
+        ]

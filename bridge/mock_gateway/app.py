@@ -311,10 +311,15 @@ async def start_mock_gateway(
     *,
     require_api_key: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = 1.0,
 ) -> MockGateway:
     """Start the mock gateway on ``host:port`` (port 0 picks a free port) with no access log; over HTTPS
-    with `ssl_context` (a server context: its certificate, and its client CA for mTLS)."""
-    runner = web.AppRunner(create_app(require_api_key=require_api_key), access_log=None, shutdown_timeout=1.0)
+    with `ssl_context` (a server context: its certificate, and its client CA for mTLS). `close` gives
+    requests still running `shutdown_timeout` seconds before aiohttp cancels them (scripts that wait end
+    themselves on close, at once)."""
+    runner = web.AppRunner(
+        create_app(require_api_key=require_api_key), access_log=None, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()

@@ -60,6 +60,7 @@ class RpcCall:
     cost: float | None = None
     trace_id: str | None = None  # of the call's server span, when it is traced
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
+    headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
     started: float = field(default_factory=time.perf_counter)
     service: str = field(init=False)  # "pkg.Service" of `method`
     name: str = field(init=False)  # "Method" of `method`

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import grpc
 from google.protobuf.message import Message
 
 from bridge.errors import BridgeError, UpstreamError, internal_error
-from bridge.redaction import clean, clean_optional
+from bridge.redaction import clean, header_value
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
@@ -365,7 +364,8 @@ def access_fields(call: RpcCall) -> dict[str, object]:
     if call.response_streaming:
         fields["chunks"] = call.messages_sent
     if call.correlation_id:
-        correlation_id = _logged_id(call.correlation_id)
+        # Sanitised where it was read (bridge.upstream.headers); again here, as everything a line carries.
+        correlation_id = header_value(call.correlation_id)
         if correlation_id is not None:
             fields["correlation_id"] = correlation_id
     for key in _OPTIONAL_FACTS:
@@ -382,15 +382,9 @@ _CANCELLED: Final = grpc.StatusCode.CANCELLED
 
 
 _MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`
-# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token: no redaction needed.
-_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
 
 
 @functools.lru_cache(maxsize=1024)
 def _logged_model(model: str) -> str:
     # Callers send a few model names again and again: redact each once.
     return clean(model, _MAX_LOGGED_MODEL_BYTES)
-
-
-def _logged_id(value: str) -> str | None:
-    return value if _PLAIN_ID.fullmatch(value) else clean_optional(value)

@@ -73,6 +73,8 @@ _HELP: Final = {
     'to its end, by HTTP status ("none": no reply).',
     "prisme_bridge_upstream_retries_total": "Upstream requests sent again after a failure the upstream "
     "cannot have answered (attempts after each call's first).",
+    "prisme_bridge_upstream_headers_dropped_total": "Upstream reply headers not returned as metadata: "
+    "their value was not printable ASCII, or too long.",
     "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
     "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
     "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
@@ -149,6 +151,7 @@ class Metrics(Interceptor):
             "prisme_bridge_upstream_request_duration_seconds", upstream_labels, _SECONDS
         )
         self._retries = counter("prisme_bridge_upstream_retries_total", _RPC_LABELS[1:])
+        self._dropped = counter("prisme_bridge_upstream_headers_dropped_total", _RPC_LABELS[1:])
         self._first_chunk = histogram(
             "prisme_bridge_time_to_first_chunk_seconds", by_model, _FIRST_CHUNK_SECONDS
         )
@@ -209,6 +212,8 @@ class Metrics(Interceptor):
         self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
         if call.upstream_attempts > 1:
             self._child(self._retries, call.service, call.name).inc(call.upstream_attempts - 1)
+        if call.headers_dropped:
+            self._child(self._dropped, call.service, call.name).inc(call.headers_dropped)
         if not (call.response_streaming or call.prompt_tokens or call.completion_tokens or call.cost):
             return  # nothing per model: a lookup (GetModel) takes no model label
         model = self.models.label(call.model, admit=_answered(call))

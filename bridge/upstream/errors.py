@@ -32,7 +32,7 @@ from bridge.errors import (
     retry_info,
 )
 from bridge.http.status import grpc_code_for_http_status
-from bridge.redaction import clean_optional
+from bridge.redaction import header_value
 from bridge.upstream.error_body import UpstreamErrorBody, parse_error_body, parse_error_document
 from bridge.upstream.headers import correlation_id, retry_delay
 
@@ -143,6 +143,10 @@ def _status_reason(status: int, code: grpc.StatusCode) -> Reason:
     reason = _STATUS_REASONS.get(status)
     if reason is not None:
         return reason
+    if 300 <= status < 400:
+        return Reason.UPSTREAM_REDIRECTED  # bridge.http.client answers these itself (bridge.http.redirect)
+    if not 200 <= status < 600:
+        return Reason.UPSTREAM_INVALID_RESPONSE
     if code == Code.PERMISSION_DENIED:
         return Reason.UPSTREAM_PERMISSION_DENIED
     if code == Code.INVALID_ARGUMENT:
@@ -159,7 +163,7 @@ def error_from_http_response(
     """The error for a non-2xx reply of the upstream at `host`."""
     parsed = parse_error_body(body)
     lowered = {key.lower(): value for key, value in headers.items()}
-    request_id = clean_optional(correlation_id(lowered))
+    request_id = correlation_id(lowered)
     retry_after = retry_delay(lowered)
     code, reason = classify(parsed, status)
     metadata = {Key.HTTP_STATUS: str(status), **_metadata(parsed, host, request_id)}
@@ -171,6 +175,10 @@ def error_from_http_response(
     if violations:
         details.append(bad_request(violations))
     message = f"upstream HTTP {status}: {parsed.message}" if parsed.message else None
+    if not 200 <= status < 600:
+        message = f"upstream answered HTTP {status}, which is no final HTTP status" + (
+            f": {parsed.message}" if parsed.message else ""
+        )
     return UpstreamHTTPError(
         message or f"upstream returned HTTP {status}",
         code=code,
@@ -227,7 +235,7 @@ def error_from_document(doc: Any, *, host: str, correlation_id: str | None) -> U
 
 
 def _stream_error(parsed: UpstreamErrorBody, host: str, request_id: str | None) -> UpstreamStreamError:
-    request_id = clean_optional(request_id)
+    request_id = header_value(request_id)
     code, reason = classify(parsed, None)
     message = "upstream stream error" + (f": {parsed.message}" if parsed.message else "")
     return UpstreamStreamError(

@@ -4,6 +4,11 @@ Shared by every service: what a caller's metadata becomes upstream (`HeaderPolic
 upstream reply headers come back to the caller as initial metadata (`HeaderPolicy.reply_metadata`), and
 which identify the upstream request (`correlation_id`) or ask callers to wait (`retry_delay`).
 
+Reply headers are the upstream's bytes: reading one never raises, whatever it holds. An id is sanitised
+(bridge.redaction.header_value) before anything else sees it; a header value gRPC metadata cannot carry
+(not printable ASCII, or too long) is not returned, and the reply says which were dropped
+(`ReplyMetadata.dropped`), so the call goes on without them.
+
 Auth modes (`--auth-mode`):
   passthrough  forward the caller's `authorization` / `x-prismeai-api-key`; use the bridge's own key
                (BRIDGE_API_KEY) only when the caller sends neither. The default.
@@ -16,9 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from bridge.http.status import parse_retry_after
+from bridge.redaction import header_value
 
 __all__ = [
     "AUTH_HEADERS",
@@ -27,6 +33,7 @@ __all__ = [
     "RETURNED_HEADERS",
     "AuthPolicy",
     "HeaderPolicy",
+    "ReplyMetadata",
     "check_returned_header",
     "correlation_id",
     "response_metadata",
@@ -68,6 +75,11 @@ RETURNED_HEADERS: Final = (
 _RETRY_MS_HEADERS: Final = ("retry-after-ms", "llm_provider-retry-after-ms")
 _RETRY_HEADERS: Final = ("retry-after", "llm_provider-retry-after")
 
+# Returned header values: gRPC metadata values are printable ASCII, and C-core and Java clients refuse a
+# call whose metadata passes 8 KiB (grpc.max_metadata_size): one value, and all of them, are bounded.
+MAX_RETURNED_VALUE_BYTES: Final = 1024
+MAX_RETURNED_BYTES: Final = 4096
+
 Metadata = Iterable[tuple[str, str | bytes]]
 
 
@@ -93,12 +105,21 @@ class HeaderPolicy:
 
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     returned: tuple[str, ...] = RETURNED_HEADERS  # reply headers sent back as initial metadata
+    # Names of dropped headers already reported (bridge.upstream_call logs each once).
+    reported: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def request_headers(self, metadata: Metadata) -> dict[str, str]:
         return upstream_headers(metadata, self.auth)
 
-    def reply_metadata(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        return response_metadata(headers, self.returned)
+    def reply_metadata(self, headers: Mapping[str, str]) -> ReplyMetadata:
+        return reply_metadata(headers, self.returned)
+
+
+class ReplyMetadata(NamedTuple):  # made per call: a named tuple costs a third of a frozen dataclass
+    """The reply headers a caller gets as initial metadata, and those it cannot get."""
+
+    metadata: tuple[tuple[str, str], ...]
+    dropped: tuple[str, ...] = ()  # names of returned headers whose value gRPC metadata cannot carry
 
 
 def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
@@ -115,22 +136,49 @@ def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
     return headers
 
 
+def reply_metadata(headers: Mapping[str, str], returned: Iterable[str] = RETURNED_HEADERS) -> ReplyMetadata:
+    """The upstream response headers named in `returned`, as gRPC metadata: those whose value is printable
+    ASCII within the size bounds; the others are named in `dropped`."""
+    # One pass into a plain dict: httpx.Headers scans all its items on every lookup.
+    lowered = {name.lower(): value for name, value in headers.items()}
+    present = [(name, value) for name in returned if (value := lowered.get(name)) is not None]
+    size = 0
+    for name, value in present:  # this runs once per call: the usual reply takes no list but this one
+        size += len(name) + len(value)
+        if not (value.isascii() and value.isprintable() and len(value) <= MAX_RETURNED_VALUE_BYTES):
+            return _within_bounds(present)
+    return ReplyMetadata(tuple(present)) if size <= MAX_RETURNED_BYTES else _within_bounds(present)
+
+
+def _within_bounds(present: list[tuple[str, str]]) -> ReplyMetadata:
+    kept: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    size = 0
+    for name, value in present:
+        fits = value.isascii() and value.isprintable() and len(value) <= MAX_RETURNED_VALUE_BYTES
+        if fits and size + len(name) + len(value) <= MAX_RETURNED_BYTES:
+            kept.append((name, value))
+            size += len(name) + len(value)
+        else:
+            dropped.append(name)
+    return ReplyMetadata(tuple(kept), tuple(dropped))
+
+
 def response_metadata(
     headers: Mapping[str, str], returned: Iterable[str] = RETURNED_HEADERS
 ) -> tuple[tuple[str, str], ...]:
-    """The upstream response headers named in `returned`, as gRPC metadata (text values only)."""
-    # One pass into a plain dict: httpx.Headers scans all its items on every lookup.
-    lowered = {name.lower(): value for name, value in headers.items()}
-    return tuple(
-        (name, value)
-        for name in returned
-        if (value := lowered.get(name)) is not None and value.isascii() and value.isprintable()
-    )
+    """The metadata of `reply_metadata`, without the names of the headers dropped."""
+    return reply_metadata(headers, returned).metadata
 
 
 def correlation_id(headers: Mapping[str, str]) -> str | None:
-    """The upstream's id of a request, from its reply headers (names in lower case, or case-insensitive)."""
-    return next((value for name in CORRELATION_HEADERS if (value := headers.get(name))), None)
+    """The upstream's id of a request, from its reply headers (names in lower case, or case-insensitive),
+    sanitised (bridge.redaction.header_value): printable ASCII, redacted, at most 256 bytes."""
+    for name in CORRELATION_HEADERS:
+        value = headers.get(name)
+        if value and (cleaned := header_value(value)):
+            return cleaned
+    return None
 
 
 _DECIMAL: Final = re.compile(r"\d+(?:\.\d+)?")

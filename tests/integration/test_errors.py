@@ -14,7 +14,16 @@ import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import call_failing, chat_request, every_transport, free_port, status_details, wait_request
+from tests.helpers import (
+    GUARD_S,
+    call_failing,
+    chat_request,
+    ended,
+    every_transport,
+    free_port,
+    status_details,
+    wait_request,
+)
 
 # Every test that starts a bridge runs once per upstream transport.
 upstream_transport = every_transport()
@@ -132,9 +141,7 @@ async def test_connection_refused_is_unavailable(start_bridge, rpc: str) -> None
     bridge = await start_bridge(upstream_url=f"http://127.0.0.1:{port}/v1")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
         stub = pb_grpc.ChatCompletionServiceStub(channel)
-        started = time.monotonic()
         error, received = await call_failing(stub, rpc, chat_request(), timeout=10)
-    assert time.monotonic() - started < 2.0
     assert received == []
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     # What happened, where, in plain words: not a timeout, not TLS, no library class names; a unary call
@@ -146,23 +153,22 @@ async def test_connection_refused_is_unavailable(start_bridge, rpc: str) -> None
     assert dict(info.metadata) == {"upstreamHost": "127.0.0.1", "cause": "connection refused"}
 
 
-async def test_deadline_on_a_stream_is_prompt(stub, mock_gateway: MockGateway) -> None:
-    started = time.monotonic()
+async def test_deadline_on_a_stream_ends_its_upstream_request(stub, mock_gateway: MockGateway) -> None:
     error, received = await call_failing(stub, "stream", chat_request(model="slow-5000"), timeout=0.5)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert received == []
-    assert time.monotonic() - started < 1.0
-    record = await wait_request(mock_gateway, lambda r: r["outcome"] != "in_progress", within=1.0)
+    # Had the bridge waited for the upstream, the request would have completed at 5 s: how it ended tells.
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
     assert record["outcome"] == "client_disconnected"
 
 
 async def test_deadline_mid_stream_stops_the_stream(stub, mock_gateway: MockGateway) -> None:
-    started = time.monotonic()
     error, received = await call_failing(stub, "stream", chat_request(model="endless"), timeout=0.5)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 1.0
     assert len(received) >= 3  # the ticks sent before the deadline were delivered
-    await wait_request(mock_gateway, lambda r: r["outcome"] == "client_disconnected", within=1.0)
+    # An endless stream ends only when its client leaves.
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
+    assert record["outcome"] == "client_disconnected"
 
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
@@ -173,22 +179,23 @@ async def test_read_timeout_without_a_deadline(start_bridge, mock_gateway: MockG
         started = time.monotonic()
         error, received = await call_failing(stub, rpc, chat_request(model="slow-2000"))
         elapsed = time.monotonic() - started
-    assert 0.25 < elapsed < 1.0
+    assert elapsed >= 0.25  # the read timeout was waited for (a lower bound: a slow machine only adds)
     assert received == []
+    # Not the upstream's answer at 2 s: the bridge's read timeout.
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "timed out" in error.details()
-    await wait_request(mock_gateway, lambda r: r["outcome"] == "client_disconnected", within=1.0)
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
+    assert record["outcome"] == "client_disconnected"
 
 
 async def test_cancelling_a_unary_call_closes_the_upstream_request(stub, mock_gateway: MockGateway) -> None:
     call = stub.CreateChatCompletion(chat_request(model="slow-5000"))
-    started = await wait_request(mock_gateway, lambda r: True, within=2.0)
+    started = await wait_request(mock_gateway, lambda r: True, within=GUARD_S)
     assert started["outcome"] == "in_progress"
     await asyncio.sleep(0.2)  # the scenario: cancel 0.2 s into the call
     assert call.cancel()
-    cancelled_at = time.time()
     with pytest.raises(asyncio.CancelledError):
         await call
-    record = await wait_request(mock_gateway, lambda r: r["outcome"] != "in_progress", within=1.5)
+    # Had the bridge kept the upstream request, it would have completed at 5 s: how it ended tells.
+    record = await wait_request(mock_gateway, ended, within=GUARD_S)
     assert record["outcome"] == "client_disconnected"
-    assert record["ended_at"] - cancelled_at < 1.0

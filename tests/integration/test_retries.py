@@ -93,12 +93,18 @@ async def test_a_longer_retry_after_goes_back_to_the_caller(stub, mock_gateway: 
     assert len(_requests(mock_gateway, model)) == 1
 
 
-async def test_no_retry_when_the_deadline_leaves_no_time_for_one(stub, mock_gateway: MockGateway) -> None:
-    model = "flaky-1-503-after-1"
-    error, _ = await call_failing(stub, "unary", chat_request(model=model), timeout=0.8)
+async def test_no_retry_when_the_deadline_leaves_no_time_for_one(
+    start_bridge, mock_gateway: MockGateway
+) -> None:
+    # A Retry-After the bridge would wait for (under --retry-max-backoff), past the call's deadline; the
+    # deadline itself far from what one attempt takes, even on a loaded machine.
+    channel, stub = await _stub(start_bridge, retry_max_backoff=60)
+    model = "flaky-1-503-after-30"
+    async with channel:
+        error, _ = await call_failing(stub, "unary", chat_request(model=model), timeout=10)
     # The caller learns why at once, with the upstream's hint, instead of a DEADLINE_EXCEEDED later.
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert status_details(error)["RetryInfo"].retry_delay.ToSeconds() == 1
+    assert status_details(error)["RetryInfo"].retry_delay.ToSeconds() == 30
     assert len(_requests(mock_gateway, model)) == 1
 
 

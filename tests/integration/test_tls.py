@@ -4,6 +4,7 @@ private CA, a client certificate, proxies only when asked)."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import ssl
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.helpers import (
     CertificateAuthority,
     SecretVolume,
     chat_request,
+    status_details,
     tls_channel,
 )
 
@@ -238,6 +240,49 @@ async def test_upstream_mtls_with_a_client_certificate(
         )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{anonymous.port}") as channel:
             assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
+
+
+DAY = datetime.timedelta(days=1)
+# How each certificate the upstream can present fails verification, and the cause the bridge names.
+TLS_FAILURES = {
+    "expired": ({"valid": (-2 * DAY, -DAY)}, "certificate has expired"),
+    "not-yet-valid": ({"valid": (DAY, 2 * DAY)}, "certificate is not yet valid"),
+    "hostname-mismatch": (
+        {"names": ("gateway.example.com",)},
+        "hostname mismatch, certificate is not valid for 'localhost'",
+    ),
+    "unknown-issuer": ({"issuer": "another CA"}, "unknown issuer (unable to get local issuer certificate)"),
+    "self-signed": ({"self_signed": True}, "self-signed certificate"),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("failure", list(TLS_FAILURES))
+async def test_upstream_certificate_failures_name_their_cause(
+    start_bridge: BridgeFactory, server_ca: CertificateAuthority, tmp_path: Path, transport: str, failure: str
+) -> None:
+    issue, cause = dict(TLS_FAILURES[failure][0]), TLS_FAILURES[failure][1]
+    issuer = CertificateAuthority(issue.pop("issuer")) if "issuer" in issue else server_ca
+    cert, key = issuer.write(tmp_path, "gateway", **issue)
+    async with await start_mock_gateway("127.0.0.1", 0, ssl_context=ssl_server_context(cert, key)) as gateway:
+        url = gateway.base_url.replace("127.0.0.1", "localhost")  # the name the bridge checks
+        bridge = await start_bridge(
+            upstream_url=url,
+            upstream_transport=transport,
+            upstream_ca_file=server_ca.write_pem(tmp_path / "ca.pem"),
+            retries=0,
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.CreateChatCompletion(chat_request(), timeout=10)
+    error = raised.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    expected = f"TLS certificate verification failed: {cause}"
+    # "could not connect to upstream" or "TLS error with upstream", as each transport's exception says
+    assert error.details().endswith(f" upstream (localhost:{gateway.port}): {expected}")
+    info = status_details(error)["ErrorInfo"]
+    assert (info.reason, info.metadata["cause"]) == ("UPSTREAM_UNREACHABLE", expected)
 
 
 def ssl_server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:

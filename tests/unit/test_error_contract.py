@@ -24,14 +24,14 @@ PINNED_REASONS = [
     "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "UPSTREAM_ERROR", "UPSTREAM_INVALID_RESPONSE",
     "UPSTREAM_RESPONSE_TOO_LARGE", "UPSTREAM_STREAM_TRUNCATED", "UPSTREAM_STREAM_INCOMPLETE",
     "UPSTREAM_UNREACHABLE", "UPSTREAM_CONNECTION_LOST", "UPSTREAM_POOL_EXHAUSTED",
-    "UPSTREAM_FILTER_UNSUPPORTED",
+    "UPSTREAM_FILTER_UNSUPPORTED", "UPSTREAM_REDIRECTED",
 ]  # fmt: skip
 # Reasons only one service can return: its comment names them, the chat service's does not.
 SERVICE_REASONS = {"ModelService": ["UPSTREAM_FILTER_UNSUPPORTED"]}
 _REASON_PATTERN = r"\b(?:INVALID_REQUEST|INTERNAL|DEADLINE_EXCEEDED|OVERLOADED|UPSTREAM_[A-Z_]+)\b"
 PINNED_KEYS = [
     "httpStatus", "correlationId", "upstreamHost", "upstreamCode", "upstreamType", "upstreamParam",
-    "upstreamDetails", "cause",
+    "upstreamDetails", "cause", "location",
 ]  # fmt: skip
 
 

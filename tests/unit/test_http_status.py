@@ -90,17 +90,30 @@ _EXPECTED_REASONS = {
         (520, C.UNAVAILABLE),
         (529, C.UNAVAILABLE),
         (599, C.UNAVAILABLE),
-        (302, C.UNKNOWN),
-        (200, C.UNKNOWN),
-        (100, C.UNKNOWN),
-        (600, C.UNKNOWN),
+        (302, C.FAILED_PRECONDITION),
+        (200, C.INTERNAL),
+        (100, C.INTERNAL),
+        (600, C.INTERNAL),
+        (999, C.INTERNAL),
     ],
 )
 def test_statuses_outside_the_table_fall_back_by_class(status: int, code: grpc.StatusCode) -> None:
     assert grpc_code_for_http_status(status) is code
-    # A transient 5xx invites a retry like 502/503 do; anything else is an upstream error.
-    expected = "UPSTREAM_UNAVAILABLE" if code is C.UNAVAILABLE else "UPSTREAM_ERROR"
+    # A transient 5xx invites a retry like 502/503 do; a redirect is the base URL's fault; a status that is
+    # no final HTTP status is a reply the bridge cannot understand; anything else is an upstream error.
+    expected = {
+        C.UNAVAILABLE: "UPSTREAM_UNAVAILABLE",
+        C.FAILED_PRECONDITION: "UPSTREAM_REDIRECTED" if 300 <= status < 400 else "UPSTREAM_ERROR",
+        C.INTERNAL: "UPSTREAM_INVALID_RESPONSE" if not 200 <= status < 600 else "UPSTREAM_ERROR",
+    }[code]
     assert _info(_http(status)).reason == expected
+
+
+def test_no_status_maps_to_unknown() -> None:
+    """UNKNOWN is the one code a caller cannot act on (issue 19: redirects were UNKNOWN)."""
+    for status in range(100, 1000):
+        assert grpc_code_for_http_status(status) is not C.UNKNOWN, status
+        assert _http(status).code is not C.UNKNOWN, status
 
 
 # ---------------------------------------------------------------------------------------- Retry-After

@@ -67,3 +67,31 @@ def test_setup_logging_holds_httpx_at_warning_even_at_debug() -> None:
     logging.getLogger("bridge.test").debug("kept")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [entry["message"] for entry in lines] == ["kept"]
+
+
+def test_text_escapes_what_is_unprintable_in_a_message() -> None:
+    args = ("\x1b[31mRED r\udce9q",)
+    record = logging.LogRecord("bridge.http.retry", logging.DEBUG, "f", 1, "attempt failed (%s)", args, None)
+    line = TextFormatter().format(record)
+    assert line.endswith(r"bridge.http.retry: attempt failed (\x1b[31mRED r\xe9q)")
+
+
+def test_json_stays_valid_json_whatever_a_record_holds() -> None:
+    record = _record(message="id r\udce9q \x1b[0m", fields={"correlation_id": "x\ud800y", "big": 2**70})
+    line = JsonFormatter().format(record)
+    line.encode()  # writable to a UTF-8 stream: no lone surrogate
+    assert "\x1b" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "id r\udce9q \x1b[0m"
+    assert entry["big"] == 2**70
+
+
+def test_text_escapes_unprintable_characters_in_exception_texts_and_keeps_line_breaks() -> None:
+    try:
+        raise ValueError("invalid header value b'a\x1bb' r\udce9q")
+    except ValueError:
+        record = logging.LogRecord("bridge.x", logging.ERROR, "f", 1, "failed", (), sys.exc_info())
+    text = TextFormatter().format(record)
+    assert "\x1b" not in text
+    assert r"invalid header value b'a\x1bb' r\xe9q" in text
+    assert "\nTraceback (most recent call last):\n" in text

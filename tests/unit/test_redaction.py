@@ -12,7 +12,7 @@ from bridge.errors import (
     protocol_error,
 )
 from bridge.http.transport_errors import error_from_transport_exception
-from bridge.redaction import MAX_TEXT_BYTES, redact
+from bridge.redaction import MAX_METADATA_BYTES, MAX_TEXT_BYTES, clean, header_value, printable, redact
 from tests.helpers import everything_sent as _everything_sent
 from tests.helpers import http_error as _http
 from tests.helpers import stream_error as _stream
@@ -103,3 +103,66 @@ def test_secret_in_huge_message_is_redacted_before_truncation() -> None:
     text = "x" * (MAX_TEXT_BYTES - 8) + " Bearer abcdefghijklmnop"
     error = _http(500, {"message": text})
     assert "abcdefgh" not in error.message
+
+
+# --------------------------------------------------------------------- the sanitiser: escapes and bounds
+
+_ESCAPED = {
+    "esc": ("\x1b[31mRED\x1b[0m", r"\x1b[31mRED\x1b[0m"),
+    "surrogate-escaped byte": ("r\udce9q-1", r"r\xe9q-1"),  # aiohttp's str for the byte 0xE9
+    "lone surrogate": ("x\ud800y", r"x\ud800y"),  # json.loads accepts "\ud800"
+    "bidi override": ("abc\u202edef", r"abc\u202edef"),
+    "nul and del": ("a\x00b\x7f", r"a\x00b\x7f"),
+    "c1 control": ("a\x9bb", r"a\x9bb"),
+}
+
+
+@pytest.mark.parametrize(("text", "escaped"), list(_ESCAPED.values()), ids=list(_ESCAPED))
+def test_printable_escapes_what_a_terminal_or_status_must_not_carry(text: str, escaped: str) -> None:
+    assert printable(text) == escaped
+    assert clean(text) == escaped
+
+
+@pytest.mark.parametrize("text", ["plain ascii", "réponse: modèle indisponible", "模型不可用", "emoji 😀"])
+def test_printable_keeps_printable_text_as_it_is(text: str) -> None:
+    assert printable(text) is text  # the fast path: no copy
+
+
+def test_ascii_only_escapes_everything_beyond_ascii() -> None:
+    assert printable("réq-1 😀", ascii_only=True) == r"r\xe9q-1 \U0001f600"
+    assert printable("tab\tnewline\n", ascii_only=True) == r"tab\tnewline\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0f4c2d6e-5b1a-4c8e-9d7f-1a2b3c4d5e6f", "0f4c2d6e-5b1a-4c8e-9d7f-1a2b3c4d5e6f"),
+        ("req_abc123", "req_abc123"),
+        ("r\udce9q-1", r"r\xe9q-1"),
+        ("réq-1", r"r\xe9q-1"),
+        ("a\x1bb", r"a\x1bb"),
+        ("Bearer abcdef123456", "Bearer [REDACTED]"),
+        ("   ", None),
+        (None, None),
+    ],
+)
+def test_header_values_become_printable_ascii(value: str | None, expected: str | None) -> None:
+    assert header_value(value) == expected
+
+
+@given(
+    st.text(max_size=600) | st.binary(max_size=600).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+)
+def test_header_values_are_always_printable_ascii_within_the_bound(text: str) -> None:
+    value = header_value(text)
+    assert value is None or (value.isascii() and value.isprintable() and len(value) <= MAX_METADATA_BYTES)
+
+
+@given(
+    st.text(max_size=2000) | st.binary(max_size=2000).map(lambda raw: raw.decode("utf-8", "surrogateescape"))
+)
+def test_cleaned_text_is_printable_valid_utf8_within_the_bound(text: str) -> None:
+    cleaned = clean(text)
+    assert cleaned.isprintable()
+    assert len(cleaned.encode()) <= MAX_TEXT_BYTES  # encodes: no lone surrogate left
+    assert clean(cleaned) == cleaned  # idempotent

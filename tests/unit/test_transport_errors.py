@@ -274,3 +274,46 @@ def test_unknown_exceptions_are_internal_and_keep_their_text_private() -> None:
     assert error.message == "internal error (KeyError)"
     assert _info(error).reason == "INTERNAL"
     assert "secret" not in _everything_sent(error)
+
+
+def _verification_error(code: int, message: str) -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(
+        1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: {message}"
+    )
+    error.verify_code = code
+    error.verify_message = message
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "openssl", "cause"),
+    [
+        (10, "certificate has expired", "certificate has expired"),
+        (9, "certificate is not yet valid", "certificate is not yet valid"),
+        (
+            62,
+            "Hostname mismatch, certificate is not valid for 'gw'.",
+            "hostname mismatch, certificate is not valid for 'gw'",
+        ),
+        (
+            20,
+            "unable to get local issuer certificate",
+            "unknown issuer (unable to get local issuer certificate)",
+        ),
+        (18, "self-signed certificate", "self-signed certificate"),
+        (19, "self-signed certificate in certificate chain", "self-signed certificate in certificate chain"),
+        (26, "unsuitable certificate purpose", "unsuitable certificate purpose"),
+    ],
+)
+def test_a_certificate_failure_names_its_cause_whichever_library_wrapped_it(
+    code: int, openssl: str, cause: str
+) -> None:
+    tls = _verification_error(code, openssl)
+    expected = f"TLS certificate verification failed: {cause}"
+    httpcore_style = httpx.ConnectError("x")
+    httpcore_style.__cause__ = tls
+    # aiohttp's certificate error is an SSLCertVerificationError itself, without OpenSSL's code and message.
+    aiohttp_style = aiohttp.ClientConnectorCertificateError(_connection_key(), tls)
+    for wrapped in (httpcore_style, aiohttp_style, _through_httpx_aiohttp(aiohttp_style)):
+        assert describe_cause(wrapped) == expected
+        assert _info(error_from_transport_exception(wrapped, address=ADDRESS)).metadata["cause"] == expected

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -131,22 +133,19 @@ func runCLI(t *testing.T, f *fakeService, args ...string) (code int, stdout, std
 	return code, out.String(), errOut.String()
 }
 
-func detailedError(t *testing.T) error {
+// bridgeError is a status exactly as the bridge sends it: clients/testdata/errors/NAME.json, written by the
+// bridge's own code (tests/client_fixtures.py), so this fake sends the ErrorInfo keys docs/errors.md names.
+func bridgeError(t *testing.T, name string) error {
 	t.Helper()
-	st, err := status.New(codes.ResourceExhausted, "upstream rate limit exceeded").WithDetails(
-		&errdetails.ErrorInfo{
-			Reason: "UPSTREAM_RATE_LIMITED", Domain: "grpc-bridge.prisme.ai",
-			Metadata: map[string]string{"upstream_status": "429", "model": "gpt-4o"},
-		},
-		&errdetails.RetryInfo{RetryDelay: durationpb.New(2500 * time.Millisecond)},
-		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
-			{Field: "messages[0].content", Description: "must not be empty"},
-		}},
-	)
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "errors", name+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.Err()
+	var st spb.Status
+	if err := protojson.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	return status.FromProto(&st).Err()
 }
 
 func TestUnaryText(t *testing.T) {
@@ -335,21 +334,32 @@ func TestStreamAccumulateError(t *testing.T) {
 }
 
 func TestUnaryErrorDetails(t *testing.T) {
-	f := &fakeService{unaryErr: detailedError(t)}
-	code, out, errOut := runCLI(t, f, "-model", "m", "-prompt", "p")
-	if code != 1 {
-		t.Fatalf("exit %d, want 1", code)
-	}
-	if out != "" {
-		t.Errorf("stdout = %q, want empty", out)
-	}
-	want := "RESOURCE_EXHAUSTED: upstream rate limit exceeded\n" +
-		"error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai metadata={model=gpt-4o, upstream_status=429}\n" +
-		"retry_info: retry_delay=2.5s\n" +
-		"bad_request: field=messages[0].content description=must not be empty\n" +
-		"grpc-status: RESOURCE_EXHAUSTED\n"
-	if errOut != want {
-		t.Errorf("stderr =\n%s\nwant\n%s", errOut, want)
+	for name, want := range map[string]string{
+		"upstream_rate_limited": "RESOURCE_EXHAUSTED: upstream HTTP 429: Rate limit exceeded: 100 requests per 60 s\n" +
+			"error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai metadata={correlationId=corr-42, " +
+			"httpStatus=429, upstreamCode=rate_limit_exceeded, upstreamHost=gateway.example.com}\n" +
+			"retry_info: retry_delay=3s\n" +
+			"grpc-status: RESOURCE_EXHAUSTED\n",
+		"upstream_invalid_request": "INVALID_ARGUMENT: upstream HTTP 400: messages[0].content must not be empty\n" +
+			"error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai metadata={correlationId=req-7, " +
+			"httpStatus=400, upstreamCode=invalid_value, upstreamHost=gateway.example.com, " +
+			"upstreamParam=messages[0].content, upstreamType=invalid_request_error}\n" +
+			"bad_request: field=messages[0].content description=messages[0].content must not be empty\n" +
+			"grpc-status: INVALID_ARGUMENT\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := &fakeService{unaryErr: bridgeError(t, name)}
+			code, out, errOut := runCLI(t, f, "-model", "m", "-prompt", "p")
+			if code != 1 {
+				t.Fatalf("exit %d, want 1", code)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want empty", out)
+			}
+			if errOut != want {
+				t.Errorf("stderr =\n%s\nwant\n%s", errOut, want)
+			}
+		})
 	}
 }
 

@@ -46,10 +46,12 @@ const (
 // UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
 // UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
 // UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
-// UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+// UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
+// never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
 // httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-// cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
-// Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+// cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+// upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
+// request id.
 //
 // A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
 // content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
@@ -125,10 +127,12 @@ type ChatCompletionService_StreamChatCompletionClient = grpc.ServerStreamingClie
 // UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
 // UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
 // UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
-// UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+// UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
+// never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
 // httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-// cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
-// Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+// cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+// upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
+// request id.
 //
 // A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
 // content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so

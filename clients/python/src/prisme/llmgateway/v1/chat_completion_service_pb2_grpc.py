@@ -43,10 +43,12 @@ class ChatCompletionServiceStub:
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
-    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
     httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
-    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
+    request id.
 
     A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
     content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
@@ -90,10 +92,12 @@ class ChatCompletionServiceServicer:
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
-    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
     httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
-    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
+    request id.
 
     A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
     content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so
@@ -159,10 +163,12 @@ class ChatCompletionService:
     UPSTREAM_RATE_LIMITED, UPSTREAM_QUOTA_EXCEEDED, UPSTREAM_CONTEXT_LENGTH_EXCEEDED, UPSTREAM_CONTENT_FILTERED,
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
-    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED. Its metadata keys are among
+    UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
     httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the upstream's
-    Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's request id.
+    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
+    request id.
 
     A provider failure in the middle of a Prisme gateway stream is documented by the gateway as a synthetic
     content chunk followed by `[DONE]`, with no error marker: it cannot be told from the model's own text, so

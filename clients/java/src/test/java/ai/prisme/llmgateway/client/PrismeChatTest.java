@@ -36,10 +36,14 @@ import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.protobuf.StatusProto;
 import io.grpc.stub.StreamObserver;
 import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -183,33 +187,22 @@ class PrismeChatTest {
     return new Result(r.code(), r.out(), r.err());
   }
 
-  private static StatusRuntimeException detailedError() {
-    return StatusProto.toStatusRuntimeException(
-        com.google.rpc.Status.newBuilder()
-            .setCode(Code.RESOURCE_EXHAUSTED_VALUE)
-            .setMessage("upstream rate limit exceeded")
-            .addDetails(
-                Any.pack(
-                    ErrorInfo.newBuilder()
-                        .setReason("UPSTREAM_RATE_LIMITED")
-                        .setDomain("grpc-bridge.prisme.ai")
-                        .putMetadata("upstream_status", "429")
-                        .putMetadata("model", "gpt-4o")
-                        .build()))
-            .addDetails(
-                Any.pack(
-                    RetryInfo.newBuilder()
-                        .setRetryDelay(Duration.newBuilder().setSeconds(2).setNanos(500_000_000))
-                        .build()))
-            .addDetails(
-                Any.pack(
-                    BadRequest.newBuilder()
-                        .addFieldViolations(
-                            BadRequest.FieldViolation.newBuilder()
-                                .setField("messages[0].content")
-                                .setDescription("must not be empty"))
-                        .build()))
-            .build());
+  /**
+   * A status exactly as the bridge sends it: clients/testdata/errors/NAME.json, written by the bridge's own
+   * code (tests/client_fixtures.py), so this fake sends the ErrorInfo keys docs/errors.md names.
+   */
+  private static StatusRuntimeException bridgeError(String name) throws IOException {
+    String json =
+        Files.readString(Path.of("..", "testdata", "errors", name + ".json"), StandardCharsets.UTF_8);
+    JsonFormat.TypeRegistry types =
+        JsonFormat.TypeRegistry.newBuilder()
+            .add(ErrorInfo.getDescriptor())
+            .add(RetryInfo.getDescriptor())
+            .add(BadRequest.getDescriptor())
+            .build();
+    com.google.rpc.Status.Builder status = com.google.rpc.Status.newBuilder();
+    JsonFormat.parser().usingTypeRegistry(types).merge(json, status);
+    return StatusProto.toStatusRuntimeException(status.build());
   }
 
   @Test
@@ -347,19 +340,32 @@ class PrismeChatTest {
 
   @Test
   void unaryErrorPrintsDetailsAndStatus() throws Exception {
-    FakeService fake = new FakeService();
-    fake.unaryError = detailedError();
-    Result r = run(fake, "--model", "m", "--prompt", "p");
-    assertEquals(1, r.code());
-    assertEquals("", r.out());
-    assertEquals(
-        "RESOURCE_EXHAUSTED: upstream rate limit exceeded\n"
-            + "error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai"
-            + " metadata={model=gpt-4o, upstream_status=429}\n"
-            + "retry_info: retry_delay=2.5s\n"
-            + "bad_request: field=messages[0].content description=must not be empty\n"
-            + "grpc-status: RESOURCE_EXHAUSTED\n",
-        r.err());
+    Map<String, String> expected =
+        Map.of(
+            "upstream_rate_limited",
+            "RESOURCE_EXHAUSTED: upstream HTTP 429: Rate limit exceeded: 100 requests per 60 s\n"
+                + "error_info: reason=UPSTREAM_RATE_LIMITED domain=grpc-bridge.prisme.ai"
+                + " metadata={correlationId=corr-42, httpStatus=429, upstreamCode=rate_limit_exceeded,"
+                + " upstreamHost=gateway.example.com}\n"
+                + "retry_info: retry_delay=3s\n"
+                + "grpc-status: RESOURCE_EXHAUSTED\n",
+            "upstream_invalid_request",
+            "INVALID_ARGUMENT: upstream HTTP 400: messages[0].content must not be empty\n"
+                + "error_info: reason=UPSTREAM_INVALID_REQUEST domain=grpc-bridge.prisme.ai"
+                + " metadata={correlationId=req-7, httpStatus=400, upstreamCode=invalid_value,"
+                + " upstreamHost=gateway.example.com, upstreamParam=messages[0].content,"
+                + " upstreamType=invalid_request_error}\n"
+                + "bad_request: field=messages[0].content"
+                + " description=messages[0].content must not be empty\n"
+                + "grpc-status: INVALID_ARGUMENT\n");
+    for (Map.Entry<String, String> each : expected.entrySet()) {
+      FakeService fake = new FakeService();
+      fake.unaryError = bridgeError(each.getKey());
+      Result r = run(fake, "--model", "m", "--prompt", "p");
+      assertEquals(1, r.code(), each.getKey());
+      assertEquals("", r.out(), each.getKey());
+      assertEquals(each.getValue(), r.err(), each.getKey());
+    }
   }
 
   @Test
