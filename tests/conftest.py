@@ -2,7 +2,8 @@
 
 Suites: `unit/` (pure code, no sockets), `integration/` (the bridge against the mock gateway over
 loopback), `interop/` (real grpcurl, Go and Java clients; marker `interop`). `pytest -m "not interop"` is
-the fast loop; CI runs everything.
+the fast loop; CI runs everything. `release/` checks built release artifacts: it is collected only with
+`--release-dir` (scripts/release-artifacts builds them and runs it).
 
 Options: `--upstream-transport NAME` makes every bridge a test starts use that transport unless the test
 names one (modules that run on every transport say so with `upstream_transport = every_transport()`);
@@ -44,6 +45,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="asyncio",
         help="the event loop every test (and every in-process bridge) runs on",
     )
+    parser.addoption(
+        "--release-dir",
+        type=Path,
+        default=None,
+        help="the artifacts scripts/release-artifacts built: runs tests/release against them",
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/release needs built artifacts: skipped from collection unless --release-dir names them."""
+    if collection_path == Path(__file__).parent / "release" and config.getoption("--release-dir") is None:
+        return True
+    return None
 
 
 def pytest_asyncio_loop_factories(

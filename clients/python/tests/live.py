@@ -2,7 +2,8 @@
 on loopback port 0, the ports read from their logs. The mock gateway requires an API key, which the bridge
 forwards from the caller's `authorization` (auth mode passthrough), so credentials are tested end to end.
 
-`prisme-bridge` comes from the environment that runs the tests (the project's .venv); a missing one fails.
+`prisme-bridge` comes from the environment that runs the tests (the project's .venv), unless the caller names
+one (tests/release: the bridge installed from its wheel); a missing one fails.
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ class _Process:
         self._log.close()
 
 
-def start_live_bridge(logs: Path) -> Iterator[LiveBridge]:
-    """Starts mock gateway and bridge, yields the bridge, stops both."""
-    exe = prisme_bridge()
+def start_live_bridge(logs: Path, exe: str | None = None) -> Iterator[LiveBridge]:
+    """Starts mock gateway and bridge (the `exe` command, else prisme_bridge()), yields the bridge, stops
+    both."""
+    exe = exe or prisme_bridge()
     mock = _Process(
         [exe, "mock-gateway", "--listen", "127.0.0.1:0", "--require-api-key", API_KEY], logs / "mock.log"
     )
