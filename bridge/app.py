@@ -26,9 +26,10 @@ from prometheus_client import CollectorRegistry
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.reachability import check_upstream, log_reachability
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
-from bridge.http.transport import TransportSettings, build_transport, proxy_for
+from bridge.http.transport import TransportSettings, build_transport, proxy_for, tls_context
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor
@@ -53,6 +54,7 @@ __all__ = [
     "StopSignals",
     "auth_policy",
     "build_bridge",
+    "check_reachability",
     "default_interceptors",
     "default_services",
     "drain",
@@ -60,6 +62,7 @@ __all__ = [
     "listener_credentials",
     "retry_policy",
     "serve",
+    "transport_settings",
     "upstream_client",
 ]
 
@@ -76,16 +79,7 @@ def upstream_client(
     """The upstream client `settings` describe, with the OpenAI-compatible error policy; its requests
     carry trace context (a span each with `tracer_provider`), and are retried as `retry` says (None:
     never), each attempt counted on the call being served."""
-    tls = tls or UpstreamTlsSettings()
-    transport = TransportSettings(
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_connections=settings.max_connections,
-        name=settings.transport,
-        ca_file=tls.ca_file,
-        client_cert=(tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None,
-        proxy=proxy_for(settings.url) if tls.trust_env else None,
-    )
+    transport = transport_settings(settings, tls)
     http = HttpSettings(
         base_url=settings.url,
         transport=transport,
@@ -95,6 +89,37 @@ def upstream_client(
     )
     traced = TracedTransport(build_transport(transport), tracer_provider)
     return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced, on_attempt=note_upstream_attempt)
+
+
+def transport_settings(
+    settings: UpstreamSettings, tls: UpstreamTlsSettings | None = None
+) -> TransportSettings:
+    """The connection-level settings of the upstream transport."""
+    tls = tls or UpstreamTlsSettings()
+    return TransportSettings(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_connections=settings.max_connections,
+        name=settings.transport,
+        ca_file=tls.ca_file,
+        client_cert=(tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None,
+        proxy=proxy_for(settings.url) if tls.trust_env else None,
+    )
+
+
+async def check_reachability(settings: ServeSettings) -> None:
+    """Resolves and connects to the upstream once, as the transport would (its TLS settings, its proxy),
+    and logs the outcome in one line (bridge.http.reachability); never raises."""
+    transport = transport_settings(settings.upstream, settings.upstream_tls)
+    try:
+        # certifi's bundle is read from disk: off the event loop
+        tls = await asyncio.to_thread(tls_context, transport)
+    except OSError:  # the transport refused the same files at start already
+        return
+    found = await check_upstream(
+        settings.upstream.url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
+    )
+    log_reachability(found)
 
 
 def retry_policy(settings: RetrySettings) -> RetryPolicy:
@@ -208,11 +233,17 @@ async def build_bridge(
 
 
 async def serve(
-    settings: ServeSettings, *, reuse_port: bool = False, on_ready: Callable[[], object] | None = None
+    settings: ServeSettings,
+    *,
+    reuse_port: bool = False,
+    on_ready: Callable[[], object] | None = None,
+    check_upstream: bool = True,
 ) -> None:
     """Runs the bridge until SIGTERM or SIGINT, then drains and shuts down gracefully. `on_ready` is
-    called once it serves (a worker tells its supervisor). Tracing is configured by the standard OTEL_*
-    variables (bridge.rpc.tracing); raises TracingConfigError if they name no exporter."""
+    called once it serves (a worker tells its supervisor). With `check_upstream`, the upstream's
+    reachability is checked once in the background (one log line; it never stops the bridge). Tracing is
+    configured by the standard OTEL_* variables (bridge.rpc.tracing); raises TracingConfigError if they
+    name no exporter."""
     async with StopSignals() as signals:  # before anything says "listening": a signal then stops it cleanly
         tracer_provider = tracer_provider_from_env()
         server = await build_bridge(settings, tracer_provider=tracer_provider, reuse_port=reuse_port)
@@ -221,9 +252,14 @@ async def serve(
             log.info("tracing on: spans exported as OTEL_* variables configure")
         await server.start()
         _log_listening(settings, server)
+        checking = asyncio.create_task(check_reachability(settings)) if check_upstream else None
         if on_ready is not None:
             on_ready()
-        await signals.wait()
+        try:
+            await signals.wait()
+        finally:
+            if checking is not None:
+                checking.cancel()
         await drain(server, settings.lifecycle.drain_delay, signals)
     log.info("shutting down (grace %.0f s)", settings.server.shutdown_grace)
     await server.stop()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
-from typing import Literal, get_args, get_origin
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import SecretStr, ValidationError
 
@@ -45,8 +47,8 @@ _COMMANDS: dict[str, tuple[type[CommandSettings], str]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # argparse would show the top-level usage; the command's own is the useful one
-        commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # argparse would name the top-level parser; the command's own is the useful one
+        commands[args.command].error(_unrecognized(unknown, commands[args.command]))
     if getattr(args, "list_models", False):
         from bridge.mock_gateway import scripted_models
 
@@ -84,17 +86,62 @@ def _print(text: str) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with short errors: the problem (with a "did you mean" for a near miss) and where help is,
+    not the usage block of every flag. No abbreviated flags: `--upstream-ur` is a typo to point out, and
+    a flag added later must not change what an abbreviation in someone's script means."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:  # a mistyped command
+            message += _did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        self.exit(2, f"{self.prog}: error: {message}\nTry '{self.prog} --help'.\n")
+
+
+def _closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice closest to `word`, if one is close (a typo, a missing letter, a different case)."""
+    by_case = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.6)
+    return by_case[close[0]] if close else None
+
+
+def _did_you_mean(word: str, choices: Sequence[str], quote: bool = True) -> str:
+    """ " (did you mean 'x'?)" for the choice closest to `word`, if one is close; else ""."""
+    close = _closest(word, choices)
+    if close is None:
+        return ""
+    return f" (did you mean {close!r}?)" if quote else f" (did you mean {close}?)"
+
+
+def _unrecognized(unknown: Sequence[str], command: argparse.ArgumentParser) -> str:
+    """What is wrong with the arguments a command did not recognise: the first unknown flag, with the
+    closest real one, else the first stray argument."""
+    flags = [flag for flag in command._option_string_actions if flag.startswith("--")]
+    for argument in unknown:
+        if argument.startswith("-"):
+            flag = argument.partition("=")[0]
+            return f"unknown flag {flag}{_did_you_mean(flag, flags, quote=False)}"
+    return f"unexpected argument {unknown[0]!r} (flags take their value as --flag VALUE or --flag=VALUE)"
+
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
+        usage=f"{PROG} [--version] COMMAND [flags]",
         description="gRPC bridge for the Prisme.ai LLM gateway and other OpenAI-compatible chat-completions "
         "servers. Every flag can also be set with its BRIDGE_* environment variable.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     subparsers: dict[str, argparse.ArgumentParser] = {}
     for name, (model, summary) in _COMMANDS.items():
-        sub = subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+        # One usage line: the groups below list the flags (argparse would list all of them in the usage).
+        sub = subparsers[name] = commands.add_parser(
+            name, prog=f"{PROG} {name}", help=summary, description=summary, usage="%(prog)s [flags]"
+        )
         if name in _WITH_THE_MOCK:
             sub.add_argument(
                 "--list-models", action="store_true", help="print the mock's scripted models and exit"
@@ -164,6 +211,10 @@ def _one_line(exc: ValidationError) -> str:
         shown = "" if hidden or value is None or isinstance(value, SecretStr) else f" (got {value!r})"
         if error["type"] == "missing":
             text = "is required"
+        elif error["type"] == "literal_error" and shown:  # one of a few choices: the nearest one
+            choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
+            close = _closest(str(value), choices)
+            shown = f" (got {value!r}; did you mean {close!r}?)" if close else shown
         problems.append(f"--{name.replace('_', '-')} / BRIDGE_{name.upper()}: {text}{shown}")
     return "; ".join(problems)
 

@@ -39,6 +39,7 @@ from bridge.http.transport import DEFAULT_TRANSPORT, TransportName
 from bridge.upstream.headers import check_returned_header
 
 __all__ = [
+    "ENDPOINT_PATHS",
     "ENV_PREFIX",
     "AuthSettings",
     "CommandSettings",
@@ -75,11 +76,24 @@ def split_host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_ALL_INTERFACES: Final = "0.0.0.0"
+
+
 def _check_listen(value: str) -> str:
-    split_host_port(value)
+    # ":PORT" is all interfaces, as in Go and grpc-go listen addresses.
+    if value.startswith(":"):
+        value = _ALL_INTERFACES + value
+    try:
+        split_host_port(value)
+    except ValueError:
+        raise ValueError(
+            f"expected HOST:PORT or :PORT for all interfaces (e.g. 127.0.0.1:50051, :50051), got {value!r}"
+        ) from None
     return value
 
 
+# The paths the bridge appends to the base URL (its services' upstream endpoints).
+ENDPOINT_PATHS: Final = ("/chat/completions", "/embeddings", "/models")
 # A DNS name (labels of letters, digits, "-", "_"), or an IPv4 address; IPv6 comes in brackets.
 _LABEL: Final = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
 _HOSTNAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -101,7 +115,16 @@ def _check_upstream_url(value: str) -> str:
         parts.port  # noqa: B018 - urllib checks the port when it is read
     except ValueError:
         raise ValueError(f"has an invalid port, got {_shown_url(value)!r}") from None
-    return value.rstrip("/")
+    base = value.rstrip("/")
+    for endpoint in ENDPOINT_PATHS:
+        if base.endswith(endpoint):
+            # The whole endpoint pasted from the gateway's docs: every call would go to .../chat/completions/
+            # chat/completions and fail NOT_FOUND with no hint. Refused, naming the URL meant.
+            raise ValueError(
+                f"ends in {endpoint}, which the bridge adds itself: use the base URL "
+                f"{_shown_url(base.removesuffix(endpoint))}"
+            )
+    return base
 
 
 def _valid_host(host: str, *, bracketed: bool) -> bool:
@@ -136,7 +159,17 @@ def _shown_url(value: str) -> str:
 
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 UpstreamUrl = Annotated[str, AfterValidator(_check_upstream_url)]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _level_name(value: object) -> object:
+    # "debug", "Info", "warn": what operators type (Python's logging and most tools accept any case).
+    if isinstance(value, str):
+        name = value.strip().upper()
+        return "WARNING" if name == "WARN" else name
+    return value
+
+
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_level_name)]
 LogFormat = Literal["json", "text"]
 _MiB = 1024 * 1024
 
@@ -157,7 +190,9 @@ class ServerSettings(_Group):
     title = "gRPC server"
 
     listen: ListenAddress = Field(
-        "127.0.0.1:50051", alias="listen", description="gRPC listen address HOST:PORT"
+        "127.0.0.1:50051",
+        alias="listen",
+        description="gRPC listen address HOST:PORT; :PORT listens on all interfaces (0.0.0.0)",
     )
     shutdown_grace: float = Field(
         15.0, ge=0, alias="shutdown_grace", description="seconds in-flight calls get to finish on SIGTERM"
@@ -453,7 +488,9 @@ class RetrySettings(_Group):
 class LoggingSettings(_Group):
     title = "logging"
 
-    level: LogLevel = Field("INFO", alias="log_level", description="log level")
+    level: LogLevel = Field(
+        "INFO", alias="log_level", description="log level: DEBUG, INFO, WARNING or ERROR (any case)"
+    )
     format: LogFormat = Field(
         "text", alias="log_format", description="text (for people) or json (one object per line)"
     )

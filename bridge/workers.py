@@ -115,7 +115,7 @@ def _before_fork(settings: ServeSettings) -> Iterator[None]:
     if settings.metrics.listen is None:
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="prisme-bridge-metrics-") as directory:
+    with _metrics_directory(settings.lifecycle.workers) as directory:
         previous = os.environ.get(_MULTIPROC_DIR)
         os.environ[_MULTIPROC_DIR] = directory
         try:
@@ -125,6 +125,26 @@ def _before_fork(settings: ServeSettings) -> Iterator[None]:
                 os.environ.pop(_MULTIPROC_DIR, None)
             else:
                 os.environ[_MULTIPROC_DIR] = previous
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[str]:
+    """A fresh directory for the workers' metrics files, in the temporary directory (TMPDIR, else /tmp,
+    ...), removed afterwards. Raises OSError in one line naming TMPDIR if none is writable (a read-only
+    root filesystem without a volume there)."""
+    try:
+        holder = tempfile.TemporaryDirectory(prefix="prisme-bridge-metrics-")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.filename:  # mkdtemp's error names the directory it tried to create
+            why += f" in {os.path.dirname(exc.filename)}"
+        raise OSError(
+            f"--workers {workers} with --metrics-listen keeps the workers' metrics in a temporary directory: "
+            f"{why[:1].lower()}{why[1:]}; set TMPDIR to a writable directory (in Kubernetes: an emptyDir "
+            "volume, as deploy/kubernetes/base mounts at /tmp)"
+        ) from exc
+    with holder as directory:
+        yield directory
 
 
 def _forget_dead(pid: int) -> None:
@@ -285,7 +305,9 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
             os.write(ready_fd, _READY)
 
         with contextlib.suppress(KeyboardInterrupt):
-            eventloop.run(serve(settings, reuse_port=True, on_ready=ready), settings.lifecycle.event_loop)
+            # The upstream's reachability is checked (and logged) once per pod, by the first worker.
+            served = serve(settings, reuse_port=True, on_ready=ready, check_upstream=index == 1)
+            eventloop.run(served, settings.lifecycle.event_loop)
         code = 0
     except OSError as exc:
         with contextlib.suppress(OSError):  # the parent stopped reading once the worker served

@@ -30,13 +30,30 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 
-from bridge.errors import BridgeError, UpstreamError, internal_error
+from bridge.errors import (
+    BridgeError,
+    Key,
+    Reason,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamStreamError,
+    internal_error,
+)
 from bridge.redaction import clean, header_value
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
-__all__ = ["AccessLog", "ErrorMapping", "Hook", "Interceptor", "InterceptorChain", "access_fields"]
+__all__ = [
+    "AccessLog",
+    "ErrorMapping",
+    "Hook",
+    "Interceptor",
+    "InterceptorChain",
+    "access_fields",
+    "failure_of",
+]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
@@ -310,7 +327,8 @@ class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
     message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
     duration, model, upstream status and correlation id, upstream attempts when a request was retried,
-    chunks sent, token counts and cost, trace id.
+    chunks sent, the reason and cause of a call that did not end OK (`failure_of`), token counts and cost,
+    trace id.
 
     OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
     facts are logged, never metadata or message content; caller and upstream strings are redacted and
@@ -368,6 +386,8 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         correlation_id = header_value(call.correlation_id)
         if correlation_id is not None:
             fields["correlation_id"] = correlation_id
+    if call.code is not _OK:
+        fields["reason"], fields["cause"] = failure_of(call)
     for key in _OPTIONAL_FACTS:
         value = getattr(call, key)
         if value is not None:
@@ -375,6 +395,33 @@ def access_fields(call: RpcCall) -> dict[str, object]:
     return fields
 
 
+def failure_of(call: RpcCall) -> tuple[str, str]:
+    """(reason, cause) of a call that did not end OK, for an operator reading the access log: the
+    ErrorInfo reason its status carried, and the cause in the bridge's words (the status message: what
+    failed, where, and what the network said; for a redirect, where it pointed). The upstream's own words
+    may quote a request, so an error it answered is told by its HTTP status and error code only. A call
+    that ended without a status of the bridge's (the client cancelled, its deadline passed) has the code's
+    name as its reason."""
+    error = call.error
+    if not isinstance(error, BridgeError):
+        return call.code.name, _ENDED.get(call.code, "the handler set the status")
+    info = next((d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)), None)
+    reason = info.reason if info is not None else call.code.name
+    cause = error.message
+    if isinstance(error, UpstreamHTTPError | UpstreamStreamError) and reason != Reason.UPSTREAM_REDIRECTED:
+        status = error.http_status
+        cause = f"upstream HTTP {status}" if status else "upstream error event in its stream"
+        code = info.metadata.get(Key.UPSTREAM_CODE) if info is not None else None
+        cause += f" ({code})" if code else ""
+    return reason, clean(cause, _MAX_LOGGED_CAUSE_BYTES)
+
+
+# How a call ends when no status of the bridge's is sent.
+_ENDED: Final = {
+    grpc.StatusCode.CANCELLED: "the client cancelled the call",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the call's deadline passed",
+}
+_MAX_LOGGED_CAUSE_BYTES: Final = 512
 _OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
 _OK: Final = grpc.StatusCode.OK

@@ -17,7 +17,7 @@ from bridge.chat.service import SERVICE_NAME
 from bridge.cli import main
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from bridge.settings import DevSettings, MockGatewaySettings, ServeSettings, flat_fields
+from bridge.settings import DevSettings, MockGatewaySettings, ServeSettings, flat_fields, group_title
 from tests.helpers import chat_request, cli_env, run_cli
 
 SECRET = "Sup3r-secret-bridge-key-0042"
@@ -64,6 +64,13 @@ def test_serve_without_upstream_url(capsys, monkeypatch) -> None:
         (["serve"], {"BRIDGE_API_KEY_HEADER": "x-api-key"}, ("--api-key-header", "BRIDGE_API_KEY_HEADER")),
         (["mock-gateway", "--listen", "host:port"], {}, ("--mock-listen", "BRIDGE_MOCK_LISTEN")),
         (["dev", "--mock-listen", "8080"], {}, ("--mock-listen", "BRIDGE_MOCK_LISTEN")),
+        (
+            ["serve", "--upstream-url", "https://gw.example/v1/chat/completions"],
+            {},
+            ("--upstream-url", "BRIDGE_UPSTREAM_URL", "use the base URL https://gw.example/v1"),
+        ),
+        (["serve", "--log-format", "jsn"], {}, ("--log-format", "did you mean 'json'?")),
+        (["serve"], {"BRIDGE_UPSTREAM_TRANSPORT": "aiohttp_direct"}, ("did you mean 'aiohttp-direct'?",)),
     ],
     ids=[
         "listen",
@@ -74,6 +81,9 @@ def test_serve_without_upstream_url(capsys, monkeypatch) -> None:
         "key-header",
         "mock",
         "dev",
+        "url-endpoint",
+        "choice-typo",
+        "choice-typo-env",
     ],
 )
 def test_bad_values_give_one_line(
@@ -158,6 +168,55 @@ def _help_entries(help_text: str) -> dict[str, str]:
     return {flag: " ".join(text.split()) for flag, text in entries.items()}
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["serve", "--upstream-ur", "http://gw/v1"], "flag --upstream-ur (did you mean --upstream-url?)"),
+        (["serve", "--log-levle=debug"], "unknown flag --log-levle (did you mean --log-level?)"),
+        (["mock-gateway", "--lisen", "127.0.0.1:0"], "unknown flag --lisen (did you mean --listen?)"),
+        (["serve", "--no-such-thing"], "unknown flag --no-such-thing"),
+        (["serve", "stray"], "unexpected argument 'stray'"),
+        (["serve", "--listen"], "argument --listen: expected one argument"),
+        (["serv"], "invalid choice: 'serv'"),
+    ],
+    ids=["typo", "typo-equals", "mock-typo", "unknown", "stray", "no-value", "command-typo"],
+)
+def test_argument_errors_are_at_most_three_lines_with_a_suggestion(
+    capsys, argv: list[str], expected: str
+) -> None:
+    code, _, err = _run_main(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= 3, err
+    assert expected in lines[0]
+    assert lines[0].startswith(f"prisme-bridge{' ' + argv[0] if argv[0] != 'serv' else ''}: error: ")
+    assert "usage:" not in err
+    if argv == ["serv"]:
+        assert "did you mean 'serve'?" in lines[0]
+
+
+def test_abbreviated_flags_are_not_taken_for_the_full_flag(capsys) -> None:
+    # argparse's default takes `--upstream-ur` as `--upstream-url`: a typo would start a bridge.
+    code, _, err = _run_main(["serve", "--upstream-ur", "http://127.0.0.1:9/v1"], capsys)
+    assert code == 2
+    assert "did you mean --upstream-url?" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "mock-gateway", "dev"])
+def test_help_starts_with_one_usage_line_then_the_groups(capsys, command: str) -> None:
+    code, out, _ = _run_main([command, "--help"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"usage: prisme-bridge {command} [flags]"
+    assert lines[1] == ""
+    headings = [line for line in lines if line.endswith("options:")]
+    model = {"serve": ServeSettings, "mock-gateway": MockGatewaySettings, "dev": DevSettings}[command]
+    groups = dict.fromkeys(group_title(model, field.group) for field in flat_fields(model))
+    assert headings == ["options:", *(f"{title} options:" for title in groups)]
+    # the description (one paragraph) is all there is between the usage line and the groups
+    assert lines.index("options:") <= 6
+
+
 def test_top_level_help_lists_the_commands(capsys) -> None:
     code, out, _ = _run_main(["--help"], capsys)
     assert code == 0
@@ -198,6 +257,18 @@ async def test_serve_subprocess_from_env_answers_and_stops_on_sigterm(mock_gatew
         logs = await bridge.logs()
     assert "shutting down" in logs
     assert SECRET not in logs
+
+
+async def test_serve_listens_on_all_interfaces_for_colon_port_and_takes_a_lower_case_level(
+    mock_gateway: MockGateway,
+) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_LOG_FORMAT="text")
+    async with run_cli("serve", "--listen", ":0", "--log-level", "debug", env=env) as bridge:
+        port = (await bridge.wait_log(r"bridge listening on 0\.0\.0\.0:(\d+)")).group(1)
+        await _check_serving(f"127.0.0.1:{port}")
+        assert await bridge.stop(signal.SIGTERM, within=15 + 5) == 0
+        logs = await bridge.logs()
+    assert " DEBUG " in logs  # the level took effect
 
 
 async def test_serve_subprocess_drains_a_stream_then_exits_0(mock_gateway: MockGateway) -> None:

@@ -198,11 +198,14 @@ def test_list_models_prints_the_scripted_behaviours(capsys, command: str) -> Non
         assert f"``{name}``" in out
 
 
-def test_a_bad_flag_shows_the_commands_own_usage(capsys) -> None:
+def test_a_bad_flag_names_the_command_and_where_its_help_is(capsys) -> None:
+    # Two lines, not the usage block of every flag (issue 20): the command's own name, and its --help.
     code, _, err = _main(["serve", "--bogus"], capsys)
     assert code == 2
-    assert err.startswith("usage: prisme-bridge serve ")
-    assert err.strip().endswith("prisme-bridge serve: error: unrecognized arguments: --bogus")
+    assert err.splitlines() == [
+        "prisme-bridge serve: error: unknown flag --bogus",
+        "Try 'prisme-bridge serve --help'.",
+    ]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -3,17 +3,21 @@ and no credential or message content at any level, DEBUG included, with real cal
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import signal
 from typing import Any
 
 import grpc
+import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import call_failing, chat_request, cli_env, collect, run_cli
+from tests.helpers import call_failing, chat_request, cli_env, collect, free_port, run_cli, status_details
+from tests.raw_upstream import RawReply, RawUpstream
 
 OWN_KEY = "iak_acme_0f4c2d6e-5b1a-4c8e-9d7f-own-key"
 CALLER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYWxsZXIifQ.c2lnbmF0dXJlLW9mLXRoZS1jYWxsZXI"
@@ -79,6 +83,9 @@ async def test_one_access_line_per_call_at_info_with_its_facts(mock_gateway: Moc
     entries = _entries(logs)
     during = entries[next(i for i, e in enumerate(entries) if re.search(_LISTENING, e["message"])) + 1 :]
     during = [e for e in during if "shutting down" not in e["message"]]
+    # the start's one upstream check runs in the background: its line may come among the calls' lines
+    [check] = [e for e in during if e["logger"] == "bridge.http.reachability"]
+    during.remove(check)
     assert [e["logger"] for e in during] == ["bridge.access"] * calls  # nothing else per call
 
     unary, stream, *_ = during
@@ -115,3 +122,119 @@ async def test_text_format_keeps_the_facts_on_one_line(mock_gateway: MockGateway
     assert line.startswith("bridge.access: CreateChatCompletion OK service='prisme.llmgateway.v1.")
     assert "code='OK'" in line
     assert "model='echo' upstream_status=200" in line
+
+
+# ---------------------------------------------------------- a failed call's access line: reason and cause
+
+
+def _failure_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    lines = [r for r in caplog.records if r.name == "bridge.access"]
+    return [{k: r.__dict__["fields"].get(k) for k in ("code", "reason", "cause")} for r in lines]
+
+
+@pytest.mark.parametrize(
+    ("kind", "model", "code", "reason", "cause"),
+    [
+        ("unary", "error-404", "NOT_FOUND", "UPSTREAM_NOT_FOUND", "upstream HTTP 404 (not_found)"),
+        (
+            "unary",
+            "error-429",
+            "RESOURCE_EXHAUSTED",
+            "UPSTREAM_RATE_LIMITED",
+            "upstream HTTP 429 (rate_limit_exceeded)",
+        ),
+        (
+            "stream",
+            "stream-error",
+            "INTERNAL",
+            None,
+            "upstream error event in its stream (provider_error)",
+        ),
+        ("stream", "truncated", "UNAVAILABLE", "UPSTREAM_STREAM_TRUNCATED", None),
+        ("unary", "", "INVALID_ARGUMENT", "INVALID_REQUEST", "invalid request: model: "),
+    ],
+    ids=["http-404", "http-429", "stream-error", "truncated", "invalid"],
+)
+async def test_every_failed_call_logs_its_reason_and_cause(
+    stub,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    model: str,
+    code: str,
+    reason: str | None,
+    cause: str | None,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    error, _ = await call_failing(stub, kind, chat_request(model=model, text=CONTENT), timeout=10)
+    [line] = _failure_fields(caplog)
+    assert line["code"] == code == error.code().name
+    # the reason is the ErrorInfo reason the caller got
+    assert line["reason"] == status_details(error)["ErrorInfo"].reason
+    if reason is not None:
+        assert line["reason"] == reason
+    assert isinstance(line["cause"], str)
+    assert line["cause"]
+    if cause is not None:
+        assert line["cause"].startswith(cause)
+    assert CONTENT not in line["cause"]
+
+
+async def test_an_unreachable_upstream_is_logged_with_its_cause(start_bridge, caplog) -> None:
+    # issue 20: the line said only UNAVAILABLE and upstream_attempts 3
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    port = free_port()
+    bridge = await start_bridge(upstream_url=f"http://127.0.0.1:{port}/v1")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        await call_failing(stub, "unary", chat_request(), timeout=10)
+    [line] = _failure_fields(caplog)
+    assert line["reason"] == "UPSTREAM_UNREACHABLE"
+    assert (
+        line["cause"]
+        == f"could not connect to upstream (127.0.0.1:{port}): connection refused (after 3 attempts)"
+    )
+
+
+async def test_a_cancelled_call_logs_who_ended_it_and_an_ok_call_no_cause(stub) -> None:
+    lines: list[dict[str, object]] = []
+    second = asyncio.Event()
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:  # on the loop: the bridge runs in this process
+            lines.append({k: record.__dict__["fields"].get(k) for k in ("code", "reason", "cause")})
+            if len(lines) == 2:
+                second.set()
+
+    handler = Lines()
+    access = logging.getLogger("bridge.access")
+    access.addHandler(handler)
+    previous = access.level
+    access.setLevel(logging.INFO)
+    try:
+        await stub.CreateChatCompletion(chat_request(), timeout=10)
+        call = stub.StreamChatCompletion(chat_request(model="endless"))
+        await call.read()
+        call.cancel()
+        await asyncio.wait_for(second.wait(), 10)  # written once the server has seen the cancel
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(previous)
+    ok, cancelled = lines
+    assert ok == {"code": "OK", "reason": None, "cause": None}
+    assert cancelled == {"code": "CANCELLED", "reason": "CANCELLED", "cause": "the client cancelled the call"}
+
+
+async def test_a_redirect_is_logged_with_where_it_pointed(start_bridge, caplog) -> None:
+    # The bridge's own words name the Location and the base URL to use: an operator's fix, in the log too.
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    async with RawUpstream() as upstream:
+        location = f"https://127.0.0.1:{upstream.port}/v1/chat/completions"
+        upstream.answer = lambda request: RawReply(301, [(b"Location", location.encode())], b"")
+        bridge = await start_bridge(upstream_url=upstream.base_url)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            error, _ = await call_failing(stub, "unary", chat_request(text=CONTENT), timeout=10)
+    [line] = _failure_fields(caplog)
+    assert line["reason"] == "UPSTREAM_REDIRECTED"
+    assert line["cause"] == error.details()
+    assert f"to {location}" in str(line["cause"])

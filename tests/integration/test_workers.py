@@ -9,11 +9,13 @@ import os
 import re
 import signal
 import socket
+import tempfile
 
 import grpc
 import httpx
 import pytest
 
+from bridge.cli import main
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from bridge.workers import MAX_DEATHS
@@ -177,3 +179,27 @@ async def test_metrics_of_two_workers_are_one_aggregate(mock_gateway: MockGatewa
             assert _handled(page, "CreateChatCompletion") == 16
         bridge.process.send_signal(signal.SIGTERM)
         assert await bridge.wait_exit(within=30) == 0
+
+
+@pytest.mark.parametrize("tempdir", ["/nonexistent-prisme-test", "read-only"])
+def test_no_writable_directory_for_the_metrics_files_is_one_line_naming_tmpdir(
+    capsys, monkeypatch, tmp_path, tempdir: str
+) -> None:
+    # The Deployment's situation (read-only root, no volume at /tmp), as far as it can be made here without
+    # a mount namespace: tests/integration/test_pod_start.py runs the real one.
+    if tempdir == "read-only":
+        tempdir = str(tmp_path)
+        monkeypatch.setattr(tempfile, "mkdtemp", _refused)
+    monkeypatch.setattr(tempfile, "tempdir", tempdir)
+    argv = ["serve", "--upstream-url", "http://127.0.0.1:9/v1", "--listen", "127.0.0.1:0", "--workers", "2"]
+    code = main([*argv, "--metrics-listen", "127.0.0.1:0"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 1
+    [line] = lines
+    assert line.startswith("prisme-bridge serve: error: --workers 2 with --metrics-listen")
+    assert "set TMPDIR to a writable directory" in line
+    assert tempdir in line
+
+
+def _refused(*args: object, **kwargs: object) -> str:
+    raise PermissionError(13, "Permission denied", os.path.join(tempfile.gettempdir(), "prisme-bridge-x"))

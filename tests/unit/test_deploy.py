@@ -1,14 +1,19 @@
 """deploy/: the Kubernetes manifests and the Dockerfile agree with the code. Env names are the flags'
 variables and their values are valid settings; ports and probes are the ones those settings open; the
 termination grace covers the drain; Pod Security "restricted" holds; the image tag is the one the
-Dockerfile's comment builds; no Secret ships; docs/operations.md names every flag.
+Dockerfile's comment builds; no Secret ships; docs/operations.md names every flag and its first deploy
+works as printed.
 
-scripts/check also builds the base and the overlay with kustomize and validates them against the API
-schemas (kubernetes-validate --strict)."""
+The manifests are read as `kustomize build` makes them (tests/manifests.py), for the base and every
+overlay. scripts/check also validates the builds against the API schemas (kubernetes-validate --strict);
+tests/integration/test_pod_start.py starts each built pod under its own securityContext."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +23,23 @@ import yaml
 from bridge import __version__
 from bridge.app import default_services, upstream_client
 from bridge.cli import flag_table
-from bridge.settings import ServeSettings, flat_fields, load, split_host_port
+from bridge.settings import ENV_PREFIX, ServeSettings, flat_fields, load, split_host_port
+from tests.helpers import find_tool
+from tests.manifests import (
+    DOCKERFILE,
+    KUBERNETES,
+    ROOT,
+    Container,
+    built,
+    containers,
+    find,
+    image,
+    kustomizations,
+)
 
-ROOT = Path(__file__).parents[2]
-KUBERNETES = ROOT / "deploy" / "kubernetes"
 BASE = KUBERNETES / "base"
 TLS_OVERLAY = KUBERNETES / "overlays" / "tls"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+EXAMPLE_OVERLAY = KUBERNETES / "overlays" / "example"
 SERVE_ENV = {field.env for field in flat_fields(ServeSettings)}
 NAME = "prisme-grpc-bridge"
 
@@ -35,18 +50,13 @@ def _documents(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
 
 
-def _resources(directory: Path) -> dict[tuple[str, str], Doc]:
-    """The resources a kustomization lists, by (kind, name); every YAML file beside it must be listed."""
-    listed = _documents(directory / "kustomization.yaml")[0]["resources"]
-    files = {path.name for path in directory.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(listed) == files, f"{directory}: files not in its kustomization, or missing"
-    docs = [doc for name in listed for doc in _documents(directory / name)]
+def _by_name(docs: tuple[Doc, ...]) -> dict[tuple[str, str], Doc]:
     return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
 
 
 @pytest.fixture(scope="module")
 def base() -> dict[tuple[str, str], Doc]:
-    return _resources(BASE)
+    return _by_name(built(BASE))
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +71,27 @@ def container(pod: Doc) -> Doc:
     return bridge  # type: ignore[no-any-return]
 
 
-def _env(container: Doc) -> dict[str, str]:
-    """The container's BRIDGE_* variables; a value from a Secret stands as a placeholder."""
-    env: dict[str, str] = {}
-    for variable in container.get("env", []):
-        env[variable["name"]] = variable.get("value", "from-a-secret")
+def _bridge_env(started: Container) -> dict[str, str]:
+    """The BRIDGE_* variables, a file path under a mounted volume standing for an existing file (the
+    files' contents are checked when the bridge starts: tests/integration/test_pod_start.py)."""
+    env = {}
+    for name, value in started.env.items():
+        if name.startswith(ENV_PREFIX):
+            mounted = any(Path(value).is_relative_to(m.path) for m in started.mounts if value.startswith("/"))
+            env[name] = str(ROOT / "README.md") if mounted else value
     return env
 
 
 @pytest.fixture(scope="module")
-def settings(container: Doc) -> ServeSettings:
-    assert container["args"] == ["serve"]
-    return load(ServeSettings, {}, _env(container))
+def settings() -> ServeSettings:
+    [started] = containers(built(BASE))
+    assert started.argv == ["prisme-bridge", "serve"]
+    return load(ServeSettings, {}, _bridge_env(started))
+
+
+def _env(container: Doc) -> dict[str, str]:
+    """A container entry's literal `env`; a value from a Secret stands as a placeholder."""
+    return {variable["name"]: variable.get("value", "from-a-secret") for variable in container.get("env", [])}
 
 
 def _port(container: Doc, name: str) -> int:
@@ -80,23 +99,63 @@ def _port(container: Doc, name: str) -> int:
     return int(port)
 
 
+_BUILDS = pytest.mark.parametrize("directory", kustomizations(), ids=lambda path: path.name)
+
+
+def test_every_yaml_file_is_listed_in_its_kustomization() -> None:
+    for directory in kustomizations():
+        kustomization = _documents(directory / "kustomization.yaml")[0]
+        listed = {*kustomization.get("resources", []), *(p["path"] for p in kustomization.get("patches", []))}
+        files = {path.name for path in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        assert files <= listed, f"{directory}: YAML files its kustomization does not use"
+
+
 # ---------------------------------------------------------------------------------------- the bridge
 
 
-def test_every_variable_is_a_serve_flag_and_the_values_are_valid(
-    container: Doc, settings: ServeSettings
-) -> None:
-    assert set(_env(container)) <= SERVE_ENV, set(_env(container)) - SERVE_ENV
-    assert settings.lifecycle.health_listen is not None  # probes need the plaintext health port
-    assert settings.lifecycle.workers >= 1
+@_BUILDS
+def test_every_variable_is_a_serve_flag_and_the_values_are_valid(directory: Path) -> None:
+    for started in containers(built(directory)):
+        env = _bridge_env(started)
+        assert set(env) <= SERVE_ENV, set(env) - SERVE_ENV
+        settings = load(ServeSettings, {}, env)
+        assert settings.lifecycle.health_listen is not None  # probes need the plaintext health port
+        assert settings.lifecycle.workers >= 1
 
 
-def test_the_key_comes_from_a_secret_that_is_not_shipped(
-    base: dict[tuple[str, str], Doc], container: Doc
-) -> None:
-    [api_key] = [v for v in container["env"] if v["name"] == "BRIDGE_API_KEY"]
-    assert "value" not in api_key
-    assert api_key["valueFrom"]["secretKeyRef"] == {"name": NAME, "key": "api-key"}
+@_BUILDS
+def test_the_config_map_sets_nothing_the_deployment_overrides(directory: Path) -> None:
+    # `env` wins over `envFrom`: a setting in the ConfigMap that the Deployment also sets would be ignored.
+    docs = built(directory)
+    config_maps = {doc["metadata"]["name"]: set(doc.get("data", {})) for doc in find(docs, "ConfigMap")}
+    for started in containers(docs):
+        sources = [source["configMapRef"]["name"] for source in started.spec.get("envFrom", [])]
+        from_maps = {key for name in sources for key in config_maps[name]}
+        assert not from_maps & set(_env(started.spec)), from_maps & set(_env(started.spec))
+        assert "BRIDGE_UPSTREAM_URL" in from_maps  # an operator's setting: in the ConfigMap
+
+
+@_BUILDS
+def test_a_read_only_root_leaves_the_temporary_directory_on_a_volume(directory: Path) -> None:
+    # With --workers > 1 and --metrics-listen, the workers share metrics files in a temporary directory
+    # (bridge.workers): TMPDIR, else /tmp. Under a read-only root that must be a writable volume.
+    for started in containers(built(directory)):
+        settings = load(ServeSettings, {}, _bridge_env(started))
+        assert started.read_only_root
+        if settings.lifecycle.workers > 1 and settings.metrics.listen is not None:
+            tmp = started.env.get("TMPDIR", "/tmp")
+            writable = [m for m in started.mounts if m.kind == "emptyDir" and not m.read_only]
+            assert any(Path(tmp).is_relative_to(m.path) for m in writable), (tmp, writable)
+
+
+@_BUILDS
+def test_the_key_comes_from_a_secret_that_is_not_shipped(directory: Path) -> None:
+    docs = built(directory)
+    for started in containers(docs):
+        [api_key] = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
+        assert "value" not in api_key
+        assert api_key["valueFrom"]["secretKeyRef"] == {"name": NAME, "key": "api-key"}
+    assert not find(docs, "Secret")
     shipped = [doc for path in KUBERNETES.rglob("*.yaml") for doc in _documents(path)]
     assert not [doc for doc in shipped if doc.get("kind") == "Secret"]
     assert (
@@ -186,8 +245,10 @@ def restricted_violations(pod: Doc) -> list[str]:
     return problems
 
 
-def test_the_pod_meets_pod_security_restricted(pod: Doc) -> None:
-    assert restricted_violations(pod) == []
+@_BUILDS
+def test_the_pod_meets_pod_security_restricted(directory: Path) -> None:
+    for deployment in find(built(directory), "Deployment"):
+        assert restricted_violations(deployment["spec"]["template"]["spec"]) == []
 
 
 def test_the_restricted_check_catches_each_missing_field(pod: Doc) -> None:
@@ -203,9 +264,18 @@ def test_the_restricted_check_catches_each_missing_field(pod: Doc) -> None:
 
 
 def test_the_image_tag_is_the_one_the_dockerfile_comment_builds(container: Doc) -> None:
-    built = re.search(r"docker build -f deploy/Dockerfile -t (\S+) \.", DOCKERFILE.read_text())
-    assert built, "deploy/Dockerfile's comment lost its docker build line"
-    assert container["image"] == built.group(1) == f"{NAME}:{__version__}"
+    command = re.search(r"docker build -f deploy/Dockerfile -t (\S+) \.", DOCKERFILE.read_text())
+    assert command, "deploy/Dockerfile's comment lost its docker build line"
+    assert container["image"] == command.group(1) == f"{NAME}:{__version__}"
+
+
+def test_the_dockerfile_pins_its_base_image_and_sets_a_working_directory() -> None:
+    stages = re.findall(r"^FROM (\S+)", DOCKERFILE.read_text(), re.M)
+    assert stages
+    for reference in stages:
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", reference), reference
+    assert len(set(stages)) == 1  # build and final stage on the same base
+    assert image().workdir != "/"  # set in the final stage
 
 
 def test_dockerfile_variables_and_ports(container: Doc) -> None:
@@ -267,6 +337,36 @@ def test_tls_overlay_sets_tls_flags_and_mounts_the_secret_as_a_directory(setting
     assert "securityContext" not in container
 
 
+def test_the_example_overlay_is_what_an_operator_sets_and_no_more() -> None:
+    overlay = _documents(EXAMPLE_OVERLAY / "kustomization.yaml")[0]
+    assert overlay["resources"] == ["../../base"]
+    # the image, in the standard images: form, at the base's tag (the version)
+    [entry] = overlay["images"]
+    assert entry["name"] == NAME
+    assert entry["newTag"] == __version__
+    # the settings: a ConfigMap generator merged into the base's, from an env file
+    [generator] = overlay["configMapGenerator"]
+    assert (generator["name"], generator["behavior"]) == (NAME, "merge")
+    [env_file] = generator["envs"]
+    settings = dict(
+        line.split("=", 1)
+        for line in (EXAMPLE_OVERLAY / env_file).read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert "BRIDGE_UPSTREAM_URL" in settings
+    # what the build makes of it
+    docs = built(EXAMPLE_OVERLAY)
+    [started] = containers(docs)
+    assert started.spec["image"] == f"{entry['newName']}:{__version__}"
+    assert {k: started.env[k] for k in settings} == settings
+    assert {doc["metadata"].get("namespace") for doc in docs} == {overlay["namespace"]}
+    # the Secret by name: the patch names the one the comment's kubectl line creates
+    secret = started.spec["env"][[v["name"] for v in started.spec["env"]].index("BRIDGE_API_KEY")]
+    name = secret["valueFrom"]["secretKeyRef"]["name"]
+    create = f"kubectl -n {overlay['namespace']} create secret generic {name} --from-literal=api-key="
+    assert create in (EXAMPLE_OVERLAY / "kustomization.yaml").read_text()
+
+
 def test_the_certificate_example_fills_the_overlay_secret_for_both_services() -> None:
     [certificate] = _documents(KUBERNETES / "examples" / "certificate.yaml")
     patch = _documents(TLS_OVERLAY / "deployment-tls.yaml")[0]
@@ -316,3 +416,47 @@ def test_operations_doc_flag_table_is_generated_from_the_settings() -> None:
     found = re.search(r"<!-- flags:serve -->\n(.*?)\n<!-- /flags:serve -->", text, re.DOTALL)
     assert found, "docs/operations.md lacks the <!-- flags:serve --> table"
     assert found.group(1) == flag_table("serve"), "stale: run scripts/flag-table"
+
+
+def test_the_first_deploy_in_the_operations_doc_works_as_printed(tmp_path: Path) -> None:
+    # The commands of docs/operations.md "First deploy", run in a copy of deploy/ with the real kustomize;
+    # kubectl is stood in for by a function that records its arguments and builds what `apply -k` gets.
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- first-deploy -->\n```sh\n(.*?)```\n<!-- /first-deploy -->", text, re.DOTALL)
+    assert found, "docs/operations.md lost its <!-- first-deploy --> block"
+    commands = found.group(1)
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    calls, applied = tmp_path / "kubectl-calls", tmp_path / "applied.yaml"
+    stub = (
+        'kubectl() { echo "$*" >> "$CALLS"; '
+        'if [ "$1 $2" = "apply -k" ]; then kustomize build "$3" > "$APPLIED"; fi; }\n'
+    )
+    script = tmp_path / "first-deploy.sh"
+    script.write_text("set -euo pipefail\n" + stub + commands)
+    tools = Path(find_tool("kustomize")).parent
+    env = {
+        **os.environ,
+        "CALLS": str(calls),
+        "APPLIED": str(applied),
+        "PATH": f"{tools}:{os.environ['PATH']}",
+    }
+    result = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    recorded = calls.read_text().splitlines()
+    [namespace] = re.findall(r"^create namespace (\S+)$", "\n".join(recorded), re.M)
+    [secret] = re.findall(
+        rf"^-n {namespace} create secret generic (\S+) --from-literal=api-key=", "\n".join(recorded), re.M
+    )
+    assert "apply -k ." in recorded
+    docs = tuple(doc for doc in yaml.safe_load_all(applied.read_text()) if doc)
+    assert {doc["metadata"].get("namespace") for doc in docs} == {namespace}
+    [started] = containers(docs)
+    assert f"-n {namespace} rollout status deployment/{started.deployment}" in recorded
+    [image_set] = re.findall(r"kustomize edit set image prisme-grpc-bridge=(\S+)", commands)
+    assert started.spec["image"] == image_set
+    [url] = re.findall(r"^BRIDGE_UPSTREAM_URL=(\S+)$", commands, re.M)
+    assert started.env["BRIDGE_UPSTREAM_URL"] == url
+    load(ServeSettings, {}, _bridge_env(started))  # the settings it starts with are valid
+    [api_key] = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
+    assert api_key["valueFrom"]["secretKeyRef"]["name"] == secret

@@ -142,3 +142,46 @@ def test_tls_pairs_and_lifecycle_defaults() -> None:
     env = {"BRIDGE_UPSTREAM_URL": "http://gw/v1", "BRIDGE_UPSTREAM_TRUST_ENV": "true", "BRIDGE_WORKERS": "4"}
     loaded = load(ServeSettings, {}, env)
     assert (loaded.upstream_tls.trust_env, loaded.lifecycle.workers) == (True, 4)
+
+
+# ---------------------------------------------------------------------- what operators type (issue 20)
+
+
+@pytest.mark.parametrize(("typed", "level"), [("debug", "DEBUG"), ("Info", "INFO"), ("warn", "WARNING")])
+def test_log_levels_are_taken_in_any_case(typed: str, level: str) -> None:
+    assert ServeSettings(upstream_url="http://gw/v1", log_level=typed).logging.level == level
+    assert load(MockGatewaySettings, {}, {"BRIDGE_LOG_LEVEL": typed}).logging.level == level
+
+
+def test_an_unknown_log_level_is_still_refused() -> None:
+    with pytest.raises(ValidationError) as raised:
+        ServeSettings(upstream_url="http://gw/v1", log_level="verbose")
+    assert [error["loc"][-1] for error in raised.value.errors()] == ["log_level"]
+
+
+@pytest.mark.parametrize("name", ["listen", "health_listen", "metrics_listen"])
+def test_colon_port_listens_on_all_interfaces(name: str) -> None:
+    settings = ServeSettings(upstream_url="http://gw/v1", **{name: ":50099"})
+    listened = {
+        "listen": settings.server.listen,
+        "health_listen": settings.lifecycle.health_listen,
+        "metrics_listen": settings.metrics.listen,
+    }[name]
+    assert listened == "0.0.0.0:50099"
+    assert DevSettings(listen=":0").servers.listen == "0.0.0.0:0"
+
+
+@pytest.mark.parametrize("endpoint", ["/chat/completions", "/embeddings", "/models", "/chat/completions/"])
+def test_an_upstream_url_ending_in_an_endpoint_is_refused_naming_the_base_url(endpoint: str) -> None:
+    base = "https://gw.example/v2/workspaces/slug:llm-gateway/webhooks/v1"
+    with pytest.raises(ValidationError) as raised:
+        ServeSettings(upstream_url=base + endpoint)
+    [error] = raised.value.errors()
+    assert error["loc"][-1] == "upstream_url"
+    assert f"ends in {endpoint.rstrip('/')}" in error["msg"]
+    assert error["msg"].endswith(f"use the base URL {base}")
+
+
+@pytest.mark.parametrize("url", ["https://gw.example/v1", "https://gw.example/v1/models-eu", "http://h/chat"])
+def test_base_urls_that_only_resemble_an_endpoint_are_kept(url: str) -> None:
+    assert ServeSettings(upstream_url=url).upstream.url == url
