@@ -29,7 +29,8 @@ from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.reachability import check_upstream, log_reachability
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
-from bridge.http.transport import TransportSettings, build_transport, proxy_for, tls_context
+from bridge.http.transports import build_transport
+from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor

@@ -13,7 +13,7 @@ Hierarchy::
 
 An error owns its whole status: code, message, details (``grpc-status-details-bin``) and trailers (the
 upstream's correlation id). Who builds errors from upstream replies: ``bridge.upstream.errors`` (error
-documents, in-stream events) and the transport's exception map (``bridge.http.transport_errors``).
+documents, in-stream events) and each transport's exception map (``bridge.http.transports``).
 
 The error contract callers match on (AIP-193; docs/errors.md, pinned by tests): every status carries an
 ``ErrorInfo`` whose ``domain`` is `DOMAIN`, whose ``reason`` is one of `Reason`, and whose metadata keys are

@@ -25,6 +25,8 @@ from pydantic import (
     ConfigDict,
     Field,
     FilePath,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -35,12 +37,13 @@ from pydantic.fields import FieldInfo
 from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
-from bridge.http.transport import DEFAULT_TRANSPORT, TransportName
+from bridge.http.transports.base import DEFAULT_TRANSPORT, TransportName
 from bridge.upstream.headers import check_returned_header
 
 __all__ = [
     "ENDPOINT_PATHS",
     "ENV_PREFIX",
+    "RENAMED_TRANSPORTS",
     "AuthSettings",
     "CommandSettings",
     "DevSettings",
@@ -66,6 +69,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BRIDGE_"
+# `--upstream-transport` values of the previous release, accepted with a warning for one release.
+RENAMED_TRANSPORTS: Final = {"aiohttp-direct": "aiohttp"}
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -225,8 +230,7 @@ class UpstreamSettings(_Group):
     transport: TransportName = Field(
         DEFAULT_TRANSPORT,
         alias="upstream_transport",
-        description="upstream HTTP client: aiohttp-direct (aiohttp's own API, the fastest), aiohttp (the "
-        "httpx API over aiohttp) or httpx (the httpx API over httpcore); docs/PERFORMANCE.md",
+        description="upstream HTTP client: aiohttp (the fastest) or httpx; docs/PERFORMANCE.md",
     )
     max_event_bytes: int = Field(
         DEFAULT_MAX_BYTES,
@@ -234,6 +238,32 @@ class UpstreamSettings(_Group):
         alias="max_event_bytes",
         description="largest upstream SSE event or JSON body accepted, bytes",
     )
+    # Old spellings of a transport given instead of its name (a warning at start, not an error).
+    _renamed_transport: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _old_transport_names(cls, data: Any, handler: ModelWrapValidatorHandler[UpstreamSettings]) -> Any:
+        renamed = None
+        if isinstance(data, Mapping):
+            for key in ("upstream_transport", "transport"):
+                if data.get(key) in RENAMED_TRANSPORTS:
+                    renamed = data[key]
+                    data = {**data, key: RENAMED_TRANSPORTS[renamed]}
+        settings = handler(data)
+        settings._renamed_transport = renamed
+        return settings
+
+    def renamed(self) -> list[str]:
+        """Warnings for old names given instead of the current ones."""
+        old = self._renamed_transport
+        if old is None:
+            return []
+        return [
+            f"--upstream-transport / BRIDGE_UPSTREAM_TRANSPORT {old} is now named "
+            f"{RENAMED_TRANSPORTS[old]} (the same transport); the old name will be refused from the next "
+            "release"
+        ]
 
 
 class AuthSettings(_Group):
@@ -621,7 +651,7 @@ class ServeSettings(CommandSettings):
 
     def warnings(self) -> list[str]:
         """Settings that work, but not as their author probably meant."""
-        found = []
+        found = self.upstream.renamed()
         if self.auth.mode == "none" and self.auth.api_key is not None:
             found.append(
                 "--api-key / BRIDGE_API_KEY is ignored with --auth-mode none: no credentials are sent"

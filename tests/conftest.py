@@ -23,7 +23,7 @@ import pytest
 
 from bridge.app import build_bridge
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
-from bridge.http.transport import TRANSPORT_NAMES
+from bridge.http.transports.base import TRANSPORT_NAMES
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
 from bridge.settings import ServeSettings

@@ -24,7 +24,8 @@ from bridge.errors import Reason
 from bridge.http.redirect import is_redirect, redirect_error
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
-from bridge.http.transport import Response, Transport, TransportSettings, build_transport
+from bridge.http.transports import build_transport
+from bridge.http.transports.base import Response, Transport, TransportSettings
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -10,7 +10,7 @@ import pytest
 
 from bridge import errors
 from bridge.http.retry import MIN_ATTEMPT_S, NO_RETRIES, RetryPolicy, retryable
-from bridge.http.transport_errors import error_from_transport_exception
+from bridge.http.transports.httpx import error_for as error_from_transport_exception
 from tests.helpers import http_error, stream_error
 
 POLICY = RetryPolicy(retries=2, backoff=0.2, max_backoff=2.0)
