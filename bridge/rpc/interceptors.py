@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 
 from bridge.errors import (
     BridgeError,
@@ -41,7 +40,7 @@ from bridge.errors import (
     UpstreamStreamError,
     internal_error,
 )
-from bridge.redaction import clean, header_value
+from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
 from bridge.rpc.call import Context, RpcCall, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
@@ -405,14 +404,13 @@ def failure_of(call: RpcCall) -> tuple[str, str]:
     error = call.error
     if not isinstance(error, BridgeError):
         return call.code.name, _ENDED.get(call.code, "the handler set the status")
-    info = next((d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)), None)
-    reason = info.reason if info is not None else call.code.name
+    reason = error.reason
     cause = error.message
     if isinstance(error, UpstreamHTTPError | UpstreamStreamError) and reason != Reason.UPSTREAM_REDIRECTED:
         status = error.http_status
         cause = f"upstream HTTP {status}" if status else "upstream error event in its stream"
-        code = info.metadata.get(Key.UPSTREAM_CODE) if info is not None else None
-        cause += f" ({code})" if code else ""
+        code = error.metadata.get(Key.UPSTREAM_CODE)
+        cause += f" ({clean(code, MAX_METADATA_BYTES)})" if code else ""
     return reason, clean(cause, _MAX_LOGGED_CAUSE_BYTES)
 
 

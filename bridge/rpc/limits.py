@@ -19,7 +19,7 @@ from typing import Final
 
 import grpc
 
-from bridge.errors import BridgeError, Reason, error_info
+from bridge.errors import BridgeError, Reason
 from bridge.rpc.call import Context, RpcCall, split_method
 from bridge.rpc.interceptors import Interceptor
 
@@ -30,12 +30,11 @@ EXEMPT_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1
 
 def overloaded(limit: int) -> BridgeError:
     """RESOURCE_EXHAUSTED for a call over the limit, with an ErrorInfo naming the limit."""
-    info = error_info(Reason.OVERLOADED, {})
     return BridgeError(
         f"the bridge is already serving {limit} calls (--max-concurrent-rpcs); "
         "retry, ideally on another replica",
-        code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-        details=[info],
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason=Reason.OVERLOADED,
     )
 
 

@@ -38,7 +38,6 @@ from bridge.errors import (
     UpstreamProtocolError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
-    error_info,
     internal_error,
 )
 from bridge.redaction import clean, header_value
@@ -227,10 +226,11 @@ def error_for_exception(
     correlation_id = header_value(correlation_id)
     metadata = {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id, Key.CAUSE: cause}
     message = f"{target.what} ({address})" + (f": {cause}" if cause else "")
-    details = [error_info(target.reason, metadata)]
     if issubclass(target.error, UpstreamError):
-        return target.error(message, code=target.code, details=details, correlation_id=correlation_id)
-    return target.error(message, code=target.code, details=details)
+        return target.error(
+            message, target.code, reason=target.reason, metadata=metadata, correlation_id=correlation_id
+        )
+    return target.error(message, target.code, reason=target.reason, metadata=metadata)
 
 
 # What the operating system or TLS layer said, most specific first.

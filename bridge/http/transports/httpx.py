@@ -17,7 +17,7 @@ from typing import Final
 import grpc
 import httpx
 
-from bridge.errors import BridgeError, Key, Reason, UpstreamHTTPError, UpstreamUnavailableError, error_info
+from bridge.errors import BridgeError, Key, Reason, UpstreamHTTPError, UpstreamUnavailableError
 from bridge.http.status import grpc_code_for_http_status
 from bridge.http.transports.base import (
     BUG,
@@ -93,10 +93,12 @@ def error_for(exc: BaseException, *, address: str, correlation_id: str | None = 
         # Never raised by the client (it reads every reply's status itself); its status still decides.
         status = exc.response.status_code
         host = address.rpartition(":")[0] or address
-        info = error_info(Reason.UPSTREAM_ERROR, {Key.HTTP_STATUS: str(status), Key.UPSTREAM_HOST: host})
-        code = grpc_code_for_http_status(status)
         return UpstreamHTTPError(
-            f"upstream returned HTTP {status}", code=code, details=[info], http_status=status
+            f"upstream returned HTTP {status}",
+            grpc_code_for_http_status(status),
+            reason=Reason.UPSTREAM_ERROR,
+            metadata={Key.HTTP_STATUS: str(status), Key.UPSTREAM_HOST: host},
+            http_status=status,
         )
     return error_for_exception(exc, EXCEPTIONS, address=address, correlation_id=correlation_id)
 
