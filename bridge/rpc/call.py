@@ -102,9 +102,16 @@ def current_call() -> RpcCall | None:
 
 
 def this_call() -> RpcCall:
-    """The call being served, or outside the interceptor chain a detached one (what is written to it is
-    read by nobody): services report upstream facts without checking where they run."""
-    return _CURRENT.get() or RpcCall("", response_streaming=False)
+    """The call being served by this task. Outside the interceptor chain there is none: RuntimeError (what
+    a service would report there would be read by nobody, and a call that skipped the chain would go
+    unlogged and unmeasured)."""
+    call = _CURRENT.get()
+    if call is None:
+        raise RuntimeError(
+            "no RPC is being served by this task: services run under the interceptor chain "
+            "(bridge.rpc.server.build_server), which records what they report"
+        )
+    return call
 
 
 def enter_call(call: RpcCall) -> None:
