@@ -16,11 +16,16 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 __all__ = [
+    "HEALTH_SERVICE",
+    "PLUMBING_SERVICES",
+    "REFLECTION_SERVICE",
     "Context",
     "RpcCall",
     "current_call",
@@ -32,6 +37,12 @@ __all__ = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE: Final = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
+# The server's own plumbing, not the bridge's calls: the access log, tracing and the concurrency limit leave
+# them out (`Interceptor.skip_services`); metrics count them (probes are worth seeing).
+PLUMBING_SERVICES: Final = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
 
 
 def split_method(method: str) -> tuple[str, str]:

@@ -41,7 +41,7 @@ from bridge.errors import (
     internal_error,
 )
 from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
-from bridge.rpc.call import Context, RpcCall, enter_call, split_method
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
 __all__ = [
@@ -66,16 +66,19 @@ _NOTHING: Final = contextlib.nullcontext()
 
 
 class Interceptor:
-    """One concern around the RPCs it applies to. Subclasses override `around` and maybe `applies_to`.
+    """One concern around the RPCs it applies to. Subclasses override `around`, and leave services out
+    with `skip_services` (health and reflection: `PLUMBING_SERVICES`) or override `applies_to`.
 
     `around(call, context)` wraps the whole RPC (for a stream: until its last message is sent). What the RPC
     raised passes through it: outside `ErrorMapping` that is `grpc.aio.AbortError` (the status is set) or
     `asyncio.CancelledError`, and `call.code` is final on the way out. Re-raise what you catch.
     """
 
+    skip_services: frozenset[str] = frozenset()  # services it never runs for
+
     def applies_to(self, method: str) -> bool:
         """Whether this interceptor runs for `method` ("/pkg.Service/Method"); decided once per method."""
-        return True
+        return split_method(method)[0] not in self.skip_services
 
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
         return _NOTHING
@@ -319,8 +322,6 @@ def _ended_code(context: Context) -> grpc.StatusCode:
 
 # ------------------------------------------------------------------------------------------- access log
 
-_UNLOGGED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
-
 
 class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
@@ -335,13 +336,10 @@ class AccessLog(Interceptor):
     """
 
     def __init__(
-        self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = _UNLOGGED_SERVICES
+        self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = PLUMBING_SERVICES
     ) -> None:
         self._log = logger or access_log
-        self._skip = frozenset(skip_services)
-
-    def applies_to(self, method: str) -> bool:
-        return split_method(method)[0] not in self._skip
+        self.skip_services = frozenset(skip_services)
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:

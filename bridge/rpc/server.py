@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs lacks it
 
+from bridge.rpc.call import HEALTH_SERVICE
 from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
 from bridge.rpc.wellformed import install_log_filter
@@ -32,7 +33,6 @@ __all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindabl
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMITS: Final = LimitsSettings()
-HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 class Service(Protocol):

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from bridge.rpc.metrics import GO_CODE_NAMES, OTHER_MODEL, ModelLabels
+from bridge.rpc.call import PLUMBING_SERVICES
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.limits import ConcurrencyLimit
+from bridge.rpc.metrics import GO_CODE_NAMES, OTHER_MODEL, Metrics, ModelLabels
 from bridge.rpc.server import server_options
-from bridge.rpc.tracing import TracingConfigError, tracer_provider_from_env
+from bridge.rpc.tracing import Tracing, TracingConfigError, tracer_provider_from_env
 from bridge.settings import LimitsSettings
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -95,3 +100,19 @@ def test_server_options_from_limits() -> None:
     # The keepalive policy that accepts Go/Java pings stays whatever the limits.
     assert options["grpc.http2.min_recv_ping_interval_without_data_ms"] == 10_000
     assert options["grpc.keepalive_permit_without_calls"] == 1
+
+
+def test_health_and_reflection_are_left_out_by_one_list() -> None:
+    """The plumbing's services, named once (rpc.call.PLUMBING_SERVICES): no access line, no span, never
+    refused by the limit; metrics still count them."""
+    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} == PLUMBING_SERVICES
+    assert reflection.SERVICE_NAME in PLUMBING_SERVICES
+    chat = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+    plumbing = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    for interceptor in (AccessLog(), Tracing(), ConcurrencyLimit(1)):
+        assert interceptor.applies_to(chat)
+        assert not any(interceptor.applies_to(method) for method in plumbing), interceptor
+    assert all(Metrics(CollectorRegistry()).applies_to(method) for method in plumbing)
