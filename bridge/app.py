@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 
+from bridge.address import split_host_port
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
 from bridge.http.client import HttpClient, HttpSettings
@@ -36,7 +37,7 @@ from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
-from bridge.rpc.server import GrpcServer, Service, build_server
+from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
 from bridge.settings import (
@@ -46,7 +47,6 @@ from bridge.settings import (
     TlsSettings,
     UpstreamSettings,
     UpstreamTlsSettings,
-    split_host_port,
 )
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
@@ -63,6 +63,7 @@ __all__ = [
     "listener_credentials",
     "retry_policy",
     "serve",
+    "server_config",
     "transport_settings",
     "upstream_client",
 ]
@@ -121,6 +122,20 @@ async def check_reachability(settings: ServeSettings) -> None:
         settings.upstream.url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
     )
     log_reachability(found)
+
+
+def server_config(settings: ServeSettings) -> ServerConfig:
+    """What the RPC layer needs of the settings to build the server."""
+    limits = settings.limits
+    return ServerConfig(
+        listen=settings.server.listen,
+        shutdown_grace=settings.server.shutdown_grace,
+        max_receive_message_bytes=limits.max_receive_message_bytes,
+        max_send_message_bytes=limits.max_send_message_bytes,
+        max_connection_age=limits.max_connection_age,
+        max_connection_age_grace=limits.max_connection_age_grace,
+        health_listen=settings.lifecycle.health_listen,
+    )
 
 
 def retry_policy(settings: RetrySettings) -> RetryPolicy:
@@ -208,7 +223,7 @@ async def build_bridge(
     )
     try:
         server = build_server(
-            settings.server,
+            server_config(settings),
             services=default_services(settings, client) if services is None else services,
             interceptors=default_interceptors(
                 settings, metrics_registry=registry, tracer_provider=tracer_provider
@@ -216,8 +231,6 @@ async def build_bridge(
             if interceptors is None
             else interceptors,
             credentials=credentials,
-            limits=settings.limits,
-            health_listen=settings.lifecycle.health_listen,
             reuse_port=reuse_port,
         )
     except BaseException:

@@ -9,13 +9,14 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from bridge.app import server_config
 from bridge.rpc.call import PLUMBING_SERVICES
 from bridge.rpc.interceptors import AccessLog
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import GO_CODE_NAMES, OTHER_MODEL, Metrics, ModelLabels
 from bridge.rpc.server import server_options
 from bridge.rpc.tracing import Tracing, TracingConfigError, tracer_provider_from_env
-from bridge.settings import LimitsSettings
+from bridge.settings import ServeSettings
 
 # ------------------------------------------------------------------------------------------- metrics
 
@@ -86,13 +87,17 @@ def test_server_options_from_limits() -> None:
     assert default["grpc.max_receive_message_length"] == 64 * 1024 * 1024
     assert "grpc.max_connection_age_ms" not in default  # never, unless asked
     assert "grpc.max_connection_age_grace_ms" not in default  # calls in flight: as long as they take
-    limits = LimitsSettings(
+    settings = ServeSettings(
+        upstream_url="http://gw/v1",
         max_receive_message_bytes=2048,
         max_send_message_bytes=4096,
         max_connection_age=300,
         max_connection_age_grace=30.5,
+        health_listen="127.0.0.1:8081",
     )
-    options = dict(server_options(limits))
+    config = server_config(settings)  # the settings mapped to the RPC layer's own options
+    assert (config.listen, config.health_listen) == ("127.0.0.1:50051", "127.0.0.1:8081")
+    options = dict(server_options(config))
     assert options["grpc.max_receive_message_length"] == 2048
     assert options["grpc.max_send_message_length"] == 4096
     assert options["grpc.max_connection_age_ms"] == 300_000

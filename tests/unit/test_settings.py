@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bridge.cli import flag_table
 from bridge.settings import (
     CommandSettings,
     DevSettings,
     MockGatewaySettings,
     ServeSettings,
+    flag_table,
     flat_fields,
     load,
 )

@@ -1,5 +1,6 @@
-"""The module graph of bridge/, computed from the source (ast): no import cycle, counting every import
-statement wherever it is (module level, inside functions, under TYPE_CHECKING).
+"""The structure of bridge/, computed from the source (ast): no import cycle, counting every import
+statement wherever it is (module level, inside functions, under TYPE_CHECKING); the layers of
+docs/architecture.md, none importing a higher one; no hand-written module over 500 lines.
 
 An edge: `import a.b` and `from a.b import c` go to `a.b` (the module that runs), and `from a.b import c`
 also to `a.b.c` when that is a module. A package's `__init__` running before its submodules is Python's
@@ -97,3 +98,76 @@ def test_the_cycle_finder_finds_cycles() -> None:
 
 def test_no_import_cycle_in_bridge() -> None:
     assert _cycles(_graph()) == []
+
+
+# The layers of docs/architecture.md, lowest first: a module imports its own layer and those below only.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "shared",
+        ("bridge", "bridge.errors", "bridge.redaction", "bridge.jsoncodec", "bridge.address", "bridge.gen"),
+    ),
+    ("upstream", ("bridge.http", "bridge.upstream")),
+    ("rpc", ("bridge.rpc",)),
+    (
+        "services",
+        ("bridge.chat", "bridge.models", "bridge.embeddings", "bridge.jsonproto", "bridge.upstream_call"),
+    ),
+    (
+        "composition",
+        (
+            "bridge.app",
+            "bridge.settings",
+            "bridge.cli",
+            "bridge.dev",
+            "bridge.workers",
+            "bridge.eventloop",
+            "bridge.logs",
+            "bridge.mock_gateway",
+        ),
+    ),
+]
+
+
+def _layer(module: str) -> int:
+    """The rank of `module`'s layer: the longest prefix that names it wins ("bridge" alone is shared)."""
+    ranked = [
+        (len(prefix), rank)
+        for rank, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or (prefix != "bridge" and module.startswith(prefix + "."))
+    ]
+    assert ranked, f"{module} is in no layer of LAYERS"
+    return max(ranked)[1]
+
+
+def test_every_module_is_in_a_layer_and_none_imports_a_higher_one() -> None:
+    upward = sorted(
+        f"{module} ({LAYERS[_layer(module)][0]}) -> {target} ({LAYERS[_layer(target)][0]})"
+        for module, targets in _graph().items()
+        for target in targets
+        if _layer(target) > _layer(module)
+    )
+    assert upward == []
+
+
+def test_the_rpc_layer_imports_nothing_of_the_settings_nor_of_the_upstream() -> None:
+    graph = _graph()
+    rpc = [module for module in graph if module.startswith("bridge.rpc")]
+    assert len(rpc) > 8
+    for module in rpc:
+        assert not {t for t in graph[module] if t.startswith(("bridge.settings", "bridge.http"))}, module
+
+
+def test_address_parsing_imports_nothing_of_the_bridge() -> None:
+    assert _graph()["bridge.address"] == set()
+
+
+def test_no_hand_written_module_exceeds_500_lines() -> None:
+    """One concern per module: a module past 500 lines holds more than one (bridge/gen is generated)."""
+    long = {
+        module: lines
+        for module, path in MODULES.items()
+        if not module.startswith("bridge.gen")
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert long == {}
