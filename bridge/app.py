@@ -40,14 +40,9 @@ from bridge.rpc.metrics import Metrics, exposed, serve_metrics
 from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
-from bridge.settings import (
-    AuthSettings,
-    RetrySettings,
-    ServeSettings,
-    TlsSettings,
-    UpstreamSettings,
-    UpstreamTlsSettings,
-)
+from bridge.settings import ServeSettings
+from bridge.settings.serving import TlsSettings
+from bridge.settings.upstream import AuthSettings, RetrySettings, UpstreamSettings, UpstreamTlsSettings
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
 

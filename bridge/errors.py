@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, NotRequired, Self, TypedDict, Unpack
 
 import grpc
 from google.protobuf import duration_pb2
@@ -230,6 +230,14 @@ class InvalidRequestError(BridgeError):
         self._init(violations=tuple(violations))
 
 
+class _ErrorFields(TypedDict):
+    """BridgeError's own keyword fields, as a subclass passes them on."""
+
+    reason: Reason
+    metadata: NotRequired[Mapping[Key, str | None] | None]
+    details: NotRequired[Sequence[Message]]
+
+
 class UpstreamError(BridgeError):
     """Base of the errors that come from, or happen while talking to, the upstream.
 
@@ -251,15 +259,13 @@ class UpstreamError(BridgeError):
         message: str,
         code: grpc.StatusCode | None = None,
         *,
-        reason: Reason,
-        metadata: Mapping[Key, str | None] | None = None,
-        details: Sequence[Message] = (),
         correlation_id: str | None = None,
         http_status: int | None = None,
         retry_after: float | None = None,
         before_reply: bool = False,
+        **fields: Unpack[_ErrorFields],
     ) -> None:
-        super().__init__(message, code, reason=reason, metadata=metadata, details=details)
+        super().__init__(message, code, **fields)
         self._init(
             correlation_id=correlation_id,
             http_status=http_status,

@@ -9,61 +9,22 @@ README its table from `flat_fields`, so `--help`, the env var names and validati
 Modules: `base` (groups, flat names, the command base), `upstream` and `serving` (serve's groups: the
 upstream's; the gRPC server's), `commands` (each command's settings, checks across groups, warnings),
 `flags` (the loader, flags and `--help`, the README's table, one-line errors). Addresses and URLs are
-checked by bridge.address. The names below are the public ones; the modules import each other, never
-this package.
+checked by bridge.address. The commands' settings and the loader are exported here; groups are imported
+from their modules. The modules import each other, never this package.
 """
 
 from __future__ import annotations
 
-from bridge.settings.base import (
-    ENV_PREFIX,
-    CommandSettings,
-    FlatField,
-    LoggingSettings,
-    flat_fields,
-    group_title,
-)
-from bridge.settings.commands import COMMANDS, DevSettings, MockGatewaySettings, MockSettings, ServeSettings
+from bridge.settings.base import ENV_PREFIX, CommandSettings, flat_fields, group_title
+from bridge.settings.commands import DevSettings, MockGatewaySettings, ServeSettings
 from bridge.settings.flags import flag_table, load
-from bridge.settings.serving import (
-    LifecycleSettings,
-    LimitsSettings,
-    MetricsSettings,
-    ServeLoggingSettings,
-    ServerSettings,
-    TlsSettings,
-)
-from bridge.settings.upstream import (
-    RENAMED_TRANSPORTS,
-    AuthSettings,
-    HeadersSettings,
-    RetrySettings,
-    UpstreamSettings,
-    UpstreamTlsSettings,
-)
 
 __all__ = [
-    "COMMANDS",
     "ENV_PREFIX",
-    "RENAMED_TRANSPORTS",
-    "AuthSettings",
     "CommandSettings",
     "DevSettings",
-    "FlatField",
-    "HeadersSettings",
-    "LifecycleSettings",
-    "LimitsSettings",
-    "LoggingSettings",
-    "MetricsSettings",
     "MockGatewaySettings",
-    "MockSettings",
-    "RetrySettings",
-    "ServeLoggingSettings",
     "ServeSettings",
-    "ServerSettings",
-    "TlsSettings",
-    "UpstreamSettings",
-    "UpstreamTlsSettings",
     "flag_table",
     "flat_fields",
     "group_title",

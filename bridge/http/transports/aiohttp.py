@@ -21,7 +21,6 @@ from bridge.errors import BridgeError, Reason, UpstreamUnavailableError
 from bridge.http.transports.base import (
     BUG,
     GARBLED,
-    LARGE_BODY,
     LOST,
     OS_EXCEPTIONS,
     SILENT,
@@ -30,13 +29,14 @@ from bridge.http.transports.base import (
     ExceptionMap,
     Mapped,
     TransportSettings,
-    body_pieces,
     error_for_exception,
+    request_body,
     tls_context,
 )
 
 __all__ = ["EXCEPTIONS", "AiohttpTransport", "arrived_first"]
 
+_TRUNCATED: Final = (UpstreamUnavailableError, grpc.StatusCode.UNAVAILABLE, Reason.UPSTREAM_STREAM_TRUNCATED)
 # Exception type -> what it becomes; the most specific type in the exception's MRO wins.
 EXCEPTIONS: Final[ExceptionMap] = MappingProxyType(
     {
@@ -51,12 +51,7 @@ EXCEPTIONS: Final[ExceptionMap] = MappingProxyType(
         aiohttp.ServerTimeoutError: Mapped(*SILENT, "timed out waiting for upstream data"),
         aiohttp.SocketTimeoutError: Mapped(*SILENT, "timed out waiting for upstream data"),
         aiohttp.ConnectionTimeoutError: Mapped(*UNREACHABLE, "timed out connecting to upstream"),
-        aiohttp.ClientPayloadError: Mapped(
-            UpstreamUnavailableError,
-            grpc.StatusCode.UNAVAILABLE,
-            Reason.UPSTREAM_STREAM_TRUNCATED,
-            "upstream response body cut short",
-        ),
+        aiohttp.ClientPayloadError: Mapped(*_TRUNCATED, "upstream response body cut short"),
         aiohttp.ClientResponseError: Mapped(*GARBLED, "invalid upstream response"),
         aiohttp.InvalidURL: Mapped(*BUG, "invalid upstream URL"),
         aiohttp.NonHttpUrlClientError: Mapped(*BUG, "unsupported upstream URL scheme"),
@@ -137,10 +132,7 @@ class AiohttpTransport:
         session = self._session
         if session is None:
             session = self._session = self._new_session()
-        data: bytes | AsyncIterator[bytes] | None = content
-        if content is not None and len(content) > LARGE_BODY:
-            data = body_pieces(content)
-            headers = {**headers, "content-length": str(len(content))}
+        data, headers = request_body(content, headers)
         reply = await session.request(
             method,
             url,

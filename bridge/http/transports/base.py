@@ -63,6 +63,7 @@ __all__ = [
     "describe_cause",
     "error_for_exception",
     "proxy_for",
+    "request_body",
     "tls_context",
 ]
 
@@ -137,6 +138,16 @@ async def body_pieces(content: bytes) -> AsyncIterator[bytes]:
     view = memoryview(content)
     for start in range(0, len(view), _PIECE):
         yield bytes(view[start : start + _PIECE])
+
+
+def request_body(
+    content: bytes | None, headers: Mapping[str, str]
+) -> tuple[bytes | AsyncIterator[bytes] | None, Mapping[str, str]]:
+    """(the body to send, its headers): `content` as it is, or past `LARGE_BODY` its pieces, with its
+    length among the headers (so not chunked)."""
+    if content is None or len(content) <= LARGE_BODY:
+        return content, headers
+    return body_pieces(content), {**headers, "content-length": str(len(content))}
 
 
 # --------------------------------------------------------------------------------------- TLS and proxy

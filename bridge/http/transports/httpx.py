@@ -22,7 +22,6 @@ from bridge.http.status import grpc_code_for_http_status
 from bridge.http.transports.base import (
     BUG,
     GARBLED,
-    LARGE_BODY,
     LOST,
     OS_EXCEPTIONS,
     SILENT,
@@ -32,13 +31,19 @@ from bridge.http.transports.base import (
     Mapped,
     Response,
     TransportSettings,
-    body_pieces,
     error_for_exception,
+    request_body,
     tls_context,
 )
 
 __all__ = ["EXCEPTIONS", "HttpxTransport"]
 
+_POOL_EXHAUSTED: Final = (
+    UpstreamUnavailableError,
+    grpc.StatusCode.UNAVAILABLE,
+    Reason.UPSTREAM_POOL_EXHAUSTED,
+)
+_STATUS: Final = (UpstreamHTTPError, grpc.StatusCode.UNKNOWN, Reason.UPSTREAM_ERROR)
 # Exception type -> what it becomes; the most specific type in the exception's MRO wins. Every class httpx
 # exports is here (a unit test checks), though the client never lets httpx raise most of them.
 EXCEPTIONS: Final[ExceptionMap] = MappingProxyType(
@@ -50,12 +55,7 @@ EXCEPTIONS: Final[ExceptionMap] = MappingProxyType(
         httpx.ConnectTimeout: Mapped(*UNREACHABLE, "timed out connecting to upstream"),
         httpx.ReadTimeout: Mapped(*SILENT, "timed out waiting for upstream data"),
         httpx.WriteTimeout: Mapped(*SILENT, "timed out sending the request upstream"),
-        httpx.PoolTimeout: Mapped(
-            UpstreamUnavailableError,
-            grpc.StatusCode.UNAVAILABLE,
-            Reason.UPSTREAM_POOL_EXHAUSTED,
-            "no upstream connection free in the pool",
-        ),
+        httpx.PoolTimeout: Mapped(*_POOL_EXHAUSTED, "no upstream connection free in the pool"),
         httpx.NetworkError: Mapped(*LOST, "upstream network error"),
         httpx.ConnectError: Mapped(*UNREACHABLE, "could not connect to upstream"),
         httpx.ReadError: Mapped(*LOST, "error reading from upstream"),
@@ -69,10 +69,7 @@ EXCEPTIONS: Final[ExceptionMap] = MappingProxyType(
         httpx.UnsupportedProtocol: Mapped(*BUG, "unsupported upstream URL scheme"),
         httpx.DecodingError: Mapped(*GARBLED, "could not decode upstream response"),
         httpx.TooManyRedirects: Mapped(*GARBLED, "upstream redirected too often"),
-        # Read from its response by error_for (the status decides).
-        httpx.HTTPStatusError: Mapped(
-            UpstreamHTTPError, grpc.StatusCode.UNKNOWN, Reason.UPSTREAM_ERROR, "upstream returned an error"
-        ),
+        httpx.HTTPStatusError: Mapped(*_STATUS, "upstream returned an error"),  # error_for reads its status
         httpx.InvalidURL: Mapped(*BUG, "invalid upstream URL"),
         httpx.CookieConflict: Mapped(*BUG, "conflicting upstream cookies"),
         httpx.StreamError: Mapped(*BUG, "upstream response stream misused"),
@@ -173,10 +170,7 @@ class HttpxTransport:
     async def send(
         self, method: str, url: str, headers: Mapping[str, str], content: bytes | None
     ) -> Response:
-        body: bytes | AsyncIterator[bytes] | None = content
-        if content is not None and len(content) > LARGE_BODY:
-            body = body_pieces(content)
-            headers = {**headers, "content-length": str(len(content))}
+        body, headers = request_body(content, headers)
         request = self._client.build_request(method, _url(url), content=body, headers=headers)
         return _HttpxResponse(await self._client.send(request, stream=True))
 
