@@ -23,10 +23,11 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
 
 import grpc
 from google.protobuf.message import Message
@@ -242,6 +243,34 @@ async def _around(
         yield
 
 
+class _LineFormatter(Protocol):
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """What the formatter makes of a record with these attributes (no arguments, no exception)."""
+
+
+def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatter] | None:
+    """The one handler a record of `logger` at `level` would reach, and its formatter, if writing a line
+    straight to it gives what the logging machinery would: no filter on the way, and a handler with
+    `write_line` whose formatter has `line` (bridge.logs.setup_logging's). None otherwise (tests capturing
+    records, handlers of an embedding application): then the caller makes a record."""
+    if logger.filters or logger.manager.disable >= level:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level < handler.level:
+                continue
+            if found is not None or handler.filters or not hasattr(handler, "write_line"):
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    formatter = found.formatter if found is not None else None
+    return (found, formatter) if formatter is not None and hasattr(formatter, "line") else None
+
+
 # Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
 _MODEL_FIELDS: Final = ("model", "model_id")
 
@@ -351,14 +380,26 @@ class AccessLog(Interceptor):
     def _write(self, call: RpcCall) -> None:
         code = call.code
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
-        if self._log.isEnabledFor(level):
-            # The record is made here rather than by Logger.log, which would walk the stack for the
-            # caller's file and line (no format of ours shows them): a line per call, on the event loop.
-            extra = {"fields": access_fields(call)}
-            args = (call.name, code.name)
-            self._log.handle(
-                self._log.makeRecord(self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra=extra)
+        if not self._log.isEnabledFor(level):
+            return
+        fields = access_fields(call)
+        direct = _line_writer(self._log, level)
+        if direct is not None:
+            # The process's own handler and format (bridge.logs.setup_logging): the line written straight
+            # to it, as the record would have made it, without the record machinery (a line per call).
+            handler, formatter = direct
+            message = f"{call.name} {code.name}"
+            handler.write_line(
+                formatter.line(time.time(), _LEVEL_NAMES[level], self._log.name, message, fields)
             )
+            return
+        # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
+        args = (call.name, code.name)
+        self._log.handle(
+            self._log.makeRecord(
+                self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra={"fields": fields}
+            )
+        )
 
 
 def access_fields(call: RpcCall) -> dict[str, object]:
@@ -420,6 +461,7 @@ _ENDED: Final = {
 _MAX_LOGGED_CAUSE_BYTES: Final = 512
 _OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
+_LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 _OK: Final = grpc.StatusCode.OK
 _CANCELLED: Final = grpc.StatusCode.CANCELLED
 
