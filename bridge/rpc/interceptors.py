@@ -24,7 +24,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol
@@ -84,6 +84,15 @@ class Interceptor:
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
         return _NOTHING
 
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """A plain hook, for an interceptor that needs no `around` (nothing to await, nothing to catch): run
+        as the call starts, in chain order; what it returns is given to `call_ended`."""
+        return None
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        """The plain hook run as the call ends, whatever ended it (a `finally`, in reverse chain order):
+        `call.code` is final. `started`: what `call_started` returned."""
+
     def message_sent(self, call: RpcCall) -> None:
         """After each response message the chain writes (`call.messages_sent` already counts it); for a
         unary call, once its handler returned a reply. Messages a handler writes with `context.write`
@@ -97,21 +106,43 @@ class Interceptor:
 Hook = Callable[[RpcCall], None]
 
 
+def _overrides(interceptor: Interceptor, name: str) -> bool:
+    """Whether `interceptor` (its class, or the instance itself) replaces Interceptor's method `name`."""
+    method = getattr(interceptor, name)
+    return getattr(method, "__func__", method) is not getattr(Interceptor, name)
+
+
 @dataclass(frozen=True, slots=True)
 class _Active:
-    """What runs around one method: the interceptors, and the per-message hooks some of them override."""
+    """What runs around one method: the interceptors, and the per-message hooks some of them override.
+
+    When no interceptor needs `around` but an innermost `ErrorMapping` (the usual chain: tracing, the
+    access log, metrics, error mapping), the call runs through plain hooks in one `try/finally`
+    (`plain`), the mapping inline; an interceptor that overrides nothing costs nothing."""
 
     interceptors: tuple[Interceptor, ...]
     sent: tuple[Hook, ...]
     received: tuple[Hook, ...]
+    plain: bool = False
+    hooked: tuple[Interceptor, ...] = ()  # those with call_started or call_ended, in chain order
+    mapping: ErrorMapping | None = None  # the innermost, run inline on the plain path
 
     @classmethod
     def of(cls, interceptors: tuple[Interceptor, ...]) -> _Active:
         def hooks(name: str) -> tuple[Hook, ...]:
-            base = getattr(Interceptor, name)
-            return tuple(getattr(i, name) for i in interceptors if getattr(type(i), name) is not base)
+            return tuple(getattr(i, name) for i in interceptors if _overrides(i, name))
 
-        return cls(interceptors, hooks("message_sent"), hooks("message_received"))
+        sent, received = hooks("message_sent"), hooks("message_received")
+        mapping = interceptors[-1] if interceptors and type(interceptors[-1]) is ErrorMapping else None
+        rest = interceptors[:-1] if mapping is not None else interceptors
+        if any(_overrides(i, "around") for i in rest):
+            return cls(interceptors, sent, received)  # nested context managers (_around)
+        hooked = tuple(i for i in rest if _hooks(i))
+        return cls(interceptors, sent, received, plain=True, hooked=hooked, mapping=mapping)
+
+
+def _hooks(interceptor: Interceptor) -> bool:
+    return _overrides(interceptor, "call_started") or _overrides(interceptor, "call_ended")
 
 
 class InterceptorChain(_ServerInterceptor):
@@ -168,22 +199,98 @@ class InterceptorChain(_ServerInterceptor):
 
 
 def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
+    async def run(request: Any, call: RpcCall, context: Context) -> Any:
+        request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
+        response = await inner(_received(request, call, active.received, streams_in), context)
+        _sent(call, active.sent)  # the reply (only a handler that returned has one)
+        return response
+
+    if active.plain:
+        hooked, mapping = active.hooked, active.mapping
+
+        async def plain(request: Any, context: Context) -> Any:
+            call = RpcCall(
+                method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
+            )
+            enter_call(call)
+            started: list[object] = []
+            try:
+                for interceptor in hooked:
+                    started.append(interceptor.call_started(call, context))
+                if mapping is None:
+                    return await run(request, call, context)
+                try:
+                    return await run(request, call, context)
+                except BaseException as exc:
+                    await mapping.map(exc, call, context)
+                    raise
+            finally:
+                _ended(hooked, started, call)
+
+        return plain
+
     async def behavior(request: Any, context: Context) -> Any:
         call = RpcCall(
             method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
-            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
-            response = await inner(_received(request, call, active.received, streams_in), context)
-            _sent(call, active.sent)  # the reply (only a handler that returned has one)
-            return response
+            return await run(request, call, context)
 
     return behavior
 
 
+def _ended(hooked: tuple[Interceptor, ...], started: list[object], call: RpcCall) -> None:
+    """The call_ended hooks of the interceptors whose call_started ran, innermost first."""
+    for index in range(len(started) - 1, -1, -1):
+        hooked[index].call_ended(call, started[index])
+
+
 def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
     generates = inspect.isasyncgenfunction(inner)
+    sent_hooks = active.sent
+
+    async def run(request: Any, call: RpcCall, context: Context) -> None:
+        request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
+        request = _received(request, call, active.received, streams_in)
+        if not generates:
+            await inner(request, context)  # a handler that writes with context.write itself
+            return
+        messages: AsyncIterator[Message] = inner(request, context)
+        write = context.write
+        try:
+            async for message in messages:
+                await write(message)
+                call.messages_sent += 1
+                for hook in sent_hooks:
+                    hook(call)
+        finally:
+            await messages.aclose()  # type: ignore[attr-defined]  # an async generator
+
+    if active.plain:
+        hooked, mapping = active.hooked, active.mapping
+
+        async def plain(request: Any, context: Context) -> None:
+            call = RpcCall(
+                method, response_streaming=True, request_streaming=streams_in, model=_model_of(request)
+            )
+            enter_call(call)
+            started: list[object] = []
+            try:
+                for interceptor in hooked:
+                    started.append(interceptor.call_started(call, context))
+                if mapping is None:
+                    await run(request, call, context)
+                    return
+                try:
+                    await run(request, call, context)
+                except BaseException as exc:
+                    await mapping.map(exc, call, context)
+                    raise
+            finally:
+                _ended(hooked, started, call)
+
+        return plain
 
     async def behavior(request: Any, context: Context) -> None:
         call = RpcCall(
@@ -191,18 +298,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
-            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
-            request = _received(request, call, active.received, streams_in)
-            if not generates:
-                await inner(request, context)  # a handler that writes with context.write itself
-                return
-            messages: AsyncIterator[Message] = inner(request, context)
-            try:
-                async for message in messages:
-                    await context.write(message)
-                    _sent(call, active.sent)
-            finally:
-                await messages.aclose()  # type: ignore[attr-defined]  # an async generator
+            await run(request, call, context)
 
     return behavior
 
@@ -239,8 +335,21 @@ async def _around(
 ) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         for interceptor in interceptors:
-            await stack.enter_async_context(interceptor.around(call, context))
+            if _overrides(interceptor, "around") or not _hooks(interceptor):
+                await stack.enter_async_context(interceptor.around(call, context))
+            else:
+                stack.enter_context(_hooked(interceptor, call, context))
         yield
+
+
+@contextlib.contextmanager
+def _hooked(interceptor: Interceptor, call: RpcCall, context: Context) -> Iterator[None]:
+    """An interceptor's plain hooks as a context manager, for a chain that nests them."""
+    started = interceptor.call_started(call, context)
+    try:
+        yield
+    finally:
+        interceptor.call_ended(call, started)
 
 
 class _LineFormatter(Protocol):
@@ -296,13 +405,18 @@ class ErrorMapping(Interceptor):
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
         try:
             yield
-        except grpc.aio.AbortError as exc:  # the handler set its status itself
+        except BaseException as exc:
+            await self.map(exc, call, context)
+            raise
+
+    async def map(self, exc: BaseException, call: RpcCall, context: Context) -> None:
+        """Records how `exc` ended `call`, and ends it: returns when `exc` is to be re-raised as it is
+        (an abort, a cancel, what is no Exception), else raises what ends the call instead."""
+        if isinstance(exc, grpc.aio.AbortError):  # the handler set its status itself
             call.code, call.error = context.code() or grpc.StatusCode.UNKNOWN, exc
-            raise
-        except asyncio.CancelledError as exc:
+        elif isinstance(exc, asyncio.CancelledError):
             call.code, call.error = _ended_code(context), exc
-            raise
-        except Exception as exc:
+        elif isinstance(exc, Exception):
             if _call_over(context):
                 # The deadline passed (the bridge's own upstream timer fires at the same instant as grpc's)
                 # or the status is out: the call is over for the caller, and aborting it would fail in
@@ -370,12 +484,8 @@ class AccessLog(Interceptor):
         self._log = logger or access_log
         self.skip_services = frozenset(skip_services)
 
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            self._write(call)
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        self._write(call)
 
     def _write(self, call: RpcCall) -> None:
         code = call.code

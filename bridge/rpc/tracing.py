@@ -70,15 +70,27 @@ class Tracing(Interceptor):
         self._tracer = tracer_provider.get_tracer("bridge", __version__) if tracer_provider else None
         self.skip_services = frozenset(skip_services)
         self._fields = frozenset(propagate.get_global_textmap().fields)
+        if self._tracer is not None:
+            self.around = self._span  # type: ignore[method-assign]  # else: the plain hooks below
+
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """Without a tracer: the caller's trace context, if it sent one, attached for the call."""
+        carrier = _carrier(context.invocation_metadata() or (), self._fields)
+        if not carrier:
+            return None
+        token = otel_context.attach(propagate.extract(carrier))
+        call.trace_id = _trace_id(trace.get_current_span())
+        return token
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        if started is not None:
+            otel_context.detach(started)  # type: ignore[arg-type]  # the token call_started returned
 
     @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+    async def _span(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
         carrier = _carrier(context.invocation_metadata() or (), self._fields)
         parent = propagate.extract(carrier) if carrier else None
-        if self._tracer is None:
-            async with _attached(parent, call):
-                yield
-            return
+        assert self._tracer is not None  # set only with a tracer
         with self._tracer.start_as_current_span(
             f"{call.service}/{call.name}",
             context=parent,
@@ -101,19 +113,6 @@ def _carrier(metadata: Iterable[tuple[str, str | bytes]], fields: frozenset[str]
         if key in fields and isinstance(value, str):
             found.setdefault(key, value)
     return found
-
-
-@contextlib.asynccontextmanager
-async def _attached(parent: otel_context.Context | None, call: RpcCall) -> AsyncIterator[None]:
-    if parent is None:
-        yield
-        return
-    token = otel_context.attach(parent)
-    call.trace_id = _trace_id(trace.get_current_span())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 def _trace_id(span: trace.Span) -> str | None:
