@@ -13,7 +13,8 @@ import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.rpc.call import Context, RpcCall
-from bridge.rpc.interceptors import AccessLog, ErrorMapping, Interceptor, _Active
+from bridge.rpc.chain import _Active
+from bridge.rpc.interceptors import AccessLog, ErrorMapping, Interceptor
 from bridge.rpc.tracing import Tracing
 from tests.helpers import call_failing, chat_request
 
