@@ -575,7 +575,11 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
     target = target_of(key)
     name = f"idle-{key}"
     address = f"127.0.0.1:{workload.free_port()}"
-    cmd = bridge_cmd(target, address, bench.procs["mock"].address)
+    upstream = bench.procs["mock"].address
+    if key == "minimal":
+        cmd = [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", upstream]
+    else:
+        cmd = bridge_cmd(target, address, upstream)
     proc = bench.start(name, cmd, address, cwd=checkout_of(target))
     try:
         _check_grpc(proc)
@@ -817,7 +821,7 @@ def compute_lean_goals(results: list[dict[str, Any]], settings: dict[str, Any]) 
             "unary_rps": tuple(rate(t, "unary", unary_c) for t in (target, "echo", "minimal")),
             "stream_chunks": tuple(rate(t, "stream", stream_c) for t in (target, "echo", "minimal")),
             "access_line": (None if mine is None or quiet_cpu is None else mine - quiet_cpu, None, None),
-            "idle_kb": (idle(target), None, None),
+            "idle_kb": (idle(target), None, idle("minimal")),
             "paced_chunk": (cpu_us(target, "paced", paced_c), None, cpu_us("minimal", "paced", paced_c)),
         }
         entry: dict[str, Any] = {"target": target}
@@ -1247,6 +1251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     goal = GOAL_TARGET if GOAL_TARGET in args.targets else args.targets[-1]
     args.goal_target = goal
     args.idle_targets = args.idle_targets or [goal]
+    if "minimal" in args.targets and "minimal" not in args.idle_targets:
+        args.idle_targets.append("minimal")  # the reference of issue 22's idle-memory row
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0)
     if args.only:
         args.concurrency = args.concurrency if args.only == "unary" else []
