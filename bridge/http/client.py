@@ -311,7 +311,9 @@ class EventStream:
                     raise self.protocol_error(
                         str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
                     ) from None
+                del raw
                 yield events
+                del events  # nothing of a read is held while the next one waits (an idle stream)
         finally:
             if self._timer is not None:
                 self._timer.cancel()

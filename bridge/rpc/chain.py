@@ -187,6 +187,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
         try:
             async for message in messages:
                 await write(message)
+                del message  # not held while the next one is awaited (an idle stream)
                 call.messages_sent += 1
                 for hook in sent_hooks:
                     hook(call)
