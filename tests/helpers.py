@@ -417,17 +417,20 @@ class CertificateAuthority:
         *,
         client: bool = False,
         names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        uris: tuple[str, ...] = (),
         valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
         self_signed: bool = False,
     ) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a server valid for `names` (host names or IP addresses), or for a
-        client. `valid`: (not before, not after) from now (default: 5 minutes ago, a day from now);
-        `self_signed`: signed with its own key instead of the CA's."""
+        client; `uris`: URI SANs (SPIFFE IDs). `valid`: (not before, not after) from now (default: 5 minutes
+        ago, a day from now); `self_signed`: signed with its own key instead of the CA's."""
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        cert = self._certificate(name, key, client=client, names=names, valid=valid, self_signed=self_signed)
+        cert = self._certificate(
+            name, key, client=client, names=names, uris=uris, valid=valid, self_signed=self_signed
+        )
         return cert, key_pem
 
     def write(self, directory: Path, name: str, **issue: Any) -> tuple[Path, Path]:
@@ -449,6 +452,7 @@ class CertificateAuthority:
         ca: bool = False,
         client: bool = False,
         names: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
         valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
         self_signed: bool = False,
     ) -> bytes:
@@ -468,8 +472,12 @@ class CertificateAuthority:
         if not ca:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            sans = [_subject_alternative_name(name) for name in names]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            sans = [
+                *(x509.UniformResourceIdentifier(uri) for uri in uris),
+                *(_subject_alternative_name(name) for name in names),
+            ]
+            if sans:  # a certificate with no SAN has no extension at all (an empty one is invalid)
+                builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         signer = key if ca or self_signed else self._key
         return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
