@@ -281,9 +281,9 @@ class CallersSettings(_Group):
     api_key_for: KeyFor = Field(
         "authenticated",
         alias="api_key_for",
-        description="who may use --api-key when they send no credentials of their own: authenticated "
-        "(callers whose client certificate passed mTLS and --tls-client-allow) or anyone who reaches the "
-        "port; others are refused UNAUTHENTICATED (docs/operations.md, Who may call)",
+        description="for whom the bridge calls the upstream with --api-key: authenticated (callers whose "
+        "client certificate passed mTLS and --tls-client-allow) or anyone who reaches the port; a call "
+        "that would use it for another caller is refused UNAUTHENTICATED (docs/operations.md, Who may call)",
     )
     client_allow: Annotated[tuple[str, ...], BeforeValidator(_identities)] = Field(
         (),

@@ -1,7 +1,8 @@
 """Defaults users rely on, pinned: changing one must fail a test (and be a decision, written in the docs and
 the changelog of the commit), not pass unnoticed. Ports the README's commands use, limits, timeouts, retry
 policy, security postures (no TLS unless configured, credentials passed through, the bridge's own key for
-authenticated callers only, no proxy from the environment, redirects never followed), the keepalive policy Go and Java clients need, the trace exporter."""
+authenticated callers only, no proxy from the environment, redirects never followed), the keepalive
+policy Go and Java clients need, the trace exporter."""
 
 from __future__ import annotations
 

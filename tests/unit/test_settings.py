@@ -55,7 +55,11 @@ def test_every_group_field_has_its_flat_name_and_a_description(model: type[Comma
 
 def test_groups_are_reached_by_flat_names_and_by_their_own() -> None:
     settings = ServeSettings(
-        listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed", api_key="k", api_key_for="anyone"
+        listen="127.0.0.1:0",
+        upstream_url="http://gw/v1/",
+        auth_mode="fixed",
+        api_key="k",
+        api_key_for="anyone",
     )
     assert settings.server.listen == "127.0.0.1:0"
     assert settings.upstream.url == "http://gw/v1"
