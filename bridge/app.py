@@ -306,15 +306,30 @@ def _log_listening(settings: ServeSettings, server: GrpcServer) -> None:
     host, _ = split_host_port(settings.server.listen)
     tls = settings.tls
     security = "plaintext" if tls.cert is None else "mTLS" if tls.client_ca is not None else "TLS"
+    if tls.client_ca is not None:
+        allowed = len(settings.callers.client_allow)
+        security += f" allowing {allowed} identities" if allowed else " allowing every certificate of its CA"
     health = "" if server.health_port is None else f", health (plaintext) on port {server.health_port}"
     log.info(
-        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings)",
+        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings), %s",
         host,
         server.port,
         security,
         health,
         settings.upstream.url,
+        _key_use(settings),
     )
+
+
+def _key_use(settings: ServeSettings) -> str:
+    """Who the bridge's own key is for, in the words of the listening line."""
+    auth = settings.auth
+    if auth.mode == "none":
+        return "no credentials upstream"
+    if auth.api_key is None:
+        return "no key of its own (callers' credentials forwarded)"
+    whom = "anyone" if settings.callers.api_key_for == "anyone" else "authenticated callers"
+    return f"its own key for {whom}"
 
 
 class StopSignals:

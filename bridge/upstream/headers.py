@@ -104,19 +104,19 @@ class AuthPolicy:
     key_for: KeyFor = "authenticated"
     identity_header: str | None = None
 
-    def uses_own_key(self, incoming: Mapping[str, str]) -> bool:
-        """Whether a call whose text metadata is `incoming` would go upstream with the bridge's key."""
-        if self.mode == "none" or not self.api_key:
-            return False
-        return self.mode == "fixed" or not any(incoming.get(name) for name in AUTH_HEADERS)
+    @property
+    def guards_key(self) -> bool:
+        """Whether some callers may be refused the bridge's key (there is one, it is sent, and not to
+        anyone)."""
+        return bool(self.api_key) and self.mode != "none" and self.key_for != "anyone"
 
     def refusal(self, caller: Caller, metadata: Metadata) -> BridgeError | None:
         """The UNAUTHENTICATED error for a call of `caller` with `metadata` that would use the bridge's key
         but may not; None if it may go on."""
-        if caller.authenticated or self.key_for == "anyone":
+        if caller.authenticated or not self.guards_key:
             return None
-        if not self.uses_own_key(_text_metadata(metadata)):
-            return None
+        if self.mode == "passthrough" and _sends_credentials(metadata):
+            return None  # the caller's own credentials go instead of the key
         return credentials_required(fixed=self.mode == "fixed")
 
     def own_credentials(self) -> dict[str, str]:
@@ -160,7 +160,7 @@ def upstream_headers(metadata: Metadata, policy: AuthPolicy, caller: Caller) -> 
         headers[policy.identity_header] = caller.identity
     if policy.mode == "none":
         return headers
-    credentials = {name: incoming[name] for name in AUTH_HEADERS if incoming.get(name)}
+    credentials = _caller_credentials(incoming)
     if policy.mode == "passthrough" and credentials:
         headers.update(credentials)
     elif policy.api_key:
@@ -275,6 +275,16 @@ def check_identity_header(name: str) -> str:
     if key in _NOT_IDENTITY or key.startswith("grpc-"):
         raise ValueError(f"{name!r} carries something else upstream; name a header of its own (x-caller-id)")
     return key
+
+
+def _sends_credentials(metadata: Metadata) -> bool:
+    """Whether `metadata` has a non-empty text `authorization` or `x-prismeai-api-key` (as forwarded)."""
+    return any(_caller_credentials(_text_metadata(metadata)))
+
+
+def _caller_credentials(incoming: Mapping[str, str]) -> dict[str, str]:
+    """The caller's credentials among its text metadata `incoming`: non-empty auth headers."""
+    return {name: incoming[name] for name in AUTH_HEADERS if incoming.get(name)}
 
 
 def _text_metadata(metadata: Metadata) -> dict[str, str]:

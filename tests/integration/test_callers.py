@@ -451,5 +451,11 @@ async def test_start_up_warns_in_one_line_when_anyone_may_use_the_key_off_loopba
     warned = [r for r in records if r["level"] == "WARNING" and "--api-key-for anyone" in r["message"]]
     assert len(warned) == 1, logs
     assert "0.0.0.0:0" in warned[0]["message"]
+    [listening] = [r["message"] for r in records if r["message"].startswith("bridge listening on")]
+    assert listening.endswith(
+        "(plaintext), upstream "
+        + mock_gateway.base_url
+        + " (/chat/completions, /models, /embeddings), its own key for anyone"
+    )
     assert mock_gateway.requests()[-1]["headers"]["authorization"] == f"Bearer {BRIDGE_KEY}"
     assert BRIDGE_KEY not in logs
