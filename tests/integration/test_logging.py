@@ -83,6 +83,9 @@ async def test_one_access_line_per_call_at_info_with_its_facts(mock_gateway: Moc
     async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
         port = (await bridge.wait_log(_LISTENING)).group(1)
         calls = await _calls(f"127.0.0.1:{port}")
+        # SIGTERM cancels the start's upstream check if it has not logged yet (it loads the CA bundle in a
+        # thread first, slow on a loaded machine): wait for its line, as the assertions below need it
+        await bridge.wait_log(r"upstream \S+ reachable")
         assert await bridge.stop(signal.SIGTERM, within=10) == 0
         logs = await bridge.logs()
     entries = _entries(logs)
