@@ -516,6 +516,18 @@ class SecretVolume:
                 link.symlink_to(f"..data/{name}")
 
 
+def tls_secret_volume(
+    directory: Path, server_ca: CertificateAuthority, client_ca: CertificateAuthority, server: str = "server"
+) -> tuple[SecretVolume, dict[str, Path]]:
+    """A Secret volume as cert-manager fills one (`tls.crt` and `tls.key` issued by `server_ca` for
+    `server`, `ca.crt` the client CA), and the bridge settings that point at it (mTLS)."""
+    volume = SecretVolume(directory)
+    cert, key = server_ca.issue(server)
+    volume.write({"tls.crt": cert, "tls.key": key, "ca.crt": client_ca.pem})
+    files = {"tls_cert": "tls.crt", "tls_key": "tls.key", "tls_client_ca": "ca.crt"}
+    return volume, {setting: volume.path(name) for setting, name in files.items()}
+
+
 def tls_channel(
     address: str, ca: CertificateAuthority, client: tuple[bytes, bytes] | None = None
 ) -> grpc.aio.Channel:

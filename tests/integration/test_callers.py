@@ -35,7 +35,6 @@ from bridge.rpc.server import GrpcServer
 from tests.conftest import BridgeFactory
 from tests.helpers import (
     CertificateAuthority,
-    SecretVolume,
     call_failing,
     chat_request,
     cli_env,
@@ -45,6 +44,7 @@ from tests.helpers import (
     run_cli,
     status_details,
     tls_channel,
+    tls_secret_volume,
 )
 
 BRIDGE_KEY = "K3y-of-the-bridge-26c0de"  # shaped like nothing bridge.redaction knows: absent, not redacted
@@ -98,16 +98,6 @@ def _reason(error: grpc.aio.AioRpcError) -> str:
 def _nothing_secret(error: grpc.aio.AioRpcError) -> None:
     sent = f"{error.details()} {error.debug_error_string()} {error.trailing_metadata()!r}"
     assert BRIDGE_KEY not in sent
-
-
-@pytest.fixture
-def server_ca() -> CertificateAuthority:
-    return CertificateAuthority("server CA")
-
-
-@pytest.fixture
-def client_ca() -> CertificateAuthority:
-    return CertificateAuthority("client CA")
 
 
 @pytest.fixture
@@ -327,16 +317,8 @@ async def test_the_allow_list_holds_across_a_client_ca_rotation(
     client_ca: CertificateAuthority,
     tmp_path: Path,
 ) -> None:
-    volume = SecretVolume(tmp_path)
-    cert, key = server_ca.issue("server")
-    volume.write({"tls.crt": cert, "tls.key": key, "ca.crt": client_ca.pem})
-    bridge = await start_bridge(
-        tls_cert=volume.path("tls.crt"),
-        tls_key=volume.path("tls.key"),
-        tls_client_ca=volume.path("ca.crt"),
-        tls_client_allow=BILLING,
-        api_key=BRIDGE_KEY,
-    )
+    volume, files = tls_secret_volume(tmp_path, server_ca, client_ca)
+    bridge = await start_bridge(**files, tls_client_allow=BILLING, api_key=BRIDGE_KEY)
     address = f"localhost:{bridge.port}"
     async with tls_channel(address, server_ca, _client(client_ca, BILLING)) as channel:
         assert await pb_grpc.ChatCompletionServiceStub(channel).CreateChatCompletion(
@@ -344,6 +326,7 @@ async def test_the_allow_list_holds_across_a_client_ca_rotation(
         )
 
     new_ca = CertificateAuthority("client CA 2")
+    cert, key = server_ca.issue("server")
     volume.write({"tls.crt": cert, "tls.key": key, "ca.crt": new_ca.pem})
     async with tls_channel(address, server_ca, _client(new_ca, BILLING)) as channel:
         assert await pb_grpc.ChatCompletionServiceStub(channel).CreateChatCompletion(

@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from bridge.chat.service import SERVICE_NAME
 from bridge.mock_gateway import MockGateway
@@ -22,13 +23,7 @@ async def test_grpcurl_over_mtls_and_the_plaintext_health_port(
     start_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
     server_ca, client_ca = CertificateAuthority("server CA"), CertificateAuthority("client CA")
-    cert, key = server_ca.write(tmp_path, "server")
-    bridge = await start_bridge(
-        tls_cert=cert,
-        tls_key=key,
-        tls_client_ca=client_ca.write_pem(tmp_path / "clients.pem"),
-        health_listen="127.0.0.1:0",
-    )
+    bridge = await _mtls_bridge(start_bridge, tmp_path, server_ca, client_ca, health_listen="127.0.0.1:0")
     address = f"localhost:{bridge.port}"
     trust = ["-cacert", str(server_ca.write_pem(tmp_path / "ca.pem"))]
     client_cert, client_key = client_ca.write(tmp_path, "client", client=True)
@@ -60,13 +55,8 @@ async def test_grpcurl_with_an_allowed_spiffe_id_uses_the_key_and_another_is_ref
 ) -> None:
     allowed, other = "spiffe://cluster.local/ns/billing/sa/billing-api", "spiffe://cluster.local/ns/x/sa/y"
     server_ca, client_ca = CertificateAuthority("server CA"), CertificateAuthority("client CA")
-    cert, key = server_ca.write(tmp_path, "server")
-    bridge = await start_bridge(
-        tls_cert=cert,
-        tls_key=key,
-        tls_client_ca=client_ca.write_pem(tmp_path / "clients.pem"),
-        tls_client_allow=allowed,
-        api_key="bridge-key-interop",
+    bridge = await _mtls_bridge(
+        start_bridge, tmp_path, server_ca, client_ca, tls_client_allow=allowed, api_key="bridge-key-interop"
     )
     address = f"localhost:{bridge.port}"
     trust = ["-cacert", str(server_ca.write_pem(tmp_path / "ca.pem"))]
@@ -88,6 +78,18 @@ async def test_grpcurl_with_an_allowed_spiffe_id_uses_the_key_and_another_is_ref
     code, _, err = await grpcurl(*trust, *identity("other", other), address, "list")  # reflection too
     assert code != 0
     assert len(mock_gateway.requests()) == 1
+
+
+async def _mtls_bridge(
+    start_bridge: BridgeFactory,
+    directory: Path,
+    server_ca: CertificateAuthority,
+    client_ca: CertificateAuthority,
+    **settings: str,
+) -> Any:
+    cert, key = server_ca.write(directory, "server")
+    clients = client_ca.write_pem(directory / "clients.pem")
+    return await start_bridge(tls_cert=cert, tls_key=key, tls_client_ca=clients, **settings)
 
 
 async def _run(*argv: str) -> tuple[int, str, str]:
