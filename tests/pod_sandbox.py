@@ -119,6 +119,8 @@ def enter(plan: Plan, argv: list[str] | None = None, as_root: bool = False) -> N
         else:
             _mount("--bind", mount["source"], target)
             _mount("-o", "remount,bind,ro", target)
+    for path in _under_volumes(plan["reachable"], mounts):
+        _show_read_only(root, path)
     os.chroot(root)
     os.chdir(plan["workdir"])
     if plan["uid"] is not None and not as_root:
@@ -128,6 +130,31 @@ def enter(plan: Plan, argv: list[str] | None = None, as_root: bool = False) -> N
     _no_new_privileges()
     command = argv or plan["argv"]
     os.execvpe(command[0], command, plan["env"])
+
+
+def _under_volumes(paths: list[str], mounts: list[dict[str, Any]]) -> list[str]:
+    """The paths of `paths` that a volume hides (a checkout under /tmp, where the base mounts an emptyDir),
+    outermost only."""
+    volumes = [PurePosixPath(mount["path"]) for mount in mounts]
+    hidden = [path for path in sorted(paths) if any(PurePosixPath(path).is_relative_to(v) for v in volumes)]
+    return [
+        path
+        for path in hidden
+        if not any(path != o and PurePosixPath(path).is_relative_to(o) for o in hidden)
+    ]
+
+
+def _show_read_only(root: Path, path: str) -> None:
+    """What stands for the image (this checkout, its venv) stays visible, read-only, when a volume is
+    mounted over a directory holding it: the image's own files are never under a pod's volume."""
+    target = _inside(root, path)
+    if Path(path).is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+    _mount("--rbind", path, str(target))
+    _mount("-o", "remount,bind,ro", str(target))
 
 
 def _mount(*args: str) -> None:

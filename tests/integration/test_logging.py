@@ -82,6 +82,9 @@ async def test_one_access_line_per_call_at_info_with_its_facts(mock_gateway: Moc
     env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url)
     async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:
         port = (await bridge.wait_log(_LISTENING)).group(1)
+        # the start's one upstream check runs in the background (a SIGTERM cancels it): waited for, so its
+        # line is there, before or among the calls' lines
+        await bridge.wait_log(r"upstream \S+ reachable")
         calls = await _calls(f"127.0.0.1:{port}")
         # SIGTERM cancels the start's upstream check if it has not logged yet (it loads the CA bundle in a
         # thread first, slow on a loaded machine): wait for its line, as the assertions below need it
@@ -89,11 +92,10 @@ async def test_one_access_line_per_call_at_info_with_its_facts(mock_gateway: Moc
         assert await bridge.stop(signal.SIGTERM, within=10) == 0
         logs = await bridge.logs()
     entries = _entries(logs)
+    [check] = [e for e in entries if e["logger"] == "bridge.http.reachability"]
+    entries.remove(check)
     during = entries[next(i for i, e in enumerate(entries) if re.search(_LISTENING, e["message"])) + 1 :]
     during = [e for e in during if "shutting down" not in e["message"]]
-    # the start's one upstream check runs in the background: its line may come among the calls' lines
-    [check] = [e for e in during if e["logger"] == "bridge.http.reachability"]
-    during.remove(check)
     assert [e["logger"] for e in during] == ["bridge.access"] * calls  # nothing else per call
 
     unary, stream, *_ = during
