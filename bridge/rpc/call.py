@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 
+from bridge.auth.callers import ANONYMOUS_CALLER, Caller
+
 __all__ = [
     "Context",
     "RpcCall",
@@ -61,6 +63,7 @@ class RpcCall:
     trace_id: str | None = None  # of the call's server span, when it is traced
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
+    caller: Caller = ANONYMOUS_CALLER  # who called, once bridge.rpc.callers identified it
     started: float = field(default_factory=time.perf_counter)
     service: str = field(init=False)  # "pkg.Service" of `method`
     name: str = field(init=False)  # "Method" of `method`
