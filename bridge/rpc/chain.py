@@ -65,7 +65,9 @@ class _Active:
         sent, received = hooks("message_sent"), hooks("message_received")
         mapping = interceptors[-1] if interceptors and type(interceptors[-1]) is ErrorMapping else None
         rest = interceptors[:-1] if mapping is not None else interceptors
-        if any(_overrides(i, "around") for i in rest):
+        # An interceptor with plain hooks runs them on the plain path even if it also has an `around` (for
+        # nested chains); one with only an `around` makes the chain nest.
+        if any(_overrides(i, "around") and not _hooks(i) for i in rest):
             return cls(interceptors, sent, received)  # nested context managers (_around)
         hooked = tuple(i for i in rest if _hooks(i))
         return cls(interceptors, sent, received, plain=True, hooked=hooked, mapping=mapping)
@@ -141,15 +143,13 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
             enter_call(call)
             started: list[object] = []
             try:
-                for interceptor in hooked:
+                for interceptor in hooked:  # one may refuse the call (who may call): mapped as well
                     started.append(interceptor.call_started(call, context))
-                if mapping is None:
-                    return await run(request, call, context)
-                try:
-                    return await run(request, call, context)
-                except BaseException as exc:
+                return await run(request, call, context)
+            except BaseException as exc:
+                if mapping is not None:
                     await mapping.map(exc, call, context)
-                    raise
+                raise
             finally:
                 _ended(hooked, started, call)
 
@@ -204,16 +204,13 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
             enter_call(call)
             started: list[object] = []
             try:
-                for interceptor in hooked:
+                for interceptor in hooked:  # one may refuse the call (who may call): mapped as well
                     started.append(interceptor.call_started(call, context))
-                if mapping is None:
-                    await run(request, call, context)
-                    return
-                try:
-                    await run(request, call, context)
-                except BaseException as exc:
+                await run(request, call, context)
+            except BaseException as exc:
+                if mapping is not None:
                     await mapping.map(exc, call, context)
-                    raise
+                raise
             finally:
                 _ended(hooked, started, call)
 

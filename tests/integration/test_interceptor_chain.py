@@ -13,9 +13,11 @@ import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.rpc.call import Context, RpcCall
+from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.chain import _Active
 from bridge.rpc.interceptors import AccessLog, ErrorMapping, Interceptor
 from bridge.rpc.tracing import Tracing
+from bridge.upstream.headers import AuthPolicy
 from tests.helpers import call_failing, chat_request
 
 Events = list[tuple[str, str, str]]
@@ -58,6 +60,11 @@ def test_the_usual_chain_runs_as_plain_hooks() -> None:
     assert active.hooked == (tracing, access)
     assert isinstance(active.mapping, ErrorMapping)
     assert not _Active.of((_Around([]), access, ErrorMapping())).plain
+    # who may call, pinned before error mapping when the bridge has a key to guard: its hook refuses
+    callers = CallerAuthorization(AuthPolicy(api_key="iak_test_key"))
+    guarded = _Active.of((tracing, access, callers, ErrorMapping()))
+    assert guarded.plain
+    assert guarded.hooked == (tracing, access, callers)
 
 
 @pytest.mark.parametrize("around", [False, True], ids=["plain", "nested"])
