@@ -133,12 +133,21 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
         _sent(call, active.sent)  # the reply (only a handler that returned has one)
         return response
 
+    return _behavior(run, method, active, streams_in, response_streaming=False)
+
+
+def _behavior(run: Any, method: str, active: _Active, streams_in: bool, *, response_streaming: bool) -> Any:
+    """The handler grpc gets: `run(request, call, context)` (what the method does, and its reply) inside
+    the interceptors, through plain hooks in one try/finally or through nested context managers."""
     if active.plain:
         hooked, mapping = active.hooked, active.mapping
 
         async def plain(request: Any, context: Context) -> Any:
             call = RpcCall(
-                method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
+                method,
+                response_streaming=response_streaming,
+                request_streaming=streams_in,
+                model=_model_of(request),
             )
             enter_call(call)
             started: list[object] = []
@@ -155,15 +164,18 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
 
         return plain
 
-    async def behavior(request: Any, context: Context) -> Any:
+    async def nested(request: Any, context: Context) -> Any:
         call = RpcCall(
-            method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
+            method,
+            response_streaming=response_streaming,
+            request_streaming=streams_in,
+            model=_model_of(request),
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
             return await run(request, call, context)
 
-    return behavior
+    return nested
 
 
 def _ended(hooked: tuple[Interceptor, ...], started: list[object], call: RpcCall) -> None:
@@ -194,37 +206,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
         finally:
             await messages.aclose()  # type: ignore[attr-defined]  # an async generator
 
-    if active.plain:
-        hooked, mapping = active.hooked, active.mapping
-
-        async def plain(request: Any, context: Context) -> None:
-            call = RpcCall(
-                method, response_streaming=True, request_streaming=streams_in, model=_model_of(request)
-            )
-            enter_call(call)
-            started: list[object] = []
-            try:
-                for interceptor in hooked:  # one may refuse the call (who may call): mapped as well
-                    started.append(interceptor.call_started(call, context))
-                await run(request, call, context)
-            except BaseException as exc:
-                if mapping is not None:
-                    await mapping.map(exc, call, context)
-                raise
-            finally:
-                _ended(hooked, started, call)
-
-        return plain
-
-    async def behavior(request: Any, context: Context) -> None:
-        call = RpcCall(
-            method, response_streaming=True, request_streaming=streams_in, model=_model_of(request)
-        )
-        enter_call(call)
-        async with _around(active.interceptors, call, context):
-            await run(request, call, context)
-
-    return behavior
+    return _behavior(run, method, active, streams_in, response_streaming=True)
 
 
 def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:
