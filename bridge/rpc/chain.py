@@ -139,17 +139,22 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
 def _behavior(run: Any, method: str, active: _Active, streams_in: bool, *, response_streaming: bool) -> Any:
     """The handler grpc gets: `run(request, call, context)` (what the method does, and its reply) inside
     the interceptors, through plain hooks in one try/finally or through nested context managers."""
+
+    def entered(request: Any) -> RpcCall:
+        call = RpcCall(
+            method,
+            response_streaming=response_streaming,
+            request_streaming=streams_in,
+            model=_model_of(request),
+        )
+        enter_call(call)
+        return call
+
     if active.plain:
         hooked, mapping = active.hooked, active.mapping
 
         async def plain(request: Any, context: Context) -> Any:
-            call = RpcCall(
-                method,
-                response_streaming=response_streaming,
-                request_streaming=streams_in,
-                model=_model_of(request),
-            )
-            enter_call(call)
+            call = entered(request)
             started: list[object] = []
             try:
                 for interceptor in hooked:  # one may refuse the call (who may call): mapped as well
@@ -165,13 +170,7 @@ def _behavior(run: Any, method: str, active: _Active, streams_in: bool, *, respo
         return plain
 
     async def nested(request: Any, context: Context) -> Any:
-        call = RpcCall(
-            method,
-            response_streaming=response_streaming,
-            request_streaming=streams_in,
-            model=_model_of(request),
-        )
-        enter_call(call)
+        call = entered(request)
         async with _around(active.interceptors, call, context):
             return await run(request, call, context)
 

@@ -4,6 +4,7 @@ same view of the call, its final code included."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,7 @@ Events = list[tuple[str, str, str]]
 class _Hooks(Interceptor):
     def __init__(self, name: str, events: Events) -> None:
         self.name, self.events = name, events
+        self.ended = asyncio.Event()  # set as each call ends here (the client may have its status before)
 
     def call_started(self, call: RpcCall, context: Context) -> object:
         self.events.append((self.name, "started", call.name))
@@ -34,6 +36,7 @@ class _Hooks(Interceptor):
     def call_ended(self, call: RpcCall, started: object) -> None:
         assert started == self.name
         self.events.append((self.name, "ended", call.code.name))
+        self.ended.set()
 
 
 class _Around(Interceptor):
@@ -73,7 +76,8 @@ async def test_hooks_see_the_call_and_its_final_code_either_way(
     start_bridge: Any, around: bool, rpc: str
 ) -> None:
     events: Events = []
-    interceptors: list[Interceptor] = [_Hooks("outer", events), _Nothing(), _Hooks("inner", events)]
+    outer = _Hooks("outer", events)
+    interceptors: list[Interceptor] = [outer, _Nothing(), _Hooks("inner", events)]
     if around:
         interceptors.insert(1, _Around(events))
     bridge = await start_bridge(interceptors=interceptors)
@@ -84,8 +88,11 @@ async def test_hooks_see_the_call_and_its_final_code_either_way(
             await stub.CreateChatCompletion(chat_request(), timeout=10)
         else:
             assert [chunk async for chunk in stub.StreamChatCompletion(chat_request(), timeout=10)]
+        await asyncio.wait_for(outer.ended.wait(), 10)
+        outer.ended.clear()
         error, _ = await call_failing(stub, rpc, chat_request(model="error-404"), timeout=10)
         assert error.code() == grpc.StatusCode.NOT_FOUND
+        await asyncio.wait_for(outer.ended.wait(), 10)
     names = ["outer", "around", "inner"] if around else ["outer", "inner"]
     for code in ("OK", "NOT_FOUND"):
         call = [(name, "started", method) for name in names]
