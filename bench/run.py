@@ -14,6 +14,8 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
   ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
   bridge-bare      the bridge with --reply-metadata false (the same saving in the bridge)
+  bridge-default   the bridge with default settings (the access line on at INFO): issue 22's goal target
+  minimal          bench/minimal_bridge.py: REFERENCE ONLY, issue 22's minimal bridge (same stack only)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
@@ -27,7 +29,9 @@ is a warm-up (not counted) then the measured window. CPU use of every process is
 Then, each on a bridge of its own started for it: the capacity of `--workers 2` (the highest unary RPS
 whose p99 stays within 20 ms, over a sweep of concurrencies, several connections so both workers serve),
 and the memory each idle open stream holds (RSS with --idle-streams streams open, minus before).
-The goals table (issue 12) compares the goal target (bridge-observed) with the floor of the same run.
+The goals table (issue 12) compares the goal target (bridge-observed) with the floor of the same run;
+issue 22's table compares bridge-default (and bridge-default@base) with the floor and the minimal bridge,
+adding the paced scenario (--paced-concurrency: the mock's paced-100 model, one token per read).
 """
 
 from __future__ import annotations
