@@ -19,9 +19,8 @@ generator, which fails every stream behind the chain, and misses statuses set by
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Final
 
@@ -70,40 +69,41 @@ class Tracing(Interceptor):
         self._tracer = tracer_provider.get_tracer("bridge", __version__) if tracer_provider else None
         self.skip_services = frozenset(skip_services)
         self._fields = frozenset(propagate.get_global_textmap().fields)
-        if self._tracer is not None:
-            self.around = self._span  # type: ignore[method-assign]  # else: the plain hooks below
 
     def call_started(self, call: RpcCall, context: Context) -> object:
-        """Without a tracer: the caller's trace context, if it sent one, attached for the call."""
-        carrier = _carrier(context.invocation_metadata() or (), self._fields)
-        if not carrier:
-            return None
-        token = otel_context.attach(propagate.extract(carrier))
-        call.trace_id = _trace_id(trace.get_current_span())
-        return token
-
-    def call_ended(self, call: RpcCall, started: object) -> None:
-        if started is not None:
-            otel_context.detach(started)  # type: ignore[arg-type]  # the token call_started returned
-
-    @contextlib.asynccontextmanager
-    async def _span(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+        """The caller's trace context (if it sent one) made current for the call; with a tracer, a SERVER
+        span started in it and made current (what `start_as_current_span` does, as plain hooks)."""
         carrier = _carrier(context.invocation_metadata() or (), self._fields)
         parent = propagate.extract(carrier) if carrier else None
-        assert self._tracer is not None  # set only with a tracer
-        with self._tracer.start_as_current_span(
+        if self._tracer is None:
+            if parent is None:
+                return None
+            token = otel_context.attach(parent)
+            call.trace_id = _trace_id(trace.get_current_span())
+            return token
+        span = self._tracer.start_span(
             f"{call.service}/{call.name}",
             context=parent,
             kind=SpanKind.SERVER,
             attributes=_start_attributes(call),
-            record_exception=False,  # the status says what happened; tracebacks would quote upstream text
-            set_status_on_exception=False,
-        ) as span:
-            call.trace_id = _trace_id(span)
-            try:
-                yield
-            finally:
-                _finish(span, call)
+        )
+        call.trace_id = _trace_id(span)
+        # Exceptions are not recorded on the span: the status says what happened, and tracebacks would
+        # quote upstream text.
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        if started is None:
+            return
+        if self._tracer is None:
+            otel_context.detach(started)  # type: ignore[arg-type]  # the token call_started returned
+            return
+        span: trace.Span
+        token: object
+        span, token = started  # type: ignore[misc]  # what call_started returned with a tracer
+        _finish(span, call)
+        otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
+        span.end()
 
 
 def _carrier(metadata: Iterable[tuple[str, str | bytes]], fields: frozenset[str]) -> dict[str, str]:
