@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 
+from bridge.address import split_host_port
 from bridge.auth.callers import AllowList
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
@@ -30,26 +31,21 @@ from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.reachability import check_upstream, log_reachability
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
-from bridge.http.transport import TransportSettings, build_transport, proxy_for, tls_context
+from bridge.http.transports import build_transport
+from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
 from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
-from bridge.rpc.server import GrpcServer, Service, build_server
+from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
-from bridge.settings import (
-    AuthSettings,
-    CallersSettings,
-    RetrySettings,
-    ServeSettings,
-    TlsSettings,
-    UpstreamSettings,
-    UpstreamTlsSettings,
-    split_host_port,
-)
+from bridge.settings import ServeSettings
+from bridge.settings.callers import CallersSettings
+from bridge.settings.serving import TlsSettings
+from bridge.settings.upstream import AuthSettings, RetrySettings, UpstreamSettings, UpstreamTlsSettings
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
 
@@ -66,6 +62,7 @@ __all__ = [
     "listener_credentials",
     "retry_policy",
     "serve",
+    "server_config",
     "transport_settings",
     "upstream_client",
 ]
@@ -124,6 +121,20 @@ async def check_reachability(settings: ServeSettings) -> None:
         settings.upstream.url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
     )
     log_reachability(found)
+
+
+def server_config(settings: ServeSettings) -> ServerConfig:
+    """What the RPC layer needs of the settings to build the server."""
+    limits = settings.limits
+    return ServerConfig(
+        listen=settings.server.listen,
+        shutdown_grace=settings.server.shutdown_grace,
+        max_receive_message_bytes=limits.max_receive_message_bytes,
+        max_send_message_bytes=limits.max_send_message_bytes,
+        max_connection_age=limits.max_connection_age,
+        max_connection_age_grace=limits.max_connection_age_grace,
+        health_listen=settings.lifecycle.health_listen,
+    )
 
 
 def retry_policy(settings: RetrySettings) -> RetryPolicy:
@@ -230,7 +241,7 @@ async def build_bridge(
     )
     try:
         server = build_server(
-            settings.server,
+            server_config(settings),
             services=default_services(settings, client) if services is None else services,
             interceptors=default_interceptors(
                 settings, metrics_registry=registry, tracer_provider=tracer_provider
@@ -239,8 +250,6 @@ async def build_bridge(
             else interceptors,
             callers=caller_authorization(settings),
             credentials=credentials,
-            limits=settings.limits,
-            health_listen=settings.lifecycle.health_listen,
             reuse_port=reuse_port,
         )
     except BaseException:
