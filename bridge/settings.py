@@ -52,6 +52,7 @@ __all__ = [
     "MetricsSettings",
     "MockGatewaySettings",
     "MockSettings",
+    "OrcaSettings",
     "RetrySettings",
     "ServeLoggingSettings",
     "ServeSettings",
@@ -346,6 +347,32 @@ class MetricsSettings(_Group):
     )
 
 
+class OrcaSettings(_Group):
+    title = "load reports (ORCA)"
+
+    enabled: bool = Field(
+        True,
+        alias="orca",
+        description="report the pod's load to callers' weighted_round_robin balancers (ORCA, gRFC A51): the "
+        "endpoint-load-metrics-bin trailer on every call and the xds.service.orca.v3.OpenRcaService stream; "
+        "false: neither (docs/operations.md)",
+    )
+    window: float = Field(
+        10.0,
+        ge=0.1,
+        le=600,
+        alias="orca_window",
+        description="seconds over which the reported call and error rates and CPU utilization are averaged",
+    )
+    min_interval: float = Field(
+        1.0,
+        gt=0,
+        alias="orca_min_interval",
+        description="shortest interval between two out-of-band reports on one stream, seconds; a caller "
+        "asking for less gets this",
+    )
+
+
 class _CertificateAndKey(_Group):
     """A group with a certificate file and its key file: both set, or neither."""
 
@@ -599,6 +626,7 @@ class ServeSettings(CommandSettings):
     headers: HeadersSettings = HeadersSettings()
     limits: LimitsSettings = LimitsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    orca: OrcaSettings = OrcaSettings()
     tls: TlsSettings = TlsSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
     retry: RetrySettings = RetrySettings()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ import grpc
 __all__ = [
     "Context",
     "RpcCall",
+    "Trailers",
     "current_call",
     "deadline_of",
     "note_upstream_attempt",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Trailers = tuple[tuple[str, str | bytes], ...]  # trailing metadata
 
 
 def split_method(method: str) -> tuple[str, str]:
@@ -62,6 +64,8 @@ class RpcCall:
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
     started: float = field(default_factory=time.perf_counter)
+    # What the interceptors add to the status's trailing metadata (Interceptor.trailers), not yet asked.
+    trailer_hooks: tuple[Callable[[RpcCall], Trailers], ...] = ()
     service: str = field(init=False)  # "pkg.Service" of `method`
     name: str = field(init=False)  # "Method" of `method`
 
@@ -85,6 +89,12 @@ class RpcCall:
         """The upstream's reply began with `status`; `correlation_id` is its id of the request."""
         self.upstream_status = status
         self.correlation_id = correlation_id
+
+    def final_trailers(self) -> Trailers:
+        """The trailing metadata the interceptors add as the call's status is sent; asked once (the
+        chain after a handler is done, or `bridge.rpc.interceptors.abort`), empty after."""
+        hooks, self.trailer_hooks = self.trailer_hooks, ()
+        return tuple(item for hook in hooks for item in hook(self))
 
     def record_usage(
         self, prompt_tokens: int | None, completion_tokens: int | None, cost: float | None
