@@ -83,7 +83,9 @@ class LoadBoard:
 
     def total(self, cell: int) -> int:
         cells = self.cells
-        return sum(cells[row * _CELLS + cell] for row in range(self.processes))
+        if self.processes == 1:
+            return cells[cell]
+        return sum(cells[cell : self.processes * _CELLS : _CELLS])
 
 
 class _Sample(NamedTuple):
@@ -122,7 +124,7 @@ class LoadMeter:
         self._cpu_base = cells[self._cpu_cell] - cpu_ns()
         # Oldest first; the first one of them older than the window is where rates start.
         self._samples: deque[_Sample] = deque(maxlen=SAMPLES_PER_WINDOW + 2)
-        self._load = Load(0.0, 0.0, 0.0, 0.0, 0, 0)  # rates and CPU of the last sample
+        self._rates = (0.0, 0.0, 0.0)  # CPU utilization, rps, eps, as of the last sample
         self._sampler: asyncio.Task[None] | None = None
         self.sample()
 
@@ -149,11 +151,8 @@ class LoadMeter:
         in_flight = board.total(_IN_FLIGHT)
         capacity = self.options.capacity
         utilization = in_flight / (capacity * board.processes) if capacity else 0.0
-        return self._load._replace(
-            application_utilization=utilization,
-            in_flight=in_flight,
-            streams_in_flight=board.total(_STREAMS),
-        )
+        cpu, rps, eps = self._rates
+        return Load(cpu, utilization, rps, eps, in_flight, board.total(_STREAMS))
 
     # ---------------------------------------------------------------------------------------- samples
 
@@ -171,11 +170,8 @@ class LoadMeter:
         # Not less than one period: the first samples after a start would make a few calls a high rate.
         elapsed = max(now.at - first.at, self.period)
         cpu = max(now.cpu_ns - first.cpu_ns, 0) / 1e9 / elapsed / self.options.cores
-        self._load = self._load._replace(
-            cpu_utilization=cpu,
-            rps=max(now.calls - first.calls, 0) / elapsed,
-            eps=max(now.failed - first.failed, 0) / elapsed,
-        )
+        rps = max(now.calls - first.calls, 0) / elapsed
+        self._rates = (cpu, rps, max(now.failed - first.failed, 0) / elapsed)
 
     def start(self) -> None:
         """Samples every period from now on, in a task of the running loop (once; `stop` ends it)."""
