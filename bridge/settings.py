@@ -32,16 +32,18 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from bridge.auth.callers import KeyFor, check_allow_list
 from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
 from bridge.http.client import DEFAULT_MAX_BYTES
 from bridge.http.retry import DEFAULT_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, DEFAULT_RETRIES
 from bridge.http.transport import DEFAULT_TRANSPORT, TransportName
-from bridge.upstream.headers import check_returned_header
+from bridge.upstream.headers import check_identity_header, check_returned_header
 
 __all__ = [
     "ENDPOINT_PATHS",
     "ENV_PREFIX",
     "AuthSettings",
+    "CallersSettings",
     "CommandSettings",
     "DevSettings",
     "FlatField",
@@ -248,14 +250,110 @@ class AuthSettings(_Group):
     mode: Literal["passthrough", "fixed", "none"] = Field(
         "passthrough",
         alias="auth_mode",
-        description="passthrough: forward the caller's authorization, else use --api-key; "
-        "fixed: always --api-key; none: send no credentials",
+        description="passthrough: forward the caller's authorization, else use --api-key (for whom: "
+        "--api-key-for); fixed: always --api-key (for whom: --api-key-for); none: send no credentials",
     )
     api_key_header: Literal["authorization", "x-prismeai-api-key"] = Field(
         "authorization",
         alias="api_key_header",
         description="how --api-key is sent: 'Authorization: Bearer KEY' or 'x-prismeai-api-key: KEY'",
     )
+
+
+# -------------------------------------------------------------------------------- who may call (issue 26)
+
+
+def _identities(value: object) -> object:
+    # A comma-separated list (flag or environment variable) of allow-list entries, each checked.
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple):
+        return check_allow_list(str(entry) for entry in value)
+    return value
+
+
+def _identity_header(value: object) -> object:
+    return check_identity_header(value) if isinstance(value, str) else value
+
+
+class CallersSettings(_Group):
+    title = "who may call"
+
+    api_key_for: KeyFor = Field(
+        "authenticated",
+        alias="api_key_for",
+        description="for whom the bridge calls the upstream with --api-key: authenticated (callers whose "
+        "client certificate passed mTLS and --tls-client-allow) or anyone who reaches the port; a call "
+        "that would use it for another caller is refused UNAUTHENTICATED (docs/operations.md, Who may call)",
+    )
+    client_allow: Annotated[tuple[str, ...], BeforeValidator(_identities)] = Field(
+        (),
+        alias="tls_client_allow",
+        description="client certificate identities that may call (mTLS), comma-separated: URI SANs such as "
+        "spiffe://cluster.local/ns/NS/sa/SA and DNS SANs, a trailing * matching any ending; others are "
+        "refused PERMISSION_DENIED; unset: every certificate --tls-client-ca signed",
+    )
+    identity_header: Annotated[str | None, BeforeValidator(_identity_header)] = Field(
+        None,
+        alias="caller_identity_header",
+        description="send the caller's identity (its allowed certificate SAN, or anonymous) upstream in "
+        "this header, replacing any metadata of that name a caller sends; unset: not sent",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _callers_cannot_work(settings: ServeSettings) -> str | None:
+    """Why the caller settings of `settings` cannot work together, or None."""
+    mtls = settings.tls.client_ca is not None
+    callers = settings.callers
+    if callers.client_allow and not mtls:
+        return "--tls-client-allow / BRIDGE_TLS_CLIENT_ALLOW names client certificates: set --tls-client-ca"
+    if settings.auth.mode == "fixed" and callers.api_key_for == "authenticated" and not mtls:
+        return (
+            "--auth-mode fixed sends only the bridge's key, which --api-key-for authenticated keeps for "
+            "callers with a client certificate, and without --tls-client-ca no caller has one: every call "
+            "would be refused; set up mTLS, or --api-key-for anyone (BRIDGE_API_KEY_FOR)"
+        )
+    return None
+
+
+def _caller_warnings(settings: ServeSettings) -> list[str]:
+    """Caller settings that work, but probably not as meant: who may use the key, in one line each."""
+    callers, auth = settings.callers, settings.auth
+    if auth.api_key is None or auth.mode == "none":
+        return []
+    mtls = settings.tls.client_ca is not None
+    host, _ = split_host_port(settings.server.listen)
+    if callers.api_key_for == "anyone" and not mtls and not _is_loopback(host):
+        return [
+            f"--api-key-for anyone: every caller that reaches {settings.server.listen} without credentials "
+            "of its own gets the bridge's key; limit who can connect (a NetworkPolicy, a firewall) or use "
+            "mTLS with --tls-client-allow (docs/operations.md, Who may call)"
+        ]
+    if callers.api_key_for == "authenticated" and not mtls:
+        return [
+            "--api-key / BRIDGE_API_KEY is for callers authenticated by a client certificate "
+            "(--api-key-for authenticated), and without --tls-client-ca there are none: callers must send "
+            "credentials of their own; set --api-key-for anyone to let others use the key"
+        ]
+    if mtls and not callers.client_allow:
+        return [
+            "mTLS without --tls-client-allow: every certificate --tls-client-ca signed may call and use the "
+            "bridge's key; name the callers allowed with --tls-client-allow"
+        ]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- metadata
 
 
 def _header_names(value: object) -> object:
@@ -628,6 +726,7 @@ class ServeSettings(CommandSettings):
     metrics: MetricsSettings = MetricsSettings()
     orca: OrcaSettings = OrcaSettings()
     tls: TlsSettings = TlsSettings()
+    callers: CallersSettings = CallersSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
     retry: RetrySettings = RetrySettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
@@ -640,6 +739,9 @@ class ServeSettings(CommandSettings):
                 "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
                 "every upstream request would go without credentials"
             )
+        problem = _callers_cannot_work(self)
+        if problem is not None:
+            raise ValueError(problem)
         if _same_address(self.server.listen, self.upstream.url):
             raise ValueError(
                 "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
@@ -656,7 +758,7 @@ class ServeSettings(CommandSettings):
             )
         if self.auth.api_key is None and self.auth.api_key_header != "authorization":
             found.append("--api-key-header / BRIDGE_API_KEY_HEADER has no effect without --api-key")
-        return found
+        return found + _caller_warnings(self)
 
 
 class MockGatewaySettings(CommandSettings):

@@ -72,7 +72,7 @@ class UpstreamCaller:
                 path,
                 body=body,
                 query=query,
-                headers=self.headers.request_headers(context.invocation_metadata() or ()),
+                headers=self.headers.request_headers(context.invocation_metadata() or (), served.caller),
                 deadline=deadline_of(context),
             )
         served.upstream_replied(reply.status, correlation_id(reply.headers))

@@ -92,7 +92,7 @@ class ChatCompletionService(pb_grpc.ChatCompletionServiceServicer):
             raise invalid_request(violations)
         return _Call(
             body=convert.request_to_upstream(request, stream=streaming),
-            headers=self._headers.request_headers(context.invocation_metadata() or ()),
+            headers=self._headers.request_headers(context.invocation_metadata() or (), this_call().caller),
             deadline=deadline_of(context),
         )
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import grpc
 
+from bridge.auth.callers import ANONYMOUS_CALLER, Caller
+
 __all__ = [
     "Context",
     "RpcCall",
@@ -63,6 +65,7 @@ class RpcCall:
     trace_id: str | None = None  # of the call's server span, when it is traced
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
+    caller: Caller = ANONYMOUS_CALLER  # who called, once bridge.rpc.callers identified it
     started: float = field(default_factory=time.perf_counter)
     # What the interceptors add to the status's trailing metadata (Interceptor.trailers), not yet asked.
     trailer_hooks: tuple[Callable[[RpcCall], Trailers], ...] = ()
