@@ -96,6 +96,22 @@ async def test_every_call_ends_with_a_load_report_whatever_its_status(
         assert b"grpc-status-details-bin" in reply.trailers
 
 
+async def test_a_caller_refused_for_want_of_credentials_gets_the_report_and_the_out_of_band_stream(
+    start_bridge: BridgeFactory,
+) -> None:
+    # The bridge has a key, for authenticated callers only (the default --api-key-for): an anonymous call
+    # without credentials of its own is refused before any upstream request, with the report all the same.
+    bridge = await start_bridge(max_concurrent_rpcs=LIMIT, api_key="bridge-key")
+    reply = await raw_call(bridge.port, CHAT + "CreateChatCompletion", _chat())
+    assert reply.trailers[b"grpc-status"] == b"16"  # UNAUTHENTICATED
+    assert_sane(report_of(reply))
+    # Load reports never reach the upstream: no key rule for them.
+    async with grpc.aio.insecure_channel(_address(bridge)) as channel:
+        stream = orca_pb2_grpc.OpenRcaServiceStub(channel).StreamCoreMetrics(orca_pb2.OrcaLoadReportRequest())
+        assert isinstance(await asyncio.wait_for(stream.read(), 10), OrcaLoadReport)
+        stream.cancel()
+
+
 async def test_calls_and_streams_in_flight_are_reported_and_plumbing_is_not(
     start_bridge: BridgeFactory, mock_gateway: MockGateway
 ) -> None:
