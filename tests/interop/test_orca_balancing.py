@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as chat_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import CliProcess, chat_request, cli_env, run_cli, wait_request
+from tests.helpers import CliProcess, chat_request, cli_env, find_tool, run_cli, wait_request
 
 pytestmark = pytest.mark.interop
 
@@ -43,18 +42,11 @@ BUSY_STREAMS = 40
 HELD = "slow-600000"  # the mock holds these replies for ten minutes: streams in flight until cancelled
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found on PATH: install it (CI does; this test is never skipped)")
-    return found
-
-
 @pytest.fixture(scope="session")
 def go_probe(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """The Go client (ADDRESSES POLICY SETTLE_SECONDS CALLS, as the Java one)."""
     binary = tmp_path_factory.mktemp("goorca") / "goorca"
-    subprocess.run([_tool("go"), "build", "-o", str(binary), "."], cwd=GOORCA, check=True)
+    subprocess.run([find_tool("go"), "build", "-o", str(binary), "."], cwd=GOORCA, check=True)
     return [str(binary)]
 
 
@@ -64,13 +56,13 @@ def java_probe(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     test class path, grpc-xds included."""
     classes = JAVA_CLIENT / "target" / "test-classes"
     if not (classes / (JAVA_PROBE.replace(".", "/") + ".class")).is_file():
-        subprocess.run([_tool("mvn"), "-B", "-q", "test-compile"], cwd=JAVA_CLIENT, check=True)
+        subprocess.run([find_tool("mvn"), "-B", "-q", "test-compile"], cwd=JAVA_CLIENT, check=True)
     listing = tmp_path_factory.mktemp("java-classpath") / "classpath.txt"
     build_classpath = f"{MAVEN_DEPENDENCY}:build-classpath"
     options = ["-Dmdep.includeScope=test", f"-Dmdep.outputFile={listing}"]
-    subprocess.run([_tool("mvn"), "-B", "-q", build_classpath, *options], cwd=JAVA_CLIENT, check=True)
+    subprocess.run([find_tool("mvn"), "-B", "-q", build_classpath, *options], cwd=JAVA_CLIENT, check=True)
     path = [str(JAVA_CLIENT / "target" / "classes"), str(classes), listing.read_text().strip()]
-    return [_tool("java"), "-cp", ":".join(path), JAVA_PROBE]
+    return [find_tool("java"), "-cp", ":".join(path), JAVA_PROBE]
 
 
 @asynccontextmanager
