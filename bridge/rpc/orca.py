@@ -8,7 +8,7 @@ pod never reports an empty load while it serves: grpc-go and grpc-java ignore a 
 or rate is zero.
 
 Python's grpc clients do not show this trailer to the application: C-core takes it for its own balancers
-(a test reads it off the wire, tests/orca_wire.py).
+(tests read it off the wire with tests/raw_grpc.py).
 
 What a caller's `weighted_round_robin` balancer (gRFC A58) does with it: weight = rps_fractional /
 (application_utilization, or cpu_utilization when that is 0, + eps / rps_fractional * penalty).

@@ -2,7 +2,7 @@
 `endpoint-load-metrics-bin` trailer, read off the wire (Python's grpc keeps it from the application) and
 decoded as the vendored xds.data.orca.v3.OrcaLoadReport with sane values, whatever the call's status;
 OpenRcaService streams the same load out of band at the interval asked, never faster than the minimum,
-and ends its streams as the server stops; `--orca false` turns both off. tests/interop/test_orca_go.py
+and ends its streams as the server stops; `--orca false` turns both off. tests/interop/test_orca_balancing.py
 has grpc-go's weighted_round_robin balancing on them."""
 
 from __future__ import annotations

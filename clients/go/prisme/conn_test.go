@@ -170,7 +170,7 @@ func TestWeightedRoundRobinServiceConfig(t *testing.T) {
 }
 
 // TestWeightedRoundRobinFollowsReportedLoad: two servers report their load per call (grpc-go's own ORCA
-// server side here; tests/interop/test_orca_go.py does it with the bridge): the one that says it is busy
+// server side here; tests/interop/test_orca_balancing.py does it with the bridge): the one that says it is busy
 // gets few calls once the weights apply.
 func TestWeightedRoundRobinFollowsReportedLoad(t *testing.T) {
 	utilization := map[string]float64{"busy": 0.9, "idle": 0.05}

@@ -24,7 +24,7 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 
 /**
- * The Java side of tests/interop/test_orca_java.py: unary calls, one at a time, through one channel that
+ * The Java side of tests/interop/test_orca_balancing.py: unary calls, one at a time, through one channel that
  * balances over the bridges given (a static resolver, as DNS resolves a headless Service) with {@link
  * PrismeChannels#weightedRoundRobin} (or round_robin), counting which bridge answered each. Calls during
  * the settling time are not counted. Prints one JSON line {"host:port": calls, ...}.
