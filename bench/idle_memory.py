@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bench import workload  # noqa: E402
 from bridge import eventloop  # noqa: E402
 from bridge.eventloop import DEFAULT_EVENT_LOOP  # noqa: E402
-from bridge.http.transport import DEFAULT_TRANSPORT, TRANSPORT_NAMES  # noqa: E402
+from bridge.http.transports.base import DEFAULT_TRANSPORT, TRANSPORT_NAMES  # noqa: E402
 
 
 def _rss_kb() -> int:

@@ -39,7 +39,7 @@ from bench import run as bench_run  # noqa: E402
 from bench import workload  # noqa: E402
 from bridge import eventloop  # noqa: E402
 from bridge.eventloop import DEFAULT_EVENT_LOOP  # noqa: E402
-from bridge.http.transport import DEFAULT_TRANSPORT, TRANSPORT_NAMES  # noqa: E402
+from bridge.http.transports.base import DEFAULT_TRANSPORT, TRANSPORT_NAMES  # noqa: E402
 
 # (path fragment, category), first match wins
 CATEGORIES: list[tuple[str, str]] = [
@@ -55,7 +55,6 @@ CATEGORIES: list[tuple[str, str]] = [
     ("/json/", "json (stdlib + _json)"),
     ("_json", "json (stdlib + _json)"),
     ("/logging/", "logging"),
-    ("/httpx_aiohttp/", "httpx-aiohttp transport"),
     ("/httpx/", "httpx"),
     ("/httpcore/", "httpcore/h11/anyio (httpx transport)"),
     ("/h11/", "httpcore/h11/anyio (httpx transport)"),

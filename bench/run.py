@@ -51,7 +51,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +81,14 @@ class Target:
     loop: str | None = None  # --event-loop, when the target names one
     observed: bool = False  # metrics and JSON access logs on
     options: tuple[str, ...] = ()  # more serve flags
+    baseline: bool = False  # run from the --baseline checkout (its own interpreter and bridge/)
 
 
-# Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transport.TransportName,
-# bridge.settings); the bench itself does not import them so it can run against older commits.
-TRANSPORTS = ("aiohttp-direct", "aiohttp", "httpx")
+# Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transports.base
+# .TransportName, bridge.settings); the bench itself does not import them so it can run against older
+# commits. Before issue 21, `aiohttp` named the httpx API over aiohttp and `aiohttp-direct` today's `aiohttp`
+# (still accepted, with a warning, for one release).
+TRANSPORTS = ("aiohttp", "httpx", "aiohttp-direct")
 LOOPS = ("asyncio", "uvloop")
 NO_REPLY_METADATA = ("--reply-metadata", "false")
 NO_ORCA = ("--orca", "false")
@@ -109,8 +112,19 @@ GOAL_UNARY_C, GOAL_STREAM_C = 32, 16  # the goals' concurrencies
 WORKERS_TARGET = "workers2"  # bridge-observed with --workers 2 (the capacity point)
 
 
+# A bridge target's key with this suffix runs the same bridge from the --baseline checkout: a commit to
+# compare with, measured in the same rounds as the current one (before/after, interleaved).
+BASELINE_SUFFIX = "@base"
+BASELINE: Path | None = None  # set from --baseline
+
+
 def target_of(key: str) -> Target:
-    """The target a key names: a fixed one, or `bridge-TRANSPORT[-LOOP]`."""
+    """The target a key names: a fixed one, or `bridge-TRANSPORT[-LOOP]`, either with `@base`."""
+    if key.endswith(BASELINE_SUFFIX):
+        inner = target_of(key.removesuffix(BASELINE_SUFFIX))
+        if inner.kind != "grpc" or not inner.key.startswith("bridge"):
+            raise argparse.ArgumentTypeError(f"{key!r}: only bridge targets run from the --baseline checkout")
+        return replace(inner, key=key, label=f"{inner.label} @base", baseline=True)
     if key in FIXED:
         return FIXED[key]
     if key == WORKERS_TARGET:
@@ -127,8 +141,17 @@ def target_of(key: str) -> Target:
     return Target(key, label, "grpc", transport=transport, loop=loop)
 
 
+def checkout_of(target: Target) -> Path:
+    """The checkout a target's bridge runs from."""
+    if not target.baseline:
+        return ROOT
+    assert BASELINE is not None  # parse_args refuses @base targets without --baseline
+    return BASELINE
+
+
 def bridge_cmd(target: Target, address: str, upstream: str, *, workers: int = 1) -> list[str]:
-    cmd = [PY, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", upstream]
+    python = str(BASELINE / ".venv/bin/python") if target.baseline and BASELINE else PY
+    cmd = [python, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", upstream]
     if target.transport:
         cmd += ["--upstream-transport", target.transport]
     if target.loop:
@@ -202,11 +225,11 @@ class Bench:
     procs: dict[str, Proc] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for a quiet machine
 
-    def start(self, name: str, cmd: list[str], address: str, *, tree: bool = False) -> Proc:
+    def start(self, name: str, cmd: list[str], address: str, *, tree: bool = False, cwd: Path = ROOT) -> Proc:
         log = self.logdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         proc = Proc(name, popen, address, log, tree)
         self.procs[name] = proc
@@ -306,7 +329,7 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
                 cmd.append("--no-metadata")
         else:
             cmd = bridge_cmd(target_of(key), address, mock.address)
-        bench.start(key, cmd, address)
+        bench.start(key, cmd, address, cwd=checkout_of(target_of(key)))
     for key in keys:
         if key != "mock":
             _check_grpc(bench.procs[key])
@@ -541,7 +564,8 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
     target = target_of(key)
     name = f"idle-{key}"
     address = f"127.0.0.1:{workload.free_port()}"
-    proc = bench.start(name, bridge_cmd(target, address, bench.procs["mock"].address), address)
+    cmd = bridge_cmd(target, address, bench.procs["mock"].address)
+    proc = bench.start(name, cmd, address, cwd=checkout_of(target))
     try:
         _check_grpc(proc)
         time.sleep(1.0)
@@ -915,9 +939,14 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
         if shutil.which("go")
         else "-"
     )
+    baseline = None
+    if BASELINE is not None:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BASELINE, capture_output=True, text=True)
+        baseline = {"dir": str(BASELINE), "git_commit": commit.stdout.strip()}
     return {
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git_commit": git,
+        "baseline": baseline,
         "bridge_uncommitted_changes": [line for line in dirty if line],
         "bridge_source_digest_start": bridge_source_digest(),
         "machine": {
@@ -936,7 +965,6 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
                     "httpx",
                     "httpcore",
                     "aiohttp",
-                    "httpx-aiohttp",
                     "uvloop",
                     "orjson",
                 )
@@ -1041,12 +1069,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--noise-flag", type=float, default=0.25, help="flag points with more outside load (cores)"
     )
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (a worktree of the commit to compare with, bootstrapped: its .venv) that "
+        f"targets ending in {BASELINE_SUFFIX} run their bridge from, e.g. --targets echo bridge "
+        f"bridge{BASELINE_SUFFIX}: before and after measured in the same rounds",
+    )
+    parser.add_argument(
         "--render", type=Path, metavar="RESULT_JSON", help="only print the table of a result file"
     )
     parser.add_argument(
         "--output", type=Path, help="result file (default bench/results/<UTC time>[-quick].json)"
     )
     args = parser.parse_args(argv)
+    global BASELINE
+    BASELINE = args.baseline
+    baseline_targets = [key for key in args.targets if key.endswith(BASELINE_SUFFIX)]
+    if baseline_targets and (BASELINE is None or not (BASELINE / ".venv/bin/python").exists()):
+        parser.error(f"{baseline_targets[0]} needs --baseline DIR, a checkout with its own .venv")
     quick = args.quick
     args.duration = args.duration or (2.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)

@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 
+from bridge.address import split_host_port
 from bridge.auth.callers import AllowList
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
@@ -30,29 +31,24 @@ from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.reachability import check_upstream, log_reachability
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
-from bridge.http.transport import TransportSettings, build_transport, proxy_for, tls_context
+from bridge.http.transports import build_transport
+from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream_attempt
-from bridge.rpc.callers import UPSTREAMLESS_SERVICES, CallerAuthorization
+from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog, Interceptor
-from bridge.rpc.limits import EXEMPT_SERVICES, ConcurrencyLimit
+from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.load import LoadBoard, LoadMeter, LoadOptions, available_cores
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
 from bridge.rpc.orca import LoadReports
-from bridge.rpc.orca_service import ORCA_SERVICE, OrcaService
-from bridge.rpc.server import GrpcServer, Service, build_server
+from bridge.rpc.orca_service import OrcaService
+from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
-from bridge.settings import (
-    AuthSettings,
-    CallersSettings,
-    RetrySettings,
-    ServeSettings,
-    TlsSettings,
-    UpstreamSettings,
-    UpstreamTlsSettings,
-    split_host_port,
-)
+from bridge.settings import ServeSettings
+from bridge.settings.callers import CallersSettings
+from bridge.settings.serving import TlsSettings
+from bridge.settings.upstream import AuthSettings, RetrySettings, UpstreamSettings, UpstreamTlsSettings
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
 
@@ -72,6 +68,7 @@ __all__ = [
     "load_options",
     "retry_policy",
     "serve",
+    "server_config",
     "transport_settings",
     "upstream_client",
 ]
@@ -132,6 +129,20 @@ async def check_reachability(settings: ServeSettings) -> None:
     log_reachability(found)
 
 
+def server_config(settings: ServeSettings) -> ServerConfig:
+    """What the RPC layer needs of the settings to build the server."""
+    limits = settings.limits
+    return ServerConfig(
+        listen=settings.server.listen,
+        shutdown_grace=settings.server.shutdown_grace,
+        max_receive_message_bytes=limits.max_receive_message_bytes,
+        max_send_message_bytes=limits.max_send_message_bytes,
+        max_connection_age=limits.max_connection_age,
+        max_connection_age_grace=limits.max_connection_age_grace,
+        health_listen=settings.lifecycle.health_listen,
+    )
+
+
 def retry_policy(settings: RetrySettings) -> RetryPolicy:
     return RetryPolicy(
         retries=settings.retries,
@@ -161,8 +172,6 @@ def caller_authorization(settings: ServeSettings) -> CallerAuthorization:
         auth_policy(settings.auth, settings.callers),
         mtls=settings.tls.client_ca is not None,
         allow=AllowList(settings.callers.client_allow),
-        # ORCA's load reports never reach the upstream: allow-listed callers get them without a key rule.
-        upstreamless_services=UPSTREAMLESS_SERVICES | {ORCA_SERVICE},
     )
 
 
@@ -193,10 +202,6 @@ def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Serv
     ]
 
 
-# Neither logged, traced, limited nor counted in the load: the server's plumbing, and ORCA's own stream.
-_PLUMBING = EXEMPT_SERVICES | {ORCA_SERVICE}
-
-
 def default_interceptors(
     settings: ServeSettings,
     *,
@@ -211,11 +216,11 @@ def default_interceptors(
     interceptors: list[Interceptor] = []
     if metrics_registry is not None:
         interceptors.append(Metrics(metrics_registry, max_models=settings.metrics.max_models))
-    interceptors += [Tracing(tracer_provider, skip_services=_PLUMBING), AccessLog(skip_services=_PLUMBING)]
+    interceptors += [Tracing(tracer_provider), AccessLog()]
     if load is not None:
-        interceptors.append(LoadReports(load, skip_services=_PLUMBING))
+        interceptors.append(LoadReports(load))
     if settings.limits.max_concurrent_rpcs is not None:
-        interceptors.append(ConcurrencyLimit(settings.limits.max_concurrent_rpcs, exempt_services=_PLUMBING))
+        interceptors.append(ConcurrencyLimit(settings.limits.max_concurrent_rpcs))
     return interceptors
 
 
@@ -278,7 +283,7 @@ async def build_bridge(
     orca = None if load is None else OrcaService(load, min_interval=settings.orca.min_interval)
     try:
         server = build_server(
-            settings.server,
+            server_config(settings),
             services=[
                 *(default_services(settings, client) if services is None else services),
                 *([] if orca is None else [orca]),
@@ -290,8 +295,6 @@ async def build_bridge(
             else interceptors,
             callers=caller_authorization(settings),
             credentials=credentials,
-            limits=settings.limits,
-            health_listen=settings.lifecycle.health_listen,
             reuse_port=reuse_port,
         )
     except BaseException:

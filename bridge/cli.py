@@ -1,47 +1,34 @@
 """`prisme-bridge` command line: serve, mock-gateway, dev.
 
-Flags are generated from the settings models in bridge.settings, so each flag has its BRIDGE_* env var and
-its validation there; this module only parses, reports bad values in one line, and starts things.
+Flags are generated from the settings models (bridge.settings.flags), so each flag has its BRIDGE_* env var
+and its validation there; this module only parses, reports bad values in one line, and starts things.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import logging
 import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, NoReturn, get_args, get_origin
+from typing import Any, NoReturn
 
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from bridge import __version__, eventloop
+from bridge.address import split_host_port
 from bridge.logs import setup_logging
 from bridge.rpc.tracing import TracingConfigError
-from bridge.settings import (
-    CommandSettings,
-    DevSettings,
-    FlatField,
-    MockGatewaySettings,
-    ServeSettings,
-    flat_fields,
-    group_title,
-    load,
-    split_host_port,
-)
+from bridge.settings.base import CommandSettings
+from bridge.settings.commands import COMMANDS, DevSettings, MockGatewaySettings, ServeSettings
+from bridge.settings.flags import add_flags, closest, load, one_line_error
 
-__all__ = ["flag_table", "main"]
+__all__ = ["main"]
 
 PROG = "prisme-bridge"
 _WITH_THE_MOCK = ("mock-gateway", "dev")
-_COMMANDS: dict[str, tuple[type[CommandSettings], str]] = {
-    "serve": (ServeSettings, "run the gRPC bridge in front of an OpenAI-compatible upstream"),
-    "mock-gateway": (MockGatewaySettings, "run the mock LLM gateway (JSON + SSE, scripted by model name)"),
-    "dev": (DevSettings, "run the mock gateway and a bridge in front of it, and print grpcurl calls to try"),
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,11 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.mock_gateway import scripted_models
 
         return _print(scripted_models())
-    model, _ = _COMMANDS[args.command]
+    model, _ = COMMANDS[args.command]
     try:
         settings = load(model, vars(args))
     except ValidationError as exc:
-        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line_error(exc)}", file=sys.stderr)
         return 2
     setup_logging(settings.logging.level, settings.logging.format)
     for warning in settings.warnings():
@@ -101,16 +88,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\nTry '{self.prog} --help'.\n")
 
 
-def _closest(word: str, choices: Sequence[str]) -> str | None:
-    """The choice closest to `word`, if one is close (a typo, a missing letter, a different case)."""
-    by_case = {choice.lower(): choice for choice in choices}
-    close = difflib.get_close_matches(word.lower(), list(by_case), n=1, cutoff=0.6)
-    return by_case[close[0]] if close else None
-
-
 def _did_you_mean(word: str, choices: Sequence[str], quote: bool = True) -> str:
     """ " (did you mean 'x'?)" for the choice closest to `word`, if one is close; else ""."""
-    close = _closest(word, choices)
+    close = closest(word, choices)
     if close is None:
         return ""
     return f" (did you mean {close!r}?)" if quote else f" (did you mean {close}?)"
@@ -137,7 +117,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     subparsers: dict[str, argparse.ArgumentParser] = {}
-    for name, (model, summary) in _COMMANDS.items():
+    for name, (model, summary) in COMMANDS.items():
         # One usage line: the groups below list the flags (argparse would list all of them in the usage).
         sub = subparsers[name] = commands.add_parser(
             name, prog=f"{PROG} {name}", help=summary, description=summary, usage="%(prog)s [flags]"
@@ -146,77 +126,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
             sub.add_argument(
                 "--list-models", action="store_true", help="print the mock's scripted models and exit"
             )
-        groups: dict[str, argparse._ArgumentGroup] = {}
-        for field in flat_fields(model):
-            if field.group not in groups:
-                groups[field.group] = sub.add_argument_group(f"{group_title(model, field.group)} options")
-            aliases = f"; also {', '.join(field.flag_aliases)}" if field.flag_aliases else ""
-            groups[field.group].add_argument(
-                field.flag,
-                *field.flag_aliases,
-                dest=field.name,
-                metavar=_metavar(field),
-                help=f"{field.info.description} (env {field.env}; {default_text(field)}{aliases})",
-            )
+        add_flags(sub, model)
     return parser, subparsers
-
-
-def _metavar(field: FlatField) -> str:
-    """`{a,b,c}` for a choice (validation stays pydantic's, with its one-line error), else the name."""
-    if get_origin(field.info.annotation) is Literal:
-        return "{" + ",".join(str(choice) for choice in get_args(field.info.annotation)) + "}"
-    if field.info.annotation is bool:
-        return "{true,false}"
-    return field.name.upper()
-
-
-def default_text(field: FlatField) -> str:
-    """ "required", "default: none" or "default: VALUE", as --help and the README say it."""
-    if field.info.is_required():
-        return "required"
-    return "default: none" if field.info.default is None else f"default: {_shown(field.info.default)}"
-
-
-def _shown(default: object) -> str:
-    """A default as a user types it: booleans as the `true`/`false` the flags take."""
-    return str(default).lower() if isinstance(default, bool) else str(default)
-
-
-def flag_table(command: str) -> str:
-    """The Markdown table of `command`'s flags, env vars and defaults (the README's; a test compares)."""
-    model, _ = _COMMANDS[command]
-    rows = ["| flag | env | default | |", "|---|---|---|---|"]
-    for field in flat_fields(model):
-        default = "required" if field.info.is_required() else f"`{_shown(field.info.default)}`"
-        if field.info.default is None:
-            default = "none"
-        meaning = (field.info.description or "").replace("|", "\\|")
-        flags = ", ".join(f"`{flag}`" for flag in (field.flag, *field.flag_aliases))
-        rows.append(f"| {flags} | `{field.env}` | {default} | {meaning} |")
-    return "\n".join(rows)
-
-
-def _one_line(exc: ValidationError) -> str:
-    """`--flag / BRIDGE_FLAG: problem (got 'value')` for each error, secrets never echoed."""
-    problems = []
-    for error in exc.errors():
-        text = error["msg"].removeprefix("Value error, ")
-        if not error["loc"]:  # a check across settings, worded by us with the flags it names
-            problems.append(text)
-            continue
-        name = str(error["loc"][-1])
-        value = error.get("input")
-        # Our own validators word their messages (safely); keys and URLs may hold secrets.
-        hidden = error["type"] in ("missing", "value_error") or "key" in name or "url" in name
-        shown = "" if hidden or value is None or isinstance(value, SecretStr) else f" (got {value!r})"
-        if error["type"] == "missing":
-            text = "is required"
-        elif error["type"] == "literal_error" and shown:  # one of a few choices: the nearest one
-            choices = re.findall(r"'([^']*)'", str(error.get("ctx", {}).get("expected", "")))
-            close = _closest(str(value), choices)
-            shown = f" (got {value!r}; did you mean {close!r}?)" if close else shown
-        problems.append(f"--{name.replace('_', '-')} / BRIDGE_{name.upper()}: {text}{shown}")
-    return "; ".join(problems)
 
 
 async def _run(command: str, settings: CommandSettings) -> None:

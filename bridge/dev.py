@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import shlex
 
+from bridge.address import split_host_port
 from bridge.app import StopSignals, build_bridge
 from bridge.chat.service import SERVICE_NAME
 from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
 from bridge.rpc.server import unbindable
-from bridge.settings import DevSettings, ServeSettings, split_host_port
+from bridge.settings import DevSettings, ServeSettings
 
 __all__ = ["run_dev", "try_commands"]
 

@@ -2,7 +2,7 @@
 
 Hierarchy::
 
-    BridgeError                         code + message + rich details, ``to_status()``
+    BridgeError                         code, message, reason (+ ErrorInfo metadata, details); ``to_status()``
     ├── InvalidRequestError             INVALID_ARGUMENT; google.rpc.BadRequest (caller input)
     └── UpstreamError                   talking to the upstream went wrong
         ├── UpstreamHTTPError           non-2xx reply; code from bridge.http.status
@@ -13,7 +13,7 @@ Hierarchy::
 
 An error owns its whole status: code, message, details (``grpc-status-details-bin``) and trailers (the
 upstream's correlation id). Who builds errors from upstream replies: ``bridge.upstream.errors`` (error
-documents, in-stream events) and the transport's exception map (``bridge.http.transport_errors``).
+documents, in-stream events) and each transport's exception map (``bridge.http.transports``).
 
 The error contract callers match on (AIP-193; docs/errors.md, pinned by tests): every status carries an
 ``ErrorInfo`` whose ``domain`` is `DOMAIN`, whose ``reason`` is one of `Reason`, and whose metadata keys are
@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any, ClassVar, Final
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, NotRequired, Self, TypedDict, Unpack
 
 import grpc
 from google.protobuf import duration_pb2
@@ -127,17 +128,63 @@ _CORRELATION_TRAILER: Final = "x-correlation-id"
 
 
 class BridgeError(Exception):
-    """Base of every error the bridge turns into a gRPC status."""
+    """Base of every error the bridge turns into a gRPC status.
+
+    Its fields: the status `code` and `message`; the `reason` callers match on (the status's ErrorInfo
+    reason, and what decides a retry) and that ErrorInfo's `metadata`; further `details` (RetryInfo,
+    BadRequest, ...) after it. The ErrorInfo is built by `to_status`. An error is never changed once made:
+    `evolve` makes a copy that says more (the attempts a retried request took, a failure before any reply).
+    """
 
     default_code: ClassVar[grpc.StatusCode] = Code.INTERNAL
 
+    message: str
+    code: grpc.StatusCode
+    reason: Reason
+    metadata: Mapping[Key, str]  # entries with a value; cleaned and bounded by `to_status`
+    details: tuple[Message, ...]
+
     def __init__(
-        self, message: str, *, code: grpc.StatusCode | None = None, details: Sequence[Message] = ()
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        *,
+        reason: Reason,
+        metadata: Mapping[Key, str | None] | None = None,
+        details: Sequence[Message] = (),
     ) -> None:
         super().__init__(message)
-        self.message = message
-        self.code = code or self.default_code
-        self.details: tuple[Message, ...] = tuple(details)
+        kept = {key: value for key, value in (metadata or {}).items() if value}
+        self._init(
+            message=message,
+            code=code or self.default_code,
+            reason=reason,
+            metadata=MappingProxyType(kept),
+            details=tuple(details),
+        )
+
+    def _init(self, **fields: object) -> None:
+        """Sets fields while the error is being made (see `__setattr__`)."""
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name.startswith("__"):  # the exception machinery's own: __traceback__, __notes__, ...
+            super().__setattr__(name, value)
+            return
+        raise AttributeError(f"{type(self).__name__} is not changed once made: evolve() makes a copy")
+
+    def evolve(self, **changes: Any) -> Self:
+        """A copy of this error with `changes` to its fields; this one stays as it was raised."""
+        unknown = sorted(changes.keys() - self.__dict__.keys())
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(unknown)}")
+        copy = type(self).__new__(type(self), changes.get("message", self.message))
+        copy._init(**{**self.__dict__, **changes})
+        return copy
+
+    def error_info(self) -> error_details_pb2.ErrorInfo:
+        """The ErrorInfo of the contract for `reason` and `metadata`."""
+        return error_info(self.reason, self.metadata)
 
     def trailers(self) -> tuple[tuple[str, str], ...]:
         """Plain trailing metadata sent with the status (besides the details)."""
@@ -148,7 +195,7 @@ class BridgeError(Exception):
         # printable: the message quotes upstream text, cleaned where it was quoted; this is the last net.
         message = truncate(printable(self.message), _MAX_STATUS_MESSAGE_BYTES)
         proto = status_pb2.Status(code=self.code.value[0], message=message)
-        for detail in self.details:
+        for detail in (self.error_info(), *self.details):
             proto.details.add().Pack(detail)
         # Details are ordered most useful first (ErrorInfo, RetryInfo, then BadRequest): shed from the end.
         while proto.details and _trailer_bytes(proto) > _TRAILER_BUDGET:
@@ -178,13 +225,20 @@ class InvalidRequestError(BridgeError):
     """The caller's request is wrong; ``violations`` are (field path, description) pairs."""
 
     default_code = Code.INVALID_ARGUMENT
+    violations: tuple[FieldViolation, ...]
 
     def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
-        self.violations = tuple(violations)
-        details: list[Message] = [error_info(Reason.INVALID_REQUEST, {})]
-        if self.violations:
-            details.append(bad_request(self.violations))
-        super().__init__(message, details=details)
+        details = [bad_request(violations)] if violations else []
+        super().__init__(message, reason=Reason.INVALID_REQUEST, details=details)
+        self._init(violations=tuple(violations))
+
+
+class _ErrorFields(TypedDict):
+    """BridgeError's own keyword fields, as a subclass passes them on."""
+
+    reason: Reason
+    metadata: NotRequired[Mapping[Key, str | None] | None]
+    details: NotRequired[Sequence[Message]]
 
 
 class UpstreamError(BridgeError):
@@ -192,26 +246,40 @@ class UpstreamError(BridgeError):
 
     ``correlation_id``: the upstream's id of the request, returned as the ``x-correlation-id`` trailer;
     ``http_status``: the upstream's reply status when there was one; ``retry_after``: seconds the upstream
-    asked callers to wait; ``before_reply``: set by the HTTP client when the request failed before any
-    reply began (nothing the upstream answered was received: bridge.http.retry may send it again).
+    asked callers to wait; ``before_reply``: the request failed before any reply began (nothing the
+    upstream answered was received: bridge.http.retry may send it again); ``attempts``: how many times the
+    request was sent (`after_attempts`).
     """
 
-    before_reply: bool = False
+    correlation_id: str | None
+    http_status: int | None
+    retry_after: float | None
+    before_reply: bool
+    attempts: int
 
     def __init__(
         self,
         message: str,
-        *,
         code: grpc.StatusCode | None = None,
-        details: Sequence[Message] = (),
+        *,
         correlation_id: str | None = None,
         http_status: int | None = None,
         retry_after: float | None = None,
+        before_reply: bool = False,
+        **fields: Unpack[_ErrorFields],
     ) -> None:
-        super().__init__(message, code=code, details=details)
-        self.correlation_id = correlation_id
-        self.http_status = http_status
-        self.retry_after = retry_after
+        super().__init__(message, code, **fields)
+        self._init(
+            correlation_id=correlation_id,
+            http_status=http_status,
+            retry_after=retry_after,
+            before_reply=before_reply,
+            attempts=1,
+        )
+
+    def after_attempts(self, attempts: int) -> Self:
+        """This error as the end of a request sent `attempts` times: its message says so."""
+        return self.evolve(message=f"{self.message} (after {attempts} attempts)", attempts=attempts)
 
     def trailers(self) -> tuple[tuple[str, str], ...]:
         # Metadata values are printable ASCII, or grpc core fails the call: sanitised where it was read,
@@ -257,27 +325,30 @@ def protocol_error(
 ) -> UpstreamProtocolError:
     """An UpstreamProtocolError: the upstream's reply could not be understood."""
     correlation_id = header_value(correlation_id)
-    info = error_info(reason, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamProtocolError(
-        f"upstream protocol error: {clean(message)}", code=code, details=[info], correlation_id=correlation_id
+        f"upstream protocol error: {clean(message)}",
+        code,
+        reason=reason,
+        metadata={Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id},
+        correlation_id=correlation_id,
     )
 
 
 def deadline_exceeded(host: str, correlation_id: str | None = None) -> UpstreamTimeoutError:
     """The call's deadline passed while the bridge waited for the upstream."""
     correlation_id = header_value(correlation_id)
-    info = error_info(Reason.DEADLINE_EXCEEDED, {Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id})
     return UpstreamTimeoutError(
         "upstream did not answer within the call's deadline",
-        code=Code.DEADLINE_EXCEEDED,
-        details=[info],
+        Code.DEADLINE_EXCEEDED,
+        reason=Reason.DEADLINE_EXCEEDED,
+        metadata={Key.UPSTREAM_HOST: host, Key.CORRELATION_ID: correlation_id},
         correlation_id=correlation_id,
     )
 
 
 def internal_error(message: str = "internal error in the bridge; see its logs") -> BridgeError:
     """INTERNAL, for what is the bridge's own fault; the message says nothing of the cause."""
-    return BridgeError(message, details=[error_info(Reason.INTERNAL, {})])
+    return BridgeError(message, reason=Reason.INTERNAL)
 
 
 def invalid_request(violations: Sequence[FieldViolation], message: str | None = None) -> InvalidRequestError:

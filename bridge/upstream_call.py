@@ -1,26 +1,30 @@
-"""What a unary servicer does around its one upstream JSON request: the caller's metadata becomes the
-request's headers (`HeaderPolicy`: auth, forwarded ids), the call's deadline bounds it, the reply's headers
-worth returning become initial metadata, the upstream's facts (status, correlation id, duration, usage) are
-reported to the call being served for metrics and logs, and a reply of the wrong shape becomes a protocol
-error (INTERNAL, UPSTREAM_INVALID_RESPONSE, with the upstream's correlation id). Errors are raised, never
-mapped by hand.
+"""The one path from a servicer to the upstream, for a JSON request (`UpstreamCaller.call`) or an event
+stream (`UpstreamCaller.stream`): the caller's metadata becomes the request's headers (`HeaderPolicy`:
+auth, forwarded ids), the call's deadline bounds it, the reply's headers worth returning become initial
+metadata, the upstream's facts (status, correlation id, duration, usage) are reported to the call being
+served for metrics and logs, and a reply of the wrong shape becomes a protocol error (INTERNAL,
+UPSTREAM_INVALID_RESPONSE, with the upstream's correlation id). Errors are raised, never mapped by hand.
+
+Only a served call can call the upstream: outside the interceptor chain (bridge.rpc.call.this_call) it is
+an error, raised before anything is sent, so a service wired up without the chain cannot lose its facts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.errors import Reason
-from bridge.http.client import HttpClient, JSONObject, JsonReply
+from bridge.http.client import EventStream, HttpClient, JSONObject, JsonReply
 from bridge.jsonproto import ReplyShapeError
-from bridge.rpc.call import Context, deadline_of, send_initial_metadata, this_call
+from bridge.rpc.call import Context, RpcCall, deadline_of, send_initial_metadata, this_call
 from bridge.upstream.headers import MAX_RETURNED_BYTES, MAX_RETURNED_VALUE_BYTES, HeaderPolicy, correlation_id
 from bridge.upstream.usage import usage_of
 
-__all__ = ["UnaryJsonService", "UpstreamCaller", "send_reply_metadata"]
+__all__ = ["UpstreamCaller", "UpstreamService", "send_reply_metadata"]
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +76,37 @@ class UpstreamCaller:
                 path,
                 body=body,
                 query=query,
-                headers=self.headers.request_headers(context.invocation_metadata() or (), served.caller),
+                headers=self._request_headers(context, served),
                 deadline=deadline_of(context),
             )
         served.upstream_replied(reply.status, correlation_id(reply.headers))
-        usage = usage_of(reply.body)
-        if usage is not None:
-            served.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.cost)
+        _report_usage(served, reply.body)
         await send_reply_metadata(context, self.headers, reply.headers)
         return reply
+
+    @contextlib.asynccontextmanager
+    async def stream(self, context: Context, path: str, body: JSONObject) -> AsyncIterator[EventStream]:
+        """POST `body` to `{upstream}{path}` for an event stream, on behalf of the call `context` serves;
+        yields it once it has begun, its headers sent back. The upstream's duration is the whole read."""
+        served = this_call()
+        with served.upstream_request():
+            async with self.upstream.open_sse(
+                path,
+                body,
+                headers=self._request_headers(context, served),
+                deadline=deadline_of(context),
+            ) as events:
+                served.upstream_replied(events.status, events.correlation_id)
+                await send_reply_metadata(context, self.headers, events.headers)
+                yield events
+
+    def _request_headers(self, context: Context, served: RpcCall) -> dict[str, str]:
+        """The upstream request's headers: the caller's metadata and who the caller is (the key's use)."""
+        return self.headers.request_headers(context.invocation_metadata() or (), served.caller)
+
+    def report_usage(self, document: JSONObject) -> None:
+        """Reports the upstream's `usage` in `document` (a stream's usage chunk) to the call being served."""
+        _report_usage(this_call(), document)
 
     def read(self, reply: JsonReply, read: Callable[[JSONObject], _T]) -> _T:
         """`read(reply.body)`; a ReplyShapeError becomes the upstream's protocol error."""
@@ -92,9 +118,15 @@ class UpstreamCaller:
             ) from None
 
 
-class UnaryJsonService:
-    """Base of a servicer whose RPCs are each one upstream JSON request (ModelService, EmbeddingService):
-    `self._upstream` is its caller; one instance per server, sharing the upstream client."""
+def _report_usage(call: RpcCall, document: JSONObject) -> None:
+    usage = usage_of(document)
+    if usage is not None:
+        call.record_usage(usage.prompt_tokens, usage.completion_tokens, usage.cost)
+
+
+class UpstreamService:
+    """Base of a servicer that calls the upstream (every service of the bridge): `self._upstream` is its
+    caller; one instance per server, sharing the upstream client."""
 
     def __init__(self, upstream: HttpClient, headers: HeaderPolicy) -> None:
         self._upstream = UpstreamCaller(upstream, headers)

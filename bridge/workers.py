@@ -46,8 +46,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Final
 
+from bridge.address import split_host_port
 from bridge.rpc.load import LoadBoard
-from bridge.settings import ServeSettings, split_host_port
+from bridge.settings import ServeSettings
 
 __all__ = ["DEATH_WINDOW_S", "MAX_DEATHS", "run_workers"]
 

@@ -1,9 +1,10 @@
 """Shared fixtures: a clean environment; the real mock gateway and the real bridge, on loopback, per test.
 
-Suites: `unit/` (pure code, no sockets), `integration/` (the bridge against the mock gateway over
-loopback), `interop/` (real grpcurl, Go and Java clients; marker `interop`). `pytest -m "not interop"` is
-the fast loop; CI runs everything. `release/` checks built release artifacts: it is collected only with
-`--release-dir` (scripts/release-artifacts builds them and runs it).
+Suites: `unit/` (pure code, no sockets but the loopback server of the real transports' client tests),
+`integration/` (the bridge against the mock gateway over loopback), `interop/` (real grpcurl, Go and Java
+clients; marker `interop`). `pytest -m "not interop"` is the fast loop; CI runs everything. `release/`
+checks built release artifacts: it is collected only with `--release-dir` (scripts/release-artifacts builds
+them and runs it).
 
 Options: `--upstream-transport NAME` makes every bridge a test starts use that transport unless the test
 names one (modules that run on every transport say so with `upstream_transport = every_transport()`);
@@ -23,7 +24,7 @@ import pytest
 
 from bridge.app import build_bridge
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
-from bridge.http.transport import TRANSPORT_NAMES
+from bridge.http.transports.base import TRANSPORT_NAMES
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
 from bridge.settings import ServeSettings

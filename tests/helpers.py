@@ -32,7 +32,7 @@ from grpc_status import rpc_status
 
 from bridge.errors import BridgeError, UpstreamHTTPError
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.http.transport import TRANSPORT_NAMES
+from bridge.http.transports.base import TRANSPORT_NAMES
 from bridge.upstream.errors import error_from_http_response, error_from_stream_event
 
 TRANSPORTS = TRANSPORT_NAMES  # every --upstream-transport

@@ -22,7 +22,7 @@ from typing import Final, Literal
 
 import grpc
 
-from bridge.errors import BridgeError, Key, Reason, error_info
+from bridge.errors import BridgeError, Key, Reason
 from bridge.redaction import MAX_METADATA_BYTES, clean
 
 __all__ = [
@@ -181,12 +181,12 @@ def _shown(text: str) -> str:
 
 def caller_not_allowed(presented: str) -> BridgeError:
     """PERMISSION_DENIED for a client certificate the allow-list does not name, naming what it presented."""
-    info = error_info(Reason.CALLER_NOT_ALLOWED, {Key.CALLER_IDENTITY: presented})
     return BridgeError(
         f"client certificate {presented} may not call this bridge: its identity is not in the bridge's "
         "allow-list (--tls-client-allow); ask the bridge's operator to add it",
         code=grpc.StatusCode.PERMISSION_DENIED,
-        details=[info],
+        reason=Reason.CALLER_NOT_ALLOWED,
+        metadata={Key.CALLER_IDENTITY: presented},
     )
 
 
@@ -208,5 +208,5 @@ def credentials_required(*, fixed: bool) -> BridgeError:
     return BridgeError(
         f"no credentials: {what}",
         code=grpc.StatusCode.UNAUTHENTICATED,
-        details=[error_info(Reason.CALLER_CREDENTIALS_REQUIRED, {})],
+        reason=Reason.CALLER_CREDENTIALS_REQUIRED,
     )

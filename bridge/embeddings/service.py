@@ -18,7 +18,7 @@ from bridge.gen.prisme.llmgateway.v1 import embedding_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2 as pb_service
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as pb_grpc
 from bridge.rpc.call import Context
-from bridge.upstream_call import UnaryJsonService
+from bridge.upstream_call import UpstreamService
 
 __all__ = ["SERVICE_NAME", "EmbeddingService"]
 
@@ -27,7 +27,7 @@ SERVICE_NAME: Final[str] = pb_service.DESCRIPTOR.services_by_name["EmbeddingServ
 PATH: Final = "/embeddings"
 
 
-class EmbeddingService(UnaryJsonService, pb_grpc.EmbeddingServiceServicer):
+class EmbeddingService(UpstreamService, pb_grpc.EmbeddingServiceServicer):
     name: Final = SERVICE_NAME
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

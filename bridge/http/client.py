@@ -24,7 +24,8 @@ from bridge.errors import Reason
 from bridge.http.redirect import is_redirect, redirect_error
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
-from bridge.http.transport import Response, Transport, TransportSettings, build_transport
+from bridge.http.transports import build_transport
+from bridge.http.transports.base import Response, Transport, TransportSettings
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -180,28 +181,25 @@ class HttpClient:
     # --- internals ---
 
     async def _send(self, request: _Request, deadline: float | None) -> Response:
-        try:
-            async with self._guard(deadline):
-                return await self._transport.send(
-                    request.method, self.base_url + request.path, request.headers, request.content
-                )
-        except errors.UpstreamError as error:
-            error.before_reply = True  # no reply had begun: bridge.http.retry may send it again
-            raise
+        async with self._guard(deadline, before_reply=True):
+            return await self._transport.send(
+                request.method, self.base_url + request.path, request.headers, request.content
+            )
 
     @contextlib.asynccontextmanager
     async def _guard(
-        self, deadline: float | None, headers: Mapping[str, str] | None = None
+        self, deadline: float | None, headers: Mapping[str, str] | None = None, *, before_reply: bool = False
     ) -> AsyncIterator[None]:
         """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
-        `headers` of a reply already begun give the errors its correlation id."""
+        `headers` of a reply already begun give the errors its correlation id; `before_reply`: no reply
+        can have begun (sending the request and waiting for its reply's head)."""
         failures = self._failures(headers)
         timeout = asyncio.timeout_at(deadline)
         try:
             async with timeout:
                 yield
         except failures.caught as exc:
-            raise failures.error(exc, deadline_passed=timeout.expired()) from exc
+            raise failures.error(exc, deadline_passed=timeout.expired(), before_reply=before_reply) from exc
 
     def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
@@ -344,12 +342,18 @@ class _Failures:
         # TimeoutError: asyncio.timeout_at raises it when the call's deadline passes.
         return (TimeoutError, *self.transport.caught)
 
-    def error(self, exc: BaseException, *, deadline_passed: bool = False) -> errors.BridgeError:
+    def error(
+        self, exc: BaseException, *, deadline_passed: bool = False, before_reply: bool = False
+    ) -> errors.BridgeError:
         """The error for `exc`; `deadline_passed`: the call's deadline ended the await (a transport's own
-        timeouts, which some libraries raise as TimeoutError too, are the transport's to map)."""
+        timeouts, which some libraries raise as TimeoutError too, are the transport's to map);
+        `before_reply`: no reply had begun, so bridge.http.retry may send the request again."""
         if deadline_passed:
             return errors.deadline_exceeded(self.host, self.correlation_id)
-        return self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
+        error = self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
+        if before_reply and isinstance(error, errors.UpstreamError):
+            return error.evolve(before_reply=True)
+        return error
 
 
 async def _read_up_to(response: Response, limit: int) -> bytes:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bridge.http.transport_errors import describe_cause
+from bridge.http.transports.base import describe_cause
 from bridge.redaction import clean
 
 __all__ = ["Reachability", "check_upstream", "log_reachability"]

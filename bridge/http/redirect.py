@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 import grpc
 
-from bridge.errors import Key, Reason, UpstreamHTTPError, error_info
+from bridge.errors import Key, Reason, UpstreamHTTPError
 from bridge.redaction import MAX_METADATA_BYTES, clean
 
 __all__ = ["is_redirect", "redirect_error"]
@@ -62,8 +62,9 @@ def redirect_error(
     }
     return UpstreamHTTPError(
         message,
-        code=grpc.StatusCode.FAILED_PRECONDITION,
-        details=[error_info(Reason.UPSTREAM_REDIRECTED, metadata)],
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason=Reason.UPSTREAM_REDIRECTED,
+        metadata=metadata,
         correlation_id=correlation_id,
         http_status=status,
     )

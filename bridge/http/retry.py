@@ -27,9 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from google.rpc import error_details_pb2
-
-from bridge.errors import BridgeError, Reason, UpstreamError
+from bridge.errors import Reason, UpstreamError
 
 __all__ = ["DEFAULT_RETRIES", "MIN_ATTEMPT_S", "NO_RETRIES", "RetryPolicy", "retryable"]
 
@@ -53,14 +51,9 @@ def retryable(error: BaseException) -> bool:
         return False
     if error.http_status is not None:
         if error.http_status == _RATE_LIMITED:
-            return _reason(error) == Reason.UPSTREAM_RATE_LIMITED  # a spent quota does not come back soon
+            return error.reason == Reason.UPSTREAM_RATE_LIMITED  # a spent quota does not come back soon
         return error.http_status in _REFUSED_STATUSES
-    return error.before_reply and _reason(error) in _BEFORE_REPLY_REASONS
-
-
-def _reason(error: BridgeError) -> str | None:
-    info = next((d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)), None)
-    return info.reason if info is not None else None
+    return error.before_reply and error.reason in _BEFORE_REPLY_REASONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +95,7 @@ class RetryPolicy:
         on_attempt: Callable[[int], None] | None = None,
     ) -> T:
         """The result of `attempt()`, called again after each retryable failure while the policy allows;
-        otherwise its last error, whose message then says how many attempts were made. `deadline`: the
+        otherwise its last error, as a copy whose message says how many attempts were made. `deadline`: the
         call's, as an event-loop time; `on_attempt(n)` is called as attempt n (1, 2, ...) starts."""
         loop = asyncio.get_running_loop()
         allowed = self if self.streams or not streaming else NO_RETRIES
@@ -120,7 +113,7 @@ class RetryPolicy:
                 wait = allowed.next_delay(error, number, random.random(), remaining=remaining, took=took)
                 if wait is None:
                     if number > 1:
-                        error.message += f" (after {number} attempts)"
+                        raise error.after_attempts(number) from error
                     raise
                 log.debug("upstream attempt %d failed (%s); retrying in %.3f s", number, error.message, wait)
             await asyncio.sleep(wait)

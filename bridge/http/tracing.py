@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bridge import __version__
 from bridge.errors import BridgeError
-from bridge.http.transport import Response, Transport
+from bridge.http.transports.base import Response, Transport
 
 __all__ = ["TracedTransport"]
 

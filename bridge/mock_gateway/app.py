@@ -12,7 +12,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from bridge.mock_gateway import catalogue, embeddings
+import bridge.mock_gateway.catalogue as catalogue
+import bridge.mock_gateway.embeddings as embeddings
 from bridge.mock_gateway.bodies import (
     dumps,
     json_response,

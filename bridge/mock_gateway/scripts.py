@@ -8,7 +8,7 @@ from typing import Final
 
 from aiohttp import web
 
-from bridge.mock_gateway import bodies
+import bridge.mock_gateway.bodies as bodies
 from bridge.mock_gateway.call import Call, ScriptStoppedError, sleep_watching
 from bridge.mock_gateway.sse import PLAIN, STYLES, SseStream, abort_connection, frame, reset_connection
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import grpc
 from google.rpc import error_details_pb2
 
-from bridge.errors import BridgeError, Reason, error_info
+from bridge.errors import BridgeError, Reason
 from bridge.gen.prisme.llmgateway.v1 import model_pb2 as pb
 from bridge.jsonproto import JSON, JsonMapping, ReplyShapeError, update_struct
 from bridge.models.paging import Position, token
@@ -173,6 +173,7 @@ def _not_filterable(names: list[str]) -> BridgeError:
     return BridgeError(
         "the upstream lists its models in OpenAI's {object: list, data} shape, without "
         f"{', '.join(names)}: filter by model_ids or search only",
-        code=grpc.StatusCode.FAILED_PRECONDITION,
-        details=[error_info(Reason.UPSTREAM_FILTER_UNSUPPORTED, {}), failure],
+        grpc.StatusCode.FAILED_PRECONDITION,
+        reason=Reason.UPSTREAM_FILTER_UNSUPPORTED,
+        details=[failure],
     )

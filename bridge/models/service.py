@@ -20,7 +20,7 @@ from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as pb_grpc
 from bridge.models import convert, paging
 from bridge.models.validation import validate_get, validate_list
 from bridge.rpc.call import Context
-from bridge.upstream_call import UnaryJsonService
+from bridge.upstream_call import UpstreamService
 
 __all__ = ["SERVICE_NAME", "ModelService"]
 
@@ -29,7 +29,7 @@ SERVICE_NAME: Final[str] = pb_service.DESCRIPTOR.services_by_name["ModelService"
 PATH: Final = "/models"
 
 
-class ModelService(UnaryJsonService, pb_grpc.ModelServiceServicer):
+class ModelService(UpstreamService, pb_grpc.ModelServiceServicer):
     name: Final = SERVICE_NAME
 
     def add_to_server(self, server: grpc.aio.Server) -> None:

@@ -16,13 +16,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from bridge.auth.callers import ANONYMOUS_CALLER, Caller
+from bridge.gen.xds.service.orca.v3 import orca_pb2
 
 __all__ = [
+    "HEALTH_SERVICE",
+    "ORCA_SERVICE",
+    "PLUMBING_SERVICES",
+    "REFLECTION_SERVICE",
     "Context",
     "RpcCall",
     "Trailers",
@@ -36,6 +43,14 @@ __all__ = [
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Trailers = tuple[tuple[str, str | bytes], ...]  # trailing metadata
+
+HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE: Final = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
+ORCA_SERVICE: Final = orca_pb2.DESCRIPTOR.services_by_name["OpenRcaService"].full_name  # load reports
+# The server's own plumbing, not the bridge's calls: the access log, tracing, the concurrency limit and
+# the load reports leave them out (`Interceptor.skip_services`); metrics count them (probes are worth
+# seeing). None of them calls the upstream.
+PLUMBING_SERVICES: Final = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE, ORCA_SERVICE})
 
 
 def split_method(method: str) -> tuple[str, str]:
@@ -115,9 +130,16 @@ def current_call() -> RpcCall | None:
 
 
 def this_call() -> RpcCall:
-    """The call being served, or outside the interceptor chain a detached one (what is written to it is
-    read by nobody): services report upstream facts without checking where they run."""
-    return _CURRENT.get() or RpcCall("", response_streaming=False)
+    """The call being served by this task. Outside the interceptor chain there is none: RuntimeError (what
+    a service would report there would be read by nobody, and a call that skipped the chain would go
+    unlogged and unmeasured)."""
+    call = _CURRENT.get()
+    if call is None:
+        raise RuntimeError(
+            "no RPC is being served by this task: services run under the interceptor chain "
+            "(bridge.rpc.server.build_server), which records what they report"
+        )
+    return call
 
 
 def enter_call(call: RpcCall) -> None:

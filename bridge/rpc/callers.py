@@ -23,18 +23,16 @@ from typing import Final
 
 from bridge.auth.callers import AllowList, certificate_of, identify
 from bridge.errors import BridgeError
-from bridge.rpc.call import Context, RpcCall, split_method
+from bridge.rpc.call import HEALTH_SERVICE, PLUMBING_SERVICES, Context, RpcCall
 from bridge.rpc.interceptors import Interceptor, abort
 from bridge.upstream.headers import AuthPolicy
 
-__all__ = ["OPEN_SERVICES", "UPSTREAMLESS_SERVICES", "CallerAuthorization"]
+__all__ = ["OPEN_SERVICES", "CallerAuthorization"]
 
-# Served to anyone who can connect (the TLS handshake still applies): probes carry no certificate.
-OPEN_SERVICES: Final = frozenset({"grpc.health.v1.Health"})
-# Never call the upstream, so never use the key: identified and allow-listed, no key rule.
-UPSTREAMLESS_SERVICES: Final = frozenset(
-    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
-)
+# Served to anyone who can connect (the TLS handshake still applies): probes carry no certificate. The
+# plumbing (health, reflection: bridge.rpc.call.PLUMBING_SERVICES) never calls the upstream, so never
+# uses the key: reflection is identified and allow-listed, with no key rule.
+OPEN_SERVICES: Final = frozenset({HEALTH_SERVICE})
 
 
 class CallerAuthorization(Interceptor):
@@ -49,20 +47,18 @@ class CallerAuthorization(Interceptor):
         mtls: bool = False,
         allow: AllowList | None = None,
         open_services: Collection[str] = OPEN_SERVICES,
-        upstreamless_services: Collection[str] = UPSTREAMLESS_SERVICES,
+        upstreamless_services: Collection[str] = PLUMBING_SERVICES,
     ) -> None:
         self._auth = auth
         self._mtls = mtls
         self._allow = allow or AllowList()
-        self._open = frozenset(open_services)
+        self.skip_services = frozenset(open_services)
         self._upstreamless = frozenset(upstreamless_services)
 
     def applies_to(self, method: str) -> bool:
         # Nothing to do without client certificates and with no key to guard: every caller is anonymous,
         # and the chain then skips this interceptor at no cost per call.
-        if not (self._mtls or self._auth.guards_key):
-            return False
-        return split_method(method)[0] not in self._open
+        return (self._mtls or self._auth.guards_key) and super().applies_to(method)
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:

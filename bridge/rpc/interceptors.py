@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 
 from bridge.errors import (
     BridgeError,
@@ -43,8 +42,8 @@ from bridge.errors import (
     UpstreamStreamError,
     internal_error,
 )
-from bridge.redaction import clean, header_value
-from bridge.rpc.call import Context, RpcCall, Trailers, enter_call, split_method
+from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
 __all__ = [
@@ -70,16 +69,19 @@ _NOTHING: Final = contextlib.nullcontext()
 
 
 class Interceptor:
-    """One concern around the RPCs it applies to. Subclasses override `around` and maybe `applies_to`.
+    """One concern around the RPCs it applies to. Subclasses override `around`, and leave services out
+    with `skip_services` (health and reflection: `PLUMBING_SERVICES`) or override `applies_to`.
 
     `around(call, context)` wraps the whole RPC (for a stream: until its last message is sent). What the RPC
     raised passes through it: outside `ErrorMapping` that is `grpc.aio.AbortError` (the status is set) or
     `asyncio.CancelledError`, and `call.code` is final on the way out. Re-raise what you catch.
     """
 
+    skip_services: frozenset[str] = frozenset()  # services it never runs for
+
     def applies_to(self, method: str) -> bool:
         """Whether this interceptor runs for `method` ("/pkg.Service/Method"); decided once per method."""
-        return True
+        return split_method(method)[0] not in self.skip_services
 
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
         return _NOTHING
@@ -354,8 +356,6 @@ def _ended_code(context: Context) -> grpc.StatusCode:
 
 # ------------------------------------------------------------------------------------------- access log
 
-_UNLOGGED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
-
 
 class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
@@ -370,13 +370,10 @@ class AccessLog(Interceptor):
     """
 
     def __init__(
-        self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = _UNLOGGED_SERVICES
+        self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = PLUMBING_SERVICES
     ) -> None:
         self._log = logger or access_log
-        self._skip = frozenset(skip_services)
-
-    def applies_to(self, method: str) -> bool:
-        return split_method(method)[0] not in self._skip
+        self.skip_services = frozenset(skip_services)
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
@@ -440,14 +437,13 @@ def failure_of(call: RpcCall) -> tuple[str, str]:
     error = call.error
     if not isinstance(error, BridgeError):
         return call.code.name, _ENDED.get(call.code, "the handler set the status")
-    info = next((d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)), None)
-    reason = info.reason if info is not None else call.code.name
+    reason = error.reason
     cause = error.message
     if isinstance(error, UpstreamHTTPError | UpstreamStreamError) and reason != Reason.UPSTREAM_REDIRECTED:
         status = error.http_status
         cause = f"upstream HTTP {status}" if status else "upstream error event in its stream"
-        code = info.metadata.get(Key.UPSTREAM_CODE) if info is not None else None
-        cause += f" ({code})" if code else ""
+        code = error.metadata.get(Key.UPSTREAM_CODE)
+        cause += f" ({clean(code, MAX_METADATA_BYTES)})" if code else ""
     return reason, clean(cause, _MAX_LOGGED_CAUSE_BYTES)
 
 

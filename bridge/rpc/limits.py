@@ -15,44 +15,37 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Collection
-from typing import Final
 
 import grpc
 
-from bridge.errors import BridgeError, Reason, error_info
-from bridge.rpc.call import Context, RpcCall, split_method
+from bridge.errors import BridgeError, Reason
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall
 from bridge.rpc.interceptors import Interceptor, abort
 
-__all__ = ["EXEMPT_SERVICES", "ConcurrencyLimit", "overloaded"]
-
-EXEMPT_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+__all__ = ["ConcurrencyLimit", "overloaded"]
 
 
 def overloaded(limit: int) -> BridgeError:
     """RESOURCE_EXHAUSTED for a call over the limit, with an ErrorInfo naming the limit."""
-    info = error_info(Reason.OVERLOADED, {})
     return BridgeError(
         f"the bridge is already serving {limit} calls (--max-concurrent-rpcs); "
         "retry, ideally on another replica",
-        code=grpc.StatusCode.RESOURCE_EXHAUSTED,
-        details=[info],
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        reason=Reason.OVERLOADED,
     )
 
 
 class ConcurrencyLimit(Interceptor):
     """At most `limit` calls in flight among the methods it applies to; the next one is refused."""
 
-    def __init__(self, limit: int, *, exempt_services: Collection[str] = EXEMPT_SERVICES) -> None:
+    def __init__(self, limit: int, *, exempt_services: Collection[str] = PLUMBING_SERVICES) -> None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         self.limit = limit
         self.in_flight = 0
-        self._exempt = frozenset(exempt_services)
+        self.skip_services = frozenset(exempt_services)
         self._error = overloaded(limit)
         self._refusal = self._error.to_status()  # the same for every refused call
-
-    def applies_to(self, method: str) -> bool:
-        return split_method(method)[0] not in self._exempt
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NamedTuple
 
-__all__ = ["SAMPLES_PER_WINDOW", "Load", "LoadBoard", "LoadMeter", "LoadOptions", "available_cores"]
+__all__ = [
+    "DEFAULT_LOAD_OPTIONS",
+    "SAMPLES_PER_WINDOW",
+    "Load",
+    "LoadBoard",
+    "LoadMeter",
+    "LoadOptions",
+    "available_cores",
+]
 
 SAMPLES_PER_WINDOW: Final = 10
 
@@ -50,6 +58,9 @@ class LoadOptions:
     def __post_init__(self) -> None:
         if self.window <= 0 or self.cores <= 0 or (self.capacity is not None and self.capacity < 1):
             raise ValueError(f"invalid load options: {self}")
+
+
+DEFAULT_LOAD_OPTIONS: Final = LoadOptions()
 
 
 class Load(NamedTuple):

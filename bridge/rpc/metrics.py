@@ -37,10 +37,10 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
+from bridge.address import split_host_port
 from bridge.auth.callers import ANONYMOUS
 from bridge.rpc.call import Context, RpcCall
 from bridge.rpc.interceptors import Interceptor
-from bridge.settings import split_host_port
 
 __all__ = [
     "GO_CODE_NAMES",

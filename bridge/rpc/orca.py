@@ -22,7 +22,7 @@ from typing import Final
 import grpc
 
 from bridge.gen.xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
-from bridge.rpc.call import Context, RpcCall, Trailers, split_method
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers
 from bridge.rpc.interceptors import Interceptor
 from bridge.rpc.load import Load, LoadMeter
 
@@ -71,16 +71,13 @@ def load_report(load: Load) -> OrcaLoadReport:
 
 class LoadReports(Interceptor):
     """Counts the calls of the services it applies to on `meter`, and ends each with the pod's load in
-    its trailer. `skip_services`: infrastructure (health, reflection, ORCA's own stream), neither counted
+    its trailer. `skip_services`: the plumbing (health, reflection, ORCA's own stream), neither counted
     nor reported."""
 
-    def __init__(self, meter: LoadMeter, *, skip_services: Collection[str]) -> None:
+    def __init__(self, meter: LoadMeter, *, skip_services: Collection[str] = PLUMBING_SERVICES) -> None:
         self._meter = meter
-        self._skip = frozenset(skip_services)
+        self.skip_services = frozenset(skip_services)
         self._last: tuple[Load, bytes] | None = None  # the last report, reused while the load is the same
-
-    def applies_to(self, method: str) -> bool:
-        return split_method(method)[0] not in self._skip
 
     def around(self, call: RpcCall, context: Context) -> _Counted:
         return _Counted(self._meter, call)

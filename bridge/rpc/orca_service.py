@@ -19,13 +19,11 @@ import grpc
 
 from bridge.gen.xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 from bridge.gen.xds.service.orca.v3 import orca_pb2, orca_pb2_grpc
-from bridge.rpc.call import Context
+from bridge.rpc.call import ORCA_SERVICE, Context
 from bridge.rpc.load import LoadMeter
 from bridge.rpc.orca import load_report
 
-__all__ = ["ORCA_SERVICE", "OrcaService"]
-
-ORCA_SERVICE: Final[str] = orca_pb2.DESCRIPTOR.services_by_name["OpenRcaService"].full_name
+__all__ = ["OrcaService"]
 
 
 class OrcaService(orca_pb2_grpc.OpenRcaServiceServicer):

@@ -22,17 +22,42 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs lacks it
 
+from bridge.address import split_host_port
+from bridge.rpc.call import HEALTH_SERVICE
 from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
 from bridge.rpc.reflection import enable_reflection
 from bridge.rpc.wellformed import install_log_filter
-from bridge.settings import LimitsSettings, ServerSettings, split_host_port
 
-__all__ = ["GrpcServer", "Service", "build_server", "server_options", "unbindable"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "GrpcServer",
+    "ServerConfig",
+    "Service",
+    "build_server",
+    "server_options",
+    "unbindable",
+]
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_LIMITS: Final = LimitsSettings()
-HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the server listens and what it accepts: plain values the RPC layer owns (bridge.app fills them
+    from the settings, whose defaults are these)."""
+
+    listen: str = "127.0.0.1:50051"  # HOST:PORT; port 0 picks a free port
+    shutdown_grace: float = 15.0  # seconds calls in flight get on a graceful stop
+    max_receive_message_bytes: int = 64 * _MIB
+    max_send_message_bytes: int = 64 * _MIB
+    max_connection_age: float | None = None  # seconds until a connection is asked to go away; None: never
+    max_connection_age_grace: float | None = None  # seconds its calls then get; None: as long as they take
+    health_listen: str | None = None  # HOST:PORT of a plaintext health-only listener, if any
+
+
+DEFAULT_CONFIG: Final = ServerConfig()
 
 
 class Service(Protocol):
@@ -45,7 +70,7 @@ class Service(Protocol):
 
 
 def server_options(
-    limits: LimitsSettings = _DEFAULT_LIMITS, *, reuse_port: bool = False
+    limits: ServerConfig = DEFAULT_CONFIG, *, reuse_port: bool = False
 ) -> Sequence[tuple[str, Any]]:
     """Channel options of the server: message sizes and connection age from `limits`, keepalive policy.
     `reuse_port`: share the port with the other worker processes."""
@@ -119,29 +144,27 @@ class GrpcServer:
 
 
 def build_server(
-    settings: ServerSettings,
+    config: ServerConfig,
     *,
     services: Sequence[Service],
     interceptors: Sequence[Interceptor] = (),
     callers: Interceptor | None = None,
     grpc_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
-    limits: LimitsSettings = _DEFAULT_LIMITS,
-    health_listen: str | None = None,
     reuse_port: bool = False,
 ) -> GrpcServer:
-    """A server for `services` on `settings.listen` (port 0 picks a free port), not yet started.
+    """A server for `services` on `config.listen` (port 0 picks a free port), not yet started.
 
     `interceptors` run first-outermost around every RPC, then `callers` (who may call:
     bridge.rpc.callers), pinned here so that no list of interceptors leaves it out, and `ErrorMapping`
     innermost after them;
     `grpc_interceptors` (plain grpc.aio ones) run outside all of them. Without `credentials` the port is
-    plaintext. `limits` sets message sizes and connection age. `health_listen`: a second, plaintext
-    server on that address with only grpc.health.v1, sharing the health state. `reuse_port`: bind with
-    SO_REUSEPORT (worker processes). Raises OSError if an address cannot be bound.
+    plaintext. `config` also sets message sizes and connection age, and with `health_listen` a second,
+    plaintext server on that address with only grpc.health.v1, sharing the health state. `reuse_port`:
+    bind with SO_REUSEPORT (worker processes). Raises OSError if an address cannot be bound.
     """
     install_log_filter()  # grpc's own line for undecodable metadata carries its value and a traceback
-    options = server_options(limits, reuse_port=reuse_port)
+    options = server_options(config, reuse_port=reuse_port)
     pinned = [ErrorMapping()] if callers is None else [callers, ErrorMapping()]
     chain = InterceptorChain([*interceptors, *pinned])
     server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)
@@ -151,13 +174,15 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = tuple(service.name for service in services)
     enable_reflection(server, (*names, HEALTH_SERVICE))
-    port = _bind(server, settings.listen, credentials, reuse_port=reuse_port)
-    built = GrpcServer(server, health, names, port, settings.shutdown_grace)
-    if health_listen is not None:
+    port = _bind(server, config.listen, credentials, reuse_port=reuse_port)
+    built = GrpcServer(server, health, names, port, config.shutdown_grace)
+    if config.health_listen is not None:
         built.health_server = grpc.aio.server(options=options)
         health_pb2_grpc.add_HealthServicer_to_server(health, built.health_server)
         flag = "--health-listen / BRIDGE_HEALTH_LISTEN"
-        built.health_port = _bind(built.health_server, health_listen, None, reuse_port=reuse_port, flag=flag)
+        built.health_port = _bind(
+            built.health_server, config.health_listen, None, reuse_port=reuse_port, flag=flag
+        )
     return built
 
 

@@ -34,12 +34,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from bridge import __version__
-from bridge.rpc.call import Context, RpcCall, split_method
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall
 from bridge.rpc.interceptors import Interceptor
 
-__all__ = ["UNTRACED_SERVICES", "Tracing", "TracingConfigError", "tracer_provider_from_env"]
+__all__ = ["Tracing", "TracingConfigError", "tracer_provider_from_env"]
 
-UNTRACED_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 DEFAULT_SERVICE_NAME: Final = "prisme-bridge"
 # Server-side codes that are the server's failure, not the caller's (OpenTelemetry RPC conventions).
 _SERVER_ERRORS: Final = frozenset(
@@ -66,14 +65,11 @@ class Tracing(Interceptor):
         self,
         tracer_provider: trace.TracerProvider | None = None,
         *,
-        skip_services: Collection[str] = UNTRACED_SERVICES,
+        skip_services: Collection[str] = PLUMBING_SERVICES,
     ) -> None:
         self._tracer = tracer_provider.get_tracer("bridge", __version__) if tracer_provider else None
-        self._skip = frozenset(skip_services)
+        self.skip_services = frozenset(skip_services)
         self._fields = frozenset(propagate.get_global_textmap().fields)
-
-    def applies_to(self, method: str) -> bool:
-        return split_method(method)[0] not in self._skip
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:

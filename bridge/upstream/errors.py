@@ -28,7 +28,6 @@ from bridge.errors import (
     UpstreamHTTPError,
     UpstreamStreamError,
     bad_request,
-    error_info,
     retry_info,
 )
 from bridge.http.status import grpc_code_for_http_status
@@ -167,7 +166,7 @@ def error_from_http_response(
     retry_after = retry_delay(lowered)
     code, reason = classify(parsed, status)
     metadata = {Key.HTTP_STATUS: str(status), **_metadata(parsed, host, request_id)}
-    details: list[Message] = [error_info(reason, metadata)]
+    details: list[Message] = []
     if retry_after is not None:
         details.append(retry_info(retry_after))
     violations = _http_violations(parsed) if status in _BAD_REQUEST_STATUSES else ()
@@ -181,7 +180,9 @@ def error_from_http_response(
         )
     return UpstreamHTTPError(
         message or f"upstream returned HTTP {status}",
-        code=code,
+        code,
+        reason=reason,
+        metadata=metadata,
         details=details,
         correlation_id=request_id,
         http_status=status,
@@ -239,10 +240,7 @@ def _stream_error(parsed: UpstreamErrorBody, host: str, request_id: str | None) 
     code, reason = classify(parsed, None)
     message = "upstream stream error" + (f": {parsed.message}" if parsed.message else "")
     return UpstreamStreamError(
-        message,
-        code=code,
-        details=[error_info(reason, _metadata(parsed, host, request_id))],
-        correlation_id=request_id,
+        message, code, reason=reason, metadata=_metadata(parsed, host, request_id), correlation_id=request_id
     )
 
 

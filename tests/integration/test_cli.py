@@ -70,7 +70,7 @@ def test_serve_without_upstream_url(capsys, monkeypatch) -> None:
             ("--upstream-url", "BRIDGE_UPSTREAM_URL", "use the base URL https://gw.example/v1"),
         ),
         (["serve", "--log-format", "jsn"], {}, ("--log-format", "did you mean 'json'?")),
-        (["serve"], {"BRIDGE_UPSTREAM_TRANSPORT": "aiohttp_direct"}, ("did you mean 'aiohttp-direct'?",)),
+        (["serve"], {"BRIDGE_UPSTREAM_TRANSPORT": "htpx"}, ("did you mean 'httpx'?",)),
     ],
     ids=[
         "listen",
@@ -271,6 +271,22 @@ async def test_serve_listens_on_all_interfaces_for_colon_port_and_takes_a_lower_
         assert await bridge.stop(signal.SIGTERM, within=15 + 5) == 0
         logs = await bridge.logs()
     assert " DEBUG " in logs  # the level took effect
+
+
+async def test_serve_takes_the_previous_transport_name_and_says_it_is_renamed(
+    mock_gateway: MockGateway,
+) -> None:
+    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_LOG_FORMAT="text")
+    argv = ("serve", "--listen", "127.0.0.1:0", "--upstream-transport", "aiohttp-direct")
+    async with run_cli(*argv, env=env) as bridge:
+        warning = await bridge.wait_log(r"WARNING .*aiohttp-direct is now named aiohttp")
+        address = f"127.0.0.1:{(await bridge.wait_log(_BRIDGE_LISTENING)).group(1)}"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.ChatCompletionServiceStub(channel)
+            response = await stub.CreateChatCompletion(chat_request(text="renamed"), timeout=10)
+        assert response.choices[0].message.content == "renamed"
+        assert await bridge.stop(signal.SIGTERM, within=15 + 5) == 0
+    assert "refused from the next release" in warning.string
 
 
 async def test_serve_subprocess_drains_a_stream_then_exits_0(mock_gateway: MockGateway) -> None:

@@ -141,8 +141,7 @@ def expected(reply: Reply, rpc: str) -> tuple[grpc.StatusCode, str | None]:
         return grpc.StatusCode.FAILED_PRECONDITION, "UPSTREAM_REDIRECTED"
     body = b"" if status in BODILESS else reply.error_body
     error = error_from_http_response(status, {}, body, host="127.0.0.1")
-    (info,) = [d for d in error.details if isinstance(d, error_details_pb2.ErrorInfo)]
-    return error.code, info.reason
+    return error.code, error.reason
 
 
 # ----------------------------------------------------------------------------------- the processes

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.chat.service import SERVICE_NAME
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
-from bridge.http.transport import TransportSettings
+from bridge.http.transports.base import TransportSettings
 from bridge.mock_gateway import MockGateway
 from bridge.rpc.server import GrpcServer
 from bridge.settings import ServeSettings

@@ -19,7 +19,7 @@ from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
 from bridge.models.service import SERVICE_NAME as MODELS
-from bridge.rpc.orca_service import ORCA_SERVICE
+from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import chat_request
 

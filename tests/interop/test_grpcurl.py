@@ -12,7 +12,7 @@ from bridge.chat.service import SERVICE_NAME
 from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.mock_gateway import MockGateway
 from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
-from bridge.rpc.orca_service import ORCA_SERVICE
+from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import cli_env, find_grpcurl, grpcurl, run_cli
 

@@ -15,8 +15,9 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from bridge.http.aiohttp_direct import AiohttpDirectTransport
-from bridge.http.transport import HttpxTransport, TransportSettings
+from bridge.http.transports.aiohttp import AiohttpTransport
+from bridge.http.transports.base import TransportSettings
+from bridge.http.transports.httpx import HttpxTransport
 from bridge.rpc.server import server_options
 from bridge.rpc.tracing import tracer_provider_from_env
 from bridge.settings import DevSettings, MockGatewaySettings, ServeSettings
@@ -29,7 +30,7 @@ SERVE_DEFAULTS = {
         "read_timeout": 300.0,
         "max_connections": 1024,
         "max_event_bytes": 16 * 1024 * 1024,
-        "transport": "aiohttp-direct",
+        "transport": "aiohttp",
     },
     "auth": {"mode": "passthrough", "api_key": None, "api_key_header": "authorization"},
     # the bridge's key only for callers with an allowed client certificate; no identity header upstream
@@ -108,28 +109,28 @@ def test_tracing_is_off_by_default_and_console_only_when_named() -> None:
     assert _exporters(tracer_provider_from_env({"OTEL_TRACES_EXPORTER": "console"})) == [ConsoleSpanExporter]
 
 
-@pytest.mark.parametrize("name", ["aiohttp", "httpx"])
-async def test_the_httpx_transports_follow_no_redirect_and_read_no_environment(name: str) -> None:
-    transport = HttpxTransport(TransportSettings(name=name))
+async def test_the_transports_follow_no_redirect_and_read_no_environment() -> None:
+    transport = HttpxTransport(TransportSettings(name="httpx"))
     client = transport._client
     try:
         assert client.follow_redirects is False
         assert client._trust_env is False
     finally:
         await transport.aclose()
+    session = AiohttpTransport(TransportSettings())._new_session()
+    assert session.trust_env is False  # redirects: allow_redirects=False on every request (test_http_client)
+    await session.close()
 
 
 async def test_no_transport_keeps_a_cookie() -> None:
     """One caller's cookie must never travel with another's request: every transport drops Set-Cookie."""
-    for name in ("aiohttp", "httpx"):
-        transport = HttpxTransport(TransportSettings(name=name))
-        reply = httpx.Response(
-            200, headers={"set-cookie": "session=abc"}, request=httpx.Request("GET", "http://gw/")
-        )
-        transport._client.cookies.extract_cookies(reply)
-        assert not transport._client.cookies
-        await transport.aclose()
-    direct = AiohttpDirectTransport(TransportSettings())
-    session = direct._new_session()
+    transport = HttpxTransport(TransportSettings(name="httpx"))
+    reply = httpx.Response(
+        200, headers={"set-cookie": "session=abc"}, request=httpx.Request("GET", "http://gw/")
+    )
+    transport._client.cookies.extract_cookies(reply)
+    assert not transport._client.cookies
+    await transport.aclose()
+    session = AiohttpTransport(TransportSettings())._new_session()
     assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
     await session.close()

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from bridge import __version__
+from bridge.address import split_host_port
 from bridge.app import default_services, upstream_client
 from bridge.auth.callers import AllowList, PeerCertificate
-from bridge.cli import flag_table
-from bridge.settings import ENV_PREFIX, ServeSettings, flat_fields, load, split_host_port
+from bridge.settings import ENV_PREFIX, ServeSettings, flag_table, flat_fields, load
 from tests.helpers import find_tool
 from tests.manifests import (
     DOCKERFILE,

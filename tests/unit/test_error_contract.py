@@ -106,7 +106,7 @@ def test_every_error_the_bridge_builds_is_inside_the_contract() -> None:
         callers.credentials_required(fixed=True),
     ]
     for error in built:
-        (info,) = [d for d in error.details if d.DESCRIPTOR.full_name == "google.rpc.ErrorInfo"]
+        info = error.error_info()
         assert info.domain == DOMAIN
         assert info.reason in PINNED_REASONS
         assert set(info.metadata) <= set(PINNED_KEYS)

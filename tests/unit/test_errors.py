@@ -17,6 +17,7 @@ from bridge import errors
 from bridge.errors import (
     BridgeError,
     InvalidRequestError,
+    Key,
     Reason,
     UpstreamError,
     UpstreamHTTPError,
@@ -51,10 +52,11 @@ def test_hierarchy() -> None:
     )
     for cls in upstream:
         assert issubclass(cls, UpstreamError)
-    assert UpstreamUnavailableError("x").code is C.UNAVAILABLE
-    assert UpstreamTimeoutError("x").code is C.DEADLINE_EXCEEDED
-    assert UpstreamProtocolError("x").code is C.INTERNAL
-    assert UpstreamProtocolError("x", code=C.UNAVAILABLE).code is C.UNAVAILABLE
+    reason = Reason.UPSTREAM_ERROR
+    assert UpstreamUnavailableError("x", reason=reason).code is C.UNAVAILABLE
+    assert UpstreamTimeoutError("x", reason=reason).code is C.DEADLINE_EXCEEDED
+    assert UpstreamProtocolError("x", reason=reason).code is C.INTERNAL
+    assert UpstreamProtocolError("x", C.UNAVAILABLE, reason=reason).code is C.UNAVAILABLE
 
 
 def test_module_docstring_draws_every_error_class() -> None:
@@ -71,8 +73,18 @@ def test_module_docstring_draws_every_error_class() -> None:
 
 
 def test_to_status_round_trips_code_message_and_details() -> None:
-    info = error_details_pb2.ErrorInfo(reason="SOME_REASON", domain=errors.DOMAIN)
-    error = BridgeError("boom", code=C.ABORTED, details=[info])
+    info = error_details_pb2.ErrorInfo(
+        reason="UPSTREAM_ERROR", domain=errors.DOMAIN, metadata={"upstreamHost": "gw", "cause": "why"}
+    )
+    retry = errors.retry_info(1.5)
+    error = BridgeError(
+        "boom",
+        C.ABORTED,
+        reason=Reason.UPSTREAM_ERROR,
+        metadata={Key.UPSTREAM_HOST: "gw", Key.CORRELATION_ID: None, Key.CAUSE: "why"},
+        details=[retry],
+    )
+    assert (error.reason, dict(error.metadata)) == ("UPSTREAM_ERROR", {"upstreamHost": "gw", "cause": "why"})
     status = error.to_status()
     assert status.code is C.ABORTED
     assert status.details == "boom"
@@ -80,7 +92,34 @@ def test_to_status_round_trips_code_message_and_details() -> None:
     rich = status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
     assert (rich.code, rich.message) == (C.ABORTED.value[0], "boom")
     assert _info(error) == info
+    assert list(_details(error)) == [error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo]
     assert str(error) == "boom"
+
+
+def test_an_error_is_not_changed_once_made_and_evolve_makes_a_copy() -> None:
+    error = UpstreamError("refused", reason=Reason.UPSTREAM_UNREACHABLE, correlation_id="c-1")
+    for name, value in (("message", "other"), ("before_reply", True), ("reason", Reason.INTERNAL)):
+        with pytest.raises(AttributeError, match="not changed once made"):
+            setattr(error, name, value)
+    error.add_note("a note")  # the exception machinery's own attributes stay writable
+    copy = error.evolve(before_reply=True)
+    assert (copy.before_reply, error.before_reply) == (True, False)
+    assert (type(copy), copy.message, copy.correlation_id, copy.args) == (
+        UpstreamError,
+        "refused",
+        "c-1",
+        ("refused",),
+    )
+    retried = copy.after_attempts(3)
+    assert (retried.message, retried.attempts, str(retried)) == (
+        "refused (after 3 attempts)",
+        3,
+        "refused (after 3 attempts)",
+    )
+    assert (copy.message, copy.attempts) == ("refused", 1)
+    assert _info(retried) == _info(error)
+    with pytest.raises(TypeError, match="no field colour"):
+        error.evolve(colour="red")
 
 
 async def test_to_status_crosses_a_real_grpc_aio_server() -> None:
@@ -181,9 +220,14 @@ def test_many_violations_stay_within_what_clients_accept() -> None:
 
 
 def test_oversized_status_sheds_details_but_keeps_code_and_message() -> None:
-    info = error_details_pb2.ErrorInfo(reason="R_R", domain=errors.DOMAIN, metadata={"k": "v" * 200})
-    bad_request = invalid_request([("f" * 300, "d" * 300)] * 10).details[1]
-    error = BridgeError("é" * 5000, code=C.UNAVAILABLE, details=[info, bad_request])
+    bad_request = invalid_request([("f" * 300, "d" * 300)] * 10).details[0]
+    error = BridgeError(
+        "é" * 5000,
+        C.UNAVAILABLE,
+        reason=Reason.UPSTREAM_ERROR,
+        metadata={Key.CAUSE: "v" * 200},
+        details=[bad_request],
+    )
     status = error.to_status()
     assert _trailer_bytes(status) <= 7 * 1024
     assert status.code is C.UNAVAILABLE

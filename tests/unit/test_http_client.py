@@ -1,84 +1,325 @@
-"""Unit tests of bridge.http.client on httpx.MockTransport (integration suites use the real mock gateway)."""
+"""Unit tests of bridge.http.client, each on every transport: the in-memory mock transport, and the aiohttp
+and httpx transports in front of a loopback server answering with the same handler (tests/transports.py).
+Integration suites run the whole bridge against the real mock gateway."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
 import grpc
-import httpx
 import pytest
 
 from bridge import errors
 from bridge.http.client import HttpClient, HttpSettings
-from bridge.http.transport import HttpxTransport, TransportSettings
+from bridge.http.retry import RetryPolicy
+from bridge.http.transports.base import LARGE_BODY, USER_AGENT
+from bridge.http.transports.mock import MockRequest, MockResponse, MockTransport
 from bridge.upstream.errors import OPENAI_COMPATIBLE
+from tests.helpers import error_info
+from tests.transports import KINDS, MOCK, transport_for
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+CHUNK = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
 
 
-def _client(handler, max_body_bytes: int = 1024) -> HttpClient:
-    transport = HttpxTransport(TransportSettings(), mock=httpx.MockTransport(handler))
-    settings = HttpSettings(base_url="http://gw.test/v1", max_body_bytes=max_body_bytes)
-    return HttpClient(settings, errors=OPENAI_COMPATIBLE, transport=transport)
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
-async def _post(client: HttpClient) -> dict:
-    reply = await client.request_json("POST", "/chat/completions", body=BODY, headers={}, deadline=None)
+@asynccontextmanager
+async def _client(kind: str, handler: Any, **settings: Any) -> AsyncIterator[HttpClient]:
+    async with transport_for(kind, handler) as (transport, base_url):
+        client = HttpClient(
+            HttpSettings(base_url=base_url, **settings), errors=OPENAI_COMPATIBLE, transport=transport
+        )
+        yield client
+        if isinstance(transport, MockTransport):
+            assert transport.open_replies == 0  # every reply closed, whatever happened to it
+
+
+async def _post(client: HttpClient, deadline: float | None = None) -> dict[str, Any]:
+    reply = await client.request_json("POST", "/chat/completions", body=BODY, headers={}, deadline=deadline)
     return reply.body
 
 
-async def test_huge_error_page_keeps_its_status_on_unary() -> None:
+async def _events(client: HttpClient, deadline: float | None = None) -> list[str]:
+    received: list[str] = []
+    await _read_into(received, client, deadline)
+    return received
+
+
+async def _read_into(received: list[str], client: HttpClient, deadline: float | None = None) -> None:
+    """Reads a stream's events into `received` as they come (what arrived stays there if it fails)."""
+    async with client.open_sse("/chat/completions", BODY, headers={}, deadline=deadline) as stream:
+        async for batch in stream.batches():
+            received += [event.data for event in batch]
+
+
+# ------------------------------------------------------------------------------------------- unary JSON
+
+
+async def test_huge_error_page_keeps_its_status_on_unary(kind: str) -> None:
     page = b"<html><title>Bad gateway</title>" + b"x" * 100_000 + b"</html>"
-    client = _client(lambda _: httpx.Response(502, content=page))
-    with pytest.raises(errors.UpstreamHTTPError) as raised:
-        await _post(client)
+    async with _client(kind, lambda _: MockResponse(502, {"content-type": "text/html"}, page)) as client:
+        with pytest.raises(errors.UpstreamHTTPError) as raised:
+            await _post(client)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE  # the 502, not the body-size limit
     assert "Bad gateway" in raised.value.message
-    await client.aclose()
 
 
-async def test_oversized_success_body_is_resource_exhausted() -> None:
-    client = _client(lambda _: httpx.Response(200, json={"id": "x" * 5000}))
-    with pytest.raises(errors.UpstreamProtocolError) as raised:
-        await _post(client)
+async def test_oversized_success_body_is_resource_exhausted(kind: str) -> None:
+    reply = MockResponse.json({"id": "x" * 5000})
+    async with _client(kind, lambda _: reply, max_body_bytes=1024) as client:
+        with pytest.raises(errors.UpstreamProtocolError) as raised:
+            await _post(client)
     assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    await client.aclose()
 
 
-async def test_success_body_at_the_limit_is_read_whole() -> None:
+async def test_success_body_at_the_limit_is_read_whole(kind: str) -> None:
     document = b'{"id": "' + b"a" * (1024 - 10) + b'"}'
     assert len(document) == 1024
-    client = _client(lambda _: httpx.Response(200, content=document))
-    body = await _post(client)
+    reply = MockResponse(200, {"content-type": "application/json"}, [document[:500], document[500:]])
+    async with _client(kind, lambda _: reply, max_body_bytes=1024) as client:
+        body = await _post(client)
     assert len(body["id"]) == 1014
-    await client.aclose()
 
 
-async def test_a_get_with_a_query_reaches_its_path_unchanged() -> None:
-    seen: list[httpx.Request] = []
+async def test_a_get_with_a_query_reaches_its_path_unchanged(kind: str) -> None:
+    seen: list[MockRequest] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: MockRequest) -> MockResponse:
         seen.append(request)
-        return httpx.Response(200, json={"items": []})
+        return MockResponse.json({"items": []})
 
-    client = _client(handler)
-    reply = await client.request_json(
-        "GET", "/models/eu.anthropic/claude:0", query={"page": "2", "tags": "a,b"}, headers={}, deadline=None
-    )
+    async with _client(kind, handler) as client:
+        reply = await client.request_json(
+            "GET",
+            "/models/eu.anthropic/claude:0",
+            query={"page": "2", "tags": "a,b"},
+            headers={},
+            deadline=None,
+        )
     assert reply.body == {"items": []}
     assert seen[0].method == "GET"
-    assert seen[0].url.raw_path == b"/v1/models/eu.anthropic/claude:0?page=2&tags=a%2Cb"
+    sent = urlsplit(seen[0].url)
+    assert sent.path == "/v1/models/eu.anthropic/claude:0"  # the id's slash and colon as they are
+    assert parse_qs(sent.query) == {"page": ["2"], "tags": ["a,b"]}
     assert seen[0].content == b""
-    await client.aclose()
 
 
-async def test_a_json_body_is_sent_compact_with_its_content_type() -> None:
-    seen: list[httpx.Request] = []
+async def test_a_json_body_is_sent_compact_with_its_content_type_and_the_user_agent(kind: str) -> None:
+    seen: list[MockRequest] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: MockRequest) -> MockResponse:
         seen.append(request)
-        return httpx.Response(200, json={"ok": True})
+        return MockResponse.json({"ok": True})
 
-    client = _client(handler)
-    await _post(client)
+    async with _client(kind, handler) as client:
+        await client.request_json(
+            "POST", "/chat/completions", body=BODY, headers={"Authorization": "Bearer k"}, deadline=None
+        )
     assert seen[0].headers["content-type"] == "application/json"
+    assert seen[0].headers["authorization"] == "Bearer k"
+    assert seen[0].headers["user-agent"] == USER_AGENT
     assert seen[0].content == b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
-    await client.aclose()
+
+
+async def test_a_large_body_arrives_whole_with_its_length(kind: str) -> None:
+    seen: list[MockRequest] = []
+
+    def handler(request: MockRequest) -> MockResponse:
+        seen.append(request)
+        return MockResponse.json({"ok": True})
+
+    big = {"input": "x" * (LARGE_BODY + 1000)}
+    async with _client(kind, handler) as client:
+        await client.request_json("POST", "/embeddings", body=big, headers={}, deadline=None)
+    assert seen[0].json() == big
+    if kind != MOCK:  # sent in pieces, with its length: not chunked
+        assert seen[0].headers["content-length"] == str(len(seen[0].content))
+
+
+async def test_an_error_document_in_a_200_is_the_upstream_error(kind: str) -> None:
+    document = {"error": {"message": "model overloaded", "code": "overloaded"}}
+    async with _client(kind, lambda _: MockResponse.json(document)) as client:
+        with pytest.raises(errors.UpstreamError) as raised:
+            await _post(client)
+    assert "model overloaded" in raised.value.message
+
+
+async def test_a_redirect_is_never_followed(kind: str) -> None:
+    seen: list[MockRequest] = []
+
+    def handler(request: MockRequest) -> MockResponse:
+        seen.append(request)
+        return MockResponse(301, {"location": "https://elsewhere.example/v1/chat/completions"})
+
+    async with _client(kind, handler) as client:
+        with pytest.raises(errors.UpstreamHTTPError) as raised:
+            await _post(client)
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(raised.value).reason == "UPSTREAM_REDIRECTED"
+    assert len(seen) == 1
+
+
+async def test_the_deadline_bounds_a_silent_upstream(kind: str) -> None:
+    async def silent(_: MockRequest) -> MockResponse:
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    async with _client(kind, silent) as client:
+        deadline = asyncio.get_running_loop().time() + 0.2
+        with pytest.raises(errors.UpstreamTimeoutError) as raised:
+            await _post(client, deadline)
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error_info(raised.value).reason == "DEADLINE_EXCEEDED"
+
+
+async def test_a_refused_request_is_retried_and_each_attempt_counted(kind: str) -> None:
+    answers = [MockResponse.json({"error": {"message": "busy"}}, status=503), MockResponse.json({"ok": 1})]
+    attempts: list[int] = []
+    async with transport_for(kind, lambda _: answers.pop(0)) as (transport, base_url):
+        settings = HttpSettings(base_url=base_url, retry=RetryPolicy(retries=2, backoff=0.001))
+        client = HttpClient(
+            settings, errors=OPENAI_COMPATIBLE, transport=transport, on_attempt=attempts.append
+        )
+        assert await _post(client) == {"ok": 1}
+    assert attempts == [1, 2]
+
+
+# -------------------------------------------------------------------------------------------- streams
+
+
+async def test_a_stream_delivers_its_events_in_order_with_its_correlation_id(kind: str) -> None:
+    reply = MockResponse.events(CHUNK, CHUNK, "[DONE]", headers={"x-correlation-id": "corr-1"})
+    async with (
+        _client(kind, lambda _: reply) as client,
+        client.open_sse("/chat/completions", BODY, headers={}, deadline=None) as stream,
+    ):
+        assert (stream.status, stream.correlation_id) == (200, "corr-1")
+        data = [event.data async for batch in stream.batches() for event in batch]
+        assert not stream.ended_mid_event
+    assert data == [CHUNK, CHUNK, "[DONE]"]
+
+
+async def test_a_stream_cut_inside_an_event_says_so(kind: str) -> None:
+    body = [f"data: {CHUNK}\n\n".encode(), b'data: {"choi']
+    async with (
+        _client(kind, lambda _: MockResponse(200, {"content-type": "text/event-stream"}, body)) as client,
+        client.open_sse("/chat/completions", BODY, headers={}, deadline=None) as stream,
+    ):
+        data = [event.data async for batch in stream.batches() for event in batch]
+        assert stream.ended_mid_event
+    assert data == [CHUNK]
+
+
+async def test_events_before_a_dropped_connection_arrive_then_the_failure(kind: str) -> None:
+    pieces = [f"data: {CHUNK}\n\n".encode()] * 3
+    reply = MockResponse(
+        200,
+        {"content-type": "text/event-stream", "x-correlation-id": "corr-2"},
+        pieces,
+        error=ConnectionResetError(104, "Connection reset by peer"),
+    )
+    received: list[str] = []
+    async with _client(kind, lambda _: reply) as client:
+        with pytest.raises(errors.UpstreamError) as raised:
+            await _read_into(received, client)
+    assert received == [CHUNK] * 3
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.correlation_id == "corr-2"
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "said"),
+    [
+        (MockResponse.json({"error": {"message": "bad model"}}, status=400), "INVALID_ARGUMENT", "bad model"),
+        (
+            MockResponse.json({"id": "x", "choices": []}),
+            "INTERNAL",
+            "JSON document instead of an event stream",
+        ),
+        (MockResponse(200, {"content-type": "text/html"}, b"<html>sign in</html>"), "INTERNAL", "HTML page"),
+    ],
+    ids=["error-status", "json-answer", "html-page"],
+)
+async def test_a_stream_that_does_not_begin_as_one_is_an_error(
+    kind: str, reply: MockResponse, code: str, said: str
+) -> None:
+    async with _client(kind, lambda _: reply) as client:
+        with pytest.raises(errors.UpstreamError) as raised:
+            await _events(client)
+    assert raised.value.code.name == code
+    assert said in raised.value.message
+
+
+async def _forever(started: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    """One event, then silence."""
+    yield f"data: {CHUNK}\n\n".encode()
+    if started is not None:
+        started.set()
+    await asyncio.Event().wait()
+
+
+async def test_a_silent_stream_ends_at_the_deadline_after_what_arrived(kind: str) -> None:
+    reply = MockResponse(200, {"content-type": "text/event-stream", "x-correlation-id": "c-3"}, _forever())
+    received: list[str] = []
+    async with _client(kind, lambda _: reply) as client:
+        deadline = asyncio.get_running_loop().time() + 0.5
+        with pytest.raises(errors.UpstreamTimeoutError) as raised:
+            await _read_into(received, client, deadline)
+    assert received == [CHUNK]
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert raised.value.correlation_id == "c-3"
+
+
+# ------------------------------------------------------------------- the mock transport's own failures
+
+
+async def test_a_refused_connection_is_unreachable_and_retried_before_any_reply() -> None:
+    attempts: list[int] = []
+
+    def refuse(_: MockRequest) -> MockResponse:
+        if len(attempts) < 3:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return MockResponse.json({"ok": True})
+
+    transport = MockTransport(refuse)
+    settings = HttpSettings(base_url="http://gw.test/v1", retry=RetryPolicy(retries=2, backoff=0.001))
+    client = HttpClient(settings, errors=OPENAI_COMPATIBLE, transport=transport, on_attempt=attempts.append)
+    assert await _post(client) == {"ok": True}
+    assert attempts == [1, 2, 3]
+    once = HttpClient(
+        HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
+    )
+    attempts.clear()
+    with pytest.raises(errors.UpstreamUnavailableError) as raised:
+        await _post(once)
+    info = error_info(raised.value)
+    assert (info.reason, info.metadata["cause"]) == ("UPSTREAM_UNREACHABLE", "connection refused")
+    assert raised.value.message == "could not connect to upstream (gw.test:80): connection refused"
+    assert transport.open_replies == 0
+
+
+async def test_a_cancelled_stream_closes_its_reply() -> None:
+    started = asyncio.Event()
+
+    async def endless(_: MockRequest) -> MockResponse:
+        return MockResponse(200, {"content-type": "text/event-stream"}, _forever(started))
+
+    transport = MockTransport(endless)
+    client = HttpClient(
+        HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
+    )
+    reading = asyncio.create_task(_events(client))
+    await started.wait()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert transport.open_replies == 0

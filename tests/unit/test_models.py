@@ -375,8 +375,7 @@ def test_a_filter_the_openai_shape_cannot_answer_is_failed_precondition(
     error = raised.value
     assert error.code is grpc.StatusCode.FAILED_PRECONDITION
     assert "filter by model_ids or search only" in error.message
-    info, failure = error.details
-    assert isinstance(info, error_details_pb2.ErrorInfo)
+    info, (failure,) = error.error_info(), error.details
     assert (info.domain, info.reason) == ("grpc-bridge.prisme.ai", "UPSTREAM_FILTER_UNSUPPORTED")
     assert isinstance(failure, error_details_pb2.PreconditionFailure)
     assert [(v.type, v.subject) for v in failure.violations] == [

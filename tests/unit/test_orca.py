@@ -13,9 +13,10 @@ from google.protobuf.duration_pb2 import Duration
 
 from bridge.gen.xds.data.orca.v3.orca_load_report_pb2 import OrcaLoadReport
 from bridge.gen.xds.service.orca.v3 import orca_pb2
+from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.load import SAMPLES_PER_WINDOW, Load, LoadBoard, LoadMeter, LoadOptions, available_cores
 from bridge.rpc.orca import IN_FLIGHT_METRIC, STREAMS_METRIC, load_report
-from bridge.rpc.orca_service import ORCA_SERVICE, OrcaService
+from bridge.rpc.orca_service import OrcaService
 
 
 class Clock:

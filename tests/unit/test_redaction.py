@@ -11,7 +11,7 @@ from bridge.errors import (
     Reason,
     protocol_error,
 )
-from bridge.http.transport_errors import error_from_transport_exception
+from bridge.http.transports.httpx import error_for as error_from_transport_exception
 from bridge.redaction import MAX_METADATA_BYTES, MAX_TEXT_BYTES, clean, header_value, printable, redact
 from tests.helpers import everything_sent as _everything_sent
 from tests.helpers import http_error as _http

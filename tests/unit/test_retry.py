@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from bridge import errors
+from bridge.errors import Reason
 from bridge.http.retry import MIN_ATTEMPT_S, NO_RETRIES, RetryPolicy, retryable
-from bridge.http.transport_errors import error_from_transport_exception
+from bridge.http.transports.httpx import error_for as error_from_transport_exception
 from tests.helpers import http_error, stream_error
 
 POLICY = RetryPolicy(retries=2, backoff=0.2, max_backoff=2.0)
@@ -19,8 +20,7 @@ POLICY = RetryPolicy(retries=2, backoff=0.2, max_backoff=2.0)
 def _transport_error(exc: Exception, *, before_reply: bool) -> errors.BridgeError:
     error = error_from_transport_exception(exc, address="gw.test:443")
     assert isinstance(error, errors.UpstreamError)
-    error.before_reply = before_reply
-    return error
+    return error.evolve(before_reply=before_reply)
 
 
 def _refused() -> errors.BridgeError:
@@ -138,13 +138,29 @@ async def test_run_retries_until_an_answer_and_reports_each_attempt() -> None:
 
 
 async def test_run_gives_up_with_the_last_error_saying_how_many_attempts() -> None:
-    upstream = _Upstream(http_error(503), http_error(502), http_error(502))
+    last = http_error(502)
+    upstream = _Upstream(http_error(503), http_error(502), last)
     with pytest.raises(errors.UpstreamHTTPError) as raised:
         await FAST.run(upstream, deadline=None)
     assert upstream.calls == 3
-    assert raised.value.http_status == 502
+    assert (raised.value.http_status, raised.value.attempts) == (502, 3)
     assert raised.value.message.endswith(" (after 3 attempts)")
     assert raised.value.to_status().details.endswith(" (after 3 attempts)")
+    # A copy says it: the error the last attempt raised is as it was (its cause, here).
+    assert raised.value is not last
+    assert raised.value.__cause__ is last
+    assert (last.message, last.attempts) == ("upstream returned HTTP 502", 1)
+
+
+def test_retry_decides_on_the_reason_field() -> None:
+    lost = errors.UpstreamUnavailableError("x", reason=Reason.UPSTREAM_CONNECTION_LOST, before_reply=True)
+    assert retryable(lost)
+    assert not retryable(lost.evolve(reason=Reason.UPSTREAM_POOL_EXHAUSTED))
+    assert not retryable(lost.evolve(before_reply=False))
+    limited = http_error(429)
+    assert limited.reason == Reason.UPSTREAM_RATE_LIMITED
+    assert retryable(limited)
+    assert not retryable(limited.evolve(reason=Reason.UPSTREAM_QUOTA_EXCEEDED))
 
 
 async def test_run_raises_other_failures_at_once() -> None:

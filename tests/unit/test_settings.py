@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bridge.cli import flag_table
 from bridge.settings import (
     CommandSettings,
     DevSettings,
     MockGatewaySettings,
     ServeSettings,
+    flag_table,
     flat_fields,
     load,
 )
@@ -97,6 +97,24 @@ def test_readme_flag_table_is_generated_from_the_settings(command: str) -> None:
     found = re.search(rf"<!-- flags:{command} -->\n(.*?)\n<!-- /flags:{command} -->", text, re.DOTALL)
     assert found, f"README.md lacks the <!-- flags:{command} --> table"
     assert found.group(1) == flag_table(command), "README flag table is stale: run scripts/flag-table"
+
+
+@pytest.mark.parametrize("given", ["aiohttp-direct", "aiohttp", "httpx"])
+def test_the_previous_name_of_the_aiohttp_transport_is_taken_with_a_warning(given: str) -> None:
+    for settings in (
+        load(ServeSettings, {"upstream_url": "http://gw/v1", "upstream_transport": given}, {}),
+        load(ServeSettings, {}, {"BRIDGE_UPSTREAM_URL": "http://gw/v1", "BRIDGE_UPSTREAM_TRANSPORT": given}),
+        ServeSettings.model_validate({"upstream": {"url": "http://gw/v1", "transport": given}}),
+    ):
+        assert settings.upstream.transport == ("aiohttp" if given == "aiohttp-direct" else given)
+        renamed = [text for text in settings.warnings() if "--upstream-transport" in text]
+        if given == "aiohttp-direct":
+            assert renamed == [
+                "--upstream-transport / BRIDGE_UPSTREAM_TRANSPORT aiohttp-direct is now named aiohttp (the "
+                "same transport); the old name will be refused from the next release"
+            ]
+        else:
+            assert renamed == []
 
 
 def test_serve_logs_json_and_the_other_commands_text_by_default() -> None:

@@ -1,16 +1,18 @@
-"""bridge.http.transport_errors: every httpx and aiohttp exception maps to a bridge error."""
+"""bridge.http.transports: every exception of each transport's library maps to a bridge error (the httpx
+transport's map, the aiohttp transport's, the bare OS errors both share), and what the network said is
+told in the bridge's words."""
 
 from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 
 import aiohttp
 import grpc
 import httpx
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
-from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 from bridge.errors import (
     BridgeError,
@@ -20,7 +22,10 @@ from bridge.errors import (
     UpstreamTimeoutError,
     UpstreamUnavailableError,
 )
-from bridge.http.transport_errors import EXCEPTION_MAP, describe_cause, error_from_transport_exception
+from bridge.http.transports import aiohttp as aiohttp_transport
+from bridge.http.transports import httpx as httpx_transport
+from bridge.http.transports.base import describe_cause
+from bridge.http.transports.mock import MockResponse, MockTransport
 from tests.helpers import error_info as _info
 from tests.helpers import everything_sent as _everything_sent
 
@@ -86,18 +91,30 @@ def _make_httpx(cls: type[Exception]) -> Exception:
         return cls()
 
 
+def _name_of(function: Any) -> str:
+    return str(function.__name__).removeprefix("_from_")
+
+
+def _from_httpx(exc: BaseException, address: str = ADDRESS) -> BridgeError:
+    return httpx_transport.error_for(exc, address=address)
+
+
+def _from_aiohttp(exc: BaseException, address: str = ADDRESS) -> BridgeError:
+    return aiohttp_transport.error_for_exception(exc, aiohttp_transport.EXCEPTIONS, address=address)
+
+
 def test_every_httpx_exception_is_mapped() -> None:
     classes = _httpx_exception_classes()
     assert len(classes) >= 28
     assert set(classes) == set(_HTTPX_EXPECTED)
-    missing = [cls.__name__ for cls in classes if cls not in EXCEPTION_MAP]
+    missing = [cls.__name__ for cls in classes if cls not in httpx_transport.EXCEPTIONS]
     assert missing == []
 
 
 @pytest.mark.parametrize("cls", list(_HTTPX_EXPECTED), ids=lambda cls: cls.__name__)
 def test_httpx_exception_mapping(cls: type[Exception]) -> None:
     error_class, code = _HTTPX_EXPECTED[cls]
-    error = error_from_transport_exception(_make_httpx(cls), address=ADDRESS)
+    error = _from_httpx(_make_httpx(cls))
     assert type(error) is error_class
     assert error.code is code
     assert error.to_status().code is code
@@ -110,13 +127,13 @@ def test_httpx_exception_mapping(cls: type[Exception]) -> None:
 def test_transport_message_and_error_info() -> None:
     refused = httpx.ConnectError("All connection attempts failed")
     refused.__context__ = ConnectionRefusedError(111, "Connection refused")
-    error = error_from_transport_exception(refused, address=ADDRESS)
+    error = _from_httpx(refused)
     # The bridge's words, the address, and what the network said; not the library's text or class names.
     assert error.message == f"could not connect to upstream ({ADDRESS}): connection refused"
     info = _info(error)
     assert info.reason == "UPSTREAM_UNREACHABLE"
     assert dict(info.metadata) == {"upstreamHost": HOST, "cause": "connection refused"}
-    quiet = error_from_transport_exception(httpx.ReadTimeout("httpx says something"), address=ADDRESS)
+    quiet = _from_httpx(httpx.ReadTimeout("httpx says something"))
     assert quiet.message == f"timed out waiting for upstream data ({ADDRESS})"
     assert _info(quiet).reason == "UPSTREAM_TIMEOUT"
 
@@ -124,9 +141,7 @@ def test_transport_message_and_error_info() -> None:
 def test_http_status_error_takes_the_code_of_its_response() -> None:
     # The client never raises it (it reads every reply's status); the status alone still decides.
     response = httpx.Response(429, content=b'{"message":"slow"}', request=_REQUEST)
-    error = error_from_transport_exception(
-        httpx.HTTPStatusError("429", request=_REQUEST, response=response), address=ADDRESS
-    )
+    error = _from_httpx(httpx.HTTPStatusError("429", request=_REQUEST, response=response))
     assert isinstance(error, UpstreamHTTPError)
     assert (error.code, error.message, error.http_status) == (
         C.RESOURCE_EXHAUSTED,
@@ -134,16 +149,6 @@ def test_http_status_error_takes_the_code_of_its_response() -> None:
         429,
     )
     assert dict(_info(error).metadata) == {"httpStatus": "429", "upstreamHost": HOST}
-
-
-def _through_httpx_aiohttp(exc: BaseException) -> BaseException:
-    """What the transport lets out when aiohttp raises ``exc``: httpx-aiohttp's own translation."""
-    try:
-        with map_aiohttp_exceptions():
-            raise exc
-    except Exception as let_out:
-        return let_out
-    raise AssertionError("unreachable")
 
 
 def _connection_key() -> ConnectionKey:
@@ -195,10 +200,9 @@ def _aiohttp_cases() -> dict[
 
 
 @pytest.mark.parametrize("case", list(_aiohttp_cases()))
-def test_aiohttp_errors_through_httpx_aiohttp(case: str) -> None:
+def test_aiohttp_errors(case: str) -> None:
     raised, (error_class, code), reason, cause = _aiohttp_cases()[case]
-    let_out = _through_httpx_aiohttp(raised)
-    error = error_from_transport_exception(let_out, address=ADDRESS)
+    error = _from_aiohttp(raised)
     assert type(error) is error_class
     assert error.code is code
     info = _info(error)
@@ -210,20 +214,17 @@ def test_aiohttp_errors_through_httpx_aiohttp(case: str) -> None:
     assert "httpx" not in error.message
 
 
-def test_httpx_aiohttp_lossy_translation_is_undone() -> None:
-    # httpx-aiohttp turns a refused connection into httpx.ConnectTimeout, a timeout "over TLS"
-    # ("ssl:default" in aiohttp's text); the cause tells the truth, and the message says it plainly.
+def test_aiohttp_messages_say_what_happened_in_the_bridge_words() -> None:
+    # aiohttp's own text for a refused connection says "ssl:default" (a timeout "over TLS" to a reader);
+    # the message says what the network said, plainly.
     refused = aiohttp.ClientConnectorError(
         _connection_key(), ConnectionRefusedError(111, "Connect call failed")
     )
-    let_out = _through_httpx_aiohttp(refused)
-    assert type(let_out) is httpx.ConnectTimeout
-    error = error_from_transport_exception(let_out, address="127.0.0.1:9")
+    assert "ssl" in str(refused)
+    error = _from_aiohttp(refused, address="127.0.0.1:9")
     assert error.message == "could not connect to upstream (127.0.0.1:9): connection refused"
-    assert "ssl" not in error.message
     assert _info(error).reason == "UPSTREAM_UNREACHABLE"
-    disconnected = _through_httpx_aiohttp(aiohttp.ServerDisconnectedError())
-    error = error_from_transport_exception(disconnected, address=ADDRESS)
+    error = _from_aiohttp(aiohttp.ServerDisconnectedError())
     assert error.message == f"upstream closed the connection ({ADDRESS})"
 
 
@@ -249,26 +250,39 @@ def test_every_aiohttp_client_error_has_an_aiohttp_entry() -> None:
     ]
     assert len(classes) > 20
     for cls in classes:
-        entry = next(base for base in cls.__mro__ if base in EXCEPTION_MAP)
+        entry = next(base for base in cls.__mro__ if base in aiohttp_transport.EXCEPTIONS)
         assert entry.__module__.startswith("aiohttp"), cls
 
 
+def _from_mock(exc: BaseException, address: str = ADDRESS) -> BridgeError:
+    return MockTransport(lambda _: MockResponse()).error_for(exc, address=address, correlation_id=None)
+
+
+EVERY_MAP = pytest.mark.parametrize("error_for", [_from_aiohttp, _from_httpx, _from_mock], ids=_name_of)
+
+
+@EVERY_MAP
 @pytest.mark.parametrize(
     ("exc", "error_class", "code"),
     [
         (ConnectionResetError(104, "Connection reset by peer"), UpstreamUnavailableError, C.UNAVAILABLE),
+        (ConnectionRefusedError(111, "Connection refused"), UpstreamUnavailableError, C.UNAVAILABLE),
+        (socket.gaierror(-2, "Name or service not known"), UpstreamUnavailableError, C.UNAVAILABLE),
         (BrokenPipeError(32, "Broken pipe"), UpstreamUnavailableError, C.UNAVAILABLE),
         (TimeoutError(), UpstreamTimeoutError, C.DEADLINE_EXCEEDED),
     ],
 )
-def test_bare_os_errors(exc: BaseException, error_class: type[BridgeError], code: grpc.StatusCode) -> None:
-    error = error_from_transport_exception(exc, address=ADDRESS)
+def test_bare_os_errors(
+    error_for: Any, exc: BaseException, error_class: type[BridgeError], code: grpc.StatusCode
+) -> None:
+    error = error_for(exc)
     assert (type(error), error.code) == (error_class, code)
-    assert _info(error).reason in {"UPSTREAM_CONNECTION_LOST", "UPSTREAM_TIMEOUT"}
+    assert _info(error).reason in {"UPSTREAM_CONNECTION_LOST", "UPSTREAM_TIMEOUT", "UPSTREAM_UNREACHABLE"}
 
 
-def test_unknown_exceptions_are_internal_and_keep_their_text_private() -> None:
-    error = error_from_transport_exception(KeyError("sk-live-secret-value in a dict"), address=ADDRESS)
+@EVERY_MAP
+def test_unknown_exceptions_are_internal_and_keep_their_text_private(error_for: Any) -> None:
+    error = error_for(KeyError("sk-live-secret-value in a dict"))
     assert type(error) is BridgeError
     assert error.code is C.INTERNAL
     assert error.message == "internal error (KeyError)"
@@ -314,6 +328,6 @@ def test_a_certificate_failure_names_its_cause_whichever_library_wrapped_it(
     httpcore_style.__cause__ = tls
     # aiohttp's certificate error is an SSLCertVerificationError itself, without OpenSSL's code and message.
     aiohttp_style = aiohttp.ClientConnectorCertificateError(_connection_key(), tls)
-    for wrapped in (httpcore_style, aiohttp_style, _through_httpx_aiohttp(aiohttp_style)):
+    for wrapped, error_for in ((httpcore_style, _from_httpx), (aiohttp_style, _from_aiohttp)):
         assert describe_cause(wrapped) == expected
-        assert _info(error_from_transport_exception(wrapped, address=ADDRESS)).metadata["cause"] == expected
+        assert _info(error_for(wrapped)).metadata["cause"] == expected

@@ -1,4 +1,4 @@
-"""bridge.http.transport: the proxy the environment names for the upstream (only asked for with
+"""bridge.http.transports.base: the proxy the environment names for the upstream (only asked for with
 --upstream-trust-env) and the TLS context's files."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.http.transport import TransportSettings, proxy_for, tls_context
+from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from tests.helpers import CertificateAuthority
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
