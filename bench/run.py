@@ -16,6 +16,7 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   bridge-bare      the bridge with --reply-metadata false (the same saving in the bridge)
   bridge-default   the bridge with default settings (the access line on at INFO): issue 22's goal target
   minimal          bench/minimal_bridge.py: REFERENCE ONLY, issue 22's minimal bridge (same stack only)
+  bridge-orca-off  the bridge with --orca false (no ORCA load report trailer: what it costs, by difference)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
@@ -96,6 +97,7 @@ TRANSPORTS = ("aiohttp", "httpx", "aiohttp-direct")
 LOOPS = ("asyncio", "uvloop")
 NO_REPLY_METADATA = ("--reply-metadata", "false")
 STREAMING = ("stream", "paced")  # server-streaming scenarios (rates in chunks/s)
+NO_ORCA = ("--orca", "false")
 FIXED = {
     t.key: t
     for t in (
@@ -104,6 +106,7 @@ FIXED = {
         Target("bridge", "bridge (defaults)", "grpc"),
         Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
         Target("bridge-bare", "bridge, --reply-metadata false", "grpc", options=NO_REPLY_METADATA),
+        Target("bridge-orca-off", "bridge, --orca false", "grpc", options=NO_ORCA),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
         Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
         Target("minimal", "minimal bridge (reference)", "grpc"),
@@ -1175,8 +1178,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=lambda key: target_of(key).key,
         default=DEFAULT_TARGETS,
-        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, ref-aiohttp, ref-bare and "
-        f"bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, bridge-orca-off, ref-aiohttp, "
+        f"ref-bare and bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; "
+        f"LOOP: {', '.join(LOOPS)})",
     )
     parser.add_argument(
         "--paced-concurrency",

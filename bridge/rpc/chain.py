@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 from google.protobuf.message import Message
 
-from bridge.rpc.call import Context, RpcCall, enter_call
+from bridge.rpc.call import Context, RpcCall, Trailers, enter_call
 from bridge.rpc.interceptors import ErrorMapping, Hook, Interceptor, _hooks, _overrides
 from bridge.rpc.wellformed import checked_request, lenient
 
@@ -53,24 +53,25 @@ class _Active:
     interceptors: tuple[Interceptor, ...]
     sent: tuple[Hook, ...]
     received: tuple[Hook, ...]
+    trailers: tuple[Callable[[RpcCall], Trailers], ...]
     plain: bool = False
     hooked: tuple[Interceptor, ...] = ()  # those with call_started or call_ended, in chain order
     mapping: ErrorMapping | None = None  # the innermost, run inline on the plain path
 
     @classmethod
     def of(cls, interceptors: tuple[Interceptor, ...]) -> _Active:
-        def hooks(name: str) -> tuple[Hook, ...]:
+        def hooks(name: str) -> tuple[Any, ...]:
             return tuple(getattr(i, name) for i in interceptors if _overrides(i, name))
 
-        sent, received = hooks("message_sent"), hooks("message_received")
+        sent, received, trailers = hooks("message_sent"), hooks("message_received"), hooks("trailers")
         mapping = interceptors[-1] if interceptors and type(interceptors[-1]) is ErrorMapping else None
         rest = interceptors[:-1] if mapping is not None else interceptors
         # An interceptor with plain hooks runs them on the plain path even if it also has an `around` (for
         # nested chains); one with only an `around` makes the chain nest.
         if any(_overrides(i, "around") and not _hooks(i) for i in rest):
-            return cls(interceptors, sent, received)  # nested context managers (_around)
+            return cls(interceptors, sent, received, trailers)  # nested context managers (_around)
         hooked = tuple(i for i in rest if _hooks(i))
-        return cls(interceptors, sent, received, plain=True, hooked=hooked, mapping=mapping)
+        return cls(interceptors, sent, received, trailers, plain=True, hooked=hooked, mapping=mapping)
 
 
 class InterceptorChain(_ServerInterceptor):
@@ -131,6 +132,7 @@ def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
         request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
         response = await inner(_received(request, call, active.received, streams_in), context)
         _sent(call, active.sent)  # the reply (only a handler that returned has one)
+        _add_trailers(call, context)
         return response
 
     return _behavior(run, method, active, streams_in, response_streaming=False)
@@ -146,6 +148,7 @@ def _behavior(run: Any, method: str, active: _Active, streams_in: bool, *, respo
             response_streaming=response_streaming,
             request_streaming=streams_in,
             model=_model_of(request),
+            trailer_hooks=active.trailers,
         )
         enter_call(call)
         return call
@@ -192,6 +195,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
         request = _received(request, call, active.received, streams_in)
         if not generates:
             await inner(request, context)  # a handler that writes with context.write itself
+            _add_trailers(call, context)
             return
         messages: AsyncIterator[Message] = inner(request, context)
         write = context.write
@@ -204,8 +208,15 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
                     hook(call)
         finally:
             await messages.aclose()  # type: ignore[attr-defined]  # an async generator
+        _add_trailers(call, context)
 
     return _behavior(run, method, active, streams_in, response_streaming=True)
+
+
+def _add_trailers(call: RpcCall, context: Context) -> None:
+    """The interceptors' trailers after the handler's own, for the status grpc sends once it is done."""
+    if call.trailer_hooks:
+        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *call.final_trailers()))
 
 
 def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:

@@ -10,7 +10,9 @@ A call that is not well-formed gRPC (an undecodable message, metadata that is no
 handler: it ends INVALID_ARGUMENT inside the interceptors (bridge.rpc.wellformed).
 
 Per-message hooks: an interceptor that overrides `message_sent` or `message_received` is called for each
-message of the calls it applies to (live counters); the others cost nothing per message.
+message of the calls it applies to (live counters); the others cost nothing per message. One that
+overrides `trailers` adds trailing metadata to every status of those calls: after a handler returned or
+its stream ended, and on every error (`abort`, which grpc sends at once, so nothing set later counts).
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from bridge.errors import (
     internal_error,
 )
 from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
-from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, split_method
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, split_method
 
 __all__ = [
     "AccessLog",
     "ErrorMapping",
     "Hook",
     "Interceptor",
+    "abort",
     "access_fields",
     "failure_of",
 ]
@@ -89,6 +92,12 @@ class Interceptor:
     def message_received(self, call: RpcCall) -> None:
         """For each request message handed to the handler (`call.messages_received` counts it): once for
         a unary request, as the handler starts; per message for a request stream, as the handler reads."""
+
+    def trailers(self, call: RpcCall) -> Trailers:
+        """Trailing metadata to add to the call's status, asked once just before it is sent (inside every
+        `around`), whichever status it is; not asked for a call that was cancelled or whose deadline
+        passed (no status is sent). Interceptors that do not override it cost nothing."""
+        return ()
 
 
 Hook = Callable[[RpcCall], None]
@@ -184,13 +193,20 @@ class ErrorMapping(Interceptor):
             await _abort(call, context, _as_bridge_error(exc))
 
 
+async def abort(call: RpcCall, context: Context, status: grpc.Status) -> NoReturn:
+    """Ends `call` with `status` now (grpc sends it at once), the interceptors' trailers after its own.
+    Raises grpc.aio.AbortError."""
+    extra = call.final_trailers()
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *extra))
+    raise AssertionError("abort returned")  # pragma: no cover - it always raises
+
+
 async def _abort(call: RpcCall, context: Context, error: BridgeError) -> NoReturn:
     call.code, call.error = error.code, error
     if isinstance(error, UpstreamError):  # what the upstream answered, unless the service reported it
         call.upstream_status = call.upstream_status or error.http_status
         call.correlation_id = call.correlation_id or error.correlation_id
-    await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]  # grpc-stubs lacks it
-    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
+    await abort(call, context, error.to_status())
 
 
 def _as_bridge_error(exc: Exception) -> BridgeError:
