@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 
 from bridge.logs import setup_logging
 from bridge.rpc.call import RpcCall
-from bridge.rpc.interceptors import AccessLog, Interceptor, _Active, _add_trailers, _around
+from bridge.rpc.chain import _Active, _add_trailers, _around
+from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.load import LoadMeter, LoadOptions
 from bridge.rpc.metrics import Metrics
 from bridge.rpc.orca import LoadReports

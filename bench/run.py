@@ -14,6 +14,8 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
   ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
   bridge-bare      the bridge with --reply-metadata false (the same saving in the bridge)
+  bridge-default   the bridge with default settings (the access line on at INFO): issue 22's goal target
+  minimal          bench/minimal_bridge.py: REFERENCE ONLY, issue 22's minimal bridge (same stack only)
   bridge-orca-off  the bridge with --orca false (no ORCA load report trailer: what it costs, by difference)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
@@ -28,7 +30,9 @@ is a warm-up (not counted) then the measured window. CPU use of every process is
 Then, each on a bridge of its own started for it: the capacity of `--workers 2` (the highest unary RPS
 whose p99 stays within 20 ms, over a sweep of concurrencies, several connections so both workers serve),
 and the memory each idle open stream holds (RSS with --idle-streams streams open, minus before).
-The goals table (issue 12) compares the goal target (bridge-observed) with the floor of the same run.
+The goals table (issue 12) compares the goal target (bridge-observed) with the floor of the same run;
+issue 22's table compares bridge-default (and bridge-default@base) with the floor and the minimal bridge,
+adding the paced scenario (--paced-concurrency: the mock's paced-100 model, one token per read).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class Target:
     observed: bool = False  # metrics and JSON access logs on
     options: tuple[str, ...] = ()  # more serve flags
     baseline: bool = False  # run from the --baseline checkout (its own interpreter and bridge/)
+    default_settings: bool = False  # no --log-level: INFO, one access line per call (issue 22's target)
 
 
 # Upstream transports and event loops a `bridge-T[-L]` target may name (bridge.http.transports.base
@@ -91,6 +96,7 @@ class Target:
 TRANSPORTS = ("aiohttp", "httpx", "aiohttp-direct")
 LOOPS = ("asyncio", "uvloop")
 NO_REPLY_METADATA = ("--reply-metadata", "false")
+STREAMING = ("stream", "paced")  # server-streaming scenarios (rates in chunks/s)
 NO_ORCA = ("--orca", "false")
 FIXED = {
     t.key: t
@@ -103,6 +109,8 @@ FIXED = {
         Target("bridge-orca-off", "bridge, --orca false", "grpc", options=NO_ORCA),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
         Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
+        Target("minimal", "minimal bridge (reference)", "grpc"),
+        Target("bridge-default", "bridge, default settings", "grpc", default_settings=True),
     )
 }
 DEFAULT_TARGETS = ["echo", "mock", "bridge", "bridge-observed"]
@@ -158,7 +166,7 @@ def bridge_cmd(target: Target, address: str, upstream: str, *, workers: int = 1)
         cmd += ["--event-loop", target.loop]
     if target.observed:
         cmd += ["--log-level", "INFO", "--metrics-listen", f"127.0.0.1:{workload.free_port()}"]
-    else:
+    elif not target.default_settings:
         cmd += ["--log-level", "WARNING"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
@@ -323,6 +331,8 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
         address = f"127.0.0.1:{workload.free_port()}"
         if key == "echo":
             cmd = [PY, str(BENCH / "echo_server.py"), "--listen", address, "--sample-from", mock.address]
+        elif key == "minimal":
+            cmd = [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", mock.address]
         elif key in REFERENCES:
             cmd = [PY, str(BENCH / "aiohttp_proxy.py"), "--listen", address, "--upstream-url", mock.address]
             if key == "ref-bare":
@@ -376,6 +386,8 @@ def build_inputs() -> tuple[Path, Path, Path]:
     request_bin.write_bytes(workload.request_proto().SerializeToString())
     stream_request_bin = BUILD / "request-64-chunks.bin"
     stream_request_bin.write_bytes(workload.request_proto(workload.LONG_PROMPT).SerializeToString())
+    paced = workload.request_proto(workload.PACED_PROMPT, workload.PACED_MODEL)
+    (BUILD / "request-paced.bin").write_bytes(paced.SerializeToString())
     return protoset, request_bin, stream_request_bin
 
 
@@ -386,6 +398,10 @@ class Generators:
     protoset: Path
     request_bin: Path  # the unary request (PROMPT)
     stream_request_bin: Path  # the stream request (LONG_PROMPT)
+
+    @property
+    def paced_request_bin(self) -> Path:  # the paced scenario's stream request (written by build_inputs)
+        return BUILD / "request-paced.bin"
 
 
 def _ghz_cmd(gen: Generators, address: str, c: int, seconds: float, connections: int = 1) -> list[str]:
@@ -427,7 +443,9 @@ def generator_cmds(
     connections: int = 1,
 ) -> tuple[list[list[str]], list[str], str]:
     """(warm-up commands, measured command, output format) for one measurement."""
-    stream = rpc == "stream"
+    stream = rpc in STREAMING
+    if rpc == "paced" and not gen.streamgen:
+        raise RuntimeError("the paced scenario needs bench/streamgen (Go)")
     if target.kind == "http":
         mode = "http-stream" if stream else "http-unary"
         return [], _loadgen_cmd(mode, address, c, seconds, warmup), "json"
@@ -436,7 +454,7 @@ def generator_cmds(
         return warm, _ghz_cmd(gen, address, c, seconds, connections), "ghz"
     if gen.streamgen and (stream or not gen.ghz):
         method = workload.STREAM_METHOD if stream else workload.UNARY_METHOD
-        data = gen.stream_request_bin if stream else gen.request_bin
+        data = {"paced": gen.paced_request_bin, "stream": gen.stream_request_bin}.get(rpc, gen.request_bin)
         cmd = [gen.streamgen, "-addr", address, "-method", method, f"-stream={str(stream).lower()}",
                "-data", str(data), "-c", str(c), "-z", f"{seconds}s", "-warmup", f"{warmup}s",
                "-connections", str(connections)]  # fmt: skip
@@ -564,7 +582,11 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
     target = target_of(key)
     name = f"idle-{key}"
     address = f"127.0.0.1:{workload.free_port()}"
-    cmd = bridge_cmd(target, address, bench.procs["mock"].address)
+    upstream = bench.procs["mock"].address
+    if key == "minimal":
+        cmd = [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", upstream]
+    else:
+        cmd = bridge_cmd(target, address, upstream)
     proc = bench.start(name, cmd, address, cwd=checkout_of(target))
     try:
         _check_grpc(proc)
@@ -621,7 +643,7 @@ def median_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _rate(result: dict[str, Any]) -> float:
     """A point's throughput: RPS, or chunks/s for streams (0 for a point that failed)."""
-    key = "chunks_per_s" if result["rpc"] == "stream" else "rps"
+    key = "chunks_per_s" if result["rpc"] in STREAMING else "rps"
     return float(result.get(key) or 0.0)
 
 
@@ -745,6 +767,125 @@ def compute_goals(results: list[dict[str, Any]], settings: dict[str, Any], targe
     return out
 
 
+# Issue 22's goals: each row against the floor (echo) and the minimal bridge (bench/minimal_bridge.py) of
+# the same run; for every target named here that was measured (the @base one is the before of a
+# before/after run). The access line's cost is the target's CPU per call minus that of the same bridge at
+# --log-level WARNING (the `bridge` target, or `bridge@base`).
+LEAN_TARGETS = ("bridge-default", "bridge-default@base")
+PACED_C = 400
+
+
+@dataclass(frozen=True)
+class LeanGoal:
+    key: str
+    text: str
+    goal: float
+    against: str  # "floor" | "minimal" | "" (an absolute value)
+    higher_is_better: bool = False
+    unit: str = ""  # unit of the measured values ("µs", "/s", "KiB")
+
+
+LEAN_GOALS = (
+    LeanGoal("cpu_call", "server CPU per unary call, c={unary_c}", 3.1, "floor", unit="µs"),
+    LeanGoal("cpu_chunk", "server CPU per streamed chunk, c={stream_c}", 1.45, "floor", unit="µs"),
+    LeanGoal("unary_rps", "unary RPS, c={unary_c}", 0.29, "floor", True, "/s"),
+    LeanGoal("stream_chunks", "stream chunks/s, 64-chunk streams, c={stream_c}", 0.72, "floor", True, "/s"),
+    LeanGoal("access_line", "the access line's own cost (CPU per call vs WARNING)", 10.0, "", unit="µs"),
+    LeanGoal("idle_kb", "RSS per idle open stream", 35.0, "", unit="KiB"),
+    LeanGoal(
+        "paced_chunk", "server CPU per chunk, one token per read, c={paced_c}", 1.25, "minimal", unit="µs"
+    ),
+)
+
+
+def compute_lean_goals(results: list[dict[str, Any]], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 22's goals for each LEAN_TARGETS target measured; per row the target's, the floor's and the
+    minimal bridge's values and the ratios."""
+    unary_c, stream_c = settings["goal_unary_c"], settings["goal_stream_c"]
+    paced_c = (settings.get("paced_concurrency") or [PACED_C])[0]
+
+    def cpu_us(target: str, rpc: str, c: int) -> float | None:
+        per = _server_cpu_per(_find(results, target, rpc, c))
+        return None if per is None else per * 1e6
+
+    def rate(target: str, rpc: str, c: int) -> float | None:
+        r = _find(results, target, rpc, c)
+        return None if r is None else _rate(r) or None
+
+    def idle(target: str) -> float | None:
+        found = [r for r in results if r["rpc"] == "idle" and r["target"] == target and "error" not in r]
+        return found[0]["kb_per_stream"] if found else None
+
+    out = []
+    for target in LEAN_TARGETS:
+        if not any(r["target"] == target for r in results):
+            continue
+        quiet = "bridge@base" if target.endswith(BASELINE_SUFFIX) else "bridge"
+        mine, quiet_cpu = cpu_us(target, "unary", unary_c), cpu_us(quiet, "unary", unary_c)
+        rows: dict[str, tuple[float | None, ...]] = {
+            "cpu_call": (mine, cpu_us("echo", "unary", unary_c), cpu_us("minimal", "unary", unary_c)),
+            "cpu_chunk": tuple(cpu_us(t, "stream", stream_c) for t in (target, "echo", "minimal")),
+            "unary_rps": tuple(rate(t, "unary", unary_c) for t in (target, "echo", "minimal")),
+            "stream_chunks": tuple(rate(t, "stream", stream_c) for t in (target, "echo", "minimal")),
+            "access_line": (None if mine is None or quiet_cpu is None else mine - quiet_cpu, None, None),
+            "idle_kb": (idle(target), None, idle("minimal")),
+            "paced_chunk": (cpu_us(target, "paced", paced_c), None, cpu_us("minimal", "paced", paced_c)),
+        }
+        entry: dict[str, Any] = {"target": target}
+        for goal in LEAN_GOALS:
+            value, floor, minimal = rows[goal.key]
+            vs_floor, vs_minimal = _ratio(value, floor), _ratio(value, minimal)
+            judged = {"floor": vs_floor, "minimal": vs_minimal, "": value}[goal.against]
+            met = (
+                None
+                if judged is None
+                else (judged >= goal.goal if goal.higher_is_better else judged <= goal.goal)
+            )
+            entry[goal.key] = {
+                "value": value, "floor": floor, "minimal": minimal,
+                "vs_floor": vs_floor, "vs_minimal": vs_minimal, "goal": goal.goal, "met": met,
+            }  # fmt: skip
+        out.append(entry)
+    return out
+
+
+def render_lean_goals(entries: list[dict[str, Any]], s: dict[str, Any]) -> list[str]:
+    names = {
+        "unary_c": s["goal_unary_c"],
+        "stream_c": s["goal_stream_c"],
+        "paced_c": (s.get("paced_concurrency") or [PACED_C])[0],
+    }
+    lines: list[str] = []
+    for entry in entries:
+        lines += [
+            "",
+            f"Goals (issue 22), {_label(entry['target'])}: against the floor and the minimal bridge",
+            "",
+        ]
+        lines.append(
+            f"| {'metric':<58} | {'measured':>10} | {'floor':>9} | {'minimal':>9} | {'x floor':>7} "
+            f"| {'x minimal':>9} | {'goal':>16} | met |"
+        )
+        lines.append(f"|{'-' * 60}|{'-' * 12}|{'-' * 11}|{'-' * 11}|{'-' * 9}|{'-' * 11}|{'-' * 18}|-----|")
+        for goal in LEAN_GOALS:
+            row = entry[goal.key]
+            digits = 1 if goal.unit in ("µs", "KiB") else 0
+
+            def shown(value: float | None, digits: int = digits, unit: str = goal.unit) -> str:
+                return "-" if value is None else f"{value:,.{digits}f} {unit}"
+
+            sign = ">=" if goal.higher_is_better else "<="
+            wanted = f"{sign} {goal.goal:g}" + (f"x {goal.against}" if goal.against else f" {goal.unit}")
+            met = "-" if row["met"] is None else ("yes" if row["met"] else "no")
+            lines.append(
+                f"| {goal.text.format(**names):<58} | {shown(row['value']):>10} | {shown(row['floor']):>9} "
+                f"| {shown(row['minimal']):>9} | {_fmt(row['vs_floor'], 2):>7} "
+                f"| {_fmt(row['vs_minimal'], 2):>9} "
+                f"| {wanted:>16} | {met:>3} |"
+            )
+    return lines
+
+
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -808,10 +949,14 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
         f"| {'CPU srv/mock/gen/other':>23} |"
     )
     lines += [head, "|" + "|".join("-" * (len(part)) for part in head.split("|")[1:-1]) + "|"]
-    for c in s["stream_concurrency"]:
-        echo = _find(results, "echo", "stream", c)
+    scenarios = [("stream", c) for c in s["stream_concurrency"]]
+    scenarios += [("paced", c) for c in s.get("paced_concurrency", [])]
+    for rpc, c in scenarios:
+        if rpc == "paced" and (rpc, c) == scenarios[len(s["stream_concurrency"])]:
+            lines.append(f"| paced: {workload.PACED_MODEL}, one token per read, 20 chunks 100 ms apart |")
+        echo = _find(results, "echo", rpc, c)
         for key in s["targets"]:
-            r = _find(results, key, "stream", c)
+            r = _find(results, key, rpc, c)
             if r is None:
                 continue
             vs = _ratio(r["chunks_per_s"], echo["chunks_per_s"] if echo else None)
@@ -863,6 +1008,9 @@ def render(results: list[dict[str, Any]], ratios: dict[str, Any], meta: dict[str
     if goals:
         lines.append("")
         lines += render_goals(goals, s)
+    lean = meta.get("lean_goals")
+    if lean:
+        lines += render_lean_goals(lean, s)
     flag = s["noise_flag_cores"]
     noisy = [r for r in results if "cpu_cores" in r and r["cpu_cores"]["other"] > flag]
     if noisy:
@@ -898,7 +1046,7 @@ def render_goals(goals: dict[str, Any], s: dict[str, Any]) -> list[str]:
 
 
 def _progress(result: dict[str, Any]) -> None:
-    extra = f" {result['chunks_per_s']:,.0f} chunks/s" if result["rpc"] == "stream" else ""
+    extra = f" {result['chunks_per_s']:,.0f} chunks/s" if result["rpc"] in STREAMING else ""
     print(
         f"  {result['rpc']:<6} c={result['c']:<3} {result['target']:<15} {result['rps']:>8,.0f}/s{extra}  "
         f"p50 {result['latency_ms']['p50']:.2f} ms  p99 {result['latency_ms']['p99']:.2f} ms  "
@@ -985,6 +1133,8 @@ def metadata(args: argparse.Namespace, gen: Generators) -> dict[str, Any]:
             "warmup_s": args.warmup,
             "unary_concurrency": args.concurrency,
             "stream_concurrency": args.stream_concurrency,
+            "paced_concurrency": args.paced_concurrency,
+            "paced_request": workload.request_json(workload.PACED_PROMPT, workload.PACED_MODEL),
             "repeat": args.repeat,
             "targets": args.targets,
             "quiet_threshold_cores": args.quiet_threshold,
@@ -1032,7 +1182,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"ref-bare and bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; "
         f"LOOP: {', '.join(LOOPS)})",
     )
-    parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
+    parser.add_argument(
+        "--paced-concurrency",
+        type=int,
+        nargs="*",
+        help="streams in flight of the paced scenario (issue 22: the mock's paced-100 model, one token per "
+        "read, 20 chunks 100 ms apart; not for echo and mock); default 400, quick 100; none: skip",
+    )
+    parser.add_argument("--only", choices=["unary", "stream", "paced"], help="run one RPC kind only")
     parser.add_argument(
         "--capacity-concurrency",
         type=int,
@@ -1093,6 +1250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
     args.concurrency = args.concurrency or [1, 32]
     args.stream_concurrency = args.stream_concurrency or [16]
+    if args.paced_concurrency is None:
+        args.paced_concurrency = [100] if quick else [400]
     if args.capacity_concurrency is None:
         args.capacity_concurrency = [] if quick else [4, 8, 16, 32]
     if args.idle_streams is None:
@@ -1100,11 +1259,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     goal = GOAL_TARGET if GOAL_TARGET in args.targets else args.targets[-1]
     args.goal_target = goal
     args.idle_targets = args.idle_targets or [goal]
+    if "minimal" in args.targets and "minimal" not in args.idle_targets:
+        args.idle_targets.append("minimal")  # the reference of issue 22's idle-memory row
     args.quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if quick else 30.0)
-    if args.only == "unary":
-        args.stream_concurrency = []
-    elif args.only == "stream":
-        args.concurrency = []
+    if args.only:
+        args.concurrency = args.concurrency if args.only == "unary" else []
+        args.stream_concurrency = args.stream_concurrency if args.only == "stream" else []
+        args.paced_concurrency = args.paced_concurrency if args.only == "paced" else []
     if args.only:
         args.capacity_concurrency, args.idle_streams = [], 0
     return args
@@ -1137,6 +1298,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, logdir)
     results: list[dict[str, Any]] = []
     points = [("unary", c) for c in args.concurrency] + [("stream", c) for c in args.stream_concurrency]
+    points += [("paced", c) for c in args.paced_concurrency]
     started = time.monotonic()
     with running(bench):
         start_targets(bench, args.targets)
@@ -1148,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
         for rpc, c in points:
             for _ in range(args.repeat):  # rounds: a drift of the box's speed spreads over every target
                 for key in args.targets:
+                    if rpc == "paced" and key in ("echo", "mock"):
+                        continue  # canned replies / no gRPC: the paced scenario is about bridges
                     result = measure(bench, gen, target_of(key), rpc, c)
                     runs.append(result)
                     _progress(result)
@@ -1173,6 +1337,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratios = compute_ratios(results)
     meta["goals"] = compute_goals(results, meta["settings"], args.goal_target)
+    meta["lean_goals"] = compute_lean_goals(results, meta["settings"])
     table = render(results, ratios, meta)
     print(table)
     RESULTS.mkdir(exist_ok=True)

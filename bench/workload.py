@@ -33,6 +33,10 @@ STREAM_CHUNKS: Final = len(PROMPT.split()) + 2  # role chunk + one per word + fi
 LONG_PROMPT: Final = f"{PROMPT}, once, {PROMPT}, twice, {PROMPT}"
 assert len(LONG_PROMPT.split()) == 62, len(LONG_PROMPT.split())
 PROMPTS: Final = (PROMPT, LONG_PROMPT)
+# Issue 22's paced scenario: the mock's `paced-<ms>` model sends each event after that pause, so a reader
+# gets one token per read, as LLM streams arrive. 18 words: 20 chunks, 100 ms apart.
+PACED_MODEL: Final = "paced-100"
+PACED_PROMPT: Final = " ".join(PROMPT.split()[:18])
 
 
 def chunks_of(prompt: str) -> int:
@@ -40,9 +44,9 @@ def chunks_of(prompt: str) -> int:
     return len(prompt.split()) + 2
 
 
-def request_json(prompt: str = PROMPT) -> dict[str, Any]:
+def request_json(prompt: str = PROMPT, model: str = "echo") -> dict[str, Any]:
     """The request as JSON: ProtoJSON for ghz and, with `stream` added, the upstream HTTP body."""
-    return {"model": "echo", "messages": [{"role": "user", "content": prompt}]}
+    return {"model": model, "messages": [{"role": "user", "content": prompt}]}
 
 
 def http_body(*, stream: bool, prompt: str = PROMPT) -> bytes:
@@ -50,13 +54,13 @@ def http_body(*, stream: bool, prompt: str = PROMPT) -> bytes:
     return json.dumps({**request_json(prompt), "stream": stream}, separators=(",", ":")).encode()
 
 
-def request_proto(prompt: str = PROMPT) -> Any:
+def request_proto(prompt: str = PROMPT, model: str = "echo") -> Any:
     """The request as a CreateChatCompletionRequest message."""
     from google.protobuf import json_format
 
     from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 
-    return json_format.ParseDict(request_json(prompt), pb.CreateChatCompletionRequest())
+    return json_format.ParseDict(request_json(prompt, model), pb.CreateChatCompletionRequest())
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ a second key too.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -33,6 +33,7 @@ __all__ = [
     "JsonMapping",
     "ReplyShapeError",
     "extra_body_violations",
+    "non_finite_field",
     "non_finite_violations",
     "proto_text",
     "struct_to_json",
@@ -359,22 +360,54 @@ def non_finite_violations(path: str, message: Message) -> list[FieldViolation]:
     ("" at the top level, else ending with ".")."""
     violations: list[FieldViolation] = []
     for field, value in message.ListFields():
-        where = f"{path}{field.name}"
-        kind = field.message_type
-        if kind is None:
-            if isinstance(value, float) and not math.isfinite(value):
-                violations.append((where, _NOT_FINITE))
-        elif kind.GetOptions().map_entry:
-            violations += [(f"{where}[{k}]", _NOT_FINITE) for k, v in value.items() if not _finite(v)]
-        elif kind.full_name in _FREE_JSON:
-            if not _finite(value):
-                violations.append((where, "contains a NaN or infinite number, which JSON cannot carry"))
-        elif field.is_repeated:
-            for i, item in enumerate(value):
-                violations += non_finite_violations(f"{where}[{i}].", item)
-        else:
-            violations += non_finite_violations(f"{where}.", value)
+        non_finite_field(violations, path, field, value)
     return violations
+
+
+# How non_finite_field treats a field, by descriptor (decided once per field; fields of other kinds, such as
+# strings, hold no number).
+_FLOAT, _MAP, _FREE, _MESSAGES, _MESSAGE, _NO_NUMBER = range(6)
+_FLOAT_TYPES: Final = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_KINDS: dict[FieldDescriptor, int] = {}
+
+
+def _kind_of(field: FieldDescriptor) -> int:
+    kind = field.message_type
+    if kind is None:
+        # A repeated float field is a list, never checked (the requests have none).
+        return _FLOAT if field.type in _FLOAT_TYPES and not field.is_repeated else _NO_NUMBER
+    if kind.GetOptions().map_entry:
+        return _MAP
+    if kind.full_name in _FREE_JSON:
+        return _FREE
+    return _MESSAGES if field.is_repeated else _MESSAGE
+
+
+def non_finite_field(violations: list[FieldViolation], path: str, field: FieldDescriptor, value: Any) -> None:
+    """Adds to `violations` the NaN or infinite numbers of one set field (`value`) of a message whose
+    fields' paths start with `path`; the path is only written when there is a violation."""
+    kind = _KINDS.get(field)
+    if kind is None:
+        kind = _KINDS[field] = _kind_of(field)
+    if kind == _NO_NUMBER:
+        return
+    if kind == _FLOAT:
+        if not math.isfinite(value):
+            violations.append((f"{path}{field.name}", _NOT_FINITE))
+    elif kind == _MAP:
+        violations += [(f"{path}{field.name}[{k}]", _NOT_FINITE) for k, v in value.items() if not _finite(v)]
+    elif kind == _FREE:
+        if not _finite(value):
+            violations.append(
+                (f"{path}{field.name}", "contains a NaN or infinite number, which JSON cannot carry")
+            )
+    elif kind == _MESSAGES:
+        for i, item in enumerate(value):
+            for sub, sub_value in item.ListFields():
+                non_finite_field(violations, f"{path}{field.name}[{i}].", sub, sub_value)
+    else:
+        for sub, sub_value in value.ListFields():
+            non_finite_field(violations, f"{path}{field.name}.", sub, sub_value)
 
 
 def _finite(value: Any) -> bool:
@@ -391,16 +424,20 @@ def _finite(value: Any) -> bool:
     return True
 
 
-def extra_body_violations(request: Message, reserved: Mapping[str, str]) -> list[FieldViolation]:
+def extra_body_violations(
+    request: Message, reserved: Mapping[str, str], set_fields: Collection[str] | None = None
+) -> list[FieldViolation]:
     """Keys of a request's `extra_body` that are `reserved` (key -> what is wrong) or repeat a field set in
-    the request. At the top level a repeated field is rejected, not overridden: nothing fills extra_body
-    for the caller, so a duplicate there is a mistake (unlike a nested `extra`, which wins)."""
-    set_fields = {field.name for field, _ in request.ListFields()} - {_EXTRA_BODY}
+    the request (`set_fields`, the names of its set fields, if the caller has them). At the top level a
+    repeated field is rejected, not overridden: nothing fills extra_body for the caller, so a duplicate
+    there is a mistake (unlike a nested `extra`, which wins)."""
+    if set_fields is None:
+        set_fields = {field.name for field, _ in request.ListFields()}
     violations: list[FieldViolation] = []
     for key in sorted(getattr(request, _EXTRA_BODY).fields):
         if key in reserved:
             violations.append((f"{_EXTRA_BODY}.{key}", reserved[key]))
-        elif key in set_fields:
+        elif key in set_fields and key != _EXTRA_BODY:
             violations.append((f"{_EXTRA_BODY}.{key}", f"duplicates the field {key}; set it in one place"))
     return violations
 

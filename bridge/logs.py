@@ -14,11 +14,12 @@ httpcore narrates every socket event at DEBUG: both are held at WARNING whatever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Final, Literal, TextIO
 
@@ -26,7 +27,7 @@ import orjson
 
 from bridge.redaction import printable, redact
 
-__all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "LineHandler", "LogFormat", "TextFormatter", "setup_logging"]
 
 LogFormat = Literal["json", "text"]
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
@@ -43,27 +44,52 @@ def _fields(record: logging.LogRecord) -> Mapping[str, object]:
     return fields if isinstance(fields, Mapping) else {}
 
 
+class _SecondCache:
+    """A timestamp's whole-second text, formatted once per second rather than per line."""
+
+    def __init__(self, pattern: str, convert: Callable[[float], time.struct_time]) -> None:
+        self._pattern, self._convert = pattern, convert
+        self._second, self._text = -1, ""
+
+    def text(self, created: float) -> tuple[str, int]:
+        """(the second's text, the milliseconds) of `created`."""
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._pattern, self._convert(second))
+            self._second = second
+        return self._text, min(int((created - second) * 1000), 999)
+
+
 class TextFormatter(logging.Formatter):
     """`TIME LEVEL LOGGER: message key=value ...` (strings quoted with repr, so spaces stay readable)."""
 
     def __init__(self) -> None:
         super().__init__(_TEXT_FORMAT)
+        self._seconds = _SecondCache(self.default_time_format, self.converter)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = printable(super().formatMessage(record))
-        fields = _fields(record)
-        if not fields:
-            return line
-        pairs = " ".join(
-            f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
-            for key, value in fields.items()
-        )
-        return f"{line} {pairs}"
+        return _with_fields(printable(super().formatMessage(record)), _fields(record))
+
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """What `format` makes of a record with these attributes, no arguments and no exception."""
+        second, millis = self._seconds.text(created)
+        return _with_fields(printable(f"{second},{millis:03d} {level} {logger}: {message}"), fields)
 
     def formatException(self, ei: _ExcInfo) -> str:
         # Exception texts may quote upstream bytes (a library's "invalid header value b'...'"): escaped line
         # by line, the traceback's own line breaks kept.
         return "\n".join(printable(line) for line in redact(super().formatException(ei)).split("\n"))
+
+
+def _with_fields(line: str, fields: Mapping[str, object]) -> str:
+    if not fields:
+        return line
+    pairs = " ".join(
+        [f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in fields.items()]
+    )
+    return f"{line} {pairs}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,29 +99,42 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1  # the whole second whose text is `self._second_text`
-        self._second_text = ""
+        self._seconds = _SecondCache("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def _time(self, created: float) -> str:
         """`created` as ISO 8601 in UTC with milliseconds, "2026-11-30T23:59:01.042+00:00"."""
-        second = int(created)
-        if second != self._second:  # formatted once per second, not per line
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        millis = min(int((created - second) * 1000), 999)
-        return f"{self._second_text}.{millis:03d}+00:00"
+        second, millis = self._seconds.text(created)
+        return f"{second}.{millis:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in _fields(record).items():
-            entry.setdefault(key, value)  # the fixed keys win: a field cannot forge the level
+        entry = self._entry(
+            record.created, record.levelname, record.name, record.getMessage(), _fields(record)
+        )
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
+        return self._encode(entry)
+
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """What `format` makes of a record with these attributes, no arguments and no exception."""
+        return self._encode(self._entry(created, level, logger, message, fields))
+
+    def _entry(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "time": self._time(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
+        }
+        for key, value in fields.items():
+            entry.setdefault(key, value)  # the fixed keys win: a field cannot forge the level
+        return entry
+
+    @staticmethod
+    def _encode(entry: dict[str, object]) -> str:
         try:
             return orjson.dumps(entry, default=str).decode()
         except orjson.JSONEncodeError:
@@ -109,8 +148,40 @@ def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = Non
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = LineHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
+    """The handler `setup_logging` installs: a StreamHandler that also takes lines made without a
+    LogRecord by its formatter's `line` (the access log's line per call: bridge.rpc.interceptors). On an
+    event loop those lines are written once per loop iteration, together (one write instead of one per
+    call); a record, a flush or the end of logging writes the waiting ones first: lines keep their order."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+
+    def write_line(self, line: str) -> None:
+        self._waiting.append(line)
+        if len(self._waiting) > 1:
+            return  # the write is already scheduled
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no event loop in this thread: now
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            if self._waiting:
+                lines, self._waiting = self._waiting, []
+                self.stream.write(self.terminator.join(lines) + self.terminator)
+            super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._waiting:
+            self.flush()
+        super().emit(record)

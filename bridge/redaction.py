@@ -112,8 +112,19 @@ def clean_optional(text: str | None, limit: int = MAX_METADATA_BYTES) -> str | N
     return (clean(text, limit) or None) if text is not None else None
 
 
-# Ids made of hex digits and dashes (uuids, request ids) cannot hold a key or token, nor anything to escape.
-_PLAIN_ID: Final = re.compile(r"[0-9A-Fa-f-]{1,64}")
+# Ids (uuids, request ids, provider ids like "chatcmpl-9f2c.a1_b") are made of these characters: a value of
+# them alone has nothing to escape and no whitespace to collapse. Without ":" and "=" no `key=value` secret
+# can be written with them; the other secret shapes start with one of `_SECRET_MARKS` (their patterns are
+# case-sensitive). Such a value within the bound is returned as it is, found by one byte translate.
+_ID_BYTES: Final = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_./"
+_SECRET_MARKS: Final = ("iak_", "sk-", "eyJ")
+
+
+def _plain_id(value: str, limit: int) -> bool:
+    if not value.isascii() or len(value) > limit:
+        return False
+    raw = value.encode("ascii")
+    return not raw.translate(None, _ID_BYTES) and not any(mark in value for mark in _SECRET_MARKS)
 
 
 def header_value(value: str | None, limit: int = MAX_METADATA_BYTES) -> str | None:
@@ -121,6 +132,6 @@ def header_value(value: str | None, limit: int = MAX_METADATA_BYTES) -> str | No
     with everything beyond printable ASCII escaped; None for None and what cleans to ""."""
     if value is None:
         return None
-    if _PLAIN_ID.fullmatch(value):
-        return value  # the usual uuid: nothing to redact, escape or cut
+    if value and _plain_id(value, limit):
+        return value  # the usual id: nothing to redact, escape or cut
     return clean(value, limit, ascii_only=True) or None

@@ -30,6 +30,8 @@ _DONE: Final = "[DONE]"
 async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
     """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
     finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
+    event: ServerSentEvent | None = None
+    chunk: JSONObject | None = None
     async for events in stream.batches():
         for event in events:
             if event.data == _DONE:
@@ -38,6 +40,9 @@ async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
             if chunk is not None:
                 finished = finished or _has_finish_reason(chunk)
                 yield chunk
+        # Nothing of a read is held while the next one waits (an idle stream).
+        del events
+        event = chunk = None
     _check_end(stream, finished)
 
 

@@ -9,13 +9,15 @@ anyway. Field paths follow AIP-193 style: `messages[2].content`.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from typing import Any, Final
 
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
 from bridge.errors import FieldViolation
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.jsonproto import extra_body_violations, non_finite_violations, too_long
+from bridge.jsonproto import extra_body_violations, non_finite_field, too_long
 
 __all__ = ["validate_request"]
 
@@ -34,29 +36,36 @@ _SCHEMA_EXAMPLE = '{"type": "object", "properties": {"city": {"type": "string"}}
 
 def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> list[FieldViolation]:
     """Every violation in `request` (empty when it may be sent upstream)."""
+    # One walk over the fields that are set: each one's own checks are looked up below, and its numbers
+    # checked on the way (only numbers JSON cannot carry are checked below the top level: a nested `extra`
+    # may repeat a field set beside it, and wins, so a partly understood object replays as is).
+    present: dict[str, Any] = {}
+    non_finite: list[FieldViolation] = []
+    for field, value in request.ListFields():
+        present[field.name] = value
+        non_finite_field(non_finite, "", field, value)
     violations: list[FieldViolation] = []
-    if not request.model:
+    model = present.get("model", "")
+    if not model:
         violations.append(("model", 'must not be empty: name the model to use, e.g. "gpt-4o"'))
-    violations += too_long("model", request.model, _MAX_MODEL_LENGTH)
-    violations += too_long("task_id", request.task_id, _MAX_TASK_ID_LENGTH)
-    if not request.messages:
+    violations += too_long("model", model, _MAX_MODEL_LENGTH)
+    violations += too_long("task_id", present.get("task_id", ""), _MAX_TASK_ID_LENGTH)
+    messages = present.get("messages", ())
+    if not messages:
         violations.append(("messages", "must contain at least one message"))
-    for i, message in enumerate(request.messages):
+    for i, message in enumerate(messages):
         violations += _message_violations(f"messages[{i}]", message)
-    for i, tool in enumerate(request.tools):
+    for i, tool in enumerate(present.get("tools", ())):
         violations += _tool_violations(f"tools[{i}]", tool)
-    if request.HasField("tool_choice"):
-        violations += _tool_choice_violations(request.tool_choice)
-    if request.HasField("prediction"):
-        violations += _prediction_violations(request.prediction)
-    if request.HasField("stream_options") and not streaming:
+    if "tool_choice" in present:
+        violations += _tool_choice_violations(present["tool_choice"])
+    if "prediction" in present:
+        violations += _prediction_violations(present["prediction"])
+    if "stream_options" in present and not streaming:
         violations.append(("stream_options", _STREAM_ONLY))
-    violations += _extra_body_violations(request, streaming=streaming)
-    # A nested `extra` may repeat a field set beside it, and wins: a received object that was only partly
-    # understood (typed as far as it fit, the original kept in `extra`) replays as is. Only numbers JSON
-    # cannot carry are checked below the top level.
-    violations += non_finite_violations("", request)
-    return violations
+    if "extra_body" in present:
+        violations += _extra_body_violations(request, present, streaming=streaming)
+    return violations + non_finite
 
 
 def _set_names(message: Message, names: tuple[str, ...]) -> list[str]:
@@ -77,16 +86,22 @@ def _one_of(path: str, message: Message, names: tuple[str, ...]) -> list[FieldVi
     return [(f"{path}.{set_names[1]}", f"set only one of {', '.join(names)}")]
 
 
+_CONTENT_FORMS: Final = ("content", "content_parts", "content_text")
+
+
 def _message_violations(path: str, message: pb.ChatMessage) -> list[FieldViolation]:
+    present = {field.name: value for field, value in message.ListFields()}
     violations: list[FieldViolation] = []
-    if not message.role:
+    if not present.get("role"):
         violations.append(
             (f"{path}.role", "must not be empty: use system, developer, user, assistant or tool")
         )
-    violations += _one_of(path, message, ("content", "content_parts", "content_text"))
-    if message.HasField("content"):
-        violations += _content_violations(f"{path}.content", message.content)
-    for j, part in enumerate(message.content_parts):
+    forms = [name for name in _CONTENT_FORMS if name in present]
+    if len(forms) > 1:  # as _one_of: at the second one set
+        violations.append((f"{path}.{forms[1]}", f"set only one of {', '.join(_CONTENT_FORMS)}"))
+    if "content" in present:
+        violations += _content_violations(f"{path}.content", present["content"])
+    for j, part in enumerate(present.get("content_parts", ())):
         if not part.type:
             violations.append((f"{path}.content_parts[{j}].type", "must not be empty: use text or image_url"))
     return violations
@@ -172,10 +187,11 @@ def _prediction_violations(prediction: pb.Prediction) -> list[FieldViolation]:
     return violations
 
 
+_RESERVED_STREAMING: Final = {"stream": "is decided by the RPC (StreamChatCompletion streams)"}
+_RESERVED_UNARY: Final = {**_RESERVED_STREAMING, "stream_options": _STREAM_ONLY}
+
+
 def _extra_body_violations(
-    request: pb.CreateChatCompletionRequest, *, streaming: bool
+    request: pb.CreateChatCompletionRequest, set_fields: Collection[str], *, streaming: bool
 ) -> list[FieldViolation]:
-    reserved = {"stream": "is decided by the RPC (StreamChatCompletion streams)"}
-    if not streaming:
-        reserved["stream_options"] = _STREAM_ONLY
-    return extra_body_violations(request, reserved)
+    return extra_body_violations(request, _RESERVED_STREAMING if streaming else _RESERVED_UNARY, set_fields)

@@ -289,21 +289,34 @@ class EventStream:
         self.host = failures.host
         self.correlation_id = failures.correlation_id  # the upstream's id of this request
         self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
+        # The deadline's one timer for the whole body (not one per read): it cancels the task while it
+        # waits for a read, and a read that starts after it fired fails at once.
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task waiting for a read, while it waits
+        self._expired = False
 
     async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:
         """The events of each read of the body (often one, possibly none), until the body ends."""
         decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
         chunks = self._response.chunks()
-        while (raw := await self._next_read(chunks)) is not None:
-            try:
-                events = decoder.feed(raw)
-            except SSEEventTooLarge as exc:
-                if exc.events:  # complete before the oversized one: delivered first
-                    yield exc.events
-                raise self.protocol_error(
-                    str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
-                ) from None
-            yield events
+        if self._deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+        try:
+            while (raw := await self._next_read(chunks)) is not None:
+                try:
+                    events = decoder.feed(raw)
+                except SSEEventTooLarge as exc:
+                    if exc.events:  # complete before the oversized one: delivered first
+                        yield exc.events
+                    raise self.protocol_error(
+                        str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
+                    ) from None
+                del raw
+                yield events
+                del events  # nothing of a read is held while the next one waits (an idle stream)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
         self.ended_mid_event = not decoder.finish()
 
     def protocol_error(
@@ -313,19 +326,27 @@ class EventStream:
         return self._client.protocol_error(message, reason, self.headers, code=code)
 
     async def _next_read(self, chunks: AsyncIterator[bytes]) -> bytes | None:
-        """The next read of the body; None at its end. The deadline's timer exists only when one is set
-        (this runs once per read: no context manager of the client's here)."""
-        if self._deadline is None:
-            try:
-                return await anext(chunks, None)
-            except self._failures.caught as exc:
-                raise self._failures.error(exc) from exc
-        timeout = asyncio.timeout_at(self._deadline)
+        """The next read of the body; None at its end (this runs once per read: no context manager)."""
+        if self._expired:
+            raise self._failures.error(TimeoutError(), deadline_passed=True)
+        reader = self._reader = asyncio.current_task() if self._timer is not None else None
+        cancelling = reader.cancelling() if reader is not None else 0
         try:
-            async with timeout:
-                return await anext(chunks, None)
+            return await anext(chunks, None)
+        except asyncio.CancelledError:
+            if self._expired and reader is not None and reader.uncancel() <= cancelling:
+                # the deadline's cancel (as asyncio.timeout tells it from the caller's)
+                raise self._failures.error(TimeoutError(), deadline_passed=True) from None
+            raise
         except self._failures.caught as exc:
-            raise self._failures.error(exc, deadline_passed=timeout.expired()) from exc
+            raise self._failures.error(exc) from exc
+        finally:
+            self._reader = None
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._reader is not None:
+            self._reader.cancel()
 
 
 @dataclass(frozen=True, slots=True)

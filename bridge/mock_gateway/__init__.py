@@ -85,6 +85,9 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            "param","code"}}`` (400: ``invalid_request_error`` / ``messages`` /
                            ``invalid_value``).
 ``slow-<ms>``              waits that many ms before the response headers, then echo (stream or not).
+``paced-<ms>``             stream: echo, every event (the role chunk, each word, the finish chunk) followed
+                           by that many ms of silence, so a reader gets one token per read (how LLM
+                           streams arrive; bench/run.py's paced scenario). Unary: echo.
 ``endless``                stream: role chunk, then a ``"tick "`` content chunk every 50 ms until the
                            client disconnects. Unary: never answers.
 ``stream-error``           role chunk, two content chunks (``"Partial "``, ``"answer"``), then

@@ -238,6 +238,15 @@ def _suffix_int(model: str, prefix: str) -> int | None:
     return int(suffix)
 
 
+async def _paced(call: Call, pause_s: float) -> web.StreamResponse:
+    sse = await SseStream.open(call)
+    for payload in bodies.echo_chunks(call):
+        await sse.send(payload)
+        await sleep_watching(call, pause_s, sse.response)
+    await sse.send("[DONE]")
+    return sse.response
+
+
 async def run_script(call: Call) -> web.StreamResponse:
     """Answers `call` with the script its model selects."""
     model = call.model
@@ -253,6 +262,9 @@ async def run_script(call: Call) -> web.StreamResponse:
     stall_ms = _suffix_int(model, "stall-")
     if stall_ms is not None:
         return await _stall(call, stall_ms / 1000)
+    pace_ms = _suffix_int(model, "paced-")
+    if pace_ms is not None and call.stream:
+        return await _paced(call, pace_ms / 1000)
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)

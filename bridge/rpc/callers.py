@@ -60,15 +60,23 @@ class CallerAuthorization(Interceptor):
         # and the chain then skips this interceptor at no cost per call.
         return (self._mtls or self._auth.guards_key) and super().applies_to(method)
 
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """The plain hook (the chain's plain path, where ErrorMapping ends a refused call): identifies the
+        caller, raises the refusal."""
+        if self._mtls:
+            call.caller = identify(certificate_of(context.auth_context()), self._allow)
+        if call.service not in self._upstreamless:
+            refusal = self._auth.refusal(call.caller, context.invocation_metadata() or ())
+            if refusal is not None:
+                raise refusal
+        return None
+
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+        """The same in a chain that nests context managers (ErrorMapping is then inside): ends a refused
+        call itself."""
         try:
-            if self._mtls:
-                call.caller = identify(certificate_of(context.auth_context()), self._allow)
-            if call.service not in self._upstreamless:
-                refusal = self._auth.refusal(call.caller, context.invocation_metadata() or ())
-                if refusal is not None:
-                    raise refusal
+            self.call_started(call, context)
         except BridgeError as error:
             call.code, call.error = error.code, error
             await abort(call, context, error.to_status())

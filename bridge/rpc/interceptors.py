@@ -1,11 +1,8 @@
-"""The interceptor chain: one concern per `Interceptor`, run around every RPC, unary or streaming alike.
+"""Interceptors: one concern per `Interceptor`, run around every RPC, unary or streaming alike (the chain
+that runs them: bridge.rpc.chain), and the two every server has, error mapping and the access log.
 
-`InterceptorChain` is the one `grpc.aio.ServerInterceptor` the server gets for them. For each method it
-wraps the handler once (cached) so that the RPC runs inside every applicable interceptor's `around`, the
-first in the list outermost, with an `RpcCall` describing it (bridge.rpc.call). Streaming handlers are
-driven here with `context.write`, so a cancel or a deadline reaches the interceptors, the handler and its
-upstream request in the RPC's own task, and the handler's generator is always closed before the call's
-outcome is logged.
+An interceptor either overrides `around` (an async context manager around the whole call) or the plain
+hooks `call_started`/`call_ended` (nothing to await or catch: the cheaper form, run in one try/finally).
 
 `ErrorMapping` is pinned innermost by `bridge.rpc.server.build_server`: it turns what a handler raised
 into the call's status, so every interceptor outside it sees `call.code` final when its `around` exits.
@@ -23,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import Any, Final, NoReturn, Protocol
 
 import grpc
-from google.protobuf.message import Message
 
 from bridge.errors import (
     BridgeError,
@@ -43,15 +38,13 @@ from bridge.errors import (
     internal_error,
 )
 from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
-from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, enter_call, split_method
-from bridge.rpc.wellformed import checked_request, lenient
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, split_method
 
 __all__ = [
     "AccessLog",
     "ErrorMapping",
     "Hook",
     "Interceptor",
-    "InterceptorChain",
     "abort",
     "access_fields",
     "failure_of",
@@ -59,12 +52,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("bridge.access")
-if TYPE_CHECKING:  # grpc-stubs makes these generic; at runtime they are not
-    Handler = grpc.RpcMethodHandler[Any, Any]
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    Handler = grpc.RpcMethodHandler
-    _ServerInterceptor = grpc.aio.ServerInterceptor
 _NOTHING: Final = contextlib.nullcontext()
 
 
@@ -84,7 +71,18 @@ class Interceptor:
         return split_method(method)[0] not in self.skip_services
 
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
-        return _NOTHING
+        """By default the plain hooks (if this interceptor has them) as a context manager: how a chain
+        that nests context managers, or a test, runs them."""
+        return _HookScope(self, call, context) if _hooks(self) else _NOTHING
+
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """A plain hook, for an interceptor that needs no `around` (nothing to await, nothing to catch): run
+        as the call starts, in chain order; what it returns is given to `call_ended`."""
+        return None
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        """The plain hook run as the call ends, whatever ended it (a `finally`, in reverse chain order):
+        `call.code` is final. `started`: what `call_started` returned."""
 
     def message_sent(self, call: RpcCall) -> None:
         """After each response message the chain writes (`call.messages_sent` already counts it); for a
@@ -105,190 +103,61 @@ class Interceptor:
 Hook = Callable[[RpcCall], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Active:
-    """What runs around one method: the interceptors, and the per-message hooks some of them override."""
-
-    interceptors: tuple[Interceptor, ...]
-    sent: tuple[Hook, ...]
-    received: tuple[Hook, ...]
-    trailers: tuple[Callable[[RpcCall], Trailers], ...]
-
-    @classmethod
-    def of(cls, interceptors: tuple[Interceptor, ...]) -> _Active:
-        def hooks(name: str) -> tuple[Any, ...]:
-            base = getattr(Interceptor, name)
-            return tuple(getattr(i, name) for i in interceptors if getattr(type(i), name) is not base)
-
-        return cls(interceptors, hooks("message_sent"), hooks("message_received"), hooks("trailers"))
+def _overrides(interceptor: Interceptor, name: str) -> bool:
+    """Whether `interceptor` (its class, or the instance itself) replaces Interceptor's method `name`."""
+    method = getattr(interceptor, name)
+    return getattr(method, "__func__", method) is not getattr(Interceptor, name)
 
 
-class InterceptorChain(_ServerInterceptor):
-    """Runs `interceptors` (first outermost) around every handler they apply to."""
-
-    def __init__(self, interceptors: Sequence[Interceptor]) -> None:
-        self._interceptors = tuple(interceptors)
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}  # method -> (handler, wrapped handler)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        # None for an unknown method (grpc-stubs says otherwise): grpc answers UNIMPLEMENTED.
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # type: ignore[return-value]
-        method: str = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is None or cached[0] is not handler:
-            cached = self._wrapped[method] = (handler, self._wrap(method, handler))
-        return cached[1]
-
-    def _wrap(self, method: str, handler: Handler) -> Handler:
-        interceptors = tuple(i for i in self._interceptors if i.applies_to(method))
-        if not interceptors:
-            return handler
-        active = _Active.of(interceptors)
-        streams_in = handler.request_streaming
-        if handler.response_streaming:
-            inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
-            factory = (
-                grpc.stream_stream_rpc_method_handler
-                if handler.request_streaming
-                else grpc.unary_stream_rpc_method_handler
-            )
-            behavior: Any = _streaming(inner, method, active, streams_in)
-        else:
-            inner = handler.stream_unary if handler.request_streaming else handler.unary_unary
-            factory = (
-                grpc.stream_unary_rpc_method_handler
-                if handler.request_streaming
-                else grpc.unary_unary_rpc_method_handler
-            )
-            behavior = _unary(inner, method, active, streams_in)
-        if not (inspect.iscoroutinefunction(inner) or inspect.isasyncgenfunction(inner)):
-            return handler  # a sync handler runs in grpc's thread pool: nothing here can wrap it
-        return factory(
-            behavior,
-            request_deserializer=lenient(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+def _hooks(interceptor: Interceptor) -> bool:
+    return _overrides(interceptor, "call_started") or _overrides(interceptor, "call_ended")
 
 
-def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
-    async def behavior(request: Any, context: Context) -> Any:
-        call = RpcCall(
-            method,
-            response_streaming=False,
-            request_streaming=streams_in,
-            model=_model_of(request),
-            trailer_hooks=active.trailers,
-        )
-        enter_call(call)
-        async with _around(active.interceptors, call, context):
-            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
-            response = await inner(_received(request, call, active.received, streams_in), context)
-            _sent(call, active.sent)  # the reply (only a handler that returned has one)
-            _add_trailers(call, context)
-            return response
+class _HookScope(AbstractAsyncContextManager[None]):
+    """An interceptor's plain hooks as an async context manager (Interceptor.around's default)."""
 
-    return behavior
+    __slots__ = ("_call", "_context", "_interceptor", "_started")
+
+    def __init__(self, interceptor: Interceptor, call: RpcCall, context: Context) -> None:
+        self._interceptor, self._call, self._context = interceptor, call, context
+        self._started: object = None
+
+    async def __aenter__(self) -> None:
+        self._started = self._interceptor.call_started(self._call, self._context)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._interceptor.call_ended(self._call, self._started)
 
 
-def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
-    generates = inspect.isasyncgenfunction(inner)
-
-    async def behavior(request: Any, context: Context) -> None:
-        call = RpcCall(
-            method,
-            response_streaming=True,
-            request_streaming=streams_in,
-            model=_model_of(request),
-            trailer_hooks=active.trailers,
-        )
-        enter_call(call)
-        async with _around(active.interceptors, call, context):
-            request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
-            request = _received(request, call, active.received, streams_in)
-            if not generates:
-                await inner(request, context)  # a handler that writes with context.write itself
-                _add_trailers(call, context)
-                return
-            messages: AsyncIterator[Message] = inner(request, context)
-            try:
-                async for message in messages:
-                    await context.write(message)
-                    _sent(call, active.sent)
-            finally:
-                await messages.aclose()  # type: ignore[attr-defined]  # an async generator
-            _add_trailers(call, context)
-
-    return behavior
+class _LineFormatter(Protocol):
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """What the formatter makes of a record with these attributes (no arguments, no exception)."""
 
 
-def _add_trailers(call: RpcCall, context: Context) -> None:
-    """The interceptors' trailers after the handler's own, for the status grpc sends once it is done."""
-    if call.trailer_hooks:
-        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *call.final_trailers()))
-
-
-async def abort(call: RpcCall, context: Context, status: grpc.Status) -> NoReturn:
-    """Ends `call` with `status` now (grpc sends it at once), the interceptors' trailers after its own.
-    Raises grpc.aio.AbortError."""
-    extra = call.final_trailers()
-    await context.abort(status.code, status.details, (*status.trailing_metadata, *extra))
-    raise AssertionError("abort returned")  # pragma: no cover - it always raises
-
-
-def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:
-    call.messages_sent += 1
-    for hook in hooks:
-        hook(call)
-
-
-def _received(request: Any, call: RpcCall, hooks: tuple[Hook, ...], streams_in: bool) -> Any:
-    """The request for the handler: counted now if it is one message, else as the handler reads it."""
-    if streams_in:
-        return _counted(request, call, hooks)
-    call.messages_received += 1
-    for hook in hooks:
-        hook(call)
-    return request
-
-
-async def _counted(
-    requests: AsyncIterator[Any], call: RpcCall, hooks: tuple[Hook, ...]
-) -> AsyncIterator[Any]:
-    async for request in requests:
-        call.messages_received += 1
-        for hook in hooks:
-            hook(call)
-        yield request
-
-
-@contextlib.asynccontextmanager
-async def _around(
-    interceptors: tuple[Interceptor, ...], call: RpcCall, context: Context
-) -> AsyncIterator[None]:
-    async with contextlib.AsyncExitStack() as stack:
-        for interceptor in interceptors:
-            await stack.enter_async_context(interceptor.around(call, context))
-        yield
+def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatter] | None:
+    """The one handler a record of `logger` at `level` would reach, and its formatter, if writing a line
+    straight to it gives what the logging machinery would: no filter on the way, and a handler with
+    `write_line` whose formatter has `line` (bridge.logs.setup_logging's). None otherwise (tests capturing
+    records, handlers of an embedding application): then the caller makes a record."""
+    if logger.filters or logger.manager.disable >= level:
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level < handler.level:
+                continue
+            if found is not None or handler.filters or not hasattr(handler, "write_line"):
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    formatter = found.formatter if found is not None else None
+    return (found, formatter) if formatter is not None and hasattr(formatter, "line") else None
 
 
 # Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
-_MODEL_FIELDS: Final = ("model", "model_id")
-
-
-def _model_of(request: Any) -> str:
-    for name in _MODEL_FIELDS:
-        model = getattr(request, name, None)
-        if isinstance(model, str) and model:
-            return model
-    return ""
-
-
 # ---------------------------------------------------------------------------------------- error mapping
 
 
@@ -302,13 +171,18 @@ class ErrorMapping(Interceptor):
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
         try:
             yield
-        except grpc.aio.AbortError as exc:  # the handler set its status itself
+        except BaseException as exc:
+            await self.map(exc, call, context)
+            raise
+
+    async def map(self, exc: BaseException, call: RpcCall, context: Context) -> None:
+        """Records how `exc` ended `call`, and ends it: returns when `exc` is to be re-raised as it is
+        (an abort, a cancel, what is no Exception), else raises what ends the call instead."""
+        if isinstance(exc, grpc.aio.AbortError):  # the handler set its status itself
             call.code, call.error = context.code() or grpc.StatusCode.UNKNOWN, exc
-            raise
-        except asyncio.CancelledError as exc:
+        elif isinstance(exc, asyncio.CancelledError):
             call.code, call.error = _ended_code(context), exc
-            raise
-        except Exception as exc:
+        elif isinstance(exc, Exception):
             if _call_over(context):
                 # The deadline passed (the bridge's own upstream timer fires at the same instant as grpc's)
                 # or the status is out: the call is over for the caller, and aborting it would fail in
@@ -317,6 +191,14 @@ class ErrorMapping(Interceptor):
                 log.debug("%s ended before its outcome could be sent: %r", call.method, exc)
                 raise asyncio.CancelledError from exc
             await _abort(call, context, _as_bridge_error(exc))
+
+
+async def abort(call: RpcCall, context: Context, status: grpc.Status) -> NoReturn:
+    """Ends `call` with `status` now (grpc sends it at once), the interceptors' trailers after its own.
+    Raises grpc.aio.AbortError."""
+    extra = call.final_trailers()
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *extra))
+    raise AssertionError("abort returned")  # pragma: no cover - it always raises
 
 
 async def _abort(call: RpcCall, context: Context, error: BridgeError) -> NoReturn:
@@ -375,24 +257,32 @@ class AccessLog(Interceptor):
         self._log = logger or access_log
         self.skip_services = frozenset(skip_services)
 
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            self._write(call)
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        self._write(call)
 
     def _write(self, call: RpcCall) -> None:
         code = call.code
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
-        if self._log.isEnabledFor(level):
-            # The record is made here rather than by Logger.log, which would walk the stack for the
-            # caller's file and line (no format of ours shows them): a line per call, on the event loop.
-            extra = {"fields": access_fields(call)}
-            args = (call.name, code.name)
-            self._log.handle(
-                self._log.makeRecord(self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra=extra)
+        if not self._log.isEnabledFor(level):
+            return
+        fields = access_fields(call)
+        direct = _line_writer(self._log, level)
+        if direct is not None:
+            # The process's own handler and format (bridge.logs.setup_logging): the line written straight
+            # to it, as the record would have made it, without the record machinery (a line per call).
+            handler, formatter = direct
+            message = f"{call.name} {code.name}"
+            handler.write_line(
+                formatter.line(time.time(), _LEVEL_NAMES[level], self._log.name, message, fields)
             )
+            return
+        # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
+        args = (call.name, code.name)
+        self._log.handle(
+            self._log.makeRecord(
+                self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra={"fields": fields}
+            )
+        )
 
 
 def access_fields(call: RpcCall) -> dict[str, object]:
@@ -455,6 +345,7 @@ _ENDED: Final = {
 _MAX_LOGGED_CAUSE_BYTES: Final = 512
 _OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
+_LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 _OK: Final = grpc.StatusCode.OK
 _CANCELLED: Final = grpc.StatusCode.CANCELLED
 

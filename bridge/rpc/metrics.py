@@ -23,9 +23,7 @@ a process may hold several (tests), and a multi-process setup can hand it its ow
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -172,28 +170,28 @@ class Metrics(Interceptor):
         self._tokens = counter("prisme_bridge_llm_tokens_total", ("model", "type", "caller"))
         self._cost = counter("prisme_bridge_llm_cost_total", ("model", "caller"))
 
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+    def call_started(self, call: RpcCall, context: Context) -> object:
         series = self._series_of(call)
         series.started.inc()
         series.in_flight.inc()
-        try:
-            yield
-        finally:
-            series.in_flight.dec()
-            handled = series.handled.get(call.code)
-            if handled is None:
-                handled = series.handled[call.code] = self._handled.labels(
-                    *series.labels, GO_CODE_NAMES[call.code]
-                )
-            handled.inc()
-            caller = self._caller_label(call)
-            self._child(self._by_caller, call.service, call.name, GO_CODE_NAMES[call.code], caller).inc()
-            series.handling.observe(call.elapsed_ms / 1000)
-            unreported = _unreported_sent(call.messages_sent)
-            if unreported:
-                series.sent.inc(unreported)
-            self._record_upstream(call, series, caller)
+        return series
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        series: _MethodSeries = started  # type: ignore[assignment]  # what call_started returned
+        series.in_flight.dec()
+        handled = series.handled.get(call.code)
+        if handled is None:
+            handled = series.handled[call.code] = self._handled.labels(
+                *series.labels, GO_CODE_NAMES[call.code]
+            )
+        handled.inc()
+        caller = self._caller_label(call)
+        self._child(self._by_caller, call.service, call.name, GO_CODE_NAMES[call.code], caller).inc()
+        series.handling.observe(call.elapsed_ms / 1000)
+        unreported = _unreported_sent(call.messages_sent)
+        if unreported:
+            series.sent.inc(unreported)
+        self._record_upstream(call, series, caller)
 
     def message_sent(self, call: RpcCall) -> None:
         sent = call.messages_sent

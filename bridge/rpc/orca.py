@@ -79,11 +79,16 @@ class LoadReports(Interceptor):
         self.skip_services = frozenset(skip_services)
         self._last: tuple[Load, bytes] | None = None  # the last report, reused while the load is the same
 
-    def around(self, call: RpcCall, context: Context) -> _Counted:
-        return _Counted(self._meter, call)
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        self._meter.start()  # sampling, from the first call on (once; the server's stop ends it)
+        self._meter.call_started(call.response_streaming)
+        return None
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        self._meter.call_ended(call.response_streaming, call.code in SERVER_ERRORS)
 
     def trailers(self, call: RpcCall) -> Trailers:
-        # Asked inside `around`: the call is in flight in its own report until its status is sent.
+        # Asked before call_ended: the call is in flight in its own report until its status is sent.
         return ((TRAILER, self._serialized(self._meter.snapshot())),)
 
     def _serialized(self, load: Load) -> bytes:
@@ -93,20 +98,3 @@ class LoadReports(Interceptor):
         data = load_report(load).SerializeToString()
         self._last = (load, data)
         return data
-
-
-class _Counted:
-    """A call on the meter while it runs (a plain class: cheaper per call than a generator-based one)."""
-
-    __slots__ = ("_call", "_meter")
-
-    def __init__(self, meter: LoadMeter, call: RpcCall) -> None:
-        self._meter, self._call = meter, call
-
-    async def __aenter__(self) -> None:
-        self._meter.start()  # sampling, from the first call on (once; the server's stop ends it)
-        self._meter.call_started(self._call.response_streaming)
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        call = self._call
-        self._meter.call_ended(call.response_streaming, call.code in SERVER_ERRORS)

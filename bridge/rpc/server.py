@@ -24,7 +24,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from bridge.address import split_host_port
 from bridge.rpc.call import HEALTH_SERVICE
-from bridge.rpc.interceptors import ErrorMapping, Interceptor, InterceptorChain
+from bridge.rpc.chain import InterceptorChain
+from bridge.rpc.interceptors import ErrorMapping, Interceptor
 from bridge.rpc.reflection import enable_reflection
 from bridge.rpc.wellformed import install_log_filter
 

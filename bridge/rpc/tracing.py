@@ -19,9 +19,8 @@ generator, which fails every stream behind the chain, and misses statuses set by
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Final
 
@@ -71,27 +70,40 @@ class Tracing(Interceptor):
         self.skip_services = frozenset(skip_services)
         self._fields = frozenset(propagate.get_global_textmap().fields)
 
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """The caller's trace context (if it sent one) made current for the call; with a tracer, a SERVER
+        span started in it and made current (what `start_as_current_span` does, as plain hooks)."""
         carrier = _carrier(context.invocation_metadata() or (), self._fields)
         parent = propagate.extract(carrier) if carrier else None
         if self._tracer is None:
-            async with _attached(parent, call):
-                yield
-            return
-        with self._tracer.start_as_current_span(
+            if parent is None:
+                return None
+            token = otel_context.attach(parent)
+            call.trace_id = _trace_id(trace.get_current_span())
+            return token
+        span = self._tracer.start_span(
             f"{call.service}/{call.name}",
             context=parent,
             kind=SpanKind.SERVER,
             attributes=_start_attributes(call),
-            record_exception=False,  # the status says what happened; tracebacks would quote upstream text
-            set_status_on_exception=False,
-        ) as span:
-            call.trace_id = _trace_id(span)
-            try:
-                yield
-            finally:
-                _finish(span, call)
+        )
+        call.trace_id = _trace_id(span)
+        # Exceptions are not recorded on the span: the status says what happened, and tracebacks would
+        # quote upstream text.
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        if started is None:
+            return
+        if self._tracer is None:
+            otel_context.detach(started)  # type: ignore[arg-type]  # the token call_started returned
+            return
+        span: trace.Span
+        token: object
+        span, token = started  # type: ignore[misc]  # what call_started returned with a tracer
+        _finish(span, call)
+        otel_context.detach(token)  # type: ignore[arg-type]  # the token attach returned
+        span.end()
 
 
 def _carrier(metadata: Iterable[tuple[str, str | bytes]], fields: frozenset[str]) -> dict[str, str]:
@@ -101,19 +113,6 @@ def _carrier(metadata: Iterable[tuple[str, str | bytes]], fields: frozenset[str]
         if key in fields and isinstance(value, str):
             found.setdefault(key, value)
     return found
-
-
-@contextlib.asynccontextmanager
-async def _attached(parent: otel_context.Context | None, call: RpcCall) -> AsyncIterator[None]:
-    if parent is None:
-        yield
-        return
-    token = otel_context.attach(parent)
-    call.trace_id = _trace_id(trace.get_current_span())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
 
 
 def _trace_id(span: trace.Span) -> str | None:

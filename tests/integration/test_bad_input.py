@@ -171,7 +171,7 @@ def dev_bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 
 
 # Scripted mock models slow, fail or cut on purpose: the fuzz is about what callers send.
-_SCRIPTED_PREFIXES = ("error-", "openai-error-", "slow-", "stall-", "flaky-")
+_SCRIPTED_PREFIXES = ("error-", "openai-error-", "slow-", "stall-", "paced-", "flaky-")
 
 
 def _scripted(model: str) -> bool:

@@ -5,6 +5,7 @@ caller's identity in the access line, the trace and the metrics, and the identit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -393,20 +394,27 @@ async def test_the_identity_is_on_the_server_span_and_in_bounded_metrics(
     ) as channel:
         await call_failing(pb_grpc.ChatCompletionServiceStub(channel), "unary", chat_request())
 
-    servers = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER]
+    # A refused call's status is sent by its abort, before the hooks that end its span and count it have
+    # run: wait for the three calls to have ended in the bridge (spans and counters), not just for the client.
+    calls = "prisme_bridge_caller_calls_total"
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        for _ in range(500):
+            servers = [span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER]
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+            counted = sum(s.value for s in samples if s.name == calls)
+            if len(servers) >= 3 and counted >= 3:
+                break
+            await asyncio.sleep(0.02)
     assert sorted(str((span.attributes or {}).get("enduser.id")) for span in servers) == [
         "anonymous",  # the refused one: its identity is not one that may call
         BILLING,
         BILLING,
     ]
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     def value(name: str, **labels: str) -> float:
         return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
-    calls = "prisme_bridge_caller_calls_total"
     assert value(calls, caller=BILLING, grpc_code="OK") == 2
     assert value(calls, caller="anonymous", grpc_code="PermissionDenied") == 1
     assert value("prisme_bridge_llm_tokens_total", caller=BILLING, type="prompt") == 3 + 2

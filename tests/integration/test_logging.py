@@ -134,8 +134,14 @@ async def test_text_format_keeps_the_facts_on_one_line(mock_gateway: MockGateway
 # ---------------------------------------------------------- a failed call's access line: reason and cause
 
 
-def _failure_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
-    lines = [r for r in caplog.records if r.name == "bridge.access"]
+async def _failure_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The access lines' code, reason and cause, once there is one: a failed call's status is sent by its
+    abort, before the hooks that write its line have run, so the client can have it first."""
+    for _ in range(500):
+        lines = [r for r in caplog.records if r.name == "bridge.access"]
+        if lines:
+            break
+        await asyncio.sleep(0.02)
     return [{k: r.__dict__["fields"].get(k) for k in ("code", "reason", "cause")} for r in lines]
 
 
@@ -178,7 +184,7 @@ async def test_every_failed_call_logs_its_reason_and_cause(
             "UPSTREAM_CONNECTION_LOST"  # h11 reports a cut chunked body as a lost connection (reliability.md)
         )
     error, _ = await call_failing(stub, kind, chat_request(model=model, text=CONTENT), timeout=10)
-    [line] = _failure_fields(caplog)
+    [line] = await _failure_fields(caplog)
     assert line["code"] == code == error.code().name
     # the reason is the ErrorInfo reason the caller got
     assert line["reason"] == status_details(error)["ErrorInfo"].reason
@@ -199,7 +205,7 @@ async def test_an_unreachable_upstream_is_logged_with_its_cause(start_bridge, ca
     async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
         stub = pb_grpc.ChatCompletionServiceStub(channel)
         await call_failing(stub, "unary", chat_request(), timeout=10)
-    [line] = _failure_fields(caplog)
+    [line] = await _failure_fields(caplog)
     assert line["reason"] == "UPSTREAM_UNREACHABLE"
     assert (
         line["cause"]
@@ -246,7 +252,7 @@ async def test_a_redirect_is_logged_with_where_it_pointed(start_bridge, caplog) 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
             stub = pb_grpc.ChatCompletionServiceStub(channel)
             error, _ = await call_failing(stub, "unary", chat_request(text=CONTENT), timeout=10)
-    [line] = _failure_fields(caplog)
+    [line] = await _failure_fields(caplog)
     assert line["reason"] == "UPSTREAM_REDIRECTED"
     assert line["cause"] == error.details()
     assert f"to {location}" in str(line["cause"])

@@ -534,6 +534,19 @@ async def test_slow_delays_headers_then_echoes(client: httpx.AsyncClient) -> Non
         assert contents(chunks(await streamed.aread())) == TEXT
 
 
+async def test_paced_stream_sends_one_event_per_read(client: httpx.AsyncClient) -> None:
+    async with client.stream("POST", CHAT, json=stream_body("paced-100", "a b c")) as response:
+        reads = [raw async for raw in response.aiter_raw()]
+    events = [raw.count(b"data: ") for raw in reads]
+    # role, three words, finish, [DONE], each written after a 100 ms pause: read one by one (a reader
+    # stalled that long would see two at once, hence the median)
+    assert sum(events) == 6
+    assert sorted(events)[len(events) // 2] == 1
+    assert contents(chunks(b"".join(reads))) == "a b c"
+    unary = await client.post(CHAT, json=body("paced-30"))
+    assert unary.json()["choices"][0]["message"]["content"] == TEXT
+
+
 async def test_endless_stream_disconnect_is_recorded_promptly(
     client: httpx.AsyncClient, gateway: MockGateway, no_server_errors: None
 ) -> None:

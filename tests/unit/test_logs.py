@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.logs import JsonFormatter, TextFormatter, setup_logging
+from bridge.logs import JsonFormatter, LineHandler, TextFormatter, setup_logging
 
 
 def _record(message: str = "CreateChatCompletion OK", **extra: object) -> logging.LogRecord:
@@ -95,3 +96,31 @@ def test_text_escapes_unprintable_characters_in_exception_texts_and_keeps_line_b
     assert "\x1b" not in text
     assert r"invalid header value b'a\x1bb' r\xe9q" in text
     assert "\nTraceback (most recent call last):\n" in text
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+def test_a_line_made_without_a_record_is_the_records_line(formatter: TextFormatter | JsonFormatter) -> None:
+    fields = {"code": "OK", "ms": 1.5, "model": "gpt 4o", "correlation_id": "r\\xe9q", "big": 2**70}
+    for message in ("CreateChatCompletion OK", "id r\udce9q \x1b[0m"):
+        record = _record(message=message, fields=fields)
+        made = formatter.line(record.created, "INFO", "bridge.access", message, fields)
+        assert made == formatter.format(record)
+
+
+def test_line_handler_keeps_lines_and_records_in_order() -> None:
+    out = io.StringIO()
+    handler = LineHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+
+    async def main() -> None:
+        handler.write_line("one")
+        handler.write_line("two")
+        assert out.getvalue() == ""  # waiting for the end of this loop iteration
+        handler.emit(_record(message="three"))  # a record writes the waiting lines first
+        handler.write_line("four")
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert out.getvalue() == "one\ntwo\nthree\nfour\n"
+    handler.write_line("five")  # no event loop: written at once
+    assert out.getvalue().endswith("four\nfive\n")

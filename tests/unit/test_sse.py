@@ -607,3 +607,80 @@ class TestProperties:
             for event in whole[0]:
                 assert "\r" not in event.data
                 assert event.event
+
+
+# --------------------------------------------------------------------------- fast path = full rules
+
+_VECTORS = {
+    f"{table}/{name}": vector
+    for table, vectors in (
+        ("line_ends", LINE_ENDS), ("bom", BOM), ("comments", COMMENTS), ("fields", FIELDS),
+        ("dispatch", DISPATCH), ("id_retry", ID_RETRY), ("unicode", UNICODE), ("finish", FINISH),
+    )
+    for name, vector in vectors.items()
+}  # fmt: skip
+
+
+def _by_path(chunks: list[bytes], limit: int, *, full_rules: bool) -> tuple[list[ServerSentEvent], object]:
+    """Every event handed out and how the stream ended (finish(), or the error), decoding `chunks` with
+    `feed` (its bytes fast path where it applies) or with the full WHATWG rules only."""
+    decoder = SSEDecoder(max_event_bytes=limit)
+    feed = decoder._feed if full_rules else decoder.feed
+    events: list[ServerSentEvent] = []
+    try:
+        for chunk in chunks:
+            if chunk:
+                events += feed(chunk)
+    except SSEEventTooLarge as exc:
+        return events + exc.events, str(exc)
+    return events, decoder.finish()
+
+
+def _same_both_paths(chunks: list[bytes], limit: int = 16 * 1024 * 1024) -> None:
+    assert _by_path(chunks, limit, full_rules=False) == _by_path(chunks, limit, full_rules=True)
+
+
+class _FastPathOnly(SSEDecoder):
+    __slots__ = ()
+
+    def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        raise AssertionError(f"the full rules were needed for {chunk!r}")
+
+
+class TestFastPath:
+    """`feed` cuts plain `data: ...` events out as bytes and hands the rest to the full rules: on every
+    golden vector, OpenAI-style streams and fuzzed bytes, however chunked, both give the same events."""
+
+    @pytest.mark.parametrize("vector", _params(_VECTORS))
+    def test_golden_vectors(self, vector: Vector) -> None:
+        for chunks in _chunkings(vector[0]):
+            _same_both_paths(chunks)
+
+    def test_openai_stream_takes_the_fast_path(self) -> None:
+        body = b"".join(b'data: {"n": %d}\n\n' % i for i in range(50)) + b"data: [DONE]\n\n"
+        decoder = _FastPathOnly()
+        cut = body.index(b"\n\n", 100) + 2  # reads that end between events
+        events = decoder.feed(body[:cut]) + decoder.feed(body[cut:])
+        assert [e.data for e in events] == [f'{{"n": {i}}}' for i in range(50)] + ["[DONE]"]
+        for chunks in _chunkings(body):
+            _same_both_paths(chunks)
+
+    @settings(deadline=None, max_examples=300)
+    @given(
+        events=_EVENTS,
+        newline=st.sampled_from(["\n", "\r", "\r\n"]),
+        bom=st.booleans(),
+        cuts=st.lists(st.integers(min_value=0), max_size=30),
+    )
+    def test_serialised_events(self, events: list[Any], newline: str, bom: bool, cuts: list[int]) -> None:
+        data, _ = _serialise(events, newline, bom)
+        _same_both_paths(_split(data, cuts))
+
+    @settings(deadline=None, max_examples=300)
+    @given(
+        data=_NOISE,
+        cuts=st.lists(st.integers(min_value=0), max_size=30),
+        limit=st.sampled_from([1, 8, 64, 16 * 1024 * 1024]),
+    )
+    def test_arbitrary_bytes(self, data: bytes, cuts: list[int], limit: int) -> None:
+        _same_both_paths(_split(data, cuts), limit)

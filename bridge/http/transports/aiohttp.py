@@ -78,6 +78,7 @@ async def arrived_first(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         if not chunk:
             return
         yield chunk
+        del chunk  # not held while the next read waits (an idle stream holds no old bytes)
 
 
 class _AiohttpResponse:

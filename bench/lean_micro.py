@@ -1,0 +1,139 @@
+"""µs of CPU per hot-path step (issue 22), this checkout against another one, interleaved in one run.
+
+Each step is timed in a fresh interpreter per checkout (its own `bridge/`), the checkouts alternating
+round after round, so a busy neighbour spreads over both; the median of the rounds is reported with the
+ratio. Steps that did not exist in the other checkout are timed on this one only.
+
+    .venv/bin/python bench/lean_micro.py --baseline ../i22-base [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One step: (name, setup, statement); run with `timeit` in the checkout's own interpreter and bridge/.
+STEPS = (
+    (
+        "access line, text format (isEnabledFor to the write)",
+        """
+import logging, os
+from bridge.logs import setup_logging
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.call import RpcCall
+setup_logging("INFO", "text", open(os.devnull, "w", buffering=1))
+log = AccessLog()
+call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
+               model="echo")
+call.upstream_status, call.upstream_attempts = 200, 1
+call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
+call.prompt_tokens = call.completion_tokens = 20
+""",
+        "log._write(call)",
+    ),
+    (
+        "header_value, a provider id (not plain hex)",
+        "from bridge.redaction import header_value",
+        "header_value('chatcmpl-9f2c.a1_b-20261207')",
+    ),
+    (
+        "validate_request, the benchmark request",
+        """
+from bench import workload
+from bridge.chat.validation import validate_request
+request = workload.request_proto()
+""",
+        "validate_request(request, streaming=False)",
+    ),
+    (
+        "SSE decoding, per event, 64-event stream in 3 reads",
+        """
+from bridge.http.sse import SSEDecoder
+event = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","choices":[{"index":0,"delta":{"content":"word "},"logprobs":null,'
+         b'"finish_reason":null}]}\\n\\n')
+body = event * 64 + b"data: [DONE]\\n\\n"
+third = len(body) // 3
+reads = [body[:third], body[third:2 * third], body[2 * third:]]
+def run():
+    decoder = SSEDecoder()
+    for read in reads:
+        decoder.feed(read)
+""",
+        "run()",
+        65,
+    ),
+    (
+        "SSE decoding, per event, one event per read",
+        """
+from bridge.http.sse import SSEDecoder
+event = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","choices":[{"index":0,"delta":{"content":"word "},"logprobs":null,'
+         b'"finish_reason":null}]}\\n\\n')
+def run():
+    decoder = SSEDecoder()
+    for _ in range(65):
+        decoder.feed(event)
+""",
+        "run()",
+        65,
+    ),
+)
+
+_TIMER = """
+import sys, timeit, json
+sys.path.insert(0, ".")
+setup, statement, per = sys.argv[1], sys.argv[2], int(sys.argv[3])
+number = 2000
+best = min(timeit.repeat(statement, setup, number=number, repeat=5))
+print(json.dumps(best / number / per * 1e6))
+"""
+
+
+def time_step(checkout: Path, step: tuple) -> float | None:
+    _, setup, statement, *per = step
+    python = checkout / ".venv/bin/python"
+    done = subprocess.run(
+        [str(python), "-c", _TIMER, setup, statement, str(per[0] if per else 1)],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (with its .venv)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    checkouts = {"this": ROOT, "baseline": args.baseline.resolve()}
+    times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in STEPS}
+    for _ in range(args.rounds):
+        for step in STEPS:
+            for name, checkout in checkouts.items():
+                value = time_step(checkout, step)
+                if value is not None:
+                    times[step[0]][name].append(value)
+    rows = {}
+    print("| step | this checkout µs | baseline µs | ratio |\n|---|---|---|---|")
+    for step, by in times.items():
+        this = statistics.median(by["this"]) if by["this"] else None
+        base = statistics.median(by["baseline"]) if by["baseline"] else None
+        ratio = this / base if this and base else None
+        rows[step] = {"this": this, "baseline": base, "ratio": ratio, "runs": by}
+        shown = [f"{v:.2f}" if v is not None else "-" for v in (this, base, ratio)]
+        print(f"| {step} | {shown[0]} | {shown[1]} | {shown[2]} |")
+    if args.output:
+        args.output.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
