@@ -207,6 +207,16 @@ async def wait_all_ended(mock: Any, within: float = 5.0) -> list[dict[str, Any]]
     return records
 
 
+async def access_records(caplog: Any, count: int, within: float = GUARD_S) -> list[Any]:
+    """The access-line records captured, once there are `count`: a failed call's status goes out with its
+    abort, before the hooks that write its line have run, so the caller can hold its status first."""
+    async with asyncio.timeout(within):
+        # caplog has no event to await: polled
+        while len(lines := [r for r in caplog.records if r.name == "bridge.access"]) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    return lines
+
+
 # -------------------------------------------------------------------------- the CLI as a subprocess
 
 

@@ -36,6 +36,7 @@ from bridge.rpc.server import GrpcServer
 from tests.conftest import BridgeFactory
 from tests.helpers import (
     CertificateAuthority,
+    access_records,
     call_failing,
     chat_request,
     cli_env,
@@ -149,7 +150,7 @@ async def test_an_anonymous_caller_is_refused_the_key_before_anything_reaches_th
         assert "'authorization: Bearer <token or iak_ key>'" in (error.details() or "")
         assert "x-prismeai-api-key" in (error.details() or "")
         _nothing_secret(error)
-    lines = [record for record in caplog.records if record.name == "bridge.access"]
+    lines = await access_records(caplog, len(outcomes))
     assert len(lines) == len(outcomes)
     for record in lines:
         fields = record.fields  # type: ignore[attr-defined]

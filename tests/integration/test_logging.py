@@ -16,7 +16,16 @@ import pytest
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
-from tests.helpers import call_failing, chat_request, cli_env, collect, free_port, run_cli, status_details
+from tests.helpers import (
+    access_records,
+    call_failing,
+    chat_request,
+    cli_env,
+    collect,
+    free_port,
+    run_cli,
+    status_details,
+)
 from tests.raw_upstream import RawReply, RawUpstream
 
 OWN_KEY = "iak_acme_0f4c2d6e-5b1a-4c8e-9d7f-own-key"
@@ -135,13 +144,8 @@ async def test_text_format_keeps_the_facts_on_one_line(mock_gateway: MockGateway
 
 
 async def _failure_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
-    """The access lines' code, reason and cause, once there is one: a failed call's status is sent by its
-    abort, before the hooks that write its line have run, so the client can have it first."""
-    for _ in range(500):
-        lines = [r for r in caplog.records if r.name == "bridge.access"]
-        if lines:
-            break
-        await asyncio.sleep(0.02)
+    """The access lines' code, reason and cause, once there is one (awaited: see access_records)."""
+    lines = await access_records(caplog, 1)
     return [{k: r.__dict__["fields"].get(k) for k in ("code", "reason", "cause")} for r in lines]
 
 

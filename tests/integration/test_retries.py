@@ -15,7 +15,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 from bridge.mock_gateway import MockGateway
 from bridge.rpc.server import GrpcServer
-from tests.helpers import call_failing, chat_request, collect, every_transport, free_port, status_details
+from tests.helpers import (
+    access_records,
+    call_failing,
+    chat_request,
+    collect,
+    every_transport,
+    free_port,
+    status_details,
+)
 
 # Every test that starts a bridge runs once per upstream transport.
 upstream_transport = every_transport()
@@ -27,9 +35,9 @@ def _requests(mock: MockGateway, model: str) -> list[dict]:
     return [r for r in mock.requests() if r["model"] == model]
 
 
-def _access_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
-    """The code and upstream attempts of each access line logged."""
-    lines = [r for r in caplog.records if r.name == "bridge.access"]
+async def _access_fields(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """The code and upstream attempts of each access line logged (the one call's line awaited)."""
+    lines = await access_records(caplog, 1)
     return [{key: r.__dict__["fields"].get(key) for key in ("code", "upstream_attempts")} for r in lines]
 
 
@@ -50,7 +58,7 @@ async def test_a_unary_call_survives_failures_the_upstream_cannot_have_answered(
     assert reply.choices[0].message.content == TEXT
     assert [r["outcome"] for r in _requests(mock_gateway, model)] == ["error", "error", "completed"]
     # The access line says the call needed three upstream requests.
-    assert _access_fields(caplog) == [{"code": "OK", "upstream_attempts": 3}]
+    assert await _access_fields(caplog) == [{"code": "OK", "upstream_attempts": 3}]
 
 
 async def test_the_last_failure_reaches_the_caller_saying_how_many_attempts(
@@ -72,7 +80,7 @@ async def test_connection_refused_is_retried_then_unavailable(start_bridge, capl
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert error.details().endswith(": connection refused (after 5 attempts)")
     assert status_details(error)["ErrorInfo"].reason == "UPSTREAM_UNREACHABLE"
-    assert _access_fields(caplog) == [{"code": "UNAVAILABLE", "upstream_attempts": 5}]
+    assert await _access_fields(caplog) == [{"code": "UNAVAILABLE", "upstream_attempts": 5}]
 
 
 async def test_retry_after_is_honoured(stub, mock_gateway: MockGateway) -> None:

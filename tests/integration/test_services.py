@@ -21,7 +21,7 @@ from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
 from bridge.models.service import SERVICE_NAME as MODELS
 from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.server import GrpcServer
-from tests.helpers import chat_request
+from tests.helpers import access_records, chat_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -120,7 +120,7 @@ async def test_access_lines_carry_the_upstream_facts(
 ) -> None:
     caplog.set_level(logging.INFO, logger="bridge.access")
     await _call_models_and_embeddings(channel)
-    lines = [r.fields for r in caplog.records if r.name == "bridge.access"]  # type: ignore[attr-defined]
+    lines = [r.fields for r in await access_records(caplog, 4)]  # the throttled call's line is awaited
     get, listed, embedded, throttled = lines
     assert (get["method"], get["model"], get["upstream_status"], get["correlation_id"]) == (
         "GetModel",
