@@ -48,7 +48,7 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         body = _accept(request, streaming=True)
-        async with self._upstream.stream(context, PATH, body) as events:
+        async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
             async for chunk in stream.chunks(events):
                 if chunk.get("usage") is not None:  # the usage chunk (others say null, or nothing)
                     self._upstream.report_usage(chunk)

@@ -103,6 +103,8 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 ``reset``                  stream: role chunk and one chunk per word (no finish), then at once, in the
                            same breath, the TCP connection is reset (RST). Unary: ``Content-Length`` of
                            the full reply, half of it sent, then RST.
+``reset-before-content``   stream: the role chunk, then the TCP connection is reset (RST) before any
+                           content. Unary: reset once the request is read, before a byte of the reply.
 ``stall-<ms>``              stream: role chunk, two content chunks (``"Partial "``, ``"answer"``), then
                            that many ms of silence, then the finish chunk and ``[DONE]``. Unary: the
                            reply's headers and the first half of its body, the silence, the rest.
@@ -136,6 +138,11 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            later ones are answered as echo.
 ``flaky-<N>-reset``        the first N requests: the connection is reset (RST) once the request is read,
                            before a byte of the reply (outcome ``error``); later ones echo.
+
+``MockGateway.script(model, count)`` makes one instance answer its next ``count`` requests (all, until
+``script(None)``) as it answers ``model``, whatever model they name (catalogue and embeddings requests:
+the scripted error of an ``error-<status>`` name): two instances, one scripted, are two upstreams of which
+one fails.
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
 ``error-99``, is plain echo.

@@ -176,6 +176,15 @@ async def _reset(call: Call) -> web.StreamResponse:
     return sse.response
 
 
+@script("reset-before-content")
+async def _reset_before_content(call: Call) -> web.StreamResponse:
+    if call.stream:
+        sse = await SseStream.open(call)
+        await sse.send(bodies.delta_chunk(call, {"role": "assistant", "content": ""}))
+    reset_connection(call)  # a stream: after its role chunk; unary: before a byte of the reply
+    raise ScriptStoppedError("error")
+
+
 @script("no-done", "no-finish")
 async def _no_done(call: Call) -> web.StreamResponse:
     if not call.stream:

@@ -30,6 +30,7 @@ __all__ = [
     "RpcCall",
     "current_call",
     "deadline_of",
+    "note_upstream",
     "note_upstream_attempt",
     "send_initial_metadata",
     "split_method",
@@ -71,6 +72,7 @@ class RpcCall:
     cost: float | None = None
     trace_id: str | None = None  # of the call's server span, when it is traced
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
+    upstream: str | None = None  # which upstream answered, when there are several (host:port)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
     started: float = field(default_factory=time.perf_counter)
     service: str = field(init=False)  # "pkg.Service" of `method`
@@ -136,6 +138,13 @@ def note_upstream_attempt(number: int) -> None:
     call = _CURRENT.get()
     if call is not None:
         call.upstream_attempts = number
+
+
+def note_upstream(name: str) -> None:
+    """Records which upstream answered the current call (an upstream pool's `on_upstream`)."""
+    call = _CURRENT.get()
+    if call is not None:
+        call.upstream = name
 
 
 def deadline_of(context: Context) -> float | None:

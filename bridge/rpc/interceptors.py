@@ -372,6 +372,8 @@ def access_fields(call: RpcCall) -> dict[str, object]:
     # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
     if call.model:
         fields["model"] = _logged_model(call.model)
+    if call.upstream is not None:
+        fields["upstream"] = call.upstream
     if call.upstream_status is not None:
         fields["upstream_status"] = call.upstream_status
     if call.upstream_attempts > 1:

@@ -19,6 +19,7 @@ from bridge.settings.serving import (
 )
 from bridge.settings.upstream import (
     AuthSettings,
+    FailoverSettings,
     HeadersSettings,
     RetrySettings,
     UpstreamSettings,
@@ -47,6 +48,7 @@ class ServeSettings(CommandSettings):
     tls: TlsSettings = TlsSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
     retry: RetrySettings = RetrySettings()
+    failover: FailoverSettings = FailoverSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     logging: ServeLoggingSettings = ServeLoggingSettings()
 
@@ -57,7 +59,7 @@ class ServeSettings(CommandSettings):
                 "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
                 "every upstream request would go without credentials"
             )
-        if same_address(self.server.listen, self.upstream.url):
+        if any(same_address(self.server.listen, url) for url in self.upstream.urls):
             raise ValueError(
                 "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
                 "it would call itself"

@@ -1,0 +1,216 @@
+"""Several upstreams end to end: the real bridge in front of two mock gateway instances, A (preferred) and
+B. A is scripted to fail (`MockGateway.script`) or is a port nobody listens on; B answers. A call moves to
+B only before its commit point (unary: before any reply byte; a stream: before its first chunk carrying
+content), never for a 4xx the request caused; a 429 holds A alone for its Retry-After; A's circuit
+breaker opens after N consecutive failures. The mocks' records say which upstream saw what."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
+from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
+from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
+from bridge.mock_gateway import MockGateway, start_mock_gateway
+from tests.helpers import call_failing, chat_request, collect, every_transport, free_port, wait_all_ended
+
+upstream_transport = every_transport()
+
+TEXT = "Hello there, bridge"
+
+
+@pytest.fixture
+async def mock_b() -> AsyncIterator[MockGateway]:
+    gateway = await start_mock_gateway("127.0.0.1", 0)
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
+
+
+def _name(mock: MockGateway) -> str:
+    return f"127.0.0.1:{mock.port}"
+
+
+async def _channel(start_bridge: Any, upstreams: str, **settings: Any) -> grpc.aio.Channel:
+    bridge = await start_bridge(upstream_url=upstreams, **settings)
+    return grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}")
+
+
+def _access(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    keys = ("code", "upstream", "upstream_attempts")
+    lines = [r for r in caplog.records if r.name == "bridge.access"]
+    return [{key: r.__dict__["fields"].get(key) for key in keys} for r in lines]
+
+
+def _text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+def _outcomes(mock: MockGateway) -> list[str]:
+    return [r["outcome"] for r in mock.requests()]
+
+
+# A's failures that move a call to B, each as A is scripted (None: A's port refuses connections).
+MOVING = {"refused": None, "503": "error-503", "429": "error-429", "reset": "reset-before-content"}
+
+
+async def _upstreams(mock_a: MockGateway, mock_b: MockGateway, failure: str) -> str:
+    script = MOVING[failure]
+    if script is None:
+        return f"http://127.0.0.1:{free_port()}/v1,{mock_b.base_url}"
+    mock_a.script(script)
+    return f"{mock_a.base_url},{mock_b.base_url}"
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+@pytest.mark.parametrize("failure", list(MOVING))
+async def test_a_call_moves_to_the_next_upstream_on_a_failure_before_its_commit_point(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, rpc: str, failure: str, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    upstreams = await _upstreams(mock_gateway, mock_b, failure)
+    async with await _channel(start_bridge, upstreams) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        if rpc == "unary":
+            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
+            assert reply.choices[0].message.content == TEXT
+        else:
+            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+            # The caller's stream is B's, whole: one opening role chunk, never A's held-back one too.
+            assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == [
+                "assistant"
+            ]
+            assert _text(chunks) == TEXT
+    if MOVING[failure] is not None:
+        assert _outcomes(mock_gateway) == ["error"]
+    assert _outcomes(mock_b) == ["completed"]
+    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+
+
+async def test_a_stream_that_failed_after_its_first_content_does_not_move_and_is_not_stitched(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    mock_gateway.script("reset")  # the role chunk, a chunk per word, then RST
+    async with await _channel(start_bridge, f"{mock_gateway.base_url},{mock_b.base_url}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        error, chunks = await call_failing(stub, "stream", chat_request(text=TEXT), timeout=10)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert _text(chunks) == TEXT  # what A sent, and nothing of B
+    assert mock_b.requests() == []
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+@pytest.mark.parametrize("status", [400, 401, 404])
+async def test_a_request_the_upstream_refused_as_faulty_never_moves(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, rpc: str, status: int
+) -> None:
+    mock_gateway.script(f"error-{status}")
+    async with await _channel(start_bridge, f"{mock_gateway.base_url},{mock_b.base_url}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        error, _ = await call_failing(stub, rpc, chat_request(), timeout=10)
+    assert error.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert len(mock_gateway.requests()) == 1
+    assert mock_b.requests() == []
+
+
+async def test_retry_after_of_a_429_holds_that_upstream_only(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    mock_gateway.script("error-429", count=1)  # Retry-After: 7
+    async with await _channel(start_bridge, f"{mock_gateway.base_url},{mock_b.base_url}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        for _ in range(3):
+            await stub.CreateChatCompletion(chat_request(), timeout=10)
+    # A is asked once; within its 7 s the next calls go to B straight away, as their first attempt.
+    assert _outcomes(mock_gateway) == ["error"]
+    assert _outcomes(mock_b) == ["completed"] * 3
+    assert [line["upstream_attempts"] for line in _access(caplog)] == [2, None, None]
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
+    text = generate_latest(registry).decode()
+    return {
+        s.labels.get("upstream", ""): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+async def test_the_circuit_breaker_opens_after_consecutive_failures_and_skips_the_upstream(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    registry = CollectorRegistry()
+    mock_gateway.script("error-503")
+    upstreams = f"{mock_gateway.base_url},{mock_b.base_url}"
+    async with await _channel(
+        start_bridge, upstreams, breaker_failures=2, breaker_cooldown=3600, metrics_registry=registry
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        state = "prisme_bridge_upstream_state"
+        assert _samples(registry, state) == {_name(mock_gateway): 0, _name(mock_b): 0}
+        for _ in range(4):
+            await stub.CreateChatCompletion(chat_request(), timeout=10)
+        assert _samples(registry, state) == {_name(mock_gateway): 2, _name(mock_b): 0}  # A open
+    assert len(mock_gateway.requests()) == 2  # its breaker opened after two: the later calls skip it
+    assert _outcomes(mock_b) == ["completed"] * 4
+
+
+async def test_models_and_embeddings_follow_the_same_upstreams(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    mock_gateway.script("error-503")
+    async with await _channel(start_bridge, f"{mock_gateway.base_url},{mock_b.base_url}") as channel:
+        models = model_grpc.ModelServiceStub(channel)
+        listed = await models.ListModels(model_pb2.ListModelsRequest(page_size=2), timeout=10)
+        embeddings = embedding_grpc.EmbeddingServiceStub(channel)
+        request = embedding_pb2.CreateEmbeddingRequest(model="text-embedding-mock", input=["a b"])
+        embedded = await embeddings.CreateEmbedding(request, timeout=10)
+        mock_gateway.script("error-403")
+        error, _ = await call_failing_unary(models.ListModels(model_pb2.ListModelsRequest(), timeout=10))
+    assert len(listed.models) == 2
+    assert len(embedded.data) == 1
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _outcomes(mock_gateway) == ["error", "error", "error"]
+    assert _outcomes(mock_b) == ["completed", "completed"]  # the 403 never moved
+
+
+async def call_failing_unary(call: Any) -> tuple[grpc.aio.AioRpcError, None]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error, None
+    pytest.fail("the call succeeded")
+
+
+async def test_with_every_breaker_open_the_preferred_upstream_is_still_tried(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    mock_gateway.script("error-503")
+    mock_b.script("error-503")
+    upstreams = f"{mock_gateway.base_url},{mock_b.base_url}"
+    async with await _channel(
+        start_bridge, upstreams, breaker_failures=1, breaker_cooldown=3600, retries=0
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        for _ in range(2):
+            error, _ = await call_failing(stub, "unary", chat_request(), timeout=10)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+    await wait_all_ended(mock_gateway)
+    # The first call opens both; the second is not refused by the bridge: A is asked again.
+    assert len(mock_gateway.requests()) == 2
+    assert len(mock_b.requests()) == 1
