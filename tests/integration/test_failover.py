@@ -214,3 +214,64 @@ async def test_with_every_breaker_open_the_preferred_upstream_is_still_tried(
     # The first call opens both; the second is not refused by the bridge: A is asked again.
     assert len(mock_gateway.requests()) == 2
     assert len(mock_b.requests()) == 1
+
+
+# ------------------------------------------------------------------------------------------- hedging
+
+
+async def _hedged_channel(start_bridge: Any, mock_a: MockGateway, mock_b: MockGateway, **settings: Any):
+    # A never answers (it waits until its client leaves); B answers at once. 50 ms is only when the hedge
+    # goes: the outcome does not depend on it (A never answers, whenever the hedge is sent).
+    mock_a.script("slow-600000")
+    upstreams = f"{mock_a.base_url},{mock_b.base_url}"
+    return await _channel(start_bridge, upstreams, hedge_after=50, hedge_max_ratio=1.0, **settings)
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+async def test_a_hedge_goes_to_the_next_upstream_and_the_loser_is_cancelled_at_once(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, rpc: str, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    registry = CollectorRegistry()
+    async with await _hedged_channel(
+        start_bridge, mock_gateway, mock_b, metrics_registry=registry
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        if rpc == "unary":
+            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
+            assert reply.choices[0].message.content == TEXT
+        else:
+            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+            assert _text(chunks) == TEXT
+        # The loser's connection is closed by the time the winner's answer is out: the mock saw it go.
+        [lost] = await wait_all_ended(mock_gateway)
+        assert lost["outcome"] == "client_disconnected"
+    assert _outcomes(mock_b) == ["completed"]
+    text = generate_latest(registry).decode()
+    assert "prisme_bridge_hedges_fired_total 1.0" in text
+    assert "prisme_bridge_hedges_won_total 1.0" in text
+    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+
+
+async def test_a_request_the_upstream_stores_is_never_hedged(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    async with await _hedged_channel(start_bridge, mock_gateway, mock_b) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        error, _ = await call_failing(stub, "unary", chat_request(store=True), timeout=0.5)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # A never answered, and no hedge went
+    assert mock_b.requests() == []
+
+
+async def test_hedges_stay_within_their_share_of_calls(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+) -> None:
+    mock_gateway.script("slow-600000")
+    upstreams = f"{mock_gateway.base_url},{mock_b.base_url}"
+    async with await _channel(start_bridge, upstreams, hedge_after=50, hedge_max_ratio=0.5) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        # The first call may not be hedged (1 of 1 is over half): A never answers, the deadline ends it.
+        error, _ = await call_failing(stub, "unary", chat_request(), timeout=0.5)
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        await stub.CreateChatCompletion(chat_request(), timeout=10)  # 1 of 2: hedged, B wins
+    assert _outcomes(mock_b) == ["completed"]
