@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -99,7 +100,8 @@ class UpstreamCaller:
         served = this_call()
         headers = self.headers.request_headers(context.invocation_metadata() or ())
         deadline = deadline_of(context)
-        with served.upstream_request():
+        with served.upstream_request(waiting=False):
+            started = time.perf_counter()
             opened: contextlib.AbstractAsyncContextManager[Events]
             if isinstance(self.upstream, UpstreamPool):
                 opened = self.upstream.open_sse(
@@ -108,6 +110,7 @@ class UpstreamCaller:
             else:  # one upstream: nowhere to move, nothing held back
                 opened = self.upstream.open_sse(path, body, headers=headers, deadline=deadline)
             async with opened as events:
+                served.waited_on_upstream(time.perf_counter() - started)  # its head (its commit point)
                 served.upstream_replied(events.status, events.correlation_id)
                 await send_reply_metadata(context, self.headers, events.headers)
                 yield events

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from time import perf_counter
 from typing import Final
 
 import grpc
@@ -19,6 +20,7 @@ from bridge.errors import Reason
 from bridge.http.client import JSONObject
 from bridge.http.failover import Events
 from bridge.http.sse import ServerSentEvent
+from bridge.rpc.call import this_call
 from bridge.upstream.errors import error_from_stream_event
 
 __all__ = ["chunks", "commits"]
@@ -31,7 +33,14 @@ _DONE: Final = "[DONE]"
 async def chunks(stream: Events) -> AsyncIterator[JSONObject]:
     """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
     finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
-    async for events in stream.batches():
+    served = this_call()
+    batches = stream.batches()
+    while True:
+        started = perf_counter()
+        events = await anext(batches, None)
+        served.waited_on_upstream(perf_counter() - started)  # the bridge's overhead is the rest
+        if events is None:
+            break
         for event in events:
             if event.data == _DONE:
                 return

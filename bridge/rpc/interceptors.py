@@ -363,6 +363,7 @@ class AccessLog(Interceptor):
 
 def access_fields(call: RpcCall) -> dict[str, object]:
     """The facts of a finished call worth a log line, those it has (None left out), in a stable order."""
+    overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
     fields: dict[str, object] = {
         "service": call.service,
         "method": call.name,
@@ -378,6 +379,8 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         fields["upstream_status"] = call.upstream_status
     if call.upstream_attempts > 1:
         fields["upstream_attempts"] = call.upstream_attempts
+    if overhead is not None:
+        fields["overhead_ms"] = round(overhead * 1000, 2)
     if call.response_streaming:
         fields["chunks"] = call.messages_sent
     if call.correlation_id:
