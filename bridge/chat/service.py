@@ -48,10 +48,15 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         body = _accept(request, streaming=True)
+        added = _ask_for_usage(body)
         async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
             async for chunk in stream.chunks(events):
                 if chunk.get("usage") is not None:  # the usage chunk (others say null, or nothing)
                     self._upstream.report_usage(chunk)
+                    if added:  # asked for the metrics only: the caller gets what it asked for
+                        if not chunk.get("choices"):
+                            continue
+                        chunk = {key: value for key, value in chunk.items() if key != "usage"}
                 yield convert.chunk_from_upstream(chunk)
 
 
@@ -61,3 +66,16 @@ def _accept(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> dict
     if violations:
         raise invalid_request(violations)
     return convert.request_to_upstream(request, stream=streaming)
+
+
+def _ask_for_usage(body: dict[str, Any]) -> bool:
+    """Asks the upstream for the stream's usage (`stream_options.include_usage`) when the caller did not,
+    so every finished stream is counted in the token metrics; True if it was added (the usage is then
+    taken out of what the caller receives: its stream is what it would have been)."""
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body["stream_options"] = (
+        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    )
+    return True

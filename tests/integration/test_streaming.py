@@ -93,6 +93,11 @@ async def test_one_message_per_upstream_chunk_in_order(
     assert await call.code() == grpc.StatusCode.OK
 
     posted = mock_gateway.requests()[-1]["body"]
+    # The bridge asks for usage (for its token metrics) whether the caller did or not; when it did not,
+    # what the caller receives is exactly the stream the upstream sends without it.
+    assert posted["stream_options"]["include_usage"] is True
+    if "stream_options" not in fields:
+        posted = {key: value for key, value in posted.items() if key != "stream_options"}
     upstream = await _mock_stream(mock_gateway, posted)
     assert len(received) == len(upstream) > 3
     assert [_comparable(c) for c in received] == [
