@@ -28,6 +28,7 @@ import aiohttp
 import grpc
 
 from bridge import eventloop, jsoncodec
+from bridge.auth.callers import ANONYMOUS_CALLER
 from bridge.chat import convert
 from bridge.chat.validation import validate_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -50,7 +51,7 @@ class AiohttpProxy(pb_grpc.ChatCompletionServiceServicer):
         if validate_request(request, streaming=stream):
             raise ValueError("invalid request")
         body = convert.request_to_upstream(request, stream=stream)
-        headers = upstream_headers(context.invocation_metadata() or (), self._auth)
+        headers = upstream_headers(context.invocation_metadata() or (), self._auth, ANONYMOUS_CALLER)
         headers["content-type"] = "application/json"
         data = jsoncodec.dumps(body)
         return data, headers

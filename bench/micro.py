@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from bench import workload  # noqa: E402
 from bridge import jsoncodec  # noqa: E402
+from bridge.auth.callers import ANONYMOUS_CALLER  # noqa: E402
 from bridge.chat import convert  # noqa: E402
 from bridge.chat.validation import validate_request  # noqa: E402
 from bridge.http.sse import SSEDecoder  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> None:
         (
             "per call",
             "upstream_headers (metadata -> headers)",
-            per_call_us(lambda: upstream_headers((), AuthPolicy())),
+            per_call_us(lambda: upstream_headers((), AuthPolicy(), ANONYMOUS_CALLER)),
         ),
         (
             "per call",

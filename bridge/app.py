@@ -24,6 +24,7 @@ from opentelemetry.trace import TracerProvider as AnyTracerProvider
 from prometheus_client import CollectorRegistry
 
 from bridge.address import split_host_port
+from bridge.auth.callers import AllowList
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
 from bridge.http.breaker import BreakerPolicy, HedgePolicy
@@ -36,6 +37,7 @@ from bridge.http.transports import build_transport
 from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
 from bridge.rpc.call import note_upstream, note_upstream_attempt
+from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
@@ -43,6 +45,7 @@ from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
 from bridge.settings import ServeSettings
+from bridge.settings.callers import CallersSettings
 from bridge.settings.serving import TlsSettings
 from bridge.settings.upstream import AuthSettings, RetrySettings, UpstreamSettings, UpstreamTlsSettings
 from bridge.upstream.errors import OPENAI_COMPATIBLE
@@ -54,6 +57,7 @@ __all__ = [
     "StopSignals",
     "auth_policy",
     "build_bridge",
+    "caller_authorization",
     "check_reachability",
     "default_interceptors",
     "default_services",
@@ -181,15 +185,33 @@ def retry_policy(settings: RetrySettings) -> RetryPolicy:
     )
 
 
-def auth_policy(settings: AuthSettings) -> AuthPolicy:
+def auth_policy(settings: AuthSettings, callers: CallersSettings | None = None) -> AuthPolicy:
+    """How the bridge authenticates upstream, and for whom it uses its key (`callers`; None: the
+    defaults, authenticated callers only)."""
+    callers = callers or CallersSettings()
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    return AuthPolicy(mode=settings.mode, api_key=api_key, api_key_header=settings.api_key_header)
+    return AuthPolicy(
+        mode=settings.mode,
+        api_key=api_key,
+        api_key_header=settings.api_key_header,
+        key_for=callers.api_key_for,
+        identity_header=callers.identity_header,
+    )
+
+
+def caller_authorization(settings: ServeSettings) -> CallerAuthorization:
+    """Who may call, and use the key: the allow-list of client certificate identities under mTLS."""
+    return CallerAuthorization(
+        auth_policy(settings.auth, settings.callers),
+        mtls=settings.tls.client_ca is not None,
+        allow=AllowList(settings.callers.client_allow),
+    )
 
 
 def header_policy(settings: ServeSettings) -> HeaderPolicy:
     """What crosses between metadata and upstream headers: auth, and the reply headers returned (none
     with `--reply-metadata false`)."""
-    auth = auth_policy(settings.auth)
+    auth = auth_policy(settings.auth, settings.callers)
     if not settings.headers.reply_metadata:
         return HeaderPolicy(auth=auth, returned=())
     extra = tuple(name for name in settings.headers.response_headers if name not in RETURNED_HEADERS)
@@ -254,7 +276,8 @@ async def build_bridge(
     """The bridge, built but not started (`await server.start()`); None means the default part for
     `settings` (credentials: from the --tls-* files, if any). With `--metrics-listen` the metrics endpoint
     is already serving `metrics_registry` (a new registry if None). `reuse_port`: one of several worker
-    processes on the same port. Raises OSError if an address cannot be bound or a TLS file used."""
+    processes on the same port. Who may call (`caller_authorization`) is always part of it, whatever
+    `interceptors` are given. Raises OSError if an address cannot be bound or a TLS file used."""
     credentials = credentials or listener_credentials(settings.tls)
     listen = settings.metrics.listen
     registry = metrics_registry if metrics_registry is not None or listen is None else CollectorRegistry()
@@ -271,6 +294,7 @@ async def build_bridge(
             )
             if interceptors is None
             else interceptors,
+            callers=caller_authorization(settings),
             credentials=credentials,
             reuse_port=reuse_port,
         )
@@ -337,15 +361,30 @@ def _log_listening(settings: ServeSettings, server: GrpcServer) -> None:
     host, _ = split_host_port(settings.server.listen)
     tls = settings.tls
     security = "plaintext" if tls.cert is None else "mTLS" if tls.client_ca is not None else "TLS"
+    if tls.client_ca is not None:
+        allowed = len(settings.callers.client_allow)
+        security += f" allowing {allowed} identities" if allowed else " allowing every certificate of its CA"
     health = "" if server.health_port is None else f", health (plaintext) on port {server.health_port}"
     log.info(
-        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings)",
+        "bridge listening on %s:%d (%s%s), upstream %s (/chat/completions, /models, /embeddings), %s",
         host,
         server.port,
         security,
         health,
         ", ".join(settings.upstream.urls),
+        _key_use(settings),
     )
+
+
+def _key_use(settings: ServeSettings) -> str:
+    """Who the bridge's own key is for, in the words of the listening line."""
+    auth = settings.auth
+    if auth.mode == "none":
+        return "no credentials upstream"
+    if auth.api_key is None:
+        return "no key of its own (callers' credentials forwarded)"
+    whom = "anyone" if settings.callers.api_key_for == "anyone" else "authenticated callers"
+    return f"its own key for {whom}"
 
 
 class StopSignals:

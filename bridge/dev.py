@@ -68,6 +68,8 @@ async def run_dev(settings: DevSettings) -> None:
                 {
                     "listen": settings.servers.listen,
                     "upstream_url": mock.base_url,
+                    # The mock takes any key: who may use the bridge's is no question here.
+                    "api_key_for": "anyone",
                     "log_level": settings.logging.level,
                     "log_format": settings.logging.format,
                 }

@@ -94,6 +94,8 @@ class Reason(StrEnum):
     UPSTREAM_POOL_EXHAUSTED = "UPSTREAM_POOL_EXHAUSTED"
     UPSTREAM_FILTER_UNSUPPORTED = "UPSTREAM_FILTER_UNSUPPORTED"
     UPSTREAM_REDIRECTED = "UPSTREAM_REDIRECTED"
+    CALLER_NOT_ALLOWED = "CALLER_NOT_ALLOWED"
+    CALLER_CREDENTIALS_REQUIRED = "CALLER_CREDENTIALS_REQUIRED"
 
 
 class Key(StrEnum):
@@ -108,6 +110,7 @@ class Key(StrEnum):
     UPSTREAM_DETAILS = "upstreamDetails"  # the upstream's details object, compact JSON
     CAUSE = "cause"  # what the network said: "connection refused", "name resolution failed", ...
     LOCATION = "location"  # where a redirect (never followed) pointed, without its query
+    CALLER_IDENTITY = "callerIdentity"  # the identities a refused client certificate presented
 
 
 # The status message: upstream text (redaction.MAX_TEXT_BYTES) plus the bridge's "upstream HTTP 429: ".

@@ -81,7 +81,7 @@ class UpstreamCaller:
                 path,
                 body=body,
                 query=query,
-                headers=self.headers.request_headers(context.invocation_metadata() or ()),
+                headers=self._request_headers(context, served),
                 deadline=deadline_of(context),
             )
         served.upstream_replied(reply.status, correlation_id(reply.headers))
@@ -98,7 +98,7 @@ class UpstreamCaller:
         With several upstreams, the stream is yielded once it reached its commit point (`commits`: its
         first event that may reach the caller; bridge.http.failover), the events before it held back."""
         served = this_call()
-        headers = self.headers.request_headers(context.invocation_metadata() or ())
+        headers = self._request_headers(context, served)
         deadline = deadline_of(context)
         with served.upstream_request(waiting=False):
             started = time.perf_counter()
@@ -114,6 +114,10 @@ class UpstreamCaller:
                 served.upstream_replied(events.status, events.correlation_id)
                 await send_reply_metadata(context, self.headers, events.headers)
                 yield events
+
+    def _request_headers(self, context: Context, served: RpcCall) -> dict[str, str]:
+        """The upstream request's headers: the caller's metadata and who the caller is (the key's use)."""
+        return self.headers.request_headers(context.invocation_metadata() or (), served.caller)
 
     def report_usage(self, document: JSONObject) -> None:
         """Reports the upstream's `usage` in `document` (a stream's usage chunk) to the call being served."""

@@ -15,12 +15,14 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToDict
 
+from bridge.auth.callers import caller_not_allowed, credentials_required
 from bridge.errors import BridgeError
 from tests.helpers import HOST, http_error, rich_status
 
 DIRECTORY = Path(__file__).parents[1] / "clients" / "testdata" / "errors"
 
-# name -> the upstream reply the bridge's status answers (as the bridge's unit tests build them)
+# name -> the status the bridge sends: for an upstream reply (as the bridge's unit tests build them), or
+# one of its own refusals
 STATUSES: dict[str, Callable[[], BridgeError]] = {
     # An upstream 429 with its correlation id and Retry-After: ErrorInfo and RetryInfo.
     "upstream_rate_limited": lambda: http_error(
@@ -41,6 +43,10 @@ STATUSES: dict[str, Callable[[], BridgeError]] = {
         },
         {"x-request-id": "req-7"},
     ),
+    # A caller with no credentials of its own, where the bridge keeps its key for authenticated callers.
+    "caller_credentials_required": lambda: credentials_required(fixed=False),
+    # A client certificate from the bridge's CA whose identity its allow-list does not name.
+    "caller_not_allowed": lambda: caller_not_allowed("spiffe://cluster.local/ns/team-b/sa/reports"),
 }
 
 

@@ -28,6 +28,7 @@ from bridge.http.transports.base import TRANSPORT_NAMES
 from bridge.mock_gateway import MockGateway, start_mock_gateway
 from bridge.rpc.server import GrpcServer
 from bridge.settings import ServeSettings
+from tests.helpers import CertificateAuthority
 
 BridgeFactory = Callable[..., Any]
 _SUITE_MARKERS = {"interop": pytest.mark.interop}
@@ -152,3 +153,15 @@ async def channel(bridge: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> pb_grpc.ChatCompletionServiceStub:
     return pb_grpc.ChatCompletionServiceStub(channel)
+
+
+@pytest.fixture
+def server_ca() -> CertificateAuthority:
+    """A private CA for the listener's certificate (TLS tests)."""
+    return CertificateAuthority("server CA")
+
+
+@pytest.fixture
+def client_ca() -> CertificateAuthority:
+    """A private CA for client certificates (mTLS tests)."""
+    return CertificateAuthority("client CA")

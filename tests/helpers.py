@@ -417,17 +417,20 @@ class CertificateAuthority:
         *,
         client: bool = False,
         names: tuple[str, ...] = ("localhost", "127.0.0.1"),
+        uris: tuple[str, ...] = (),
         valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
         self_signed: bool = False,
     ) -> tuple[bytes, bytes]:
         """(certificate PEM, key PEM) for a server valid for `names` (host names or IP addresses), or for a
-        client. `valid`: (not before, not after) from now (default: 5 minutes ago, a day from now);
-        `self_signed`: signed with its own key instead of the CA's."""
+        client; `uris`: URI SANs (SPIFFE IDs). `valid`: (not before, not after) from now (default: 5 minutes
+        ago, a day from now); `self_signed`: signed with its own key instead of the CA's."""
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        cert = self._certificate(name, key, client=client, names=names, valid=valid, self_signed=self_signed)
+        cert = self._certificate(
+            name, key, client=client, names=names, uris=uris, valid=valid, self_signed=self_signed
+        )
         return cert, key_pem
 
     def write(self, directory: Path, name: str, **issue: Any) -> tuple[Path, Path]:
@@ -449,6 +452,7 @@ class CertificateAuthority:
         ca: bool = False,
         client: bool = False,
         names: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
         valid: tuple[datetime.timedelta, datetime.timedelta] | None = None,
         self_signed: bool = False,
     ) -> bytes:
@@ -468,8 +472,12 @@ class CertificateAuthority:
         if not ca:
             usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
             builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            sans = [_subject_alternative_name(name) for name in names]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            sans = [
+                *(x509.UniformResourceIdentifier(uri) for uri in uris),
+                *(_subject_alternative_name(name) for name in names),
+            ]
+            if sans:  # a certificate with no SAN has no extension at all (an empty one is invalid)
+                builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         signer = key if ca or self_signed else self._key
         return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
@@ -506,6 +514,18 @@ class SecretVolume:
             link = self.directory / name
             if not link.is_symlink():
                 link.symlink_to(f"..data/{name}")
+
+
+def tls_secret_volume(
+    directory: Path, server_ca: CertificateAuthority, client_ca: CertificateAuthority, server: str = "server"
+) -> tuple[SecretVolume, dict[str, Path]]:
+    """A Secret volume as cert-manager fills one (`tls.crt` and `tls.key` issued by `server_ca` for
+    `server`, `ca.crt` the client CA), and the bridge settings that point at it (mTLS)."""
+    volume = SecretVolume(directory)
+    cert, key = server_ca.issue(server)
+    volume.write({"tls.crt": cert, "tls.key": key, "ca.crt": client_ca.pem})
+    files = {"tls_cert": "tls.crt", "tls_key": "tls.key", "tls_client_ca": "ca.crt"}
+    return volume, {setting: volume.path(name) for setting, name in files.items()}
 
 
 def tls_channel(

@@ -429,22 +429,35 @@ async def _call(plan: Plan) -> dict[str, Any]:
 
     address = f"127.0.0.1:{plan['ports']['grpc']}"
     tls = plan.get("tls")
-    if tls:
-        ca, key, cert = [
-            await asyncio.to_thread(Path(tls[name]).read_bytes) for name in ("ca", "key", "cert")
-        ]
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=ca, private_key=key, certificate_chain=cert
-        )
-        channel = grpc.aio.secure_channel(address, credentials)
-    else:
-        channel = grpc.aio.insecure_channel(address)
+    metadata = tuple((name, value) for name, value in plan.get("metadata", []))
     request = chat_request(text="from the pod")
-    async with channel:
+    async with await _channel(address, tls) as channel:
         stub = pb_grpc.ChatCompletionServiceStub(channel)
-        reply = await stub.CreateChatCompletion(request, timeout=10)
-        chunks = [chunk async for chunk in stub.StreamChatCompletion(request, timeout=10)]
-    return {"reply": reply.choices[0].message.content, "chunks": len(chunks)}
+        reply = await stub.CreateChatCompletion(request, metadata=metadata, timeout=10)
+        chunks = [chunk async for chunk in stub.StreamChatCompletion(request, metadata=metadata, timeout=10)]
+    found = {"reply": reply.choices[0].message.content, "chunks": len(chunks)}
+    if tls and "stranger_cert" in tls:  # a certificate of the CA whose identity is not allowed
+        async with await _channel(address, tls, "stranger_") as channel:
+            try:
+                await pb_grpc.ChatCompletionServiceStub(channel).CreateChatCompletion(request, timeout=10)
+                found["stranger"] = "OK"
+            except grpc.aio.AioRpcError as error:
+                found["stranger"] = error.code().name
+    return found
+
+
+async def _channel(address: str, tls: dict[str, str] | None, prefix: str = "") -> Any:
+    """A channel to the pod's gRPC port: plaintext, or TLS with the client certificate `prefix` names."""
+    import grpc
+
+    if not tls:
+        return grpc.aio.insecure_channel(address)
+    ca, key, cert = [
+        await asyncio.to_thread(Path(tls[name]).read_bytes)
+        for name in ("ca", f"{prefix}key", f"{prefix}cert")
+    ]
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.aio.secure_channel(address, credentials)
 
 
 async def _scraped_calls(port: int) -> float:

@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from bridge.auth.callers import ANONYMOUS_CALLER, Caller
+
 __all__ = [
     "HEALTH_SERVICE",
     "PLUMBING_SERVICES",
@@ -79,6 +81,7 @@ class RpcCall:
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
     upstream: str | None = None  # which upstream answered, when there are several (host:port)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
+    caller: Caller = ANONYMOUS_CALLER  # who called, once bridge.rpc.callers identified it
     started: float = field(default_factory=time.perf_counter)
     service: str = field(init=False)  # "pkg.Service" of `method`
     name: str = field(init=False)  # "Method" of `method`

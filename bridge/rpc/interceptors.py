@@ -326,9 +326,9 @@ def _ended_code(context: Context) -> grpc.StatusCode:
 class AccessLog(Interceptor):
     """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
     message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
-    duration, model, upstream status and correlation id, upstream attempts when a request was retried,
-    chunks sent, the reason and cause of a call that did not end OK (`failure_of`), token counts and cost,
-    trace id.
+    duration, the caller's identity (bridge.rpc.callers: its certificate's allowed SAN, else "anonymous"),
+    model, upstream status and correlation id, upstream attempts when a request was retried, chunks sent,
+    the reason and cause of a call that did not end OK (`failure_of`), token counts and cost, trace id.
 
     OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
     facts are logged, never metadata or message content; caller and upstream strings are redacted and
@@ -369,6 +369,7 @@ def access_fields(call: RpcCall) -> dict[str, object]:
         "method": call.name,
         "code": call.code.name,
         "ms": round(call.elapsed_ms, 1),
+        "caller": call.caller.identity,  # printable ASCII and bounded where it was read (bridge.auth)
     }
     # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
     if call.model:

@@ -8,12 +8,14 @@ call at once, then in steps of 64 (the rest when the call ends).
 
 The bridge's own, named `prisme_bridge_*`, come from what services report on the call (bridge.rpc.call):
 the upstream request's duration by HTTP status, its retries, time to first chunk and chunks per stream,
-calls in flight, tokens and `usage.cost` per model.
+calls in flight, calls per caller, tokens and `usage.cost` per model and caller.
 
 Label values are bounded: methods are the server's own, codes and HTTP statuses are fixed sets, and model
 names, which callers choose, go through `ModelLabels`: a model becomes a label value only once the upstream
 answered a call for it with a 2xx, up to `max_models` of them; every other call counts as model "other".
-No label carries metadata, credentials or content.
+Caller identities (bridge.rpc.callers) are certificate SANs that passed the allow-list: the first
+`MAX_CALLERS` become label values, later ones count as caller "other"; callers without a certificate are
+"anonymous". No label carries metadata, credentials or content.
 
 `Metrics` records into the `CollectorRegistry` it is given, never into prometheus-client's global one, so
 a process may hold several (tests), and a multi-process setup can hand it its own.
@@ -36,11 +38,13 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from bridge.address import split_host_port
+from bridge.auth.callers import ANONYMOUS
 from bridge.rpc.call import Context, RpcCall
 from bridge.rpc.interceptors import Interceptor
 
 __all__ = [
     "GO_CODE_NAMES",
+    "MAX_CALLERS",
     "OTHER_MODEL",
     "Metrics",
     "MetricsEndpoint",
@@ -50,6 +54,7 @@ __all__ = [
 ]
 
 OTHER_MODEL: Final = "other"
+MAX_CALLERS: Final = 100  # caller label values kept; an allow-list names far fewer
 # grpc-go's codes.Code.String(), which go-grpc-prometheus puts in grpc_code.
 GO_CODE_NAMES: Final = {
     code: {"OK": "OK", "CANCELLED": "Canceled"}.get(
@@ -79,9 +84,12 @@ _HELP: Final = {
     "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
     "prisme_bridge_overhead_seconds": "The bridge's own time per call that reached the upstream: its "
     "time in the bridge minus its time waiting on the upstream (streams: docs/observability.md).",
-    "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model and type "
-    "(prompt, completion).",
-    "prisme_bridge_llm_cost_total": "usage.cost the upstream reported, by model, in the upstream's unit.",
+    "prisme_bridge_caller_calls_total": "Calls completed, by caller (its allowed client certificate "
+    'identity, or "anonymous") and code.',
+    "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model, type (prompt, "
+    "completion) and caller.",
+    "prisme_bridge_llm_cost_total": "usage.cost the upstream reported, by model and caller, in the "
+    "upstream's unit.",
 }
 _SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FIRST_CHUNK_SECONDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
@@ -97,7 +105,8 @@ def _grpc_type(call: RpcCall) -> str:
 
 class ModelLabels:
     """Bounded label values for model names, which callers choose: a model is admitted once the upstream
-    answered it with a 2xx, up to `max_models`; anything else is `OTHER_MODEL`."""
+    answered it with a 2xx, up to `max_models`; anything else is `OTHER_MODEL` ("other"). Caller
+    identities are bounded the same way (admitted once they passed the allow-list)."""
 
     def __init__(self, max_models: int) -> None:
         self.max_models = max_models
@@ -130,6 +139,7 @@ class Metrics(Interceptor):
 
     def __init__(self, registry: CollectorRegistry, *, max_models: int = 100) -> None:
         self.models = ModelLabels(max_models)
+        self.callers = ModelLabels(MAX_CALLERS)
         self._series: dict[str, _MethodSeries] = {}
         self._children: dict[tuple[object, ...], Any] = {}
 
@@ -160,8 +170,11 @@ class Metrics(Interceptor):
         )
         self._chunks = histogram("prisme_bridge_stream_chunks", by_model, _CHUNKS)
         self._overhead = histogram("prisme_bridge_overhead_seconds", ("grpc_method",), _OVERHEAD_SECONDS)
-        self._tokens = counter("prisme_bridge_llm_tokens_total", ("model", "type"))
-        self._cost = counter("prisme_bridge_llm_cost_total", ("model",))
+        self._by_caller = counter(
+            "prisme_bridge_caller_calls_total", ("grpc_service", "grpc_method", "grpc_code", "caller")
+        )
+        self._tokens = counter("prisme_bridge_llm_tokens_total", ("model", "type", "caller"))
+        self._cost = counter("prisme_bridge_llm_cost_total", ("model", "caller"))
 
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
@@ -178,11 +191,13 @@ class Metrics(Interceptor):
                     *series.labels, GO_CODE_NAMES[call.code]
                 )
             handled.inc()
+            caller = self._caller_label(call)
+            self._child(self._by_caller, call.service, call.name, GO_CODE_NAMES[call.code], caller).inc()
             series.handling.observe(call.elapsed_ms / 1000)
             unreported = _unreported_sent(call.messages_sent)
             if unreported:
                 series.sent.inc(unreported)
-            self._record_upstream(call, series)
+            self._record_upstream(call, series, caller)
 
     def message_sent(self, call: RpcCall) -> None:
         sent = call.messages_sent
@@ -209,7 +224,11 @@ class Metrics(Interceptor):
             )
         return series
 
-    def _record_upstream(self, call: RpcCall, series: _MethodSeries) -> None:
+    def _caller_label(self, call: RpcCall) -> str:
+        caller = call.caller
+        return self.callers.label(caller.identity, admit=True) if caller.authenticated else ANONYMOUS
+
+    def _record_upstream(self, call: RpcCall, series: _MethodSeries, caller: str) -> None:
         if call.upstream_seconds is None:
             return  # no upstream request was made (refused, invalid, not an upstream-calling method)
         status = _status_label(call.upstream_status)
@@ -227,11 +246,11 @@ class Metrics(Interceptor):
         if call.response_streaming:
             self._child(self._chunks, call.service, call.name, model).observe(call.messages_sent)
         if call.prompt_tokens:
-            self._child(self._tokens, model, "prompt").inc(call.prompt_tokens)
+            self._child(self._tokens, model, "prompt", caller).inc(call.prompt_tokens)
         if call.completion_tokens:
-            self._child(self._tokens, model, "completion").inc(call.completion_tokens)
+            self._child(self._tokens, model, "completion", caller).inc(call.completion_tokens)
         if call.cost:
-            self._child(self._cost, model).inc(call.cost)
+            self._child(self._cost, model, caller).inc(call.cost)
 
     def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """`metric.labels(*labels)`, bound once: label sets are bounded, so is this cache."""

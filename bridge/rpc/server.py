@@ -144,13 +144,16 @@ def build_server(
     *,
     services: Sequence[Service],
     interceptors: Sequence[Interceptor] = (),
+    callers: Interceptor | None = None,
     grpc_interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
     reuse_port: bool = False,
 ) -> GrpcServer:
     """A server for `services` on `config.listen` (port 0 picks a free port), not yet started.
 
-    `interceptors` run first-outermost around every RPC, and `ErrorMapping` innermost after them;
+    `interceptors` run first-outermost around every RPC, then `callers` (who may call:
+    bridge.rpc.callers), pinned here so that no list of interceptors leaves it out, and `ErrorMapping`
+    innermost after them;
     `grpc_interceptors` (plain grpc.aio ones) run outside all of them. Without `credentials` the port is
     plaintext. `config` also sets message sizes and connection age, and with `health_listen` a second,
     plaintext server on that address with only grpc.health.v1, sharing the health state. `reuse_port`:
@@ -158,7 +161,8 @@ def build_server(
     """
     install_log_filter()  # grpc's own line for undecodable metadata carries its value and a traceback
     options = server_options(config, reuse_port=reuse_port)
-    chain = InterceptorChain([*interceptors, ErrorMapping()])
+    pinned = [ErrorMapping()] if callers is None else [callers, ErrorMapping()]
+    chain = InterceptorChain([*interceptors, *pinned])
     server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)
     for service in services:
         service.add_to_server(server)

@@ -130,6 +130,7 @@ def _start_attributes(call: RpcCall) -> dict[str, str]:
 
 def _finish(span: trace.Span, call: RpcCall) -> None:
     span.set_attribute("rpc.grpc.status_code", call.code.value[0])
+    span.set_attribute("enduser.id", call.caller.identity)  # known once bridge.rpc.callers ran
     for name, value in (
         ("http.response.status_code", call.upstream_status),
         ("gen_ai.usage.input_tokens", call.prompt_tokens),

@@ -6,11 +6,11 @@ model holds its groups and also accepts the flat names (`ServeSettings(listen=..
 `load` reads them: command-line flag > environment variable > default. The CLI builds its flags and the
 README its table from `flat_fields`, so `--help`, the env var names and validation cannot drift apart.
 
-Modules: `base` (groups, flat names, the command base), `upstream` and `serving` (serve's groups: the
-upstream's; the gRPC server's), `commands` (each command's settings, checks across groups, warnings),
-`flags` (the loader, flags and `--help`, the README's table, one-line errors). Addresses and URLs are
-checked by bridge.address. The commands' settings and the loader are exported here; groups are imported
-from their modules. The modules import each other, never this package.
+Modules: `base` (groups, flat names, the command base), `upstream`, `serving` and `callers` (serve's
+groups: the upstream's; the gRPC server's; who may call), `commands` (each command's settings, checks
+across groups, warnings), `flags` (the loader, flags and `--help`, the README's table, one-line
+errors). Addresses and URLs are checked by bridge.address. The commands' settings and the loader are
+exported here; groups are imported from their modules. The modules import each other, never this package.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from bridge.address import same_address, split_host_port
 from bridge.settings.base import CommandSettings, Group, ListenAddress
+from bridge.settings.callers import CallersSettings, caller_warnings, callers_cannot_work
 from bridge.settings.serving import (
     LifecycleSettings,
     LimitsSettings,
@@ -46,6 +47,7 @@ class ServeSettings(CommandSettings):
     limits: LimitsSettings = LimitsSettings()
     metrics: MetricsSettings = MetricsSettings()
     tls: TlsSettings = TlsSettings()
+    callers: CallersSettings = CallersSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
     retry: RetrySettings = RetrySettings()
     failover: FailoverSettings = FailoverSettings()
@@ -59,6 +61,9 @@ class ServeSettings(CommandSettings):
                 "--api-key / BRIDGE_API_KEY is required with --auth-mode fixed (BRIDGE_AUTH_MODE): "
                 "every upstream request would go without credentials"
             )
+        problem = callers_cannot_work(self.callers, self.auth, mtls=self.tls.client_ca is not None)
+        if problem is not None:
+            raise ValueError(problem)
         if any(same_address(self.server.listen, url) for url in self.upstream.urls):
             raise ValueError(
                 "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
@@ -75,7 +80,8 @@ class ServeSettings(CommandSettings):
             )
         if self.auth.api_key is None and self.auth.api_key_header != "authorization":
             found.append("--api-key-header / BRIDGE_API_KEY_HEADER has no effect without --api-key")
-        return found
+        mtls = self.tls.client_ca is not None
+        return found + caller_warnings(self.callers, self.auth, mtls=mtls, listen=self.server.listen)
 
 
 class MockSettings(Group):

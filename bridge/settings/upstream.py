@@ -140,8 +140,8 @@ class AuthSettings(Group):
     mode: Literal["passthrough", "fixed", "none"] = Field(
         "passthrough",
         alias="auth_mode",
-        description="passthrough: forward the caller's authorization, else use --api-key; "
-        "fixed: always --api-key; none: send no credentials",
+        description="passthrough: forward the caller's authorization, else use --api-key (for whom: "
+        "--api-key-for); fixed: always --api-key (for whom: --api-key-for); none: send no credentials",
     )
     api_key_header: Literal["authorization", "x-prismeai-api-key"] = Field(
         "authorization",

@@ -14,6 +14,13 @@ Auth modes (`--auth-mode`):
                (BRIDGE_API_KEY) only when the caller sends neither. The default.
   fixed        always the bridge's key; caller credentials are never forwarded.
   none         no credentials upstream (a server that needs none, or auth done by a sidecar).
+
+Who may use the bridge's own key (`--api-key-for`): `authenticated` (the default) callers only, whose
+client certificate passed mTLS and the allow-list (bridge.auth.callers); `anyone` who reaches the port. A
+call that would get the key but may not is refused UNAUTHENTICATED (`AuthPolicy.refusal`) before any
+upstream request: by the RPC layer before the handler runs, and again here where the key is attached.
+The caller's identity goes upstream in the header the operator names (`--caller-identity-header`), set by
+the bridge only: a caller's metadata of that name is never forwarded.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
+from bridge.auth.callers import Caller, KeyFor, credentials_required
+from bridge.errors import BridgeError
 from bridge.http.status import parse_retry_after
 from bridge.redaction import header_value
 
@@ -34,6 +43,7 @@ __all__ = [
     "AuthPolicy",
     "HeaderPolicy",
     "ReplyMetadata",
+    "check_identity_header",
     "check_returned_header",
     "correlation_id",
     "response_metadata",
@@ -85,11 +95,29 @@ Metadata = Iterable[tuple[str, str | bytes]]
 
 @dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    """How the bridge authenticates upstream. `api_key` is the bridge's own key, if any."""
+    """How the bridge authenticates upstream. `api_key` is the bridge's own key, if any; `key_for` who may
+    use it; `identity_header` the header that tells the upstream who called, if any."""
 
     mode: AuthMode = "passthrough"
     api_key: str | None = None
     api_key_header: ApiKeyHeader = "authorization"
+    key_for: KeyFor = "authenticated"
+    identity_header: str | None = None
+
+    @property
+    def guards_key(self) -> bool:
+        """Whether some callers may be refused the bridge's key (there is one, it is sent, and not to
+        anyone)."""
+        return bool(self.api_key) and self.mode != "none" and self.key_for != "anyone"
+
+    def refusal(self, caller: Caller, metadata: Metadata) -> BridgeError | None:
+        """The UNAUTHENTICATED error for a call of `caller` with `metadata` that would use the bridge's key
+        but may not; None if it may go on."""
+        if caller.authenticated or not self.guards_key:
+            return None
+        if self.mode == "passthrough" and _sends_credentials(metadata):
+            return None  # the caller's own credentials go instead of the key
+        return credentials_required(fixed=self.mode == "fixed")
 
     def own_credentials(self) -> dict[str, str]:
         if not self.api_key:
@@ -108,8 +136,8 @@ class HeaderPolicy:
     # Names of dropped headers already reported (bridge.upstream_call logs each once).
     reported: set[str] = field(default_factory=set, compare=False, repr=False)
 
-    def request_headers(self, metadata: Metadata) -> dict[str, str]:
-        return upstream_headers(metadata, self.auth)
+    def request_headers(self, metadata: Metadata, caller: Caller) -> dict[str, str]:
+        return upstream_headers(metadata, self.auth, caller)
 
     def reply_metadata(self, headers: Mapping[str, str]) -> ReplyMetadata:
         return reply_metadata(headers, self.returned)
@@ -122,16 +150,22 @@ class ReplyMetadata(NamedTuple):  # made per call: a named tuple costs a third o
     dropped: tuple[str, ...] = ()  # names of returned headers whose value gRPC metadata cannot carry
 
 
-def upstream_headers(metadata: Metadata, policy: AuthPolicy) -> dict[str, str]:
-    """HTTP headers for the upstream request of a call that arrived with `metadata`."""
+def upstream_headers(metadata: Metadata, policy: AuthPolicy, caller: Caller) -> dict[str, str]:
+    """HTTP headers for the upstream request of a call `caller` made with `metadata`. Raises the
+    UNAUTHENTICATED `credentials_required` if they would carry the bridge's key and `caller` may not
+    use it."""
     incoming = _text_metadata(metadata)
     headers: dict[str, str] = {name: incoming[name] for name in FORWARDED_HEADERS if name in incoming}
+    if policy.identity_header:  # never one a caller's metadata reaches (check_identity_header)
+        headers[policy.identity_header] = caller.identity
     if policy.mode == "none":
         return headers
-    caller = {name: incoming[name] for name in AUTH_HEADERS if incoming.get(name)}
-    if policy.mode == "passthrough" and caller:
-        headers.update(caller)
-    else:
+    credentials = _caller_credentials(incoming)
+    if policy.mode == "passthrough" and credentials:
+        headers.update(credentials)
+    elif policy.api_key:
+        if not (caller.authenticated or policy.key_for == "anyone"):
+            raise credentials_required(fixed=policy.mode == "fixed")
         headers.update(policy.own_credentials())
     return headers
 
@@ -211,6 +245,46 @@ def check_returned_header(name: str) -> str:
     if key.endswith("-bin") or key.startswith("grpc-") or key in _RESERVED:
         raise ValueError(f"{name!r} cannot be returned as metadata (binary, grpc- or connection header)")
     return key
+
+
+# Headers the bridge writes itself, or forwards from a caller: an identity header must be none of them.
+_NOT_IDENTITY: Final = frozenset(
+    {
+        *AUTH_HEADERS,
+        *FORWARDED_HEADERS,
+        *_RESERVED,
+        "traceparent",
+        "tracestate",
+        "baggage",
+        "accept",
+        "accept-encoding",
+        "content-length",
+        "content-encoding",
+        "cookie",
+        "proxy-authorization",
+    }
+)
+
+
+def check_identity_header(name: str) -> str:
+    """`name` (lower-cased) if the bridge can send the caller's identity upstream in it; ValueError saying
+    why not otherwise (not a header name, or a header that carries something else)."""
+    key = name.strip().lower()
+    if not _METADATA_KEY.fullmatch(key):
+        raise ValueError(f"{name!r} is not a header name (letters, digits, '-', '_', '.')")
+    if key in _NOT_IDENTITY or key.startswith("grpc-"):
+        raise ValueError(f"{name!r} carries something else upstream; name a header of its own (x-caller-id)")
+    return key
+
+
+def _sends_credentials(metadata: Metadata) -> bool:
+    """Whether `metadata` has a non-empty text `authorization` or `x-prismeai-api-key` (as forwarded)."""
+    return any(_caller_credentials(_text_metadata(metadata)))
+
+
+def _caller_credentials(incoming: Mapping[str, str]) -> dict[str, str]:
+    """The caller's credentials among its text metadata `incoming`: non-empty auth headers."""
+    return {name: incoming[name] for name in AUTH_HEADERS if incoming.get(name)}
 
 
 def _text_metadata(metadata: Metadata) -> dict[str, str]:

@@ -1,5 +1,7 @@
 """Credentials and tracing metadata end to end: what reaches the upstream, what comes back to the caller,
-and that the bridge's own key never shows up in its logs or in any status."""
+and that the bridge's own key never shows up in its logs or in any status. The bridge's key goes to
+anonymous callers here only because these bridges say so (`api_key_for="anyone"`): who may use it is
+tests/integration/test_callers.py."""
 
 from __future__ import annotations
 
@@ -63,14 +65,18 @@ async def test_passthrough_forwards_the_callers_prisme_key(start_bridge, mock_ga
 
 
 async def test_own_key_as_bearer_when_the_caller_sends_none(start_bridge, mock_gateway) -> None:
-    headers = await _sent_headers(start_bridge, mock_gateway, api_key=BRIDGE_KEY)
+    headers = await _sent_headers(start_bridge, mock_gateway, api_key=BRIDGE_KEY, api_key_for="anyone")
     assert headers["authorization"] == f"Bearer {BRIDGE_KEY}"
     assert "x-prismeai-api-key" not in headers
 
 
 async def test_own_key_in_the_prisme_header(start_bridge, mock_gateway) -> None:
     headers = await _sent_headers(
-        start_bridge, mock_gateway, api_key=BRIDGE_KEY, api_key_header="x-prismeai-api-key"
+        start_bridge,
+        mock_gateway,
+        api_key=BRIDGE_KEY,
+        api_key_header="x-prismeai-api-key",
+        api_key_for="anyone",
     )
     assert headers["x-prismeai-api-key"] == BRIDGE_KEY
     assert "authorization" not in headers
@@ -84,7 +90,9 @@ async def test_no_credentials_at_all_sends_none(start_bridge, mock_gateway) -> N
 
 async def test_fixed_mode_ignores_the_callers_credentials(start_bridge, mock_gateway) -> None:
     metadata = (("authorization", CALLER_TOKEN), ("x-prismeai-api-key", CALLER_IAK))
-    headers = await _sent_headers(start_bridge, mock_gateway, metadata, auth_mode="fixed", api_key=BRIDGE_KEY)
+    headers = await _sent_headers(
+        start_bridge, mock_gateway, metadata, auth_mode="fixed", api_key=BRIDGE_KEY, api_key_for="anyone"
+    )
     assert headers["authorization"] == f"Bearer {BRIDGE_KEY}"
     assert "x-prismeai-api-key" not in headers
 
@@ -109,11 +117,11 @@ async def locked_gateway() -> AsyncIterator[MockGateway]:
 async def test_gateway_requiring_a_key(start_bridge, locked_gateway: MockGateway, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     url = locked_gateway.base_url
-    with_key = await start_bridge(upstream_url=url, api_key=BRIDGE_KEY)
-    wrong_key = await start_bridge(upstream_url=url, api_key="not-the-key-5521")
+    with_key = await start_bridge(upstream_url=url, api_key=BRIDGE_KEY, api_key_for="anyone")
+    wrong_key = await start_bridge(upstream_url=url, api_key="not-the-key-5521", api_key_for="anyone")
     no_key = await start_bridge(upstream_url=url)
     prisme_header = await start_bridge(
-        upstream_url=url, api_key=BRIDGE_KEY, api_key_header="x-prismeai-api-key"
+        upstream_url=url, api_key=BRIDGE_KEY, api_key_header="x-prismeai-api-key", api_key_for="anyone"
     )
 
     for bridge in (with_key, prisme_header):
@@ -158,7 +166,7 @@ async def test_key_absent_from_logs_and_errors_on_every_failure_path(
     start_bridge, mock_gateway: MockGateway, caplog
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    bridge = await start_bridge(api_key=BRIDGE_KEY, auth_mode="fixed")
+    bridge = await start_bridge(api_key=BRIDGE_KEY, auth_mode="fixed", api_key_for="anyone")
     errors: list[grpc.aio.AioRpcError] = []
     async with _stub(bridge) as stub:
         for model in ["error-401", "openai-error-401", "error-500", "stream-error", "truncated"]:

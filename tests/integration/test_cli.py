@@ -242,6 +242,7 @@ async def test_serve_subprocess_from_env_answers_and_stops_on_sigterm(mock_gatew
         BRIDGE_LISTEN="127.0.0.1:0",  # the OS picks a free port; the log line says which
         BRIDGE_UPSTREAM_URL=mock_gateway.base_url,
         BRIDGE_API_KEY=SECRET,
+        BRIDGE_API_KEY_FOR="anyone",  # on loopback: no warning
         BRIDGE_SHUTDOWN_GRACE="3",
     )
     async with run_cli("serve", env=env) as bridge:
@@ -257,6 +258,7 @@ async def test_serve_subprocess_from_env_answers_and_stops_on_sigterm(mock_gatew
         logs = await bridge.logs()
     assert "shutting down" in logs
     assert SECRET not in logs
+    assert "--api-key-for" not in logs  # no warning on loopback
 
 
 async def test_serve_listens_on_all_interfaces_for_colon_port_and_takes_a_lower_case_level(

@@ -58,7 +58,12 @@ def _entries(logs: str) -> list[dict[str, Any]]:
 
 
 async def test_debug_logs_hold_no_credential_and_no_content(mock_gateway: MockGateway) -> None:
-    env = cli_env(BRIDGE_UPSTREAM_URL=mock_gateway.base_url, BRIDGE_API_KEY=OWN_KEY, BRIDGE_LOG_LEVEL="DEBUG")
+    env = cli_env(
+        BRIDGE_UPSTREAM_URL=mock_gateway.base_url,
+        BRIDGE_API_KEY=OWN_KEY,
+        BRIDGE_API_KEY_FOR="anyone",  # the key used for calls without credentials: it must not be logged
+        BRIDGE_LOG_LEVEL="DEBUG",
+    )
     async with run_cli("serve", "--listen", "127.0.0.1:0", env=env) as bridge:  # serve: JSON by default
         port = (await bridge.wait_log(_LISTENING)).group(1)
         calls = await _calls(f"127.0.0.1:{port}")

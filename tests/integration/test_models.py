@@ -328,10 +328,14 @@ async def test_the_bridges_own_org_key_needs_the_api_key_header(
     start_bridge: Any, keyed_gateway: MockGateway
 ) -> None:
     right = await _list_through(
-        start_bridge, keyed_gateway, api_key=ORG_KEY, api_key_header="x-prismeai-api-key"
+        start_bridge,
+        keyed_gateway,
+        api_key=ORG_KEY,
+        api_key_header="x-prismeai-api-key",
+        api_key_for="anyone",
     )
     assert isinstance(right, pb.ListModelsResponse)
-    wrong = await _list_through(start_bridge, keyed_gateway, api_key=ORG_KEY)
+    wrong = await _list_through(start_bridge, keyed_gateway, api_key=ORG_KEY, api_key_for="anyone")
     assert isinstance(wrong, grpc.aio.AioRpcError)
     assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
 

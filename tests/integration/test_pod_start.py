@@ -81,6 +81,9 @@ def _plan(container: Container, volumes: dict[str, Path], tls: dict[str, str] | 
         },
         "termination_grace": pod.get("terminationGracePeriodSeconds", 30),
         "api_key": API_KEY,
+        # Who may call: a pod without the key (the base) serves callers that bring theirs; a pod with it
+        # (overlays/tls) uses it for the client certificate its allow-list names (`tls`), sent nothing.
+        "metadata": [] if "BRIDGE_API_KEY" in container.env else [["authorization", f"Bearer {API_KEY}"]],
         "tls": tls,
     }
 
@@ -103,17 +106,30 @@ def _secret_volumes(container: Container, directory: Path) -> tuple[dict[str, Pa
         for file_name, content in files.items():
             (source / file_name).write_bytes(content)
             (source / file_name).chmod(0o644)  # the kubelet's defaultMode
-        client_cert, client_key = authority.issue("caller", client=True)
-        (directory / "client.crt").write_bytes(client_cert)
-        (directory / "client.key").write_bytes(client_key)
+        # a caller the allow-list names, and one it does not (refused PERMISSION_DENIED)
+        allowed = _allowed_identity(container)
+        for file_name, uri in (("client", allowed), ("stranger", "spiffe://cluster.local/ns/elsewhere/sa/x")):
+            client_cert, client_key = authority.issue("caller", client=True, uris=(uri,))
+            (directory / f"{file_name}.crt").write_bytes(client_cert)
+            (directory / f"{file_name}.key").write_bytes(client_key)
         (directory / "ca.crt").write_bytes(authority.pem)
         tls = {
             "ca": str(directory / "ca.crt"),
             "cert": str(directory / "client.crt"),
             "key": str(directory / "client.key"),
+            "stranger_cert": str(directory / "stranger.crt"),
+            "stranger_key": str(directory / "stranger.key"),
         }
         volumes[name] = source
     return volumes, tls
+
+
+def _allowed_identity(container: Container) -> str:
+    """An identity the container's --tls-client-allow names (a prefix entry completed)."""
+    allow = container.env.get("BRIDGE_TLS_CLIENT_ALLOW", "")
+    assert allow, f"{container.deployment}: mTLS without an allow-list"
+    first = allow.split(",")[0].strip()
+    return first.removesuffix("*") + "pod-test" if first.endswith("*") else first
 
 
 def _run(container: Container, sandbox: str, tmp_path: Path) -> dict[str, Any]:
@@ -136,8 +152,13 @@ def test_every_built_deployment_starts_and_serves_under_its_own_security_context
     assert report["liveness"] is True
     if sandbox == "root":  # as its runAsUser (in the fallback only the namespace's root exists)
         assert (report["uid"], report["gid"]) == (container.uid, container.gid) == (10001, 10001)
-    assert report["reply"] == "from the pod"  # through the upstream, with the key from the Secret
+    # through the upstream: with the caller's own key, or the key from the Secret for an allowed certificate
+    assert report["reply"] == "from the pod"
     assert report["chunks"] > 1
+    if "BRIDGE_TLS_CLIENT_ALLOW" in container.env:
+        assert report["stranger"] == "PERMISSION_DENIED", (
+            log
+        )  # a certificate of the CA the list does not name
     if "metrics" in container.ports:
         assert report["metrics_calls"] >= 1, log  # the pod's aggregate over its workers
     assert report["draining"] is True, log

@@ -27,6 +27,7 @@ from tests.helpers import (
     chat_request,
     status_details,
     tls_channel,
+    tls_secret_volume,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -43,16 +44,6 @@ async def _refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await _chat(channel)
     return raised.value.code()
-
-
-@pytest.fixture
-def server_ca() -> CertificateAuthority:
-    return CertificateAuthority("server CA")
-
-
-@pytest.fixture
-def client_ca() -> CertificateAuthority:
-    return CertificateAuthority("client CA")
 
 
 # --------------------------------------------------------------------------------------- the listener
@@ -100,12 +91,8 @@ async def test_rotated_certificates_are_picked_up_by_new_connections(
 ) -> None:
     # A rotation that changes both CAs shows which files a handshake used: only clients that trust the
     # new server CA, with a certificate from the new client CA, get in afterwards.
-    volume = SecretVolume(tmp_path)
-    cert, key = server_ca.issue("server v1")
-    volume.write({"tls.crt": cert, "tls.key": key, "ca.crt": client_ca.pem})
-    bridge = await start_bridge(
-        tls_cert=volume.path("tls.crt"), tls_key=volume.path("tls.key"), tls_client_ca=volume.path("ca.crt")
-    )
+    volume, files = tls_secret_volume(tmp_path, server_ca, client_ca, "server v1")
+    bridge = await start_bridge(**files)
     address = f"localhost:{bridge.port}"
     old_client = client_ca.issue("client v1", client=True)
     async with tls_channel(address, server_ca, old_client) as before:

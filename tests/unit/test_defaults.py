@@ -1,7 +1,8 @@
 """Defaults users rely on, pinned: changing one must fail a test (and be a decision, written in the docs and
 the changelog of the commit), not pass unnoticed. Ports the README's commands use, limits, timeouts, retry
-policy, security postures (no TLS unless configured, credentials passed through, no proxy from the
-environment, redirects never followed), the keepalive policy Go and Java clients need, the trace exporter."""
+policy, security postures (no TLS unless configured, credentials passed through, the bridge's own key for
+authenticated callers only, no proxy from the environment, redirects never followed), the keepalive
+policy Go and Java clients need, the trace exporter."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ SERVE_DEFAULTS = {
         "transport": "aiohttp",
     },
     "auth": {"mode": "passthrough", "api_key": None, "api_key_header": "authorization"},
+    # the bridge's key only for callers with an allowed client certificate; no identity header upstream
+    "callers": {"api_key_for": "authenticated", "client_allow": (), "identity_header": None},
     "headers": {"reply_metadata": True, "response_headers": ()},
     "limits": {
         "max_concurrent_rpcs": None,

@@ -23,6 +23,7 @@ import yaml
 from bridge import __version__
 from bridge.address import split_host_port
 from bridge.app import default_services, upstream_client
+from bridge.auth.callers import AllowList, PeerCertificate
 from bridge.settings import ENV_PREFIX, ServeSettings, flag_table, flat_fields, load
 from tests.helpers import find_tool
 from tests.manifests import (
@@ -149,19 +150,33 @@ def test_a_read_only_root_leaves_the_temporary_directory_on_a_volume(directory: 
 
 
 @_BUILDS
-def test_the_key_comes_from_a_secret_that_is_not_shipped(directory: Path) -> None:
+def test_a_key_comes_from_a_secret_that_is_not_shipped_and_only_for_authenticated_callers(
+    directory: Path,
+) -> None:
     docs = built(directory)
     for started in containers(docs):
-        [api_key] = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
-        assert "value" not in api_key
-        assert api_key["valueFrom"]["secretKeyRef"] == {"name": NAME, "key": "api-key"}
+        keys = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
+        assert "BRIDGE_API_KEY" not in {k for doc in find(docs, "ConfigMap") for k in doc.get("data", {})}
+        for api_key in keys:
+            assert "value" not in api_key
+            assert api_key["valueFrom"]["secretKeyRef"] == {"name": NAME, "key": "api-key"}
+        settings = load(ServeSettings, {}, _bridge_env(started))
+        if keys:  # the bridge's key: for callers with an allowed client certificate, never for anyone
+            assert settings.callers.api_key_for == "authenticated"
+            assert settings.tls.client_ca is not None
+            assert settings.callers.client_allow
+            assert settings.warnings() == []
     assert not find(docs, "Secret")
     shipped = [doc for path in KUBERNETES.rglob("*.yaml") for doc in _documents(path)]
     assert not [doc for doc in shipped if doc.get("kind") == "Secret"]
-    assert (
-        f"kubectl create secret generic {NAME} --from-literal=api-key="
-        in (BASE / "kustomization.yaml").read_text()
-    )
+
+
+def test_the_base_carries_no_key_and_says_where_one_goes() -> None:
+    [started] = containers(built(BASE))
+    assert not [name for name in started.env if name == "BRIDGE_API_KEY"]
+    create = f"kubectl create secret generic {NAME} --from-literal=api-key="
+    assert create in (BASE / "kustomization.yaml").read_text()
+    assert create in (TLS_OVERLAY / "deployment-tls.yaml").read_text()
 
 
 def test_container_ports_are_the_ones_the_settings_listen_on(container: Doc, settings: ServeSettings) -> None:
@@ -317,7 +332,123 @@ def test_hpa_and_pdb_target_the_deployment(base: dict[tuple[str, str], Doc], pod
     assert pdb["maxUnavailable"] < hpa["minReplicas"]
 
 
+# ---------------------------------------------------------------------------------------- NetworkPolicy
+
+CALLER_LABEL = "prisme.ai/grpc-bridge-client"
+OWN_NAMESPACE = "ai"
+
+
+def _selects(selector: Doc | None, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions In/Exists) selects `labels`; None: no
+    selector given (every one)."""
+    if selector is None:
+        return True
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        if expression["operator"] == "Exists" and not present:
+            return False
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+        if expression["operator"] not in ("Exists", "In"):
+            raise AssertionError(f"selector operator {expression['operator']} not evaluated here")
+    return True
+
+
+def admits(
+    policy: Doc, port: str, namespace: dict[str, str], pod: dict[str, str], *, own_namespace: bool = False
+) -> bool:
+    """Whether `policy` admits a connection to the container port named `port` from a pod labelled `pod` in
+    a namespace labelled `namespace` (`own_namespace`: the policy's own), as the NetworkPolicy API defines
+    it: a rule admits a port it lists (or every port), from a peer it lists (or from everyone); a peer with
+    only a podSelector means the policy's namespace; namespaceSelector and podSelector together mean both."""
+    for rule in policy["spec"].get("ingress", []):
+        ports = rule.get("ports")
+        if ports is not None and not any(p.get("port") in (port, None) for p in ports):
+            continue
+        peers = rule.get("from")
+        if peers is None:
+            return True
+        for peer in peers:
+            assert "ipBlock" not in peer, "ipBlock peers are not evaluated here"
+            if "namespaceSelector" in peer:
+                namespace_ok = _selects(peer["namespaceSelector"], namespace)
+            else:
+                namespace_ok = own_namespace
+            if namespace_ok and _selects(peer.get("podSelector"), pod):
+                return True
+    return False
+
+
+def test_the_network_policy_selects_the_bridge_and_is_ingress_only(base: dict[tuple[str, str], Doc]) -> None:
+    policy = base["NetworkPolicy", NAME]
+    labels = base["Deployment", NAME]["spec"]["template"]["metadata"]["labels"]
+    assert _selects(policy["spec"]["podSelector"], labels)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    named = {
+        p["name"] for p in base["Deployment", NAME]["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    listed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert listed <= named  # named container ports: a port change cannot leave the policy behind
+
+
+@pytest.mark.parametrize(
+    ("namespace", "pod", "own", "ports"),
+    [
+        # the callers' namespace, labelled by the operator: every pod may call
+        ({"kubernetes.io/metadata.name": "billing", CALLER_LABEL: "true"}, {}, False, {"grpc"}),
+        # a labelled pod in the bridge's own namespace
+        ({"kubernetes.io/metadata.name": OWN_NAMESPACE}, {CALLER_LABEL: "true"}, True, {"grpc"}),
+        # a pod label alone in another namespace: whoever deploys there sets it
+        ({"kubernetes.io/metadata.name": "elsewhere"}, {CALLER_LABEL: "true"}, False, set()),
+        ({"kubernetes.io/metadata.name": "elsewhere"}, {}, False, set()),
+        ({"kubernetes.io/metadata.name": OWN_NAMESPACE}, {"app": "other"}, True, set()),
+        ({"kubernetes.io/metadata.name": "billing", CALLER_LABEL: "false"}, {}, False, set()),
+        # Prometheus scrapes from the monitoring namespace, and may not call
+        ({"kubernetes.io/metadata.name": "monitoring"}, {"app": "prometheus"}, False, {"metrics"}),
+    ],
+    ids=["labelled-namespace", "labelled-pod-here", "labelled-pod-elsewhere", "other-namespace",
+         "unlabelled-pod-here", "label-false", "monitoring"],
+)  # fmt: skip
+def test_the_network_policy_admits_callers_by_the_operators_label_and_scrapes_from_monitoring(
+    base: dict[tuple[str, str], Doc],
+    namespace: dict[str, str],
+    pod: dict[str, str],
+    own: bool,
+    ports: set[str],
+) -> None:
+    policy = base["NetworkPolicy", NAME]
+    admitted = {
+        port
+        for port in ("grpc", "health", "metrics")
+        if admits(policy, port, namespace, pod, own_namespace=own)
+    }
+    # health: no pod at all; the kubelet's probes come from the node, which Kubernetes always admits
+    assert admitted == ports
+
+
+def test_the_caller_label_is_documented_where_operators_look() -> None:
+    command = f"kubectl label namespace billing {CALLER_LABEL}=true"
+    assert command in (BASE / "networkpolicy.yaml").read_text()
+    assert command in (ROOT / "docs" / "operations.md").read_text()
+    assert CALLER_LABEL in (BASE / "kustomization.yaml").read_text()
+
+
 # ------------------------------------------------------------------------------ TLS overlay, examples
+
+
+def test_the_tls_overlay_allows_spiffe_ids_and_the_client_certificate_example_is_one_of_them() -> None:
+    [started] = containers(built(TLS_OVERLAY))
+    settings = load(ServeSettings, {}, _bridge_env(started))
+    assert settings.callers.client_allow
+    assert all(entry.startswith("spiffe://cluster.local/ns/") for entry in settings.callers.client_allow)
+    [certificate] = _documents(KUBERNETES / "examples" / "client-certificate.yaml")
+    assert certificate["spec"]["usages"] == ["client auth"]
+    [uri] = certificate["spec"]["uris"]
+    assert AllowList(settings.callers.client_allow).match(PeerCertificate(uris=(uri,))) == uri
+    [server] = _documents(KUBERNETES / "examples" / "certificate.yaml")
+    assert certificate["spec"]["issuerRef"] == server["spec"]["issuerRef"]  # the CA the bridge trusts
 
 
 def test_tls_overlay_sets_tls_flags_and_mounts_the_secret_as_a_directory(settings: ServeSettings) -> None:
@@ -327,10 +458,11 @@ def test_tls_overlay_sets_tls_flags_and_mounts_the_secret_as_a_directory(setting
     pod = patch["spec"]["template"]["spec"]
     [container] = pod["containers"]
     env = _env(container)
-    assert set(env) == {"BRIDGE_TLS_CERT", "BRIDGE_TLS_KEY", "BRIDGE_TLS_CLIENT_CA"}
+    assert set(env) == {"BRIDGE_TLS_CERT", "BRIDGE_TLS_KEY", "BRIDGE_TLS_CLIENT_CA", "BRIDGE_API_KEY"}
+    files = {name: value for name, value in env.items() if name.startswith("BRIDGE_TLS_")}
     [mount] = container["volumeMounts"]
     assert "subPath" not in mount  # the kubelet never updates subPath files: rotation would not reach us
-    assert all(Path(path).parent == Path(mount["mountPath"]) for path in env.values())
+    assert all(Path(path).parent == Path(mount["mountPath"]) for path in files.values())
     [volume] = pod["volumes"]
     assert volume["name"] == mount["name"]
     assert set(volume) == {"name", "secret"}  # a restricted volume type
@@ -360,11 +492,12 @@ def test_the_example_overlay_is_what_an_operator_sets_and_no_more() -> None:
     assert started.spec["image"] == f"{entry['newName']}:{__version__}"
     assert {k: started.env[k] for k in settings} == settings
     assert {doc["metadata"].get("namespace") for doc in docs} == {overlay["namespace"]}
-    # the Secret by name: the patch names the one the comment's kubectl line creates
-    secret = started.spec["env"][[v["name"] for v in started.spec["env"]].index("BRIDGE_API_KEY")]
-    name = secret["valueFrom"]["secretKeyRef"]["name"]
-    create = f"kubectl -n {overlay['namespace']} create secret generic {name} --from-literal=api-key="
-    assert create in (EXAMPLE_OVERLAY / "kustomization.yaml").read_text()
+    # callers bring their own credentials (no key), from namespaces labelled for the NetworkPolicy
+    assert "BRIDGE_API_KEY" not in started.env
+    assert (
+        f"kubectl label namespace billing {CALLER_LABEL}=true"
+        in (EXAMPLE_OVERLAY / "kustomization.yaml").read_text()
+    )
 
 
 def test_the_certificate_example_fills_the_overlay_secret_for_both_services() -> None:
@@ -445,9 +578,8 @@ def test_the_first_deploy_in_the_operations_doc_works_as_printed(tmp_path: Path)
 
     recorded = calls.read_text().splitlines()
     [namespace] = re.findall(r"^create namespace (\S+)$", "\n".join(recorded), re.M)
-    [secret] = re.findall(
-        rf"^-n {namespace} create secret generic (\S+) --from-literal=api-key=", "\n".join(recorded), re.M
-    )
+    # who may call: the callers' namespaces get the label the NetworkPolicy admits
+    [(caller_namespace, label)] = re.findall(r"^label namespace (\S+) (\S+)=true$", "\n".join(recorded), re.M)
     assert "apply -k ." in recorded
     docs = tuple(doc for doc in yaml.safe_load_all(applied.read_text()) if doc)
     assert {doc["metadata"].get("namespace") for doc in docs} == {namespace}
@@ -458,5 +590,9 @@ def test_the_first_deploy_in_the_operations_doc_works_as_printed(tmp_path: Path)
     [url] = re.findall(r"^BRIDGE_UPSTREAM_URL=(\S+)$", commands, re.M)
     assert started.env["BRIDGE_UPSTREAM_URL"] == url
     load(ServeSettings, {}, _bridge_env(started))  # the settings it starts with are valid
-    [api_key] = [v for v in started.spec["env"] if v["name"] == "BRIDGE_API_KEY"]
-    assert api_key["valueFrom"]["secretKeyRef"]["name"] == secret
+    assert "BRIDGE_API_KEY" not in started.env  # callers send their own credentials
+    [policy] = find(docs, "NetworkPolicy")
+    assert admits(policy, "grpc", {"kubernetes.io/metadata.name": caller_namespace, label: "true"}, {})
+    # the check that follows calls with the caller's own key
+    check = text.split("<!-- /first-deploy -->", 1)[1].split("\n## ", 1)[0]
+    assert "grpcurl -plaintext -H 'authorization: Bearer " in check

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from bridge import errors
+from bridge.auth import callers
 from bridge.errors import DOMAIN, Key, Reason
 
 ROOT = Path(__file__).parents[2]
@@ -24,14 +25,16 @@ PINNED_REASONS = [
     "UPSTREAM_UNAVAILABLE", "UPSTREAM_TIMEOUT", "UPSTREAM_ERROR", "UPSTREAM_INVALID_RESPONSE",
     "UPSTREAM_RESPONSE_TOO_LARGE", "UPSTREAM_STREAM_TRUNCATED", "UPSTREAM_STREAM_INCOMPLETE",
     "UPSTREAM_UNREACHABLE", "UPSTREAM_CONNECTION_LOST", "UPSTREAM_POOL_EXHAUSTED",
-    "UPSTREAM_FILTER_UNSUPPORTED", "UPSTREAM_REDIRECTED",
+    "UPSTREAM_FILTER_UNSUPPORTED", "UPSTREAM_REDIRECTED", "CALLER_NOT_ALLOWED", "CALLER_CREDENTIALS_REQUIRED",
 ]  # fmt: skip
 # Reasons only one service can return: its comment names them, the chat service's does not.
 SERVICE_REASONS = {"ModelService": ["UPSTREAM_FILTER_UNSUPPORTED"]}
-_REASON_PATTERN = r"\b(?:INVALID_REQUEST|INTERNAL|DEADLINE_EXCEEDED|OVERLOADED|UPSTREAM_[A-Z_]+)\b"
+_REASON_PATTERN = (
+    r"\b(?:INVALID_REQUEST|INTERNAL|DEADLINE_EXCEEDED|OVERLOADED|UPSTREAM_[A-Z_]+|CALLER_[A-Z_]+)\b"
+)
 PINNED_KEYS = [
     "httpStatus", "correlationId", "upstreamHost", "upstreamCode", "upstreamType", "upstreamParam",
-    "upstreamDetails", "cause", "location",
+    "upstreamDetails", "cause", "location", "callerIdentity",
 ]  # fmt: skip
 
 
@@ -98,6 +101,9 @@ def test_every_error_the_bridge_builds_is_inside_the_contract() -> None:
         errors.internal_error(),
         errors.deadline_exceeded("gw", "c"),
         errors.protocol_error("x", host="gw", reason=Reason.UPSTREAM_STREAM_INCOMPLETE, correlation_id="c"),
+        callers.caller_not_allowed("spiffe://cluster.local/ns/x/sa/y"),
+        callers.credentials_required(fixed=False),
+        callers.credentials_required(fixed=True),
     ]
     for error in built:
         info = error.error_info()

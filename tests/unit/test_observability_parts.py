@@ -3,6 +3,9 @@ OTEL_* interpretation, the server options --max-* flags become."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection
@@ -11,14 +14,18 @@ from prometheus_client import CollectorRegistry
 
 from bridge.app import server_config
 from bridge.rpc.call import PLUMBING_SERVICES
+from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import GO_CODE_NAMES, OTHER_MODEL, Metrics, ModelLabels
 from bridge.rpc.server import server_options
 from bridge.rpc.tracing import Tracing, TracingConfigError, tracer_provider_from_env
 from bridge.settings import ServeSettings
+from bridge.upstream.headers import AuthPolicy
 
 # ------------------------------------------------------------------------------------------- metrics
+
+BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 
 def test_go_code_names_are_grpc_go_spellings() -> None:
@@ -121,3 +128,19 @@ def test_health_and_reflection_are_left_out_by_one_list() -> None:
         assert interceptor.applies_to(chat)
         assert not any(interceptor.applies_to(method) for method in plumbing), interceptor
     assert all(Metrics(CollectorRegistry()).applies_to(method) for method in plumbing)
+    # Who may call: health is open to anyone (probes carry no certificate); reflection is identified.
+    callers = CallerAuthorization(AuthPolicy(api_key="k"), mtls=True)
+    assert [callers.applies_to(method) for method in (chat, *plumbing)] == [True, False, True]
+
+
+def test_no_module_spells_the_plumbing_services_again() -> None:
+    """Health's and reflection's service names come from their descriptors (rpc/call.py): a list of them
+    written out elsewhere would drift from PLUMBING_SERVICES."""
+    spelled = {
+        path.relative_to(BRIDGE).as_posix()
+        for path in BRIDGE.rglob("*.py")
+        if "gen" not in path.relative_to(BRIDGE).parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and node.value in PLUMBING_SERVICES
+    }
+    assert spelled == set()

@@ -28,7 +28,7 @@ PINNED = {
         "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
         "reply_metadata", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes",
         "max_connection_age", "max_connection_age_grace", "metrics_listen", "metrics_max_models",
-        "tls_cert", "tls_key", "tls_client_ca",
+        "tls_cert", "tls_key", "tls_client_ca", "api_key_for", "tls_client_allow", "caller_identity_header",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
         "retries", "retry_backoff", "retry_max_backoff", "retry_streams",
         "breaker_failures", "breaker_cooldown", "hedge_after", "hedge_max_ratio",
@@ -57,7 +57,11 @@ def test_every_group_field_has_its_flat_name_and_a_description(model: type[Comma
 
 def test_groups_are_reached_by_flat_names_and_by_their_own() -> None:
     settings = ServeSettings(
-        listen="127.0.0.1:0", upstream_url="http://gw/v1/", auth_mode="fixed", api_key="k"
+        listen="127.0.0.1:0",
+        upstream_url="http://gw/v1/",
+        auth_mode="fixed",
+        api_key="k",
+        api_key_for="anyone",
     )
     assert settings.server.listen == "127.0.0.1:0"
     assert settings.upstream.url == "http://gw/v1"

@@ -104,7 +104,15 @@ def test_no_import_cycle_in_bridge() -> None:
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "shared",
-        ("bridge", "bridge.errors", "bridge.redaction", "bridge.jsoncodec", "bridge.address", "bridge.gen"),
+        (
+            "bridge",
+            "bridge.errors",
+            "bridge.auth",
+            "bridge.redaction",
+            "bridge.jsoncodec",
+            "bridge.address",
+            "bridge.gen",
+        ),
     ),
     ("upstream", ("bridge.http", "bridge.upstream")),
     ("rpc", ("bridge.rpc",)),

@@ -38,7 +38,8 @@ const (
 // visible_only, brand, capability) is FAILED_PRECONDITION.
 //
 // Authentication as for ChatCompletionService (the same auth policy): `authorization: Bearer <token>` or
-// `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used. The gateway's
+// `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used if the bridge allows
+// you (by default: an allowed client certificate), else UNAUTHENTICATED. The gateway's
 // catalogue wants a user identity (a session JWT or a user access token `at:*`) as Bearer; an org key
 // (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
 // it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
@@ -98,7 +99,8 @@ func (c *modelServiceClient) GetModel(ctx context.Context, in *GetModelRequest, 
 // visible_only, brand, capability) is FAILED_PRECONDITION.
 //
 // Authentication as for ChatCompletionService (the same auth policy): `authorization: Bearer <token>` or
-// `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used. The gateway's
+// `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used if the bridge allows
+// you (by default: an allowed client certificate), else UNAUTHENTICATED. The gateway's
 // catalogue wants a user identity (a session JWT or a user access token `at:*`) as Bearer; an org key
 // (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
 // it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys

@@ -29,8 +29,11 @@ class ChatCompletionServiceStub:
     """Chat completions through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
-    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
-    or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
+    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it.
+    When you send none, the bridge uses its own key only if its operator allows you: by default only for
+    callers it authenticated with an allowed client certificate (mTLS); otherwise the call is refused
+    UNAUTHENTICATED (CALLER_CREDENTIALS_REQUIRED). A client certificate whose identity the bridge does not
+    allow is refused PERMISSION_DENIED (CALLER_NOT_ALLOWED). `x-correlation-id`, `x-request-id` and `traceparent`
     metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
     proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
     as initial metadata, unless the bridge runs with `--reply-metadata false` (then none do; errors still
@@ -44,9 +47,10 @@ class ChatCompletionServiceStub:
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
     UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
-    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
-    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured), CALLER_NOT_ALLOWED,
+    CALLER_CREDENTIALS_REQUIRED. Its metadata keys are among httpStatus, correlationId, upstreamHost,
+    upstreamCode, upstreamType, upstreamParam, upstreamDetails, cause, location, callerIdentity (the
+    upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
     upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
     request id.
 
@@ -78,8 +82,11 @@ class ChatCompletionServiceServicer:
     """Chat completions through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
-    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
-    or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
+    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it.
+    When you send none, the bridge uses its own key only if its operator allows you: by default only for
+    callers it authenticated with an allowed client certificate (mTLS); otherwise the call is refused
+    UNAUTHENTICATED (CALLER_CREDENTIALS_REQUIRED). A client certificate whose identity the bridge does not
+    allow is refused PERMISSION_DENIED (CALLER_NOT_ALLOWED). `x-correlation-id`, `x-request-id` and `traceparent`
     metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
     proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
     as initial metadata, unless the bridge runs with `--reply-metadata false` (then none do; errors still
@@ -93,9 +100,10 @@ class ChatCompletionServiceServicer:
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
     UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
-    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
-    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured), CALLER_NOT_ALLOWED,
+    CALLER_CREDENTIALS_REQUIRED. Its metadata keys are among httpStatus, correlationId, upstreamHost,
+    upstreamCode, upstreamType, upstreamParam, upstreamDetails, cause, location, callerIdentity (the
+    upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
     upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
     request id.
 
@@ -149,8 +157,11 @@ class ChatCompletionService:
     """Chat completions through the Prisme.ai LLM gateway (or any OpenAI-compatible server).
 
     Each call becomes one POST to `{upstream}/chat/completions`. Authentication: send `authorization:
-    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it,
-    or uses its own configured key when you send none. `x-correlation-id`, `x-request-id` and `traceparent`
+    Bearer <session JWT or iak_ key>` (or `x-prismeai-api-key: <iak_ key>`) metadata; the bridge forwards it.
+    When you send none, the bridge uses its own key only if its operator allows you: by default only for
+    callers it authenticated with an allowed client certificate (mTLS); otherwise the call is refused
+    UNAUTHENTICATED (CALLER_CREDENTIALS_REQUIRED). A client certificate whose identity the bridge does not
+    allow is refused PERMISSION_DENIED (CALLER_NOT_ALLOWED). `x-correlation-id`, `x-request-id` and `traceparent`
     metadata are passed through. The upstream's request ids (`x-correlation-id`, `x-request-id`, a LiteLLM
     proxy's `x-litellm-call-id`, `request-id`, `llm_provider-x-request-id`) and rate-limit headers come back
     as initial metadata, unless the bridge runs with `--reply-metadata false` (then none do; errors still
@@ -164,9 +175,10 @@ class ChatCompletionService:
     UPSTREAM_PAYLOAD_TOO_LARGE, UPSTREAM_UNAVAILABLE, UPSTREAM_TIMEOUT, UPSTREAM_ERROR,
     UPSTREAM_INVALID_RESPONSE, UPSTREAM_RESPONSE_TOO_LARGE, UPSTREAM_STREAM_TRUNCATED, UPSTREAM_STREAM_INCOMPLETE,
     UPSTREAM_UNREACHABLE, UPSTREAM_CONNECTION_LOST, UPSTREAM_POOL_EXHAUSTED, UPSTREAM_REDIRECTED (a redirect,
-    never followed: FAILED_PRECONDITION, the base URL is misconfigured). Its metadata keys are among
-    httpStatus, correlationId, upstreamHost, upstreamCode, upstreamType, upstreamParam, upstreamDetails,
-    cause, location (the upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
+    never followed: FAILED_PRECONDITION, the base URL is misconfigured), CALLER_NOT_ALLOWED,
+    CALLER_CREDENTIALS_REQUIRED. Its metadata keys are among httpStatus, correlationId, upstreamHost,
+    upstreamCode, upstreamType, upstreamParam, upstreamDetails, cause, location, callerIdentity (the
+    upstream's own error code is upstreamCode, verbatim). RetryInfo carries the
     upstream's Retry-After; BadRequest the fields to fix; the `x-correlation-id` trailer the upstream's
     request id.
 

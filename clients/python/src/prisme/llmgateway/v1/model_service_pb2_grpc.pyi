@@ -36,7 +36,8 @@ class ModelServiceStub:
     visible_only, brand, capability) is FAILED_PRECONDITION.
 
     Authentication as for ChatCompletionService (the same auth policy): `authorization: Bearer <token>` or
-    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used. The gateway's
+    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used if the bridge allows
+    you (by default: an allowed client certificate), else UNAUTHENTICATED. The gateway's
     catalogue wants a user identity (a session JWT or a user access token `at:*`) as Bearer; an org key
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
@@ -70,7 +71,8 @@ class ModelServiceAsyncStub(ModelServiceStub):
     visible_only, brand, capability) is FAILED_PRECONDITION.
 
     Authentication as for ChatCompletionService (the same auth policy): `authorization: Bearer <token>` or
-    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used. The gateway's
+    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used if the bridge allows
+    you (by default: an allowed client certificate), else UNAUTHENTICATED. The gateway's
     catalogue wants a user identity (a session JWT or a user access token `at:*`) as Bearer; an org key
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys
@@ -100,7 +102,8 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     visible_only, brand, capability) is FAILED_PRECONDITION.
 
     Authentication as for ChatCompletionService (the same auth policy): `authorization: Bearer <token>` or
-    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used. The gateway's
+    `x-prismeai-api-key: <key>` metadata is forwarded, else the bridge's own key is used if the bridge allows
+    you (by default: an allowed client certificate), else UNAUTHENTICATED. The gateway's
     catalogue wants a user identity (a session JWT or a user access token `at:*`) as Bearer; an org key
     (`iak_*`) carries no identity and must be sent as `x-prismeai-api-key` (as Bearer the gateway refuses
     it: UNAUTHENTICATED or PERMISSION_DENIED). The bridge forwards what it receives and does not move keys

@@ -357,7 +357,20 @@ class PrismeChatTest {
                 + " upstreamType=invalid_request_error}\n"
                 + "bad_request: field=messages[0].content"
                 + " description=messages[0].content must not be empty\n"
-                + "grpc-status: INVALID_ARGUMENT\n");
+                + "grpc-status: INVALID_ARGUMENT\n",
+            "caller_credentials_required",
+            "UNAUTHENTICATED: no credentials: this bridge uses its own upstream key only for callers it"
+                + " authenticated with an allowed client certificate (mTLS): send your own credentials as"
+                + " 'authorization: Bearer <token or iak_ key>' or 'x-prismeai-api-key: <iak_ key>' metadata\n"
+                + "error_info: reason=CALLER_CREDENTIALS_REQUIRED domain=grpc-bridge.prisme.ai metadata={}\n"
+                + "grpc-status: UNAUTHENTICATED\n",
+            "caller_not_allowed",
+            "PERMISSION_DENIED: client certificate spiffe://cluster.local/ns/team-b/sa/reports may not call"
+                + " this bridge: its identity is not in the bridge's allow-list (--tls-client-allow); ask the"
+                + " bridge's operator to add it\n"
+                + "error_info: reason=CALLER_NOT_ALLOWED domain=grpc-bridge.prisme.ai"
+                + " metadata={callerIdentity=spiffe://cluster.local/ns/team-b/sa/reports}\n"
+                + "grpc-status: PERMISSION_DENIED\n");
     for (Map.Entry<String, String> each : expected.entrySet()) {
       FakeService fake = new FakeService();
       fake.unaryError = bridgeError(each.getKey());
