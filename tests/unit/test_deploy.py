@@ -293,6 +293,15 @@ def test_the_dockerfile_pins_its_base_image_and_sets_a_working_directory() -> No
     assert image().workdir != "/"  # set in the final stage
 
 
+def test_the_build_stage_copies_what_the_wheel_is_built_from() -> None:
+    """The wheel built in the image carries the license and the README its metadata names: the build stage
+    copies them (a missing one builds silently, without the LICENSE an Apache-2.0 distribution must carry)."""
+    build_stage = DOCKERFILE.read_text().split("\nFROM ")[1]
+    lines = re.findall(r"^COPY (?!--from)(.+)$", build_stage, re.M)
+    copied = {source for line in lines for source in line.split()[:-1]}
+    assert {"pyproject.toml", "README.md", "LICENSE", "constraints.txt", "bridge"} <= copied
+
+
 def test_dockerfile_variables_and_ports(container: Doc) -> None:
     text = DOCKERFILE.read_text()
     assert set(re.findall(r"\b(BRIDGE_[A-Z_]+)", text)) <= SERVE_ENV
