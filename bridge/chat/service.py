@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import grpc
 
-from bridge.chat import convert, stream
+from bridge.chat import convert, stream, usage
 from bridge.chat.validation import validate_request
 from bridge.errors import invalid_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -48,15 +48,16 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         body = _accept(request, streaming=True)
-        added = _ask_for_usage(body)
+        added = usage.ask_for_usage(body)  # for the token metrics; then taken out of the reply
         async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
             async for chunk in stream.chunks(events):
-                if chunk.get("usage") is not None:  # the usage chunk (others say null, or nothing)
-                    self._upstream.report_usage(chunk)
-                    if added:  # asked for the metrics only: the caller gets what it asked for
-                        if not chunk.get("choices"):
-                            continue
-                        chunk = {key: value for key, value in chunk.items() if key != "usage"}
+                if chunk.get("usage") is not None:  # the usage (others say null, or nothing)
+                    self._upstream.report_usage(chunk)  # the last one counts: it may be repeated
+                if added:
+                    reply = usage.without_usage(chunk)
+                    if reply is None:  # there only for the usage the caller did not ask for
+                        continue
+                    chunk = reply
                 yield convert.chunk_from_upstream(chunk)
 
 
@@ -66,16 +67,3 @@ def _accept(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> dict
     if violations:
         raise invalid_request(violations)
     return convert.request_to_upstream(request, stream=streaming)
-
-
-def _ask_for_usage(body: dict[str, Any]) -> bool:
-    """Asks the upstream for the stream's usage (`stream_options.include_usage`) when the caller did not,
-    so every finished stream is counted in the token metrics; True if it was added (the usage is then
-    taken out of what the caller receives: its stream is what it would have been)."""
-    options = body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") is True:
-        return False
-    body["stream_options"] = (
-        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
-    )
-    return True

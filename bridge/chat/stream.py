@@ -99,8 +99,10 @@ _GENERATED: Final = ("content", "tool_calls", "function_call", "reasoning_conten
 def commits(event: ServerSentEvent) -> bool:
     """Whether `event` is the stream's commit point (bridge.http.failover): the first event that may
     reach the caller, after which the call never moves to another upstream. A chunk carrying content, a
-    tool call or a finish reason, the usage chunk, an error, `[DONE]`, anything not understood; not the
-    role-only opening chunk, an empty one (Azure's filter results), a keep-alive or an unknown event type."""
+    tool call or a finish reason, an error, `[DONE]`, anything not understood; not the role-only opening
+    chunk, an empty one (Azure's filter results), a keep-alive or an unknown event type. Usage alone does
+    not commit (the bridge may have asked for it: bridge.chat.usage); held, it reaches the caller at the
+    commit point, or is dropped with its stream on a move."""
     if event.data == _DONE or event.event == "error":
         return True
     if event.event != "message":
@@ -109,7 +111,7 @@ def commits(event: ServerSentEvent) -> bool:
         chunk = jsoncodec.loads(event.data)
     except (ValueError, RecursionError):
         return True
-    if not isinstance(chunk, dict) or "error" in chunk or chunk.get("usage") is not None:
+    if not isinstance(chunk, dict) or "error" in chunk:
         return True
     choices = chunk.get("choices")
     if not isinstance(choices, list):

@@ -60,6 +60,12 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            and ``id: mock-1`` on the second event.
 ``echo-nospace``           echo, data lines written as ``data:{...}`` (no space after the colon).
 ``echo-multiline``         echo, each JSON payload pretty-printed over several ``data:`` lines.
+``usage-empty-choice``     echo; asked for usage, the usage chunk has ``"choices": [{"index": 0, "delta":
+                           {}}]`` and no other chunk has ``usage`` (LiteLLM 1.108's shape).
+``usage-on-finish``        echo; asked for usage, it rides on the finish chunk (no usage chunk).
+``usage-every-chunk``      echo; asked for usage, every chunk carries the usage so far, then the usage
+                           chunk (vLLM's ``continuous_usage_stats``).
+``usage-ignored``          echo; never sends usage, even when asked (no ``"usage": null`` either).
 ``tools``                  assistant message with ``content: null`` and one tool call ``call_mock_1``
                            (function = the request's first tool, else ``get_weather``; arguments
                            ``{"city": "Paris", "unit": "celsius"}``), ``finish_reason:"tool_calls"``.

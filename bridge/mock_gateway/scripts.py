@@ -39,6 +39,14 @@ async def _echo(call: Call) -> web.StreamResponse:
     return await sse.send_all(bodies.echo_chunks(call))
 
 
+@script(*(f"usage-{shape}" for shape in bodies.USAGE_SHAPES))
+async def _usage_shaped(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _echo(call)
+    chunks = bodies.usage_shaped_chunks(call, call.model.removeprefix("usage-"))
+    return await (await SseStream.open(call)).send_all(chunks)
+
+
 @script("tools", "tools-custom")
 async def _tools(call: Call) -> web.StreamResponse:
     custom = call.model == "tools-custom"

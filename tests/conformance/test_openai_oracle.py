@@ -266,6 +266,13 @@ REPLY_MODELS: Final = (
     "no-finish",
     "litellm",
 )
+# Echo with the usage (when asked) as other servers send it: counts of payloads carrying one.
+USAGE_MODELS: Final = {
+    "usage-empty-choice": lambda chunks: 1,
+    "usage-on-finish": lambda chunks: 1,
+    "usage-every-chunk": lambda chunks: chunks,
+    "usage-ignored": lambda chunks: 0,
+}
 STREAM_ERROR_MODELS: Final = (
     "stream-error",
     "stream-error-event",
@@ -274,6 +281,7 @@ STREAM_ERROR_MODELS: Final = (
 )
 COVERED: Final = (
     *REPLY_MODELS,
+    *USAGE_MODELS,
     *STREAM_ERROR_MODELS,
     "error-<status>",
     "openai-error-<status>",
@@ -285,6 +293,7 @@ COVERED: Final = (
     "litellm-error-429",
     "litellm-stream-error",
     "reset",
+    "reset-before-content",
     "flaky-<N>-<status>",
     "flaky-<N>-reset",
     "stall-<ms>",
@@ -337,6 +346,15 @@ async def test_stream_chunks(sdk: AsyncOpenAI, model: str, include_usage: bool) 
     usage = [p for p in seen.payloads if p.get("usage")]
     finished = model != "no-finish"
     assert len(usage) == (1 if include_usage and finished else 0)
+
+
+@pytest.mark.parametrize("model", USAGE_MODELS)
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_stream_usage_shapes(sdk: AsyncOpenAI, model: str, include_usage: bool) -> None:
+    seen = await stream(sdk, model, stream_options={"include_usage": include_usage})
+    check_chunks(seen)
+    usage = [p for p in seen.payloads if p.get("usage")]
+    assert len(usage) == (USAGE_MODELS[model](len(seen.payloads)) if include_usage else 0)
 
 
 async def test_stream_of_n_choices(sdk: AsyncOpenAI) -> None:
@@ -428,6 +446,14 @@ async def test_reset(sdk: AsyncOpenAI) -> None:
     assert len(seen.payloads) == 1 + len(MESSAGES[0]["content"].split())  # role chunk, one per word
     assert type(seen.error) is openai.APIConnectionError
     assert type((await unary(sdk, "reset")).error) is openai.APIConnectionError
+
+
+async def test_reset_before_content(sdk: AsyncOpenAI) -> None:
+    seen = await stream(sdk, "reset-before-content")
+    check_chunks(seen)
+    assert [p["choices"][0]["delta"] for p in seen.payloads] == [{"role": "assistant", "content": ""}]
+    assert type(seen.error) is openai.APIConnectionError
+    assert type((await unary(sdk, "reset-before-content")).error) is openai.APIConnectionError
 
 
 async def test_flaky(sdk: AsyncOpenAI) -> None:

@@ -67,13 +67,15 @@ def test_the_commit_point_of_a_chat_stream_is_its_first_chunk_with_content_a_too
         '{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
         '{"choices":[],"prompt_filter_results":[]}',
         '{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}',
+        # usage alone (the bridge may have asked for it, vLLM's continuous usage puts it on every chunk)
+        '{"choices":[{"index":0,"delta":{"role":"assistant"}}],"usage":{"prompt_tokens":1}}',
+        '{"choices":[],"usage":{"prompt_tokens":1}}',
     ]
     committing = [
         '{"choices":[{"index":0,"delta":{"content":"Hi"}}]}',
         '{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c"}]}}]}',
         '{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}',
         '{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}',
-        '{"choices":[],"usage":{"prompt_tokens":1}}',
         '{"error":{"message":"failed"}}',
         "[DONE]",
         "not json",
