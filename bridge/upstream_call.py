@@ -129,7 +129,7 @@ class UpstreamCaller:
             return read(reply.body)
         except ReplyShapeError as exc:
             raise self.upstream.protocol_error(
-                str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers
+                str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers, host=reply.host
             ) from None
 
 

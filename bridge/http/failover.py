@@ -211,8 +211,11 @@ class UpstreamPool:
         headers: Mapping[str, str],
         *,
         code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
+        host: str | None = None,
     ) -> errors.UpstreamProtocolError:
-        return self.upstreams[0].client.protocol_error(message, reason, headers, code=code)
+        """An error for a reply that cannot be understood; `host` names the upstream that sent it (the
+        reply's `JsonReply.host`: any of the pool's, not necessarily the first)."""
+        return self.upstreams[0].client.protocol_error(message, reason, headers, code=code, host=host)
 
     async def request_json(
         self,

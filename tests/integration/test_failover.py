@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,7 +21,15 @@ from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
 from bridge.mock_gateway import MockGateway, start_mock_gateway
-from tests.helpers import call_failing, chat_request, collect, every_transport, free_port, wait_all_ended
+from tests.helpers import (
+    call_failing,
+    chat_request,
+    collect,
+    every_transport,
+    free_port,
+    status_details,
+    wait_all_ended,
+)
 
 upstream_transport = every_transport()
 
@@ -187,6 +196,39 @@ async def test_models_and_embeddings_follow_the_same_upstreams(
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     assert _outcomes(mock_gateway) == ["error", "error", "error"]
     assert _outcomes(mock_b) == ["completed", "completed"]  # the 403 never moved
+
+
+@pytest.fixture
+async def shapeless_upstream() -> AsyncIterator[str]:
+    """An upstream whose model list is of no known shape (base URL on 127.0.0.1)."""
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"items": ["not a model"]})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_reply_of_the_wrong_shape_names_the_upstream_that_sent_it(
+    start_bridge, shapeless_upstream: str
+) -> None:
+    # A (localhost) refuses, B (127.0.0.1) answers a reply the bridge cannot read: the error names B.
+    upstreams = f"http://localhost:{free_port()}/v1,{shapeless_upstream}"
+    async with await _channel(start_bridge, upstreams) as channel:
+        models = model_grpc.ModelServiceStub(channel)
+        error, _ = await call_failing_unary(models.ListModels(model_pb2.ListModelsRequest(), timeout=10))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    info = status_details(error)["ErrorInfo"]
+    assert info.reason == "UPSTREAM_INVALID_RESPONSE"
+    assert info.metadata["upstreamHost"] == "127.0.0.1"
 
 
 async def call_failing_unary(call: Any) -> tuple[grpc.aio.AioRpcError, None]:
