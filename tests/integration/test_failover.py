@@ -6,6 +6,7 @@ breaker opens after N consecutive failures. The mocks' records say which upstrea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -179,6 +180,42 @@ async def test_the_circuit_breaker_opens_after_consecutive_failures_and_skips_th
     assert _outcomes(mock_b) == ["completed"] * 4
 
 
+async def test_after_its_cool_down_one_trial_reopens_or_closes_the_breaker(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, caplog
+) -> None:
+    # A fails twice, then answers. Its breaker opens at once (one failure); once the cool-down has passed
+    # (the only wait: the cool-down itself), the next call is A's trial: the first trial fails (open again,
+    # the call moves to B), the second succeeds (closed: A is used again). What happened is read from the
+    # mocks, the access lines and the state gauge, never from timings.
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    cooldown = 0.2
+    registry = CollectorRegistry()
+    mock_gateway.script("error-503", count=2)
+    upstreams = f"{mock_gateway.base_url},{mock_b.base_url}"
+    async with await _channel(
+        start_bridge,
+        upstreams,
+        breaker_failures=1,
+        breaker_cooldown=cooldown,
+        retries=0,
+        metrics_registry=registry,
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        state = "prisme_bridge_upstream_state"
+        seen = []
+        for _ in range(2):  # A fails (opens); after the cool-down its trial fails (open again)
+            await stub.CreateChatCompletion(chat_request(), timeout=10)
+            seen.append(_samples(registry, state)[_name(mock_gateway)])
+            await asyncio.sleep(cooldown)
+        for _ in range(2):  # the trial succeeds (closed); A is the preferred upstream again
+            await stub.CreateChatCompletion(chat_request(), timeout=10)
+            seen.append(_samples(registry, state)[_name(mock_gateway)])
+    assert seen == [2, 2, 0, 0]  # open, open, closed, closed
+    assert _outcomes(mock_gateway) == ["error", "error", "completed", "completed"]
+    assert _outcomes(mock_b) == ["completed", "completed"]
+    assert [line["upstream"] for line in _access(caplog)] == [_name(mock_b)] * 2 + [_name(mock_gateway)] * 2
+
+
 async def test_models_and_embeddings_follow_the_same_upstreams(
     start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
 ) -> None:
@@ -293,6 +330,33 @@ async def test_a_hedge_goes_to_the_next_upstream_and_the_loser_is_cancelled_at_o
     assert "prisme_bridge_hedges_fired_total 1.0" in text
     assert "prisme_bridge_hedges_won_total 1.0" in text
     assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+async def test_with_one_upstream_the_hedge_goes_to_the_same_one(
+    start_bridge, mock_gateway: MockGateway, rpc: str, caplog
+) -> None:
+    # One upstream: its first request never answers, the hedge (to the same URL) is answered at once.
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    registry = CollectorRegistry()
+    mock_gateway.script("slow-600000", count=1)
+    async with await _channel(
+        start_bridge, mock_gateway.base_url, hedge_after=50, hedge_max_ratio=1.0, metrics_registry=registry
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        if rpc == "unary":
+            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
+            assert reply.choices[0].message.content == TEXT
+        else:
+            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+            assert _text(chunks) == TEXT
+        first, hedge = await wait_all_ended(mock_gateway)
+    assert (first["outcome"], hedge["outcome"]) == ("client_disconnected", "completed")
+    assert first["body"] == hedge["body"]  # the same request, sent twice
+    text = generate_latest(registry).decode()
+    assert "prisme_bridge_hedges_fired_total 1.0" in text
+    assert "prisme_bridge_hedges_won_total 1.0" in text
+    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_gateway), "upstream_attempts": 2}]
 
 
 async def test_a_request_the_upstream_stores_is_never_hedged(
