@@ -420,8 +420,13 @@ async def test_deadline_on_a_unary_call_closes_the_provider_request(stub, provid
 
 
 async def test_deadline_on_a_stream_closes_the_provider_request(stub, provider: MockGateway) -> None:
+    # LiteLLM's first stream of a run takes seconds to start (2.6 s here when this test runs first): one
+    # stream before, and a deadline with room, so the deadline cuts a flowing stream, not LiteLLM's start.
+    await _drain_into(
+        stub.StreamChatCompletion(_request("echo", "warm"), metadata=_key(), timeout=TIMEOUT_S), []
+    )
     text = _unique("endless stream")
-    call = stub.StreamChatCompletion(_request("endless", text), metadata=_key(), timeout=1.5)
+    call = stub.StreamChatCompletion(_request("endless", text), metadata=_key(), timeout=4)
     received: Chunks = []
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await _drain_into(call, received)

@@ -162,3 +162,24 @@ async def test_a_redirect_names_its_location_and_is_never_followed(
     assert info.reason == "UPSTREAM_REDIRECTED"
     assert info.metadata["httpStatus"] == "301"
     assert len(raw_upstream.requests) == 1  # not followed, not retried
+
+
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
+@pytest.mark.parametrize(
+    "location", [b"/v1/\x01chat", b"/v1/caf\xc3\xa9 bar", b"http://[::1"], ids=["soh", "utf8", "bad"]
+)
+async def test_a_redirect_to_a_location_no_url_parser_takes_is_still_a_redirect(
+    raw_upstream: RawUpstream, raw_stub: pb_grpc.ChatCompletionServiceStub, rpc: str, location: bytes
+) -> None:
+    """httpx parses a redirect's Location even when it follows none, and fails the reply on one it cannot
+    parse: without the bridge's guard that was a lost connection, retried three times, then UNAVAILABLE."""
+    raw_upstream.answer = lambda request: RawReply(302, [(b"Location", location)], b"")
+    error, _ = await call_failing(raw_stub, rpc, chat_request(), timeout=10)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    # Parsed: where it points; unparsable even as a URL: said so (redirect.py) — a redirect either way.
+    assert error.details().startswith(
+        ("upstream redirected the request (HTTP 302) to ", "upstream answered HTTP 302, a redirect")
+    ), error.details()
+    assert error.details().isprintable()
+    assert status_details(error)["ErrorInfo"].reason == "UPSTREAM_REDIRECTED"
+    assert len(raw_upstream.requests) == 1  # not followed, not retried

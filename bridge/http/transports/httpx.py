@@ -107,6 +107,10 @@ class _HttpxResponse:
         self._response = response
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
+        if _LOCATION in response.extensions:  # a redirect: its Location back where the bridge reads it
+            headers = response.headers.copy()
+            headers["location"] = response.extensions[_LOCATION]
+            self.headers = headers
 
     def chunks(self) -> AsyncIterator[bytes]:
         # Without a content encoding the bytes need no decoder: skip httpx's decoding layer (per chunk).
@@ -115,6 +119,19 @@ class _HttpxResponse:
 
     async def aclose(self) -> None:
         await self._response.aclose()
+
+
+_REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
+_LOCATION: Final = "prisme_bridge.location"
+
+
+async def _set_location_aside(response: httpx.Response) -> None:
+    """httpx parses a redirect's Location even when it follows none (to offer `next_request`), and fails the
+    reply as a protocol error on one it cannot parse (a control byte, a space): a lost connection, retried.
+    The bridge never follows and explains the Location itself (redirect.py), so httpx does not see it."""
+    if response.status_code in _REDIRECTS and "location" in response.headers:
+        response.extensions[_LOCATION] = response.headers["location"]
+        del response.headers["location"]
 
 
 class _NoCookies(httpx.Cookies):
@@ -163,6 +180,7 @@ class HttpxTransport:
             verify=tls_context(settings),
             headers={"user-agent": USER_AGENT},
             follow_redirects=False,
+            event_hooks={"response": [_set_location_aside]},
             trust_env=False,
             proxy=settings.proxy,
         )
