@@ -111,6 +111,9 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            the full reply, half of it sent, then RST.
 ``reset-before-content``   stream: the role chunk, then the TCP connection is reset (RST) before any
                            content. Unary: reset once the request is read, before a byte of the reply.
+``late-content-<ms>``      stream: the headers and the role chunk at once, then that many ms of
+                           silence, then the echo's content, finish and usage chunks (a model slow to
+                           its first token). Unary: as ``slow-<ms>``.
 ``stall-<ms>``              stream: role chunk, two content chunks (``"Partial "``, ``"answer"``), then
                            that many ms of silence, then the finish chunk and ``[DONE]``. Unary: the
                            reply's headers and the first half of its body, the silence, the rest.

@@ -270,7 +270,23 @@ async def run_script(call: Call) -> web.StreamResponse:
     stall_ms = _suffix_int(model, "stall-")
     if stall_ms is not None:
         return await _stall(call, stall_ms / 1000)
+    late_ms = _suffix_int(model, "late-content-")
+    if late_ms is not None:
+        return await _late_content(call, late_ms / 1000)
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)
     return await SCRIPTS.get(model, _echo)(call)
+
+
+async def _late_content(call: Call, pause_s: float) -> web.StreamResponse:
+    """A model slow to its first token: the stream's headers and role chunk at once, the silence, then the
+    rest of the echo; a unary reply after the silence (nothing to send before it)."""
+    if not call.stream:
+        await sleep_watching(call, pause_s, None)
+        return await _echo(call)
+    sse = await SseStream.open(call)
+    opening, *rest = bodies.echo_chunks(call)
+    await sse.send(opening)
+    await sleep_watching(call, pause_s, sse.response)
+    return await sse.send_all(rest)

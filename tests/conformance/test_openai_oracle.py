@@ -297,6 +297,7 @@ COVERED: Final = (
     "flaky-<N>-<status>",
     "flaky-<N>-reset",
     "stall-<ms>",
+    "late-content-<ms>",
     "bad-json",
     "bad-utf8",
     "html-200",
@@ -476,6 +477,15 @@ async def test_flaky(sdk: AsyncOpenAI) -> None:
 async def test_stall(sdk: AsyncOpenAI) -> None:
     check_chunks(await stream(sdk, "stall-10"))
     check_completion(await unary(sdk, "stall-10"))
+
+
+async def test_late_content(sdk: AsyncOpenAI) -> None:
+    seen = await stream(sdk, "late-content-10")
+    check_chunks(seen)
+    assert seen.payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in seen.payloads)
+    assert text == MESSAGES[0]["content"]
+    check_completion(await unary(sdk, "late-content-10"))
 
 
 @pytest.mark.parametrize(

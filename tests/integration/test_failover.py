@@ -332,6 +332,32 @@ async def test_a_hedge_goes_to_the_next_upstream_and_the_loser_is_cancelled_at_o
     assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
 
 
+async def test_a_stream_that_sent_its_role_chunk_but_no_content_is_hedged(
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, caplog
+) -> None:
+    # A answers at once with its headers and role chunk, then is silent before its first token: a reply
+    # byte came, the commit point did not, so the hedge goes. The caller sees B's stream alone (A's
+    # held-back role chunk never sent), and A's connection is closed.
+    caplog.set_level(logging.INFO, logger="bridge.access")
+    registry = CollectorRegistry()
+    mock_gateway.script("late-content-600000")
+    upstreams = f"{mock_gateway.base_url},{mock_b.base_url}"
+    async with await _channel(
+        start_bridge, upstreams, hedge_after=50, hedge_max_ratio=1.0, metrics_registry=registry
+    ) as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+        [lost] = await wait_all_ended(mock_gateway)
+    assert lost["outcome"] == "client_disconnected"
+    assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == ["assistant"]
+    assert _text(chunks) == TEXT
+    assert _outcomes(mock_b) == ["completed"]
+    text = generate_latest(registry).decode()
+    assert "prisme_bridge_hedges_fired_total 1.0" in text
+    assert "prisme_bridge_hedges_won_total 1.0" in text
+    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+
+
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
 async def test_with_one_upstream_the_hedge_goes_to_the_same_one(
     start_bridge, mock_gateway: MockGateway, rpc: str, caplog
