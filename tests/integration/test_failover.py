@@ -385,12 +385,13 @@ async def test_with_one_upstream_the_hedge_goes_to_the_same_one(
     assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_gateway), "upstream_attempts": 2}]
 
 
+@pytest.mark.parametrize("rpc", ["unary", "stream"])
 async def test_a_request_the_upstream_stores_is_never_hedged(
-    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway
+    start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, rpc: str
 ) -> None:
     async with await _hedged_channel(start_bridge, mock_gateway, mock_b) as channel:
         stub = pb_grpc.ChatCompletionServiceStub(channel)
-        error, _ = await call_failing(stub, "unary", chat_request(store=True), timeout=0.5)
+        error, _ = await call_failing(stub, rpc, chat_request(store=True), timeout=0.5)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # A never answered, and no hedge went
     assert mock_b.requests() == []
 
