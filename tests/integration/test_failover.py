@@ -69,6 +69,19 @@ def _outcomes(mock: MockGateway) -> list[str]:
     return [r["outcome"] for r in mock.requests()]
 
 
+async def _answered_whole(channel: grpc.aio.Channel, rpc: str) -> None:
+    """A call of `rpc` answers TEXT whole; a stream as one upstream's: one opening role chunk, never a
+    held-back one of an upstream left (moved from, or the hedge's loser) too."""
+    stub = pb_grpc.ChatCompletionServiceStub(channel)
+    if rpc == "unary":
+        reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
+        assert reply.choices[0].message.content == TEXT
+        return
+    chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+    assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == ["assistant"]
+    assert _text(chunks) == TEXT
+
+
 # A's failures that move a call to B, each as A is scripted (None: A's port refuses connections).
 MOVING = {"refused": None, "503": "error-503", "429": "error-429", "reset": "reset-before-content"}
 
@@ -89,17 +102,7 @@ async def test_a_call_moves_to_the_next_upstream_on_a_failure_before_its_commit_
     caplog.set_level(logging.INFO, logger="bridge.access")
     upstreams = await _upstreams(mock_gateway, mock_b, failure)
     async with await _channel(start_bridge, upstreams) as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        if rpc == "unary":
-            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
-            assert reply.choices[0].message.content == TEXT
-        else:
-            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
-            # The caller's stream is B's, whole: one opening role chunk, never A's held-back one too.
-            assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == [
-                "assistant"
-            ]
-            assert _text(chunks) == TEXT
+        await _answered_whole(channel, rpc)
     if MOVING[failure] is not None:
         assert _outcomes(mock_gateway) == ["error"]
     assert _outcomes(mock_b) == ["completed"]
@@ -306,6 +309,16 @@ async def _hedged_channel(start_bridge: Any, mock_a: MockGateway, mock_b: MockGa
     return await _channel(start_bridge, upstreams, hedge_after=50, hedge_max_ratio=1.0, **settings)
 
 
+def _check_one_hedge_won(
+    registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, winner: MockGateway
+) -> None:
+    """One hedge fired and won (the metrics), the call answered by `winner` in two attempts (its line)."""
+    text = generate_latest(registry).decode()
+    assert "prisme_bridge_hedges_fired_total 1.0" in text
+    assert "prisme_bridge_hedges_won_total 1.0" in text
+    assert _access(caplog) == [{"code": "OK", "upstream": _name(winner), "upstream_attempts": 2}]
+
+
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
 async def test_a_hedge_goes_to_the_next_upstream_and_the_loser_is_cancelled_at_once(
     start_bridge, mock_gateway: MockGateway, mock_b: MockGateway, rpc: str, caplog
@@ -315,21 +328,12 @@ async def test_a_hedge_goes_to_the_next_upstream_and_the_loser_is_cancelled_at_o
     async with await _hedged_channel(
         start_bridge, mock_gateway, mock_b, metrics_registry=registry
     ) as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        if rpc == "unary":
-            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
-            assert reply.choices[0].message.content == TEXT
-        else:
-            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
-            assert _text(chunks) == TEXT
+        await _answered_whole(channel, rpc)
         # The loser's connection is closed by the time the winner's answer is out: the mock saw it go.
         [lost] = await wait_all_ended(mock_gateway)
         assert lost["outcome"] == "client_disconnected"
     assert _outcomes(mock_b) == ["completed"]
-    text = generate_latest(registry).decode()
-    assert "prisme_bridge_hedges_fired_total 1.0" in text
-    assert "prisme_bridge_hedges_won_total 1.0" in text
-    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+    _check_one_hedge_won(registry, caplog, mock_b)
 
 
 async def test_a_stream_that_sent_its_role_chunk_but_no_content_is_hedged(
@@ -345,17 +349,11 @@ async def test_a_stream_that_sent_its_role_chunk_but_no_content_is_hedged(
     async with await _channel(
         start_bridge, upstreams, hedge_after=50, hedge_max_ratio=1.0, metrics_registry=registry
     ) as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
+        await _answered_whole(channel, "stream")
         [lost] = await wait_all_ended(mock_gateway)
     assert lost["outcome"] == "client_disconnected"
-    assert [c.choices[0].delta.role for c in chunks if c.choices and c.choices[0].delta.role] == ["assistant"]
-    assert _text(chunks) == TEXT
     assert _outcomes(mock_b) == ["completed"]
-    text = generate_latest(registry).decode()
-    assert "prisme_bridge_hedges_fired_total 1.0" in text
-    assert "prisme_bridge_hedges_won_total 1.0" in text
-    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_b), "upstream_attempts": 2}]
+    _check_one_hedge_won(registry, caplog, mock_b)
 
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
@@ -369,20 +367,11 @@ async def test_with_one_upstream_the_hedge_goes_to_the_same_one(
     async with await _channel(
         start_bridge, mock_gateway.base_url, hedge_after=50, hedge_max_ratio=1.0, metrics_registry=registry
     ) as channel:
-        stub = pb_grpc.ChatCompletionServiceStub(channel)
-        if rpc == "unary":
-            reply = await stub.CreateChatCompletion(chat_request(text=TEXT), timeout=10)
-            assert reply.choices[0].message.content == TEXT
-        else:
-            chunks = await collect(stub.StreamChatCompletion(chat_request(text=TEXT), timeout=10))
-            assert _text(chunks) == TEXT
+        await _answered_whole(channel, rpc)
         first, hedge = await wait_all_ended(mock_gateway)
     assert (first["outcome"], hedge["outcome"]) == ("client_disconnected", "completed")
     assert first["body"] == hedge["body"]  # the same request, sent twice
-    text = generate_latest(registry).decode()
-    assert "prisme_bridge_hedges_fired_total 1.0" in text
-    assert "prisme_bridge_hedges_won_total 1.0" in text
-    assert _access(caplog) == [{"code": "OK", "upstream": _name(mock_gateway), "upstream_attempts": 2}]
+    _check_one_hedge_won(registry, caplog, mock_gateway)
 
 
 @pytest.mark.parametrize("rpc", ["unary", "stream"])
