@@ -269,7 +269,8 @@ class FailoverSettings(Group):
         alias="hedge_after",
         description="milliseconds without a reply (unary) or a first content chunk (stream) after which a "
         "second request goes to the next upstream (the same one if there is only one); the first to answer "
-        "wins, the other is cancelled; 0: never hedge (docs/reliability.md)",
+        "wins, the other is cancelled; never for a request with store: true; 0: never hedge "
+        "(docs/reliability.md)",
     )
     hedge_max_ratio: float = Field(
         0.1,
