@@ -6,7 +6,8 @@ Runs each configuration's interceptors around a do-nothing unary call and a 22-m
 event loop, and reports process CPU time per call (less sensitive to other load on the box than the
 end-to-end benchmark, which measures the same thing within the whole call: bench/run.py bridge-observed).
 Configurations: the default bridge (tracing pass-through and an access log at WARNING, i.e. silent), and
-with metrics and INFO access lines in JSON written to a file, as `serve --metrics-listen` logs them.
+with metrics and INFO access lines in JSON written to a file, as `serve --metrics-listen` logs them; each
+with and without the ORCA load report (`--orca`, on by default: counted, its trailer built and set).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from prometheus_client import CollectorRegistry
 
 from bridge.logs import setup_logging
 from bridge.rpc.call import RpcCall
-from bridge.rpc.interceptors import AccessLog, Interceptor, _Active, _around
+from bridge.rpc.interceptors import AccessLog, Interceptor, _Active, _add_trailers, _around
+from bridge.rpc.load import LoadMeter, LoadOptions
 from bridge.rpc.metrics import Metrics
+from bridge.rpc.orca import LoadReports
 from bridge.rpc.tracing import Tracing
 
 METHOD = "/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion"
@@ -32,8 +35,16 @@ MESSAGES = 22
 
 
 class _Context:
+    trailers: tuple[tuple[str, str | bytes], ...] = ()
+
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return (("user-agent", "grpc-go/1.85.0"), ("authorization", "Bearer x"))
+
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self.trailers
+
+    def set_trailing_metadata(self, trailers: tuple[tuple[str, str | bytes], ...]) -> None:
+        self.trailers = trailers
 
 
 async def _run(interceptors: list[Interceptor], streaming: bool) -> float:
@@ -41,7 +52,8 @@ async def _run(interceptors: list[Interceptor], streaming: bool) -> float:
     context: Any = _Context()
     started = time.process_time()
     for _ in range(CALLS):
-        call = RpcCall(METHOD, response_streaming=streaming, model="gpt-4o")
+        call = RpcCall(METHOD, response_streaming=streaming, model="gpt-4o", trailer_hooks=active.trailers)
+        context.trailers = ()
         async with _around(active.interceptors, call, context):
             call.messages_received += 1
             for hook in active.received:
@@ -53,6 +65,7 @@ async def _run(interceptors: list[Interceptor], streaming: bool) -> float:
                 call.messages_sent += 1
                 for hook in active.sent:
                     hook(call)
+            _add_trailers(call, context)
     return (time.process_time() - started) / CALLS * 1e6
 
 
@@ -61,12 +74,23 @@ def main() -> None:
         setup_logging("INFO", "json", sink)
         quiet, loud = logging.getLogger("bench.quiet"), logging.getLogger("bench.loud")
         quiet.setLevel(logging.WARNING)
+
+        def orca() -> list[Interceptor]:
+            return [LoadReports(LoadMeter(LoadOptions(capacity=100)), skip_services=())]
+
         configs = {
             "default (tracing pass-through, access log silent)": lambda: [Tracing(), AccessLog(quiet)],
+            "the same + ORCA load report": lambda: [Tracing(), AccessLog(quiet), *orca()],
             "metrics + JSON access lines": lambda: [
                 Metrics(CollectorRegistry()),
                 Tracing(),
                 AccessLog(loud),
+            ],
+            "the same + ORCA load report ": lambda: [
+                Metrics(CollectorRegistry()),
+                Tracing(),
+                AccessLog(loud),
+                *orca(),
             ],
         }
         for streaming in (False, True):

@@ -14,6 +14,7 @@ Processes (each its own interpreter / event loop; nothing is pinned):
   ref-aiohttp      bench/aiohttp_proxy.py: REFERENCE ONLY, grpc.aio + aiohttp.ClientSession directly
   ref-bare         the same without returning reply headers as initial metadata (what that batch costs)
   bridge-bare      the bridge with --reply-metadata false (the same saving in the bridge)
+  bridge-orca-off  the bridge with --orca false (no ORCA load report trailer: what it costs, by difference)
 Load generators (separate processes): ghz for unary gRPC, bench/streamgen (Go, grpc-go) for streaming
 gRPC (ghz cannot time the first message), bench/loadgen.py (aiohttp) for the mock directly; with
 --generator python, bench/loadgen.py (grpc.aio) for gRPC too. Every target gets the same generator per
@@ -90,6 +91,7 @@ class Target:
 TRANSPORTS = ("aiohttp", "httpx", "aiohttp-direct")
 LOOPS = ("asyncio", "uvloop")
 NO_REPLY_METADATA = ("--reply-metadata", "false")
+NO_ORCA = ("--orca", "false")
 FIXED = {
     t.key: t
     for t in (
@@ -98,6 +100,7 @@ FIXED = {
         Target("bridge", "bridge (defaults)", "grpc"),
         Target("bridge-observed", "bridge, metrics + access logs", "grpc", observed=True),
         Target("bridge-bare", "bridge, --reply-metadata false", "grpc", options=NO_REPLY_METADATA),
+        Target("bridge-orca-off", "bridge, --orca false", "grpc", options=NO_ORCA),
         Target("ref-aiohttp", "ref: grpc.aio+aiohttp direct", "grpc"),
         Target("ref-bare", "ref: the same, no reply metadata", "grpc"),
     )
@@ -1112,8 +1115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=lambda key: target_of(key).key,
         default=DEFAULT_TARGETS,
-        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, ref-aiohttp, ref-bare and "
-        f"bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; LOOP: {', '.join(LOOPS)})",
+        help=f"default: {' '.join(DEFAULT_TARGETS)}; also bridge-bare, bridge-orca-off, ref-aiohttp, "
+        f"ref-bare and bridge-TRANSPORT[-LOOP] (TRANSPORT: {', '.join(TRANSPORTS)}; "
+        f"LOOP: {', '.join(LOOPS)})",
     )
     parser.add_argument("--only", choices=["unary", "stream"], help="run one RPC kind only")
     parser.add_argument(

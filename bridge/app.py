@@ -40,7 +40,10 @@ from bridge.rpc.call import note_upstream, note_upstream_attempt
 from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
+from bridge.rpc.load import LoadBoard, LoadMeter, LoadOptions, available_cores
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics
+from bridge.rpc.orca import LoadReports
+from bridge.rpc.orca_service import OrcaService
 from bridge.rpc.server import GrpcServer, ServerConfig, Service, build_server
 from bridge.rpc.tls import CertificateFiles, server_credentials
 from bridge.rpc.tracing import Tracing, tracer_provider_from_env
@@ -64,6 +67,9 @@ __all__ = [
     "drain",
     "header_policy",
     "listener_credentials",
+    "load_board",
+    "load_meter",
+    "load_options",
     "retry_policy",
     "serve",
     "server_config",
@@ -240,14 +246,18 @@ def default_interceptors(
     *,
     metrics_registry: CollectorRegistry | None = None,
     tracer_provider: AnyTracerProvider | None = None,
+    load: LoadMeter | None = None,
 ) -> list[Interceptor]:
     """Outermost first: metrics into `metrics_registry` (if given; every call, refused ones included),
-    tracing (spans with `tracer_provider`, else trace context passed on), the access log, then the
-    concurrency limit, so a refused call is still counted, traced and logged."""
+    tracing (spans with `tracer_provider`, else trace context passed on), the access log, the load
+    reports on `load` (if given), then the concurrency limit, so a refused call is still counted, traced,
+    logged and reported."""
     interceptors: list[Interceptor] = []
     if metrics_registry is not None:
         interceptors.append(Metrics(metrics_registry, max_models=settings.metrics.max_models))
     interceptors += [Tracing(tracer_provider), AccessLog()]
+    if load is not None:
+        interceptors.append(LoadReports(load))
     if settings.limits.max_concurrent_rpcs is not None:
         interceptors.append(ConcurrencyLimit(settings.limits.max_concurrent_rpcs))
     return interceptors
@@ -262,6 +272,33 @@ def _default_upstream(
     return built
 
 
+def load_options(settings: ServeSettings) -> LoadOptions:
+    """What the load reports measure against: `--orca-window`; the pod's capacity, --max-concurrent-rpcs
+    per worker; its CPU, one core per worker at most (a Python process runs on one), within its quota."""
+    workers = settings.lifecycle.workers
+    return LoadOptions(
+        window=settings.orca.window,
+        capacity=settings.limits.max_concurrent_rpcs,
+        cores=min(float(workers), available_cores()),
+    )
+
+
+def load_board(settings: ServeSettings) -> LoadBoard | None:
+    """The pod's load counters for `--workers N` (shared: made before the fork), or None without ORCA."""
+    if not settings.orca.enabled:
+        return None
+    workers = settings.lifecycle.workers
+    return LoadBoard(workers, shared=workers > 1)
+
+
+def load_meter(settings: ServeSettings, board: LoadBoard | None = None, row: int = 0) -> LoadMeter | None:
+    """This process's meter of the pod's load (row `row` of `board`; a board of its own if None), or None
+    with `--orca false`."""
+    if not settings.orca.enabled:
+        return None
+    return LoadMeter(load_options(settings), board or load_board(settings), row)
+
+
 async def build_bridge(
     settings: ServeSettings,
     *,
@@ -272,12 +309,15 @@ async def build_bridge(
     metrics_registry: CollectorRegistry | None = None,
     tracer_provider: AnyTracerProvider | None = None,
     reuse_port: bool = False,
+    load: LoadMeter | None = None,
 ) -> GrpcServer:
     """The bridge, built but not started (`await server.start()`); None means the default part for
     `settings` (credentials: from the --tls-* files, if any). With `--metrics-listen` the metrics endpoint
     is already serving `metrics_registry` (a new registry if None). `reuse_port`: one of several worker
     processes on the same port. Who may call (`caller_authorization`) is always part of it, whatever
-    `interceptors` are given. Raises OSError if an address cannot be bound or a TLS file used."""
+    `interceptors` are given. With ORCA on (`--orca`), `load` is this process's meter of the pod's load
+    (a worker's row of the pod's board; None: a meter of its own), reported in every call's trailer and
+    by OpenRcaService. Raises OSError if an address cannot be bound or a TLS file used."""
     credentials = credentials or listener_credentials(settings.tls)
     listen = settings.metrics.listen
     registry = metrics_registry if metrics_registry is not None or listen is None else CollectorRegistry()
@@ -285,12 +325,17 @@ async def build_bridge(
     if listen is not None and registry is not None:
         endpoint = await serve_metrics(listen, exposed(registry), reuse_port=reuse_port)
     client = upstream or _default_upstream(settings, tracer_provider, registry)
+    load = load or load_meter(settings)
+    orca = None if load is None else OrcaService(load, min_interval=settings.orca.min_interval)
     try:
         server = build_server(
             server_config(settings),
-            services=default_services(settings, client) if services is None else services,
+            services=[
+                *(default_services(settings, client) if services is None else services),
+                *([] if orca is None else [orca]),
+            ],
             interceptors=default_interceptors(
-                settings, metrics_registry=registry, tracer_provider=tracer_provider
+                settings, metrics_registry=registry, tracer_provider=tracer_provider, load=load
             )
             if interceptors is None
             else interceptors,
@@ -305,6 +350,9 @@ async def build_bridge(
             await endpoint.close()
         raise
     server.on_stop.append(client.aclose)
+    if orca is not None and load is not None:
+        server.on_stopping.append(orca.close)
+        server.on_stop.append(load.stop)
     if endpoint is not None:
         log.info("metrics at %s", endpoint.url)
         server.on_stop.append(endpoint.close)
@@ -317,15 +365,19 @@ async def serve(
     reuse_port: bool = False,
     on_ready: Callable[[], object] | None = None,
     check_upstream: bool = True,
+    load: LoadMeter | None = None,
 ) -> None:
     """Runs the bridge until SIGTERM or SIGINT, then drains and shuts down gracefully. `on_ready` is
     called once it serves (a worker tells its supervisor). With `check_upstream`, the upstream's
-    reachability is checked once in the background (one log line; it never stops the bridge). Tracing is
+    reachability is checked once in the background (one log line; it never stops the bridge). `load`: a
+    worker's meter of the pod's load (bridge.workers), else one of its own. Tracing is
     configured by the standard OTEL_* variables (bridge.rpc.tracing); raises TracingConfigError if they
     name no exporter."""
     async with StopSignals() as signals:  # before anything says "listening": a signal then stops it cleanly
         tracer_provider = tracer_provider_from_env()
-        server = await build_bridge(settings, tracer_provider=tracer_provider, reuse_port=reuse_port)
+        server = await build_bridge(
+            settings, tracer_provider=tracer_provider, reuse_port=reuse_port, load=load
+        )
         if tracer_provider is not None:
             server.on_stop.append(lambda: _flush_spans(tracer_provider))
             log.info("tracing on: spans exported as OTEL_* variables configure")

@@ -23,6 +23,10 @@ there and serves the aggregate of all of them (bridge.rpc.metrics.exposed) on th
 which the parent reserves like the gRPC port; whichever worker answers a scrape, it is the pod's total. A
 reaped worker's live gauges are dropped (`mark_process_dead`); the directory goes with the parent. What
 each worker decides alone stays per worker: the model-label cap and --max-concurrent-rpcs.
+
+Load reports (`--orca`) are the pod's too: the parent maps a `LoadBoard` (bridge.rpc.load) in shared
+memory before the fork, each worker counts its calls and CPU time in its own row and reports the sum of
+all rows; a reaped worker's calls in flight are cleared from it, its replacement continues its counters.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from types import FrameType
 from typing import Final
 
 from bridge.address import split_host_port
+from bridge.rpc.load import LoadBoard
 from bridge.settings import ServeSettings
 
 __all__ = ["DEATH_WINDOW_S", "MAX_DEATHS", "run_workers"]
@@ -174,6 +179,8 @@ class _Supervisor:
         self.stopping = False
         self.failed = False
         self.deaths: deque[float] = deque()
+        # Mapped before any fork, so every worker shares it (no gRPC in it: bridge.rpc.load).
+        self.load = LoadBoard(self.count, shared=True) if settings.orca.enabled else None
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -207,6 +214,8 @@ class _Supervisor:
             if worker is None:
                 continue
             _forget_dead(pid)
+            if self.load is not None:
+                self.load.forget(worker.index - 1)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 clean = clean and code == 0
@@ -238,7 +247,7 @@ class _Supervisor:
             code = 1
             try:
                 os.close(read_fd)
-                code = _worker_main(self.settings, index, write_fd)
+                code = _worker_main(self.settings, index, write_fd, self.load)
             finally:
                 os._exit(code)
         os.close(write_fd)
@@ -288,9 +297,9 @@ def _ended(code: int) -> str:
 # -------------------------------------------------------------------------------- inside a worker
 
 
-def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
+def _worker_main(settings: ServeSettings, index: int, ready_fd: int, load: LoadBoard | None) -> int:
     """The forked worker: serves until its signal; the exit code. Reports on `ready_fd` once serving,
-    or why it could not start."""
+    or why it could not start. `load`: the pod's load board (its row is `index - 1`)."""
     code = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -300,14 +309,15 @@ def _worker_main(settings: ServeSettings, index: int, ready_fd: int) -> int:
         # Imported after the fork, in each worker: the parent holds no gRPC state, and libraries that fix
         # process-wide modes at import (prometheus-client's multiprocess mode) see what _before_fork set.
         from bridge import eventloop
-        from bridge.app import serve
+        from bridge.app import load_meter, serve
 
         def ready() -> None:
             os.write(ready_fd, _READY)
 
         with contextlib.suppress(KeyboardInterrupt):
             # The upstream's reachability is checked (and logged) once per pod, by the first worker.
-            served = serve(settings, reuse_port=True, on_ready=ready, check_upstream=index == 1)
+            meter = None if load is None else load_meter(settings, load, index - 1)
+            served = serve(settings, reuse_port=True, on_ready=ready, check_upstream=index == 1, load=meter)
             eventloop.run(served, settings.lifecycle.event_loop)
         code = 0
     except OSError as exc:

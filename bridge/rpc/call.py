@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,13 +23,16 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from bridge.auth.callers import ANONYMOUS_CALLER, Caller
+from bridge.gen.xds.service.orca.v3 import orca_pb2
 
 __all__ = [
     "HEALTH_SERVICE",
+    "ORCA_SERVICE",
     "PLUMBING_SERVICES",
     "REFLECTION_SERVICE",
     "Context",
     "RpcCall",
+    "Trailers",
     "current_call",
     "deadline_of",
     "note_upstream",
@@ -40,12 +43,15 @@ __all__ = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Trailers = tuple[tuple[str, str | bytes], ...]  # trailing metadata
 
 HEALTH_SERVICE: Final = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE: Final = reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name
-# The server's own plumbing, not the bridge's calls: the access log, tracing and the concurrency limit leave
-# them out (`Interceptor.skip_services`); metrics count them (probes are worth seeing).
-PLUMBING_SERVICES: Final = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
+ORCA_SERVICE: Final = orca_pb2.DESCRIPTOR.services_by_name["OpenRcaService"].full_name  # load reports
+# The server's own plumbing, not the bridge's calls: the access log, tracing, the concurrency limit and
+# the load reports leave them out (`Interceptor.skip_services`); metrics count them (probes are worth
+# seeing). None of them calls the upstream.
+PLUMBING_SERVICES: Final = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE, ORCA_SERVICE})
 
 
 def split_method(method: str) -> tuple[str, str]:
@@ -83,6 +89,8 @@ class RpcCall:
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
     caller: Caller = ANONYMOUS_CALLER  # who called, once bridge.rpc.callers identified it
     started: float = field(default_factory=time.perf_counter)
+    # What the interceptors add to the status's trailing metadata (Interceptor.trailers), not yet asked.
+    trailer_hooks: tuple[Callable[[RpcCall], Trailers], ...] = ()
     service: str = field(init=False)  # "pkg.Service" of `method`
     name: str = field(init=False)  # "Method" of `method`
 
@@ -124,6 +132,12 @@ class RpcCall:
         """The upstream's reply began with `status`; `correlation_id` is its id of the request."""
         self.upstream_status = status
         self.correlation_id = correlation_id
+
+    def final_trailers(self) -> Trailers:
+        """The trailing metadata the interceptors add as the call's status is sent; asked once (the
+        chain after a handler is done, or `bridge.rpc.interceptors.abort`), empty after."""
+        hooks, self.trailer_hooks = self.trailer_hooks, ()
+        return tuple(item for hook in hooks for item in hook(self))
 
     def record_usage(
         self, prompt_tokens: int | None, completion_tokens: int | None, cost: float | None

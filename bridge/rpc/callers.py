@@ -24,7 +24,7 @@ from typing import Final
 from bridge.auth.callers import AllowList, certificate_of, identify
 from bridge.errors import BridgeError
 from bridge.rpc.call import HEALTH_SERVICE, PLUMBING_SERVICES, Context, RpcCall
-from bridge.rpc.interceptors import Interceptor
+from bridge.rpc.interceptors import Interceptor, abort
 from bridge.upstream.headers import AuthPolicy
 
 __all__ = ["OPEN_SERVICES", "CallerAuthorization"]
@@ -71,5 +71,5 @@ class CallerAuthorization(Interceptor):
                     raise refusal
         except BridgeError as error:
             call.code, call.error = error.code, error
-            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]  # grpc-stubs lacks it
+            await abort(call, context, error.to_status())
         yield

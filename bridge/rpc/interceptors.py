@@ -13,7 +13,9 @@ A call that is not well-formed gRPC (an undecodable message, metadata that is no
 handler: it ends INVALID_ARGUMENT inside the interceptors (bridge.rpc.wellformed).
 
 Per-message hooks: an interceptor that overrides `message_sent` or `message_received` is called for each
-message of the calls it applies to (live counters); the others cost nothing per message.
+message of the calls it applies to (live counters); the others cost nothing per message. One that
+overrides `trailers` adds trailing metadata to every status of those calls: after a handler returned or
+its stream ended, and on every error (`abort`, which grpc sends at once, so nothing set later counts).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from bridge.errors import (
     internal_error,
 )
 from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
-from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, enter_call, split_method
+from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, enter_call, split_method
 from bridge.rpc.wellformed import checked_request, lenient
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "Hook",
     "Interceptor",
     "InterceptorChain",
+    "abort",
     "access_fields",
     "failure_of",
 ]
@@ -92,6 +95,12 @@ class Interceptor:
         """For each request message handed to the handler (`call.messages_received` counts it): once for
         a unary request, as the handler starts; per message for a request stream, as the handler reads."""
 
+    def trailers(self, call: RpcCall) -> Trailers:
+        """Trailing metadata to add to the call's status, asked once just before it is sent (inside every
+        `around`), whichever status it is; not asked for a call that was cancelled or whose deadline
+        passed (no status is sent). Interceptors that do not override it cost nothing."""
+        return ()
+
 
 Hook = Callable[[RpcCall], None]
 
@@ -103,14 +112,15 @@ class _Active:
     interceptors: tuple[Interceptor, ...]
     sent: tuple[Hook, ...]
     received: tuple[Hook, ...]
+    trailers: tuple[Callable[[RpcCall], Trailers], ...]
 
     @classmethod
     def of(cls, interceptors: tuple[Interceptor, ...]) -> _Active:
-        def hooks(name: str) -> tuple[Hook, ...]:
+        def hooks(name: str) -> tuple[Any, ...]:
             base = getattr(Interceptor, name)
             return tuple(getattr(i, name) for i in interceptors if getattr(type(i), name) is not base)
 
-        return cls(interceptors, hooks("message_sent"), hooks("message_received"))
+        return cls(interceptors, hooks("message_sent"), hooks("message_received"), hooks("trailers"))
 
 
 class InterceptorChain(_ServerInterceptor):
@@ -169,13 +179,18 @@ class InterceptorChain(_ServerInterceptor):
 def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:
     async def behavior(request: Any, context: Context) -> Any:
         call = RpcCall(
-            method, response_streaming=False, request_streaming=streams_in, model=_model_of(request)
+            method,
+            response_streaming=False,
+            request_streaming=streams_in,
+            model=_model_of(request),
+            trailer_hooks=active.trailers,
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
             request = checked_request(request, context.invocation_metadata(), streams_in=streams_in)
             response = await inner(_received(request, call, active.received, streams_in), context)
             _sent(call, active.sent)  # the reply (only a handler that returned has one)
+            _add_trailers(call, context)
             return response
 
     return behavior
@@ -186,7 +201,11 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
 
     async def behavior(request: Any, context: Context) -> None:
         call = RpcCall(
-            method, response_streaming=True, request_streaming=streams_in, model=_model_of(request)
+            method,
+            response_streaming=True,
+            request_streaming=streams_in,
+            model=_model_of(request),
+            trailer_hooks=active.trailers,
         )
         enter_call(call)
         async with _around(active.interceptors, call, context):
@@ -194,6 +213,7 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
             request = _received(request, call, active.received, streams_in)
             if not generates:
                 await inner(request, context)  # a handler that writes with context.write itself
+                _add_trailers(call, context)
                 return
             messages: AsyncIterator[Message] = inner(request, context)
             try:
@@ -202,8 +222,23 @@ def _streaming(inner: Any, method: str, active: _Active, streams_in: bool) -> An
                     _sent(call, active.sent)
             finally:
                 await messages.aclose()  # type: ignore[attr-defined]  # an async generator
+            _add_trailers(call, context)
 
     return behavior
+
+
+def _add_trailers(call: RpcCall, context: Context) -> None:
+    """The interceptors' trailers after the handler's own, for the status grpc sends once it is done."""
+    if call.trailer_hooks:
+        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *call.final_trailers()))
+
+
+async def abort(call: RpcCall, context: Context, status: grpc.Status) -> NoReturn:
+    """Ends `call` with `status` now (grpc sends it at once), the interceptors' trailers after its own.
+    Raises grpc.aio.AbortError."""
+    extra = call.final_trailers()
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *extra))
+    raise AssertionError("abort returned")  # pragma: no cover - it always raises
 
 
 def _sent(call: RpcCall, hooks: tuple[Hook, ...]) -> None:
@@ -289,8 +324,7 @@ async def _abort(call: RpcCall, context: Context, error: BridgeError) -> NoRetur
     if isinstance(error, UpstreamError):  # what the upstream answered, unless the service reported it
         call.upstream_status = call.upstream_status or error.http_status
         call.correlation_id = call.correlation_id or error.correlation_id
-    await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]  # grpc-stubs lacks it
-    raise AssertionError("abort_with_status returned")  # pragma: no cover - it always raises
+    await abort(call, context, error.to_status())
 
 
 def _as_bridge_error(exc: Exception) -> BridgeError:

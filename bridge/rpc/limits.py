@@ -20,7 +20,7 @@ import grpc
 
 from bridge.errors import BridgeError, Reason
 from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall
-from bridge.rpc.interceptors import Interceptor
+from bridge.rpc.interceptors import Interceptor, abort
 
 __all__ = ["ConcurrencyLimit", "overloaded"]
 
@@ -51,7 +51,7 @@ class ConcurrencyLimit(Interceptor):
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
         if self.in_flight >= self.limit:
             call.code, call.error = self._error.code, self._error
-            await context.abort_with_status(self._refusal)  # type: ignore[attr-defined]  # grpc-stubs lacks it
+            await abort(call, context, self._refusal)
         self.in_flight += 1
         try:
             yield

@@ -104,7 +104,8 @@ def _ms(seconds: float) -> int:
 
 @dataclass
 class GrpcServer:
-    """A built server: `start()` it, then `stop()` it; `on_stop` callbacks run after it stopped."""
+    """A built server: `start()` it, then `stop()` it; `on_stopping` callbacks run as the stop begins (end
+    streams that would otherwise hold it for the whole grace), `on_stop` callbacks after it stopped."""
 
     server: grpc.aio.Server
     health: health_aio.HealthServicer
@@ -112,6 +113,7 @@ class GrpcServer:
     port: int
     shutdown_grace: float
     on_stop: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    on_stopping: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     health_server: grpc.aio.Server | None = None  # the plaintext health-only listener, if any
     health_port: int | None = None
 
@@ -132,6 +134,8 @@ class GrpcServer:
         """Graceful stop: every service NOT_SERVING first, then in-flight calls get `grace` seconds. The
         health port closes last, so probes see NOT_SERVING rather than a refused connection until the end."""
         await self.health.enter_graceful_shutdown()
+        for callback in self.on_stopping:
+            await callback()
         await self.server.stop(self.shutdown_grace if grace is None else grace)
         if self.health_server is not None:
             await self.health_server.stop(0)

@@ -14,6 +14,7 @@ from bridge.settings.serving import (
     LifecycleSettings,
     LimitsSettings,
     MetricsSettings,
+    OrcaSettings,
     ServeLoggingSettings,
     ServerSettings,
     TlsSettings,
@@ -46,6 +47,7 @@ class ServeSettings(CommandSettings):
     headers: HeadersSettings = HeadersSettings()
     limits: LimitsSettings = LimitsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    orca: OrcaSettings = OrcaSettings()
     tls: TlsSettings = TlsSettings()
     callers: CallersSettings = CallersSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()

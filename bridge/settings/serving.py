@@ -1,5 +1,6 @@
 """Settings of the gRPC server: where it listens and with what TLS, its limits, its metrics endpoint, its
-processes, health and drain, and how it logs. Defaults are the RPC layer's own (bridge.rpc.server)."""
+load reports (ORCA), its processes, health and drain, and how it logs. Defaults are the RPC layer's own
+(bridge.rpc.server, bridge.rpc.load)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, FilePath, ValidationInfo, field_validator
 
 from bridge.eventloop import DEFAULT_EVENT_LOOP, EventLoopName
+from bridge.rpc.load import DEFAULT_LOAD_OPTIONS
 from bridge.rpc.server import DEFAULT_CONFIG
 from bridge.settings.base import CertificateAndKey, Group, ListenAddress, LogFormat, LoggingSettings
 
@@ -15,6 +17,7 @@ __all__ = [
     "LifecycleSettings",
     "LimitsSettings",
     "MetricsSettings",
+    "OrcaSettings",
     "ServeLoggingSettings",
     "ServerSettings",
     "TlsSettings",
@@ -89,6 +92,32 @@ class MetricsSettings(Group):
         alias="metrics_max_models",
         description="model label values kept (models the upstream answered with a 2xx, first come); "
         'later models are counted as model="other"',
+    )
+
+
+class OrcaSettings(Group):
+    title = "load reports (ORCA)"
+
+    enabled: bool = Field(
+        True,
+        alias="orca",
+        description="report the pod's load to callers' weighted_round_robin balancers (ORCA, gRFC A51): the "
+        "endpoint-load-metrics-bin trailer on every call and the xds.service.orca.v3.OpenRcaService stream; "
+        "false: neither (docs/operations.md)",
+    )
+    window: float = Field(
+        DEFAULT_LOAD_OPTIONS.window,
+        ge=0.1,
+        le=600,
+        alias="orca_window",
+        description="seconds over which the reported call and error rates and CPU utilization are averaged",
+    )
+    min_interval: float = Field(
+        1.0,
+        gt=0,
+        alias="orca_min_interval",
+        description="shortest interval between two out-of-band reports on one stream, seconds; a caller "
+        "asking for less gets this",
     )
 
 

@@ -5,19 +5,14 @@ one) never gets UNKNOWN or INTERNAL, nor a traceback or more than one log line p
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -32,6 +27,7 @@ from bridge.mock_gateway import MockGateway
 from bridge.mock_gateway.scripts import SCRIPTS
 from bridge.rpc.server import GrpcServer
 from tests.helpers import call_failing, chat_request, dev_process, status_details
+from tests.raw_grpc import raw_call
 
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -120,45 +116,6 @@ async def test_huge_metadata_is_resource_exhausted(stub, mock_gateway: MockGatew
 # ------------------------------------------------------ what only a raw HTTP/2 client can send
 
 
-async def _raw_call(
-    port: int, path: str, headers: list[tuple[bytes, bytes]], message: bytes
-) -> dict[bytes, bytes]:
-    """One gRPC call sent with h2 as given (no validation of header values); its trailers."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    config = h2.config.H2Configuration(
-        client_side=True,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-    connection = h2.connection.H2Connection(config)
-    connection.initiate_connection()
-    stream_id = connection.get_next_available_stream_id()
-    base = [
-        (b":method", b"POST"),
-        (b":scheme", b"http"),
-        (b":path", path.encode()),
-        (b":authority", b"bridge"),
-    ]
-    grpc_headers = [(b"content-type", b"application/grpc"), (b"te", b"trailers")]
-    connection.send_headers(stream_id, [*base, *grpc_headers, *headers])
-    connection.send_data(stream_id, b"\x00" + struct.pack(">I", len(message)) + message, end_stream=True)
-    writer.write(connection.data_to_send())
-    received: dict[bytes, bytes] = {}
-    try:
-        async with asyncio.timeout(10):
-            while data := await reader.read(65536):
-                for event in connection.receive_data(data):
-                    if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                        received.update(event.headers)
-                    if isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
-                        return received
-                writer.write(connection.data_to_send())
-    finally:
-        writer.close()
-    return received
-
-
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -172,7 +129,7 @@ async def test_metadata_that_is_not_ascii_text_is_invalid_argument_without_trace
 ) -> None:
     request = chat_request().SerializeToString()
     for _ in range(3):
-        trailers = await _raw_call(bridge.port, UNARY, [(name, value)], request)
+        trailers = (await raw_call(bridge.port, UNARY, request, [(name, value)])).trailers
         assert trailers[b"grpc-status"] == b"3"  # INVALID_ARGUMENT
         assert trailers[b"grpc-message"].startswith(b"metadata '" + name + b"' is not printable ASCII")
     assert mock_gateway.requests() == []

@@ -19,6 +19,7 @@ from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
 from bridge.models.service import SERVICE_NAME as MODELS
+from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import chat_request
 
@@ -37,7 +38,7 @@ def test_the_service_names() -> None:
 
 
 async def test_each_service_is_ready(bridge: GrpcServer, channel: grpc.aio.Channel) -> None:
-    assert bridge.services == SERVICES
+    assert bridge.services == (*SERVICES, ORCA_SERVICE)  # the load reports' (--orca, on by default)
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", *SERVICES):
         response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)

@@ -12,6 +12,7 @@ from bridge.chat.service import SERVICE_NAME
 from bridge.embeddings.service import SERVICE_NAME as EMBEDDING_SERVICE
 from bridge.mock_gateway import MockGateway
 from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
+from bridge.rpc.call import ORCA_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import cli_env, find_grpcurl, grpcurl, run_cli
 
@@ -23,7 +24,21 @@ REFLECTION = "grpc.reflection.v1alpha.ServerReflection"
 async def test_reflection_lists_the_services(bridge: GrpcServer) -> None:
     code, out, err = await grpcurl("-plaintext", f"127.0.0.1:{bridge.port}", "list")
     assert code == 0, err
-    assert set(out.split()) == {SERVICE_NAME, MODEL_SERVICE, EMBEDDING_SERVICE, HEALTH, REFLECTION}
+    services = {SERVICE_NAME, MODEL_SERVICE, EMBEDDING_SERVICE, HEALTH, REFLECTION, ORCA_SERVICE}
+    assert set(out.split()) == services
+
+
+async def test_describe_shows_the_load_report_service_and_message(bridge: GrpcServer) -> None:
+    """The vendored ORCA protos are reflected like the contract's: grpcurl can open the out-of-band stream."""
+    address = f"127.0.0.1:{bridge.port}"
+    code, out, err = await grpcurl("-plaintext", address, "describe", ORCA_SERVICE)
+    assert code == 0, err
+    assert "rpc StreamCoreMetrics ( .xds.service.orca.v3.OrcaLoadReportRequest )" in out
+    assert "returns ( stream .xds.data.orca.v3.OrcaLoadReport )" in out
+    code, out, err = await grpcurl("-plaintext", address, "describe", "xds.data.orca.v3.OrcaLoadReport")
+    assert code == 0, err
+    assert "double application_utilization" in out
+    assert "map<string, double> named_metrics" in out
 
 
 async def test_describe_shows_the_model_and_embedding_services(bridge: GrpcServer) -> None:

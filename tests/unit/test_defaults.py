@@ -44,6 +44,8 @@ SERVE_DEFAULTS = {
         "max_connection_age_grace": None,
     },
     "metrics": {"listen": None, "max_models": 100},  # no metrics port unless asked
+    # load reports on: their cost is within the benchmark's noise (docs/PERFORMANCE.md)
+    "orca": {"enabled": True, "window": 10.0, "min_interval": 1.0},
     "tls": {"cert": None, "key": None, "client_ca": None},  # plaintext unless configured
     "upstream_tls": {"ca_file": None, "client_cert": None, "client_key": None, "trust_env": False},
     "retry": {"retries": 2, "backoff": 0.2, "max_backoff": 2.0, "streams": False},

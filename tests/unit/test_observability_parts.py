@@ -117,7 +117,11 @@ def test_server_options_from_limits() -> None:
 def test_health_and_reflection_are_left_out_by_one_list() -> None:
     """The plumbing's services, named once (rpc.call.PLUMBING_SERVICES): no access line, no span, never
     refused by the limit; metrics still count them."""
-    assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} == PLUMBING_SERVICES
+    assert {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "xds.service.orca.v3.OpenRcaService",
+    } == PLUMBING_SERVICES
     assert reflection.SERVICE_NAME in PLUMBING_SERVICES
     chat = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
     plumbing = [

@@ -28,6 +28,7 @@ PINNED = {
         "upstream_transport", "max_event_bytes", "api_key", "auth_mode", "api_key_header", "response_headers",
         "reply_metadata", "max_concurrent_rpcs", "max_receive_message_bytes", "max_send_message_bytes",
         "max_connection_age", "max_connection_age_grace", "metrics_listen", "metrics_max_models",
+        "orca", "orca_window", "orca_min_interval",
         "tls_cert", "tls_key", "tls_client_ca", "api_key_for", "tls_client_allow", "caller_identity_header",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
         "retries", "retry_backoff", "retry_max_backoff", "retry_streams",

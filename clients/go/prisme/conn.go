@@ -2,9 +2,13 @@ package prisme
 
 import (
 	"crypto/tls"
+	"encoding/json"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
+	// Registers weighted_round_robin (gRFC A58), which WeightedRoundRobin selects.
+	_ "google.golang.org/grpc/balancer/weightedroundrobin"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -29,6 +33,61 @@ const MaxMessageBytes = 64 << 20
 // and round_robin keeps a connection to each and spreads the calls, where the default pick_first would
 // send everything to one pod.
 const ServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+
+// WeightedRoundRobinConfig tunes weighted_round_robin; a zero field keeps grpc-go's default.
+type WeightedRoundRobinConfig struct {
+	// BlackoutPeriod: how long a pod must have reported before its weight is used (default 10 s).
+	BlackoutPeriod time.Duration
+	// WeightUpdatePeriod: how often weights are recomputed (default 1 s, at least 100 ms).
+	WeightUpdatePeriod time.Duration
+	// WeightExpirationPeriod: a pod whose last report is older goes back to the mean weight (default 3 min).
+	WeightExpirationPeriod time.Duration
+	// ErrorUtilizationPenalty weighs the pod's error rate against its utilization (default 1.0).
+	ErrorUtilizationPenalty float64
+	// EnableOOBLoadReport reads the out-of-band OpenRcaService stream instead of each call's trailer,
+	// one report every OOBReportingPeriod (default 10 s; the bridge sends at most one per
+	// --orca-min-interval).
+	EnableOOBLoadReport bool
+	OOBReportingPeriod  time.Duration
+}
+
+// WeightedRoundRobinServiceConfig is the service config that selects weighted_round_robin with cfg,
+// falling back to round_robin for a client without it.
+func WeightedRoundRobinServiceConfig(cfg WeightedRoundRobinConfig) string {
+	policy := map[string]any{}
+	for name, d := range map[string]time.Duration{
+		"blackoutPeriod":         cfg.BlackoutPeriod,
+		"weightUpdatePeriod":     cfg.WeightUpdatePeriod,
+		"weightExpirationPeriod": cfg.WeightExpirationPeriod,
+		"oobReportingPeriod":     cfg.OOBReportingPeriod,
+	} {
+		if d > 0 {
+			policy[name] = strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s" // google.protobuf.Duration JSON
+		}
+	}
+	if cfg.ErrorUtilizationPenalty > 0 {
+		policy["errorUtilizationPenalty"] = cfg.ErrorUtilizationPenalty
+	}
+	if cfg.EnableOOBLoadReport {
+		policy["enableOobLoadReport"] = true
+	}
+	config, err := json.Marshal(map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"weighted_round_robin": policy}, map[string]any{"round_robin": map[string]any{}}},
+	})
+	if err != nil {
+		panic(err) // maps of strings, numbers and booleans always marshal
+	}
+	return string(config)
+}
+
+// WeightedRoundRobin makes NewClient balance calls by the load each bridge pod reports (ORCA: the
+// bridge's --orca, on by default) instead of plain round_robin: a pod holding many long streams, or
+// near its --max-concurrent-rpcs, gets fewer new calls. Give it after NewClient's security argument:
+//
+//	conn, err := prisme.NewClient(target, prisme.TLS(nil), prisme.WeightedRoundRobin(prisme.WeightedRoundRobinConfig{}))
+func WeightedRoundRobin(cfg WeightedRoundRobinConfig) grpc.DialOption {
+	return grpc.WithDefaultServiceConfig(WeightedRoundRobinServiceConfig(cfg))
+}
 
 // KeepaliveParams are the client keepalive parameters used by NewClient.
 func KeepaliveParams() keepalive.ClientParameters {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -41,6 +42,8 @@ type recorder struct {
 
 func (r *recorder) CreateChatCompletion(ctx context.Context, _ *llmgatewayv1.CreateChatCompletionRequest) (*llmgatewayv1.CreateChatCompletionResponse, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
+	// Asked once, the server's ORCA option (if any) reports the server's load in the call's trailer.
+	_ = orca.CallMetricsRecorderFromContext(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.auths = append(r.auths, md.Get("authorization"))
@@ -57,15 +60,22 @@ func (r *recorder) calls() [][]string {
 // (a name) to its listener.
 func servers(t *testing.T, security credentials.TransportCredentials, names ...string) (map[string]*recorder, grpc.DialOption) {
 	t.Helper()
+	return serversWith(t, func(string) []grpc.ServerOption {
+		if security != nil {
+			return []grpc.ServerOption{grpc.Creds(security)}
+		}
+		return nil
+	}, names...)
+}
+
+// serversWith is servers with each server's options given by optionsOf(name).
+func serversWith(t *testing.T, optionsOf func(name string) []grpc.ServerOption, names ...string) (map[string]*recorder, grpc.DialOption) {
+	t.Helper()
 	recorders := map[string]*recorder{}
 	listeners := map[string]*bufconn.Listener{}
 	for _, name := range names {
 		lis := bufconn.Listen(1 << 20)
-		var opts []grpc.ServerOption
-		if security != nil {
-			opts = append(opts, grpc.Creds(security))
-		}
-		srv := grpc.NewServer(opts...)
+		srv := grpc.NewServer(optionsOf(name)...)
 		recorders[name] = &recorder{name: name}
 		llmgatewayv1.RegisterChatCompletionServiceServer(srv, recorders[name])
 		go func() { _ = srv.Serve(lis) }()
@@ -139,6 +149,61 @@ func TestCallsSpreadOverEveryAddress(t *testing.T) {
 				t.Errorf("answered by %v, want %d servers", seen, c.servers)
 			}
 		})
+	}
+}
+
+func TestWeightedRoundRobinServiceConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  WeightedRoundRobinConfig
+		want string
+	}{
+		{WeightedRoundRobinConfig{}, `{"loadBalancingConfig":[{"weighted_round_robin":{}},{"round_robin":{}}]}`},
+		{
+			WeightedRoundRobinConfig{BlackoutPeriod: time.Second, WeightUpdatePeriod: 100 * time.Millisecond, ErrorUtilizationPenalty: 2, EnableOOBLoadReport: true, OOBReportingPeriod: 5 * time.Second},
+			`{"loadBalancingConfig":[{"weighted_round_robin":{"blackoutPeriod":"1s","enableOobLoadReport":true,"errorUtilizationPenalty":2,"oobReportingPeriod":"5s","weightUpdatePeriod":"0.1s"}},{"round_robin":{}}]}`,
+		},
+	} {
+		if got := WeightedRoundRobinServiceConfig(c.cfg); got != c.want {
+			t.Errorf("WeightedRoundRobinServiceConfig(%+v) =\n%s\nwant\n%s", c.cfg, got, c.want)
+		}
+	}
+}
+
+// TestWeightedRoundRobinFollowsReportedLoad: two servers report their load per call (grpc-go's own ORCA
+// server side here; tests/interop/test_orca_balancing.py does it with the bridge): the one that says it is busy
+// gets few calls once the weights apply.
+func TestWeightedRoundRobinFollowsReportedLoad(t *testing.T) {
+	utilization := map[string]float64{"busy": 0.9, "idle": 0.05}
+	_, dial := serversWith(t, func(name string) []grpc.ServerOption {
+		metrics := orca.NewServerMetricsRecorder()
+		metrics.SetApplicationUtilization(utilization[name])
+		metrics.SetQPS(10)
+		return []grpc.ServerOption{orca.CallMetricsServerOption(metrics)}
+	}, "busy", "idle")
+	wrr := WeightedRoundRobin(WeightedRoundRobinConfig{BlackoutPeriod: 10 * time.Millisecond, WeightUpdatePeriod: 100 * time.Millisecond})
+	client, conn, err := NewChatClient("test:///bridge", Plaintext(), grpc.WithResolvers(staticResolver("busy:1", "idle:1")), dial, wrr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Until the weights apply (both reported, past the blackout, recomputed), calls go round robin.
+	count := map[string]int{}
+	for settle := time.Now().Add(time.Second); time.Now().Before(settle); {
+		if _, err := call(t, client); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		model, err := call(t, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[model]++
+	}
+	t.Logf("calls per server: %v", count)
+	// Weights 10/0.05 against 10/0.9: 18 to 1, so about 95 % of the calls; 70 % leaves room.
+	if count["idle"] < 140 {
+		t.Errorf("calls per server %v: want most on the idle one", count)
 	}
 }
 

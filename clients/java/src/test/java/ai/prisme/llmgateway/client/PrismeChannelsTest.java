@@ -24,7 +24,9 @@ import io.grpc.ServerInterceptor;
 import io.grpc.ServerInterceptors;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.services.MetricRecorder;
 import io.grpc.stub.StreamObserver;
+import io.grpc.xds.orca.OrcaMetricReportingServerInterceptor;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.net.URI;
@@ -135,10 +137,12 @@ class PrismeChannelsTest {
     resolvers.forEach(NameResolverRegistry.getDefaultRegistry()::deregister);
   }
 
-  private InetSocketAddress serve(Recorder r) throws IOException {
+  private InetSocketAddress serve(Recorder r, ServerInterceptor... more) throws IOException {
+    List<ServerInterceptor> interceptors = new ArrayList<>(List.of(more));
+    interceptors.add(r.recordHeaders());
     Server s =
         Grpc.newServerBuilderForPort(0, InsecureServerCredentials.create())
-            .addService(ServerInterceptors.intercept(r, r.recordHeaders()))
+            .addService(ServerInterceptors.intercept(r, interceptors))
             .build()
             .start();
     servers.add(s);
@@ -181,6 +185,58 @@ class PrismeChannelsTest {
   @Test
   void roundRobinSpreadsCallsOverEveryAddress() throws Exception {
     assertEquals(Set.of("a", "b"), answeredBy("prismetestrr", null));
+  }
+
+  @Test
+  void weightedRoundRobinServiceConfig() {
+    assertEquals(
+        Map.of(
+            "loadBalancingConfig",
+            List.of(Map.of("weighted_round_robin", Map.of()), Map.of("round_robin", Map.of()))),
+        PrismeChannels.weightedRoundRobin());
+    assertEquals(
+        Map.of(
+            "loadBalancingConfig",
+            List.of(
+                Map.of("weighted_round_robin", Map.of("blackoutPeriod", "1s", "weightUpdatePeriod", "0.1s")),
+                Map.of("round_robin", Map.of()))),
+        PrismeChannels.weightedRoundRobin(Duration.ofSeconds(1), Duration.ofMillis(100)));
+  }
+
+  /**
+   * Two servers report their load per call (grpc-java's own ORCA server side here; the bridge in
+   * tests/interop/test_orca_balancing.py): the one that says it is busy gets few calls once the weights
+   * apply.
+   */
+  @Test
+  void weightedRoundRobinFollowsReportedLoad() throws Exception {
+    List<InetSocketAddress> addresses = new ArrayList<>();
+    for (var load : Map.of("busy", 0.9, "idle", 0.05).entrySet()) {
+      MetricRecorder metrics = MetricRecorder.newInstance();
+      metrics.setApplicationUtilizationMetric(load.getValue());
+      metrics.setQpsMetric(10);
+      addresses.add(serve(new Recorder(load.getKey()), OrcaMetricReportingServerInterceptor.create(metrics)));
+    }
+    StaticResolver resolver = new StaticResolver("prismetestwrr", addresses);
+    NameResolverRegistry.getDefaultRegistry().register(resolver);
+    resolvers.add(resolver);
+    var stub =
+        stub(
+            PrismeChannels.builder("prismetestwrr:///bridge", PrismeChannels.plaintext())
+                .defaultServiceConfig(
+                    PrismeChannels.weightedRoundRobin(Duration.ofMillis(10), Duration.ofMillis(100)))
+                .build());
+    // Until the weights apply (both reported, past the blackout, recomputed), calls go round robin.
+    long settled = System.nanoTime() + TimeUnit.SECONDS.toNanos(1);
+    while (System.nanoTime() < settled) {
+      stub.createChatCompletion(CreateChatCompletionRequest.getDefaultInstance());
+    }
+    Map<String, Integer> count = new java.util.TreeMap<>();
+    for (int i = 0; i < 200; i++) {
+      count.merge(stub.createChatCompletion(CreateChatCompletionRequest.getDefaultInstance()).getModel(), 1, Integer::sum);
+    }
+    // Weights 10/0.05 against 10/0.9: 18 to 1, so about 95 % of the calls; 70 % leaves room.
+    assertTrue(count.getOrDefault("idle", 0) >= 140, "calls per server: " + count);
   }
 
   @Test
