@@ -27,14 +27,16 @@ from bridge.address import split_host_port
 from bridge.auth.callers import AllowList
 from bridge.chat.service import ChatCompletionService
 from bridge.embeddings.service import EmbeddingService
+from bridge.http.breaker import BreakerPolicy, HedgePolicy
 from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.failover import UpstreamPool
 from bridge.http.reachability import check_upstream, log_reachability
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.tracing import TracedTransport
 from bridge.http.transports import build_transport
 from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
-from bridge.rpc.call import note_upstream_attempt
+from bridge.rpc.call import note_upstream, note_upstream_attempt
 from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.interceptors import AccessLog, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
@@ -51,6 +53,8 @@ from bridge.settings.serving import TlsSettings
 from bridge.settings.upstream import AuthSettings, RetrySettings, UpstreamSettings, UpstreamTlsSettings
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from bridge.upstream.headers import RETURNED_HEADERS, AuthPolicy, HeaderPolicy
+from bridge.upstream_call import Upstream
+from bridge.upstream_metrics import PoolCollector
 
 __all__ = [
     "StopSignals",
@@ -70,6 +74,7 @@ __all__ = [
     "serve",
     "server_config",
     "transport_settings",
+    "upstream",
     "upstream_client",
 ]
 
@@ -82,26 +87,59 @@ def upstream_client(
     *,
     retry: RetrySettings | None = None,
     tracer_provider: AnyTracerProvider | None = None,
+    url: str | None = None,
+    count_attempts: bool = True,
 ) -> HttpClient:
-    """The upstream client `settings` describe, with the OpenAI-compatible error policy; its requests
-    carry trace context (a span each with `tracer_provider`), and are retried as `retry` says (None:
-    never), each attempt counted on the call being served."""
-    transport = transport_settings(settings, tls)
+    """The client of one upstream (`url`, default the first of `settings`), with the OpenAI-compatible
+    error policy; its requests carry trace context (a span each with `tracer_provider`), and are retried
+    as `retry` says (None: never), each attempt counted on the call being served (`count_attempts`)."""
+    base_url = url or settings.url
+    transport = transport_settings(settings, tls, url=base_url)
     http = HttpSettings(
-        base_url=settings.url,
+        base_url=base_url,
         transport=transport,
         max_body_bytes=settings.max_event_bytes,
         max_event_bytes=settings.max_event_bytes,
         retry=NO_RETRIES if retry is None else retry_policy(retry),
     )
     traced = TracedTransport(build_transport(transport), tracer_provider)
-    return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced, on_attempt=note_upstream_attempt)
+    on_attempt = note_upstream_attempt if count_attempts else None
+    return HttpClient(http, errors=OPENAI_COMPATIBLE, transport=traced, on_attempt=on_attempt)
+
+
+def upstream(settings: ServeSettings, *, tracer_provider: AnyTracerProvider | None = None) -> Upstream:
+    """What the services call: one upstream's client as it always was (no failover machinery on the
+    path), or, with several `--upstream-url`s or hedging, a pool of clients without retries of their own
+    (the pool applies the retry policy across them: bridge.http.failover)."""
+    failover = settings.failover
+    if len(settings.upstream.urls) == 1 and failover.hedge_after == 0:
+        return upstream_client(
+            settings.upstream, settings.upstream_tls, retry=settings.retry, tracer_provider=tracer_provider
+        )
+    clients = [
+        upstream_client(
+            settings.upstream,
+            settings.upstream_tls,
+            tracer_provider=tracer_provider,
+            url=url,
+            count_attempts=False,
+        )
+        for url in settings.upstream.urls
+    ]
+    return UpstreamPool(
+        clients,
+        retry=retry_policy(settings.retry),
+        breaker=BreakerPolicy(failures=failover.breaker_failures, cooldown=failover.breaker_cooldown),
+        hedge=HedgePolicy(after=failover.hedge_after / 1000, max_ratio=failover.hedge_max_ratio),
+        on_attempt=note_upstream_attempt,
+        on_upstream=note_upstream,
+    )
 
 
 def transport_settings(
-    settings: UpstreamSettings, tls: UpstreamTlsSettings | None = None
+    settings: UpstreamSettings, tls: UpstreamTlsSettings | None = None, *, url: str | None = None
 ) -> TransportSettings:
-    """The connection-level settings of the upstream transport."""
+    """The connection-level settings of the upstream transport (to `url`, default the first)."""
     tls = tls or UpstreamTlsSettings()
     return TransportSettings(
         connect_timeout=settings.connect_timeout,
@@ -110,23 +148,24 @@ def transport_settings(
         name=settings.transport,
         ca_file=tls.ca_file,
         client_cert=(tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None,
-        proxy=proxy_for(settings.url) if tls.trust_env else None,
+        proxy=proxy_for(url or settings.url) if tls.trust_env else None,
     )
 
 
 async def check_reachability(settings: ServeSettings) -> None:
-    """Resolves and connects to the upstream once, as the transport would (its TLS settings, its proxy),
-    and logs the outcome in one line (bridge.http.reachability); never raises."""
-    transport = transport_settings(settings.upstream, settings.upstream_tls)
-    try:
-        # certifi's bundle is read from disk: off the event loop
-        tls = await asyncio.to_thread(tls_context, transport)
-    except OSError:  # the transport refused the same files at start already
-        return
-    found = await check_upstream(
-        settings.upstream.url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
-    )
-    log_reachability(found)
+    """Resolves and connects to each upstream once, as the transport would (its TLS settings, its proxy),
+    and logs the outcome in one line each (bridge.http.reachability); never raises."""
+    for url in settings.upstream.urls:
+        transport = transport_settings(settings.upstream, settings.upstream_tls, url=url)
+        try:
+            # certifi's bundle is read from disk: off the event loop
+            tls = await asyncio.to_thread(tls_context, transport)
+        except OSError:  # the transport refused the same files at start already
+            return
+        found = await check_upstream(
+            url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
+        )
+        log_reachability(found)
 
 
 def server_config(settings: ServeSettings) -> ServerConfig:
@@ -193,7 +232,7 @@ def listener_credentials(settings: TlsSettings) -> grpc.ServerCredentials | None
     return server_credentials(CertificateFiles(settings.cert, settings.key, settings.client_ca))
 
 
-def default_services(settings: ServeSettings, upstream: HttpClient) -> list[Service]:
+def default_services(settings: ServeSettings, upstream: Upstream) -> list[Service]:
     headers = header_policy(settings)
     return [
         ChatCompletionService(upstream, headers),
@@ -222,6 +261,15 @@ def default_interceptors(
     if settings.limits.max_concurrent_rpcs is not None:
         interceptors.append(ConcurrencyLimit(settings.limits.max_concurrent_rpcs))
     return interceptors
+
+
+def _default_upstream(
+    settings: ServeSettings, tracer_provider: AnyTracerProvider | None, registry: CollectorRegistry | None
+) -> Upstream:
+    built = upstream(settings, tracer_provider=tracer_provider)
+    if isinstance(built, UpstreamPool) and registry is not None:
+        registry.register(PoolCollector(built))
+    return built
 
 
 def load_options(settings: ServeSettings) -> LoadOptions:
@@ -254,7 +302,7 @@ def load_meter(settings: ServeSettings, board: LoadBoard | None = None, row: int
 async def build_bridge(
     settings: ServeSettings,
     *,
-    upstream: HttpClient | None = None,
+    upstream: Upstream | None = None,
     services: Sequence[Service] | None = None,
     interceptors: Sequence[Interceptor] | None = None,
     credentials: grpc.ServerCredentials | None = None,
@@ -276,9 +324,7 @@ async def build_bridge(
     endpoint = None
     if listen is not None and registry is not None:
         endpoint = await serve_metrics(listen, exposed(registry), reuse_port=reuse_port)
-    client = upstream or upstream_client(
-        settings.upstream, settings.upstream_tls, retry=settings.retry, tracer_provider=tracer_provider
-    )
+    client = upstream or _default_upstream(settings, tracer_provider, registry)
     load = load or load_meter(settings)
     orca = None if load is None else OrcaService(load, min_interval=settings.orca.min_interval)
     try:
@@ -377,7 +423,7 @@ def _log_listening(settings: ServeSettings, server: GrpcServer) -> None:
         server.port,
         security,
         health,
-        settings.upstream.url,
+        ", ".join(settings.upstream.urls),
         _key_use(settings),
     )
 

@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from bridge.errors import Reason
-from bridge.http.client import EventStream, HttpClient, JSONObject, JsonReply
+from bridge.http.client import HttpClient, JSONObject, JsonReply
+from bridge.http.failover import Commits, Events, UpstreamPool
 from bridge.jsonproto import ReplyShapeError
 from bridge.rpc.call import Context, RpcCall, deadline_of, send_initial_metadata, this_call
 from bridge.upstream.headers import MAX_RETURNED_BYTES, MAX_RETURNED_VALUE_BYTES, HeaderPolicy, correlation_id
 from bridge.upstream.usage import usage_of
 
-__all__ = ["UpstreamCaller", "UpstreamService", "send_reply_metadata"]
+__all__ = ["Upstream", "UpstreamCaller", "UpstreamService", "send_reply_metadata"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+# One upstream client, or several used as one (bridge.http.failover: failover, breakers, hedging).
+Upstream = HttpClient | UpstreamPool
 
 
 async def send_reply_metadata(context: Context, policy: HeaderPolicy, headers: Mapping[str, str]) -> None:
@@ -56,7 +61,7 @@ async def send_reply_metadata(context: Context, policy: HeaderPolicy, headers: M
 class UpstreamCaller:
     """The upstream client and header policy a servicer calls the upstream with."""
 
-    upstream: HttpClient
+    upstream: Upstream
     headers: HeaderPolicy
 
     async def call(
@@ -85,17 +90,27 @@ class UpstreamCaller:
         return reply
 
     @contextlib.asynccontextmanager
-    async def stream(self, context: Context, path: str, body: JSONObject) -> AsyncIterator[EventStream]:
+    async def stream(
+        self, context: Context, path: str, body: JSONObject, *, commits: Commits | None = None
+    ) -> AsyncIterator[Events]:
         """POST `body` to `{upstream}{path}` for an event stream, on behalf of the call `context` serves;
-        yields it once it has begun, its headers sent back. The upstream's duration is the whole read."""
+        yields it once it has begun, its headers sent back. The upstream's duration is the whole read.
+        With several upstreams, the stream is yielded once it reached its commit point (`commits`: its
+        first event that may reach the caller; bridge.http.failover), the events before it held back."""
         served = this_call()
-        with served.upstream_request():
-            async with self.upstream.open_sse(
-                path,
-                body,
-                headers=self._request_headers(context, served),
-                deadline=deadline_of(context),
-            ) as events:
+        headers = self._request_headers(context, served)
+        deadline = deadline_of(context)
+        with served.upstream_request(waiting=False):
+            started = time.perf_counter()
+            opened: contextlib.AbstractAsyncContextManager[Events]
+            if isinstance(self.upstream, UpstreamPool):
+                opened = self.upstream.open_sse(
+                    path, body, headers=headers, deadline=deadline, commits=commits
+                )
+            else:  # one upstream: nowhere to move, nothing held back
+                opened = self.upstream.open_sse(path, body, headers=headers, deadline=deadline)
+            async with opened as events:
+                served.waited_on_upstream(time.perf_counter() - started)  # its head (its commit point)
                 served.upstream_replied(events.status, events.correlation_id)
                 await send_reply_metadata(context, self.headers, events.headers)
                 yield events
@@ -114,7 +129,7 @@ class UpstreamCaller:
             return read(reply.body)
         except ReplyShapeError as exc:
             raise self.upstream.protocol_error(
-                str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers
+                str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers, host=reply.host
             ) from None
 
 
@@ -128,5 +143,5 @@ class UpstreamService:
     """Base of a servicer that calls the upstream (every service of the bridge): `self._upstream` is its
     caller; one instance per server, sharing the upstream client."""
 
-    def __init__(self, upstream: HttpClient, headers: HeaderPolicy) -> None:
+    def __init__(self, upstream: Upstream, headers: HeaderPolicy) -> None:
         self._upstream = UpstreamCaller(upstream, headers)

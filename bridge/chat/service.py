@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import grpc
 
-from bridge.chat import convert, stream
+from bridge.chat import convert, stream, usage
 from bridge.chat.validation import validate_request
 from bridge.errors import invalid_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -48,10 +48,16 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
         self, request: pb.CreateChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         body = _accept(request, streaming=True)
-        async with self._upstream.stream(context, PATH, body) as events:
+        added = usage.ask_for_usage(body)  # for the token metrics; then taken out of the reply
+        async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
             async for chunk in stream.chunks(events):
-                if chunk.get("usage") is not None:  # the usage chunk (others say null, or nothing)
-                    self._upstream.report_usage(chunk)
+                if chunk.get("usage") is not None:  # the usage (others say null, or nothing)
+                    self._upstream.report_usage(chunk)  # the last one counts: it may be repeated
+                if added:
+                    reply = usage.without_usage(chunk)
+                    if reply is None:  # there only for the usage the caller did not ask for
+                        continue
+                    chunk = reply
                 yield convert.chunk_from_upstream(chunk)
 
 

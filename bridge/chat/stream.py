@@ -10,29 +10,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from time import perf_counter
 from typing import Final
 
 import grpc
 
 from bridge import jsoncodec
 from bridge.errors import Reason
-from bridge.http.client import EventStream, JSONObject
+from bridge.http.client import JSONObject
+from bridge.http.failover import Events
 from bridge.http.sse import ServerSentEvent
+from bridge.rpc.call import this_call
 from bridge.upstream.errors import error_from_stream_event
 
-__all__ = ["chunks"]
+__all__ = ["chunks", "commits"]
 
 log = logging.getLogger(__name__)
 
 _DONE: Final = "[DONE]"
 
 
-async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
+async def chunks(stream: Events) -> AsyncIterator[JSONObject]:
     """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
     finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
     event: ServerSentEvent | None = None
     chunk: JSONObject | None = None
-    async for events in stream.batches():
+    served = this_call()
+    batches = stream.batches()
+    while True:
+        started = perf_counter()
+        events = await anext(batches, None)
+        served.waited_on_upstream(perf_counter() - started)  # the bridge's overhead is the rest
+        if events is None:
+            break
         for event in events:
             if event.data == _DONE:
                 return
@@ -46,7 +56,7 @@ async def chunks(stream: EventStream) -> AsyncIterator[JSONObject]:
     _check_end(stream, finished)
 
 
-def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
+def _chunk(stream: Events, event: ServerSentEvent) -> JSONObject | None:
     error = error_from_stream_event(
         event.data, event=event.event, host=stream.host, correlation_id=stream.correlation_id
     )
@@ -66,7 +76,7 @@ def _chunk(stream: EventStream, event: ServerSentEvent) -> JSONObject | None:
     return chunk
 
 
-def _check_end(stream: EventStream, finished: bool) -> None:
+def _check_end(stream: Events, finished: bool) -> None:
     if stream.ended_mid_event:
         raise stream.protocol_error(
             "stream ended in the middle of an event",
@@ -86,3 +96,35 @@ def _has_finish_reason(chunk: JSONObject) -> bool:
     if not isinstance(choices, list):
         return False
     return any(isinstance(choice, dict) and choice.get("finish_reason") for choice in choices)
+
+
+_GENERATED: Final = ("content", "tool_calls", "function_call", "reasoning_content", "refusal")
+
+
+def commits(event: ServerSentEvent) -> bool:
+    """Whether `event` is the stream's commit point (bridge.http.failover): the first event that may
+    reach the caller, after which the call never moves to another upstream. A chunk carrying content, a
+    tool call or a finish reason, an error, `[DONE]`, anything not understood; not the role-only opening
+    chunk, an empty one (Azure's filter results), a keep-alive or an unknown event type. Usage alone does
+    not commit (the bridge may have asked for it: bridge.chat.usage); held, it reaches the caller at the
+    commit point, or is dropped with its stream on a move."""
+    if event.data == _DONE or event.event == "error":
+        return True
+    if event.event != "message":
+        return False
+    try:
+        chunk = jsoncodec.loads(event.data)
+    except (ValueError, RecursionError):
+        return True
+    if not isinstance(chunk, dict) or "error" in chunk:
+        return True
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return True
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta")
+        if not isinstance(delta, dict) or any(delta.get(key) for key in _GENERATED):
+            return True
+    return False

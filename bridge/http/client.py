@@ -76,11 +76,12 @@ class ErrorPolicy(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class JsonReply:
-    """A 2xx reply holding a JSON object."""
+    """A 2xx reply holding a JSON object, and the host of the upstream that sent it."""
 
     status: int
     headers: Mapping[str, str]
     body: JSONObject
+    host: str
 
 
 class HttpClient:
@@ -135,7 +136,7 @@ class HttpClient:
                 raw = await self._read_body(response)
         finally:
             await response.aclose()
-        return JsonReply(response.status, response.headers, self._document(raw, response.headers))
+        return JsonReply(response.status, response.headers, self._document(raw, response.headers), self.host)
 
     @contextlib.asynccontextmanager
     async def open_sse(
@@ -171,11 +172,13 @@ class HttpClient:
         headers: Mapping[str, str],
         *,
         code: grpc.StatusCode = grpc.StatusCode.INTERNAL,
+        host: str | None = None,
     ) -> errors.UpstreamProtocolError:
-        """An error for a reply that cannot be understood."""
+        """An error for a reply that cannot be understood (`host`: the upstream that sent it, this
+        client's by default)."""
         correlation_id = self._errors.correlation_id(headers)
         return errors.protocol_error(
-            message, host=self.host, reason=reason, correlation_id=correlation_id, code=code
+            message, host=host or self.host, reason=reason, correlation_id=correlation_id, code=code
         )
 
     # --- internals ---

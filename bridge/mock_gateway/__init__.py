@@ -60,6 +60,12 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            and ``id: mock-1`` on the second event.
 ``echo-nospace``           echo, data lines written as ``data:{...}`` (no space after the colon).
 ``echo-multiline``         echo, each JSON payload pretty-printed over several ``data:`` lines.
+``usage-empty-choice``     echo; asked for usage, the usage chunk has ``"choices": [{"index": 0, "delta":
+                           {}}]`` and no other chunk has ``usage`` (LiteLLM 1.108's shape).
+``usage-on-finish``        echo; asked for usage, it rides on the finish chunk (no usage chunk).
+``usage-every-chunk``      echo; asked for usage, every chunk carries the usage so far, then the usage
+                           chunk (vLLM's ``continuous_usage_stats``).
+``usage-ignored``          echo; never sends usage, even when asked (no ``"usage": null`` either).
 ``tools``                  assistant message with ``content: null`` and one tool call ``call_mock_1``
                            (function = the request's first tool, else ``get_weather``; arguments
                            ``{"city": "Paris", "unit": "celsius"}``), ``finish_reason:"tool_calls"``.
@@ -106,6 +112,11 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
 ``reset``                  stream: role chunk and one chunk per word (no finish), then at once, in the
                            same breath, the TCP connection is reset (RST). Unary: ``Content-Length`` of
                            the full reply, half of it sent, then RST.
+``reset-before-content``   stream: the role chunk, then the TCP connection is reset (RST) before any
+                           content. Unary: reset once the request is read, before a byte of the reply.
+``late-content-<ms>``      stream: the headers and the role chunk at once, then that many ms of
+                           silence, then the echo's content, finish and usage chunks (a model slow to
+                           its first token). Unary: as ``slow-<ms>``.
 ``stall-<ms>``              stream: role chunk, two content chunks (``"Partial "``, ``"answer"``), then
                            that many ms of silence, then the finish chunk and ``[DONE]``. Unary: the
                            reply's headers and the first half of its body, the silence, the rest.
@@ -139,6 +150,11 @@ anything else (``echo``,   echo. Unary: ``chat.completion`` with the text. Strea
                            later ones are answered as echo.
 ``flaky-<N>-reset``        the first N requests: the connection is reset (RST) once the request is read,
                            before a byte of the reply (outcome ``error``); later ones echo.
+
+``MockGateway.script(model, count)`` makes one instance answer its next ``count`` requests (all, until
+``script(None)``) as it answers ``model``, whatever model they name (catalogue and embeddings requests:
+the scripted error of an ``error-<status>`` name): two instances, one scripted, are two upstreams of which
+one fails.
 
 A prefixed name whose suffix is not a number (or, for errors, not within 400..599), such as ``slow-x`` or
 ``error-99``, is plain echo.

@@ -68,7 +68,9 @@ async def _answer(request: web.Request, state: State, body: Any, valid_json: boo
     bad_role = role_problem(body)
     if bad_role is not None:
         return openai_invalid_value(*bad_role)
-    return await run_script(Call.parse(request, state, body))
+    call = Call.parse(request, state, body)
+    call.model = state.take_override() or call.model
+    return await run_script(call)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -110,8 +112,12 @@ async def _recorded(
 ) -> web.StreamResponse:
     state = request.app[STATE]
     record = state.log.start(request, body)
+    scripted = scripted_status(state.take_override() or "")
     try:
-        response = await answer()
+        if scripted is not None:
+            response: web.StreamResponse = prisme_error(scripted, headers=retry_headers(scripted))
+        else:
+            response = await answer()
     except BaseException:
         state.log.finish(record, "error")
         raise
@@ -292,6 +298,13 @@ class MockGateway:
         """The first recorded request for which `predicate` holds, as soon as there is one (it is checked
         whenever a request starts or ends; no polling). Bound the wait with `asyncio.timeout`."""
         return await self._state.log.wait_for(predicate)
+
+    def script(self, model: str | None, count: int | None = None) -> None:
+        """This instance answers the next `count` requests (None: every one, until `script(None)`) as it
+        would answer a chat request for `model` (``error-503``, ``reset-before-content``, ``slow-60000``,
+        ...), whatever model they name; catalogue and embeddings requests get the scripted error of an
+        ``error-<status>`` name. Two instances, one scripted, are two upstreams of which one fails."""
+        self._state.override, self._state.override_left = model, count
 
     def clear_requests(self) -> None:
         self._state.log.clear()

@@ -83,6 +83,33 @@ def echo_chunks(call: Call, *, finish: bool = True) -> Iterator[Json]:
         yield usage_chunk(call, usage_body(call, words(call.text) * call.n))
 
 
+USAGE_SHAPES: Final = ("empty-choice", "on-finish", "every-chunk", "ignored")
+
+
+def usage_shaped_chunks(call: Call, shape: str) -> list[Json]:
+    """The echo stream with its usage (when asked) the way other servers send it: `empty-choice`
+    (LiteLLM: the usage chunk has `[{"index": 0, "delta": {}}]`, no `"usage": null` elsewhere),
+    `on-finish` (on the last finish chunk, no chunk of its own), `every-chunk` (cumulative on every
+    chunk, then the usage chunk: vLLM's continuous usage), `ignored` (never sent)."""
+    chunks = list(echo_chunks(call))
+    if not call.include_usage:
+        return chunks
+    *content, last = chunks
+    bare = [{k: v for k, v in chunk.items() if k != "usage"} for chunk in content]
+    if shape == "empty-choice":
+        return [*bare, {**last, "choices": [{"index": 0, "delta": {}}]}]
+    if shape == "on-finish":
+        return [*content[:-1], {**content[-1], "usage": last["usage"]}]
+    if shape == "every-chunk":
+        sent = 0
+        counted = []
+        for chunk in content:
+            sent += sum(words(choice["delta"].get("content") or "") for choice in chunk["choices"])
+            counted.append({**chunk, "usage": usage_body(call, sent)})
+        return [*counted, last]
+    return bare
+
+
 def echo_completion(call: Call) -> Json:
     message = {"role": "assistant", "content": call.text}
     return completion_body(call, message, "stop", usage_body(call, words(call.text) * call.n))

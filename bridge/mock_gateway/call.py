@@ -38,6 +38,21 @@ class State:
     log: RequestLog
     closing: bool = False
     seen: Counter[str] = field(default_factory=Counter)  # chat requests received, by model name
+    # MockGateway.script: this instance answers as if requests named this model (chat), or this
+    # scripted error (catalogue, embeddings), for `override_left` more requests (None: until cleared).
+    override: str | None = None
+    override_left: int | None = None
+
+    def take_override(self) -> str | None:
+        """The model this request is to be answered as, if this instance is scripted (one use taken)."""
+        if self.override is None:
+            return None
+        model = self.override
+        if self.override_left is not None:
+            self.override_left -= 1
+            if self.override_left <= 0:
+                self.override, self.override_left = None, None
+        return model
 
 
 STATE: Final = web.AppKey("mock_gateway_state", State)

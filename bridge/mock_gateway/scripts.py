@@ -39,6 +39,14 @@ async def _echo(call: Call) -> web.StreamResponse:
     return await sse.send_all(bodies.echo_chunks(call))
 
 
+@script(*(f"usage-{shape}" for shape in bodies.USAGE_SHAPES))
+async def _usage_shaped(call: Call) -> web.StreamResponse:
+    if not call.stream:
+        return await _echo(call)
+    chunks = bodies.usage_shaped_chunks(call, call.model.removeprefix("usage-"))
+    return await (await SseStream.open(call)).send_all(chunks)
+
+
 @script("tools", "tools-custom")
 async def _tools(call: Call) -> web.StreamResponse:
     custom = call.model == "tools-custom"
@@ -176,6 +184,15 @@ async def _reset(call: Call) -> web.StreamResponse:
     return sse.response
 
 
+@script("reset-before-content")
+async def _reset_before_content(call: Call) -> web.StreamResponse:
+    if call.stream:
+        sse = await SseStream.open(call)
+        await sse.send(bodies.delta_chunk(call, {"role": "assistant", "content": ""}))
+    reset_connection(call)  # a stream: after its role chunk; unary: before a byte of the reply
+    raise ScriptStoppedError("error")
+
+
 @script("no-done", "no-finish")
 async def _no_done(call: Call) -> web.StreamResponse:
     if not call.stream:
@@ -265,7 +282,23 @@ async def run_script(call: Call) -> web.StreamResponse:
     pace_ms = _suffix_int(model, "paced-")
     if pace_ms is not None and call.stream:
         return await _paced(call, pace_ms / 1000)
+    late_ms = _suffix_int(model, "late-content-")
+    if late_ms is not None:
+        return await _late_content(call, late_ms / 1000)
     delay_ms = _suffix_int(model, "slow-")
     if delay_ms is not None:
         await sleep_watching(call, delay_ms / 1000, None)
     return await SCRIPTS.get(model, _echo)(call)
+
+
+async def _late_content(call: Call, pause_s: float) -> web.StreamResponse:
+    """A model slow to its first token: the stream's headers and role chunk at once, the silence, then the
+    rest of the echo; a unary reply after the silence (nothing to send before it)."""
+    if not call.stream:
+        await sleep_watching(call, pause_s, None)
+        return await _echo(call)
+    sse = await SseStream.open(call)
+    opening, *rest = bodies.echo_chunks(call)
+    await sse.send(opening)
+    await sleep_watching(call, pause_s, sse.response)
+    return await sse.send_all(rest)

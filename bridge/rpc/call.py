@@ -35,6 +35,7 @@ __all__ = [
     "Trailers",
     "current_call",
     "deadline_of",
+    "note_upstream",
     "note_upstream_attempt",
     "send_initial_metadata",
     "split_method",
@@ -74,11 +75,17 @@ class RpcCall:
     upstream_status: int | None = None  # the upstream's HTTP status, once its reply began
     correlation_id: str | None = None  # the upstream's id of its request
     upstream_seconds: float | None = None  # how long the upstream request lasted, reply read to its end
+    # Time spent waiting on the upstream (None: no upstream request): a unary request whole; a stream's
+    # opening (to its commit point with several upstreams) and each read of its body. The call's overhead,
+    # the bridge's own time, is the rest (`overhead_seconds`).
+    upstream_waiting: float | None = None
+    overhead: float | None = None  # set by the first read of `overhead_seconds`, at the call's end
     prompt_tokens: int | None = None  # the upstream's `usage`, when it reported one
     completion_tokens: int | None = None
     cost: float | None = None
     trace_id: str | None = None  # of the call's server span, when it is traced
     upstream_attempts: int = 0  # upstream requests made for the call (more than 1: retries)
+    upstream: str | None = None  # which upstream answered, when there are several (host:port)
     headers_dropped: int = 0  # upstream reply headers not returned: gRPC metadata cannot carry their values
     caller: Caller = ANONYMOUS_CALLER  # who called, once bridge.rpc.callers identified it
     started: float = field(default_factory=time.perf_counter)
@@ -94,14 +101,32 @@ class RpcCall:
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    @property
+    def overhead_seconds(self) -> float | None:
+        """The call's time in the bridge minus its time waiting on the upstream (None without one); read
+        once the call has ended, and the same figure on each later read (the access line, the metric)."""
+        if self.upstream_waiting is None:
+            return None
+        if self.overhead is None:
+            self.overhead = max(0.0, time.perf_counter() - self.started - self.upstream_waiting)
+        return self.overhead
+
+    def waited_on_upstream(self, seconds: float) -> None:
+        """Adds `seconds` spent waiting on the upstream (a read of a stream's body)."""
+        self.upstream_waiting = (self.upstream_waiting or 0.0) + seconds
+
     @contextlib.contextmanager
-    def upstream_request(self) -> Iterator[None]:
-        """Times the upstream request made inside (for a stream: until its last event is read)."""
+    def upstream_request(self, *, waiting: bool = True) -> Iterator[None]:
+        """Times the upstream request made inside (for a stream: until its last event is read); with
+        `waiting`, all of it was spent waiting on the upstream (a unary request, not a stream, whose reads
+        are told one by one with `waited_on_upstream`)."""
         started = time.perf_counter()
         try:
             yield
         finally:
             self.upstream_seconds = time.perf_counter() - started
+            if waiting:
+                self.waited_on_upstream(self.upstream_seconds)
 
     def upstream_replied(self, status: int, correlation_id: str | None) -> None:
         """The upstream's reply began with `status`; `correlation_id` is its id of the request."""
@@ -153,6 +178,13 @@ def note_upstream_attempt(number: int) -> None:
     call = _CURRENT.get()
     if call is not None:
         call.upstream_attempts = number
+
+
+def note_upstream(name: str) -> None:
+    """Records which upstream answered the current call (an upstream pool's `on_upstream`)."""
+    call = _CURRENT.get()
+    if call is not None:
+        call.upstream = name
 
 
 def deadline_of(context: Context) -> float | None:

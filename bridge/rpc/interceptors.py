@@ -287,6 +287,7 @@ class AccessLog(Interceptor):
 
 def access_fields(call: RpcCall) -> dict[str, object]:
     """The facts of a finished call worth a log line, those it has (None left out), in a stable order."""
+    overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
     fields: dict[str, object] = {
         "service": call.service,
         "method": call.name,
@@ -297,10 +298,14 @@ def access_fields(call: RpcCall) -> dict[str, object]:
     # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
     if call.model:
         fields["model"] = _logged_model(call.model)
+    if call.upstream is not None:
+        fields["upstream"] = call.upstream
     if call.upstream_status is not None:
         fields["upstream_status"] = call.upstream_status
     if call.upstream_attempts > 1:
         fields["upstream_attempts"] = call.upstream_attempts
+    if overhead is not None:
+        fields["overhead_ms"] = round(overhead * 1000, 2)
     if call.response_streaming:
         fields["chunks"] = call.messages_sent
     if call.correlation_id:

@@ -80,6 +80,8 @@ _HELP: Final = {
     "their value was not printable ASCII, or too long.",
     "prisme_bridge_time_to_first_chunk_seconds": "Streams: from the call's start to its first message sent.",
     "prisme_bridge_stream_chunks": "Streams: messages sent per stream that reached the upstream.",
+    "prisme_bridge_overhead_seconds": "The bridge's own time per call that reached the upstream: its "
+    "time in the bridge minus its time waiting on the upstream (streams: docs/observability.md).",
     "prisme_bridge_caller_calls_total": "Calls completed, by caller (its allowed client certificate "
     'identity, or "anonymous") and code.',
     "prisme_bridge_llm_tokens_total": "Tokens the upstream reported in usage, by model, type (prompt, "
@@ -89,6 +91,7 @@ _HELP: Final = {
 }
 _SECONDS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FIRST_CHUNK_SECONDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+_OVERHEAD_SECONDS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 _CHUNKS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
@@ -164,6 +167,7 @@ class Metrics(Interceptor):
             "prisme_bridge_time_to_first_chunk_seconds", by_model, _FIRST_CHUNK_SECONDS
         )
         self._chunks = histogram("prisme_bridge_stream_chunks", by_model, _CHUNKS)
+        self._overhead = histogram("prisme_bridge_overhead_seconds", ("grpc_method",), _OVERHEAD_SECONDS)
         self._by_caller = counter(
             "prisme_bridge_caller_calls_total", ("grpc_service", "grpc_method", "grpc_code", "caller")
         )
@@ -227,6 +231,9 @@ class Metrics(Interceptor):
             return  # no upstream request was made (refused, invalid, not an upstream-calling method)
         status = _status_label(call.upstream_status)
         self._child(self._upstream, call.service, call.name, status).observe(call.upstream_seconds)
+        overhead = call.overhead_seconds
+        if overhead is not None:
+            self._child(self._overhead, call.name).observe(overhead)
         if call.upstream_attempts > 1:
             self._child(self._retries, call.service, call.name).inc(call.upstream_attempts - 1)
         if call.headers_dropped:

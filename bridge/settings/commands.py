@@ -21,6 +21,7 @@ from bridge.settings.serving import (
 )
 from bridge.settings.upstream import (
     AuthSettings,
+    FailoverSettings,
     HeadersSettings,
     RetrySettings,
     UpstreamSettings,
@@ -51,6 +52,7 @@ class ServeSettings(CommandSettings):
     callers: CallersSettings = CallersSettings()
     upstream_tls: UpstreamTlsSettings = UpstreamTlsSettings()
     retry: RetrySettings = RetrySettings()
+    failover: FailoverSettings = FailoverSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     logging: ServeLoggingSettings = ServeLoggingSettings()
 
@@ -64,7 +66,7 @@ class ServeSettings(CommandSettings):
         problem = callers_cannot_work(self.callers, self.auth, mtls=self.tls.client_ca is not None)
         if problem is not None:
             raise ValueError(problem)
-        if same_address(self.server.listen, self.upstream.url):
+        if any(same_address(self.server.listen, url) for url in self.upstream.urls):
             raise ValueError(
                 "--upstream-url / BRIDGE_UPSTREAM_URL points at the bridge's own --listen address: "
                 "it would call itself"

@@ -104,7 +104,10 @@ def one_line_error(exc: ValidationError) -> str:
         if not error["loc"]:  # a check across settings, worded by us with the flags it names
             problems.append(text)
             continue
-        name = str(error["loc"][-1])
+        # The field's name: the last name in the location (an item of a list is located by its index).
+        name = next(str(part) for part in reversed(error["loc"]) if isinstance(part, str))
+        if isinstance(error["loc"][-1], int):
+            text = f"item {error['loc'][-1] + 1}: {text}"
         value = error.get("input")
         # Our own validators word their messages (safely); keys and URLs may hold secrets.
         hidden = error["type"] in ("missing", "value_error") or "key" in name or "url" in name

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     FilePath,
@@ -27,6 +28,7 @@ from bridge.upstream.headers import check_returned_header
 __all__ = [
     "RENAMED_TRANSPORTS",
     "AuthSettings",
+    "FailoverSettings",
     "HeadersSettings",
     "RetrySettings",
     "UpstreamSettings",
@@ -37,13 +39,33 @@ __all__ = [
 RENAMED_TRANSPORTS: Final = {"aiohttp-direct": "aiohttp"}
 
 
+def _url_list(value: object) -> object:
+    # One base URL, or several comma-separated (a flag, an environment variable); each checked alone.
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(","))
+    return value
+
+
+def _distinct(urls: tuple[str, ...]) -> tuple[str, ...]:
+    if not urls:
+        raise ValueError("names no base URL")
+    if len(set(urls)) != len(urls):
+        raise ValueError("names the same base URL twice")
+    return urls
+
+
+UpstreamUrls = Annotated[tuple[UpstreamUrl, ...], BeforeValidator(_url_list), AfterValidator(_distinct)]
+
+
 class UpstreamSettings(Group):
     title = "upstream"
 
-    url: UpstreamUrl = Field(
+    urls: UpstreamUrls = Field(
         alias="upstream_url",
         description="OpenAI-style base URL; the bridge calls BASE_URL/chat/completions, /models and "
-        "/embeddings, e.g. https://HOST/v2/workspaces/slug:llm-gateway/webhooks/v1",
+        "/embeddings, e.g. https://HOST/v2/workspaces/slug:llm-gateway/webhooks/v1. Several, "
+        "comma-separated: the first is preferred, the others are used in order when it fails "
+        "(docs/reliability.md)",
     )
     connect_timeout: float = Field(
         10.0, gt=0, alias="connect_timeout", description="seconds to open an upstream connection"
@@ -71,6 +93,12 @@ class UpstreamSettings(Group):
         alias="max_event_bytes",
         description="largest upstream SSE event or JSON body accepted, bytes",
     )
+
+    @property
+    def url(self) -> str:
+        """The preferred base URL (the first)."""
+        return self.urls[0]
+
     # Old spellings of a transport given instead of its name (a warning at start, not an error).
     _renamed_transport: str | None = PrivateAttr(default=None)
 
@@ -78,6 +106,8 @@ class UpstreamSettings(Group):
     @classmethod
     def _old_transport_names(cls, data: Any, handler: ModelWrapValidatorHandler[UpstreamSettings]) -> Any:
         renamed = None
+        if isinstance(data, Mapping) and "url" in data:  # the group's field was `url`, one base URL
+            data = {**{k: v for k, v in data.items() if k != "url"}, "urls": data["url"]}
         if isinstance(data, Mapping):
             for key in ("upstream_transport", "transport"):
                 if data.get(key) in RENAMED_TRANSPORTS:
@@ -214,4 +244,38 @@ class RetrySettings(Group):
         alias="retry_streams",
         description="also retry streaming calls that failed before their stream began (never once a chunk "
         "was sent)",
+    )
+
+
+class FailoverSettings(Group):
+    title = "several upstreams"
+
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        alias="breaker_failures",
+        description="with several --upstream-url: consecutive failures after which an upstream's circuit "
+        "breaker opens (the upstream is skipped for --breaker-cooldown, then given one trial request)",
+    )
+    breaker_cooldown: float = Field(
+        30.0,
+        gt=0,
+        alias="breaker_cooldown",
+        description="seconds an upstream whose circuit breaker opened is skipped before one trial request",
+    )
+    hedge_after: int = Field(
+        0,
+        ge=0,
+        alias="hedge_after",
+        description="milliseconds without a reply (unary) or a first content chunk (stream) after which a "
+        "second request goes to the next upstream (the same one if there is only one); the first to answer "
+        "wins, the other is cancelled; never for a request with store: true; 0: never hedge "
+        "(docs/reliability.md)",
+    )
+    hedge_max_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        alias="hedge_max_ratio",
+        description="largest share of calls hedged, over the last 1000 calls: bounds the extra spend",
     )

@@ -267,6 +267,13 @@ REPLY_MODELS: Final = (
     "no-finish",
     "litellm",
 )
+# Echo with the usage (when asked) as other servers send it: counts of payloads carrying one.
+USAGE_MODELS: Final = {
+    "usage-empty-choice": lambda chunks: 1,
+    "usage-on-finish": lambda chunks: 1,
+    "usage-every-chunk": lambda chunks: chunks,
+    "usage-ignored": lambda chunks: 0,
+}
 STREAM_ERROR_MODELS: Final = (
     "stream-error",
     "stream-error-event",
@@ -275,6 +282,7 @@ STREAM_ERROR_MODELS: Final = (
 )
 COVERED: Final = (
     *REPLY_MODELS,
+    *USAGE_MODELS,
     *STREAM_ERROR_MODELS,
     "error-<status>",
     "openai-error-<status>",
@@ -287,9 +295,11 @@ COVERED: Final = (
     "litellm-error-429",
     "litellm-stream-error",
     "reset",
+    "reset-before-content",
     "flaky-<N>-<status>",
     "flaky-<N>-reset",
     "stall-<ms>",
+    "late-content-<ms>",
     "bad-json",
     "bad-utf8",
     "html-200",
@@ -339,6 +349,15 @@ async def test_stream_chunks(sdk: AsyncOpenAI, model: str, include_usage: bool) 
     usage = [p for p in seen.payloads if p.get("usage")]
     finished = model != "no-finish"
     assert len(usage) == (1 if include_usage and finished else 0)
+
+
+@pytest.mark.parametrize("model", USAGE_MODELS)
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_stream_usage_shapes(sdk: AsyncOpenAI, model: str, include_usage: bool) -> None:
+    seen = await stream(sdk, model, stream_options={"include_usage": include_usage})
+    check_chunks(seen)
+    usage = [p for p in seen.payloads if p.get("usage")]
+    assert len(usage) == (USAGE_MODELS[model](len(seen.payloads)) if include_usage else 0)
 
 
 async def test_stream_of_n_choices(sdk: AsyncOpenAI) -> None:
@@ -432,6 +451,14 @@ async def test_reset(sdk: AsyncOpenAI) -> None:
     assert type((await unary(sdk, "reset")).error) is openai.APIConnectionError
 
 
+async def test_reset_before_content(sdk: AsyncOpenAI) -> None:
+    seen = await stream(sdk, "reset-before-content")
+    check_chunks(seen)
+    assert [p["choices"][0]["delta"] for p in seen.payloads] == [{"role": "assistant", "content": ""}]
+    assert type(seen.error) is openai.APIConnectionError
+    assert type((await unary(sdk, "reset-before-content")).error) is openai.APIConnectionError
+
+
 async def test_flaky(sdk: AsyncOpenAI) -> None:
     """The first N requests of a flaky model fail (Prisme error bodies without Retry-After unless asked,
     or a reset before any reply), the next ones are answered as echo."""
@@ -452,6 +479,15 @@ async def test_flaky(sdk: AsyncOpenAI) -> None:
 async def test_stall(sdk: AsyncOpenAI) -> None:
     check_chunks(await stream(sdk, "stall-10"))
     check_completion(await unary(sdk, "stall-10"))
+
+
+async def test_late_content(sdk: AsyncOpenAI) -> None:
+    seen = await stream(sdk, "late-content-10")
+    check_chunks(seen)
+    assert seen.payloads[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in seen.payloads)
+    assert text == MESSAGES[0]["content"]
+    check_completion(await unary(sdk, "late-content-10"))
 
 
 @pytest.mark.parametrize(

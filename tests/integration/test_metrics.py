@@ -24,6 +24,7 @@ from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as 
 from bridge.gen.prisme.llmgateway.v1 import embedding_pb2, model_pb2
 from bridge.gen.prisme.llmgateway.v1 import embedding_service_pb2_grpc as embedding_grpc
 from bridge.gen.prisme.llmgateway.v1 import model_service_pb2_grpc as model_grpc
+from bridge.mock_gateway.bodies import USAGE_SHAPES
 from bridge.models.service import SERVICE_NAME as MODEL_SERVICE
 from bridge.rpc.server import GrpcServer
 from tests.helpers import call_failing, chat_request, collect, free_port
@@ -139,6 +140,26 @@ async def test_tokens_and_cost_per_model_with_bounded_model_labels(metered) -> N
     assert m.label_values(tokens, "model") == {"echo", "gpt-4o", "other"}
     for never in ("reasoning", "error-404", SECRET_KEY, "iak_org_metrics_secret", SECRET_CONTENT):
         assert never not in m.text
+
+
+async def test_every_finished_stream_counts_its_tokens_whether_or_not_the_caller_asked(start_bridge) -> None:
+    # The bridge asks for the usage itself; however the upstream sends it, one stream counts once (a usage
+    # repeated on every chunk is cumulative: the last one counts); an upstream that ignores the option
+    # has nothing to count.
+    port = free_port()
+    bridge = await start_bridge(metrics_listen=f"127.0.0.1:{port}", metrics_max_models=10)
+    models = ["echo", *(f"usage-{shape}" for shape in USAGE_SHAPES)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        for model in models:
+            await collect(stub.StreamChatCompletion(chat_request(model=model, text="a b c d"), timeout=10))
+    m = await scrape(f"http://127.0.0.1:{port}/metrics")
+    tokens = "prisme_bridge_llm_tokens_total"
+    counted = {
+        model: (m.value(tokens, model=model, type="prompt"), m.value(tokens, model=model, type="completion"))
+        for model in models
+    }
+    assert counted == {model: (0, 0) if model == "usage-ignored" else (4, 4) for model in models}
 
 
 async def test_model_and_embedding_calls_are_metered_and_lookups_take_no_model_label(start_bridge) -> None:

@@ -234,6 +234,8 @@ async def test_request_shaping_reaches_the_upstream(stub, mock_gateway: MockGate
             "safe_prompt": True,
             "metadata": {"team": "search", "weight": 2.5},
             "stream": rpc == "stream",
+            # a stream's usage is always asked for (the token metrics), and taken out of its reply
+            **({"stream_options": {"include_usage": True}} if rpc == "stream" else {}),
         }
         # integral Struct numbers travel as JSON integers
         assert type(body["top_k"]) is int

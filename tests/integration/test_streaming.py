@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from bridge.chat import convert
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.mock_gateway import MockGateway
+from bridge.mock_gateway.bodies import USAGE_SHAPES
 from tests.helpers import call_failing, chat_request, collect, every_transport, status_details
 
 # Every test that starts a bridge runs once per upstream transport.
@@ -93,6 +94,11 @@ async def test_one_message_per_upstream_chunk_in_order(
     assert await call.code() == grpc.StatusCode.OK
 
     posted = mock_gateway.requests()[-1]["body"]
+    # The bridge asks for usage (for its token metrics) whether the caller did or not; when it did not,
+    # what the caller receives is exactly the stream the upstream sends without it.
+    assert posted["stream_options"]["include_usage"] is True
+    if "stream_options" not in fields:
+        posted = {key: value for key, value in posted.items() if key != "stream_options"}
     upstream = await _mock_stream(mock_gateway, posted)
     assert len(received) == len(upstream) > 3
     assert [_comparable(c) for c in received] == [
@@ -137,6 +143,35 @@ async def test_usage_chunk_only_when_asked(stub) -> None:
     )
     assert len(explicitly_off) == len(without)
     assert not any(c.HasField("usage") for c in explicitly_off)
+
+
+def _without_options(body: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in body.items() if key != "stream_options"}
+
+
+@pytest.mark.parametrize("caller_asks", [False, True], ids=["caller-did-not-ask", "caller-asked"])
+@pytest.mark.parametrize("model", ["echo", *(f"usage-{shape}" for shape in USAGE_SHAPES)])
+async def test_the_usage_the_bridge_asked_for_never_reaches_a_caller_who_did_not(
+    stub, mock_gateway: MockGateway, model: str, caller_asks: bool
+) -> None:
+    # Each way an upstream sends usage (a chunk of its own with no choices or with an empty one, on the
+    # finish chunk, on every chunk, not at all): the caller who did not ask gets exactly the upstream's
+    # stream without the option; the caller who asked gets the upstream's stream with it, untouched.
+    fields = {"stream_options": USAGE} if caller_asks else {}
+    received = await collect(
+        stub.StreamChatCompletion(chat_request(model=model, text="a b c d", **fields), timeout=10)
+    )
+    posted = mock_gateway.requests()[-1]["body"]
+    assert posted["stream_options"] == {"include_usage": True}
+    asked = await _mock_stream(mock_gateway, posted)  # what the bridge was sent
+    assert any(chunk.get("usage") for chunk in asked) is (model != "usage-ignored")
+    expected = asked if caller_asks else await _mock_stream(mock_gateway, _without_options(posted))
+    assert [_comparable(c) for c in received] == [
+        _comparable(convert.chunk_from_upstream(c)) for c in expected
+    ]
+    if not caller_asks:
+        assert not any(c.HasField("usage") for c in received)
+        assert received[-1].choices[0].finish_reason == "stop"
 
 
 async def test_tool_call_fragments_arrive_as_separate_chunks(stub, mock_gateway: MockGateway) -> None:

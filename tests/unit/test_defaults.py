@@ -25,7 +25,7 @@ from bridge.settings import DevSettings, MockGatewaySettings, ServeSettings
 SERVE_DEFAULTS = {
     "server": {"listen": "127.0.0.1:50051", "shutdown_grace": 15.0},
     "upstream": {
-        "url": "https://gw.example.com/v1",  # required: given
+        "urls": ("https://gw.example.com/v1",),  # required: given
         "connect_timeout": 10.0,
         "read_timeout": 300.0,
         "max_connections": 1024,
@@ -49,6 +49,7 @@ SERVE_DEFAULTS = {
     "tls": {"cert": None, "key": None, "client_ca": None},  # plaintext unless configured
     "upstream_tls": {"ca_file": None, "client_cert": None, "client_key": None, "trust_env": False},
     "retry": {"retries": 2, "backoff": 0.2, "max_backoff": 2.0, "streams": False},
+    "failover": {"breaker_failures": 5, "breaker_cooldown": 30.0, "hedge_after": 0, "hedge_max_ratio": 0.1},
     "lifecycle": {"workers": 1, "event_loop": "uvloop", "drain_delay": 0.0, "health_listen": None},
     "logging": {"level": "INFO", "format": "json"},
 }

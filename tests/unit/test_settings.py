@@ -17,6 +17,7 @@ from bridge.settings import (
     flat_fields,
     load,
 )
+from bridge.settings.flags import one_line_error
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -31,6 +32,7 @@ PINNED = {
         "tls_cert", "tls_key", "tls_client_ca", "api_key_for", "tls_client_allow", "caller_identity_header",
         "upstream_ca_file", "upstream_client_cert", "upstream_client_key", "upstream_trust_env",
         "retries", "retry_backoff", "retry_max_backoff", "retry_streams",
+        "breaker_failures", "breaker_cooldown", "hedge_after", "hedge_max_ratio",
         "workers", "event_loop", "drain_delay", "health_listen",
         "log_level", "log_format",
     ],
@@ -200,7 +202,7 @@ def test_an_upstream_url_ending_in_an_endpoint_is_refused_naming_the_base_url(en
     with pytest.raises(ValidationError) as raised:
         ServeSettings(upstream_url=base + endpoint)
     [error] = raised.value.errors()
-    assert error["loc"][-1] == "upstream_url"
+    assert error["loc"][-2:] == ("upstream_url", 0)  # the first (and only) URL of the list
     assert f"ends in {endpoint.rstrip('/')}" in error["msg"]
     assert error["msg"].endswith(f"use the base URL {base}")
 
@@ -208,3 +210,19 @@ def test_an_upstream_url_ending_in_an_endpoint_is_refused_naming_the_base_url(en
 @pytest.mark.parametrize("url", ["https://gw.example/v1", "https://gw.example/v1/models-eu", "http://h/chat"])
 def test_base_urls_that_only_resemble_an_endpoint_are_kept(url: str) -> None:
     assert ServeSettings(upstream_url=url).upstream.url == url
+
+
+def test_several_upstream_urls_are_taken_comma_separated_each_checked_as_one_is() -> None:
+    settings = load(
+        ServeSettings, {}, {"BRIDGE_UPSTREAM_URL": "https://a.example/v1, http://b.example:8080/v1/"}
+    )
+    assert settings.upstream.urls == ("https://a.example/v1", "http://b.example:8080/v1")
+    assert settings.upstream.url == "https://a.example/v1"  # the preferred one
+    for value, said in [
+        ("https://a.example/v1,ftp://b.example", "item 2: expected an http(s) base URL"),
+        ("https://a.example/v1,https://a.example/v1", "names the same base URL twice"),
+        ("https://a.example/v1,https://b.example/v1/chat/completions", "item 2: ends in /chat/completions"),
+    ]:
+        with pytest.raises(ValidationError) as raised:
+            load(ServeSettings, {"upstream_url": value}, {})
+        assert one_line_error(raised.value).startswith(f"--upstream-url / BRIDGE_UPSTREAM_URL: {said}")

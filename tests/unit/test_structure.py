@@ -131,6 +131,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "bridge.eventloop",
             "bridge.logs",
             "bridge.mock_gateway",
+            "bridge.upstream_metrics",
         ),
     ),
 ]
