@@ -165,7 +165,7 @@ async def check_reachability(settings: ServeSettings) -> None:
         found = await check_upstream(
             url, tls=tls, proxy=transport.proxy, connect_timeout=transport.connect_timeout
         )
-        log_reachability(found)
+        log_reachability(found, others=len(settings.upstream.urls) > 1)
 
 
 def server_config(settings: ServeSettings) -> ServerConfig:

@@ -78,18 +78,21 @@ async def check_upstream(
     )
 
 
-def log_reachability(found: Reachability) -> None:
-    """One line: INFO when the upstream was reached, WARNING naming the host and the cause otherwise."""
+def log_reachability(found: Reachability, *, others: bool = False) -> None:
+    """One line: INFO when the upstream was reached, WARNING naming the host and the cause otherwise;
+    `others`: there are other upstreams a call moves on to (several --upstream-url)."""
     via = " (the proxy)" if found.via_proxy else ""
     if found.cause is None:
         how = ", TLS verified" if found.tls else ""
         at = f" at {found.peer}" if found.peer else ""
         log.info("upstream %s%s reachable%s%s (%.0f ms)", found.address, via, at, how, found.elapsed_ms)
         return
+    then = "calls move on to the other upstreams" if others else "calls will fail UNAVAILABLE"
     log.warning(
-        "upstream %s%s not reachable at start: %s; calls will fail UNAVAILABLE until it is (the bridge "
-        "keeps serving and does not check again)",
+        "upstream %s%s not reachable at start: %s; %s until it is (the bridge keeps serving and does not "
+        "check again)",
         found.address,
         via,
         found.cause,
+        then,
     )

@@ -54,6 +54,21 @@ async def test_a_refused_connection_is_one_warning_naming_it(caplog) -> None:
     assert f"upstream 127.0.0.1:{port} not reachable at start: connection refused;" in record.getMessage()
 
 
+async def test_with_several_upstreams_an_unreachable_one_says_calls_move_on(caplog, mock_gateway) -> None:
+    caplog.set_level(logging.INFO, logger="bridge.http.reachability")
+    port = free_port()
+    await check_reachability(
+        ServeSettings(upstream_url=f"http://127.0.0.1:{port}/v1,{mock_gateway.base_url}")
+    )
+    refused, reached = [r for r in caplog.records if r.name == "bridge.http.reachability"]
+    assert refused.levelno == logging.WARNING
+    assert (
+        f"upstream 127.0.0.1:{port} not reachable at start: connection refused; calls move on to the other "
+        in (refused.getMessage())
+    )
+    assert reached.levelno == logging.INFO
+
+
 async def test_an_untrusted_certificate_says_why_and_a_trusted_one_is_verified(
     caplog, tmp_path: Path
 ) -> None:
