@@ -4,7 +4,6 @@ the reply, `stall-N` in the middle of a stream) are upstream time: the overhead 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -14,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
-from tests.helpers import chat_request, collect, every_transport
+from tests.helpers import access_records, chat_request, collect, every_transport
 
 upstream_transport = every_transport()
 
@@ -24,14 +23,9 @@ STALL_MS = 1000  # in the middle of a stream (stall-N)
 
 async def _access_line(caplog: pytest.LogCaptureFixture) -> dict[str, Any]:
     """The one call's access line, written as the call ends: possibly just after its caller had the
-    status, so it is waited for (an event, not a time: at most ~5 s of polling)."""
-    for _ in range(500):
-        lines = [r.__dict__["fields"] for r in caplog.records if r.name == "bridge.access"]
-        if lines:
-            [line] = lines
-            return dict(line)
-        await asyncio.sleep(0.01)
-    pytest.fail("no access line")
+    status, so it is waited for (access_records)."""
+    [record] = await access_records(caplog, 1)
+    return dict(record.fields)
 
 
 @pytest.mark.parametrize(("rpc", "model"), [("unary", f"slow-{SILENCE_MS}"), ("stream", f"stall-{STALL_MS}")])
