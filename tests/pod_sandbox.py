@@ -150,11 +150,25 @@ def _show_read_only(root: Path, path: str) -> None:
     target = _inside(root, path)
     if Path(path).is_dir():
         target.mkdir(parents=True, exist_ok=True)
+        if not os.stat(path).st_mode & 0o001:
+            _show_entries_read_only(Path(path), target)
+            return
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
     _mount("--rbind", path, str(target))
     _mount("-o", "remount,bind,ro", str(target))
+
+
+def _show_entries_read_only(source: Path, target: Path) -> None:
+    """A directory others may not enter (a checkout in `mktemp -d`, 0700) under a volume: its entries,
+    read-only, on a tmpfs any user may enter, as `_make_reachable` does outside the volumes."""
+    _mount("-t", "tmpfs", "-o", "mode=0755,size=1m", "tmpfs", str(target))
+    for entry in os.listdir(source):
+        _mirror(source / entry, target / entry)
+        if not (source / entry).is_symlink():
+            _mount("-o", "remount,bind,ro", str(target / entry))
+    _mount("-o", "remount,ro", str(target))
 
 
 def _mount(*args: str) -> None:
