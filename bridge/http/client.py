@@ -318,11 +318,28 @@ class EventStream:
             if self._ended:
                 return None
             decoder = self._start()
+        if self._expired:
+            self._halt()
+            raise self._failures.error(TimeoutError(), deadline_passed=True)
+        # The read, inline (this runs once per read of the body: no context manager, no other coroutine).
+        reader = self._reader = asyncio.current_task() if self._timer is not None else None
+        cancelling = reader.cancelling() if reader is not None else 0
         try:
-            raw = await self._next_read()
+            raw = await anext(self._chunks, None)  # type: ignore[arg-type]  # set by _start
+        except asyncio.CancelledError:
+            self._halt()
+            if self._expired and reader is not None and reader.uncancel() <= cancelling:
+                # the deadline's cancel (as asyncio.timeout tells it from the caller's)
+                raise self._failures.error(TimeoutError(), deadline_passed=True) from None
+            raise
+        except self._failures.caught as exc:
+            self._halt()
+            raise self._failures.error(exc) from exc
         except BaseException:
             self._halt()
             raise
+        finally:
+            self._reader = None
         if raw is None:
             self._halt()
             self.ended_mid_event = not decoder.finish()
@@ -369,24 +386,6 @@ class EventStream:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    async def _next_read(self) -> bytes | None:
-        """The next read of the body; None at its end (this runs once per read: no context manager)."""
-        if self._expired:
-            raise self._failures.error(TimeoutError(), deadline_passed=True)
-        reader = self._reader = asyncio.current_task() if self._timer is not None else None
-        cancelling = reader.cancelling() if reader is not None else 0
-        try:
-            return await anext(self._chunks, None)  # type: ignore[arg-type]  # set by _start
-        except asyncio.CancelledError:
-            if self._expired and reader is not None and reader.uncancel() <= cancelling:
-                # the deadline's cancel (as asyncio.timeout tells it from the caller's)
-                raise self._failures.error(TimeoutError(), deadline_passed=True) from None
-            raise
-        except self._failures.caught as exc:
-            raise self._failures.error(exc) from exc
-        finally:
-            self._reader = None
 
     def _expire(self) -> None:
         self._expired = True
