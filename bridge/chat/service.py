@@ -56,7 +56,8 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
         async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
             chunks = stream.Chunks(events)
             chunk: JSONObject | None = None
-            while (read := await chunks.read()) is not None:
+            while chunks.reading():
+                read = chunks.take(await events.read())
                 read.reverse()
                 while read:  # popped: nothing of a read is held while the next one waits (idle stream)
                     chunk = read.pop()
@@ -65,7 +66,8 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
                     if added and chunk.pop("usage", None) is not None and usage.carries_nothing(chunk):
                         continue  # there only for the usage the caller did not ask for
                     yield to_proto(chunk)
-                read = chunk = None
+                del read
+                chunk = None
 
 
 def _accept(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> dict[str, Any]:

@@ -5,7 +5,7 @@ error; other event types are skipped; every `message` event is a JSON object chu
 without `[DONE]` is accepted only on an event boundary after a choice reported its `finish_reason`
 (some providers close without `[DONE]`); otherwise the stream was cut short: UNAVAILABLE.
 
-`Chunks` applies them read by read, for a handler's own loop (no generator between the upstream's read
+`Chunks` applies them read by read, in a handler's own loop (no generator between the upstream's read
 and the handler: each layer costs per chunk); `chunks` is the same as an async iterator.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from time import perf_counter
 from typing import Final
 
 import grpc
@@ -23,7 +22,6 @@ from bridge.errors import Reason
 from bridge.http.client import JSONObject
 from bridge.http.failover import Events
 from bridge.http.sse import ServerSentEvent
-from bridge.rpc.call import RpcCall, this_call
 from bridge.upstream.errors import error_from_stream_event
 
 __all__ = ["Chunks", "chunks", "commits"]
@@ -35,35 +33,42 @@ _ERROR: Final = '"error"'
 
 
 class Chunks:
-    """The chunk objects of one chat completion event stream, read by read (`read`), until it ends as it
-    should. Nothing of a read is held here while the next one waits."""
+    """The stream rules over one chat completion event stream, applied a read at a time by the reader's
+    own loop (no generator or coroutine of this module between the upstream's read and the reader):
 
-    __slots__ = ("_done", "_failure", "_finished", "_served", "_stream")
+        chunks = Chunks(events)
+        while chunks.reading():
+            for chunk in chunks.take(await events.read()):
+                ...
 
-    def __init__(self, stream: Events, served: RpcCall | None = None) -> None:
+    Nothing of a read is held here while the next one waits."""
+
+    __slots__ = ("_done", "_failure", "_finished", "_stream")
+
+    def __init__(self, stream: Events) -> None:
         self._stream = stream
-        self._served = served or this_call()  # told how long each read waited (its overhead is the rest)
         self._finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
-        self._done = False  # [DONE] read
-        self._failure: BaseException | None = None  # an error event, raised after the chunks before it
+        self._done = False  # the stream ended as it should
+        self._failure: BaseException | None = None  # raised after the chunks its read completed before it
 
-    async def read(self) -> list[JSONObject] | None:
-        """The chunks of the next read of the body (often one, possibly none); None once the stream ended
-        as it should ([DONE], or a finish reason then the body's end); raises how it ended otherwise."""
+    def reading(self) -> bool:
+        """Whether the stream goes on (read it again); False once it ended as it should ([DONE], or a
+        finish reason then the body's end); raises what ended it otherwise, after the chunks before it."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
             self._done = True
             raise failure
-        if self._done:
-            return None
+        return not self._done
+
+    def take(self, events: list[ServerSentEvent] | None) -> list[JSONObject]:
+        """The chunks of one read's `events` (None: the body ended, which raises if it ended too early),
+        up to `[DONE]`; an error event or a chunk not understood is raised, or by the next `reading()`
+        when chunks of the same read came before it."""
         stream = self._stream
-        started = perf_counter()
-        events = await stream.read()
-        self._served.waited_on_upstream(perf_counter() - started)
         if events is None:
             self._done = True
             _check_end(stream, self._finished)
-            return None
+            return []
         out: list[JSONObject] = []
         try:
             for event in events:
@@ -91,7 +96,8 @@ class Chunks:
 async def chunks(stream: Events) -> AsyncIterator[JSONObject]:
     """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
     reader = Chunks(stream)
-    while (read := await reader.read()) is not None:
+    while reader.reading():
+        read = reader.take(await stream.read())
         read.reverse()
         while read:  # popped: nothing of a read is held while the next one waits (an idle stream)
             yield read.pop()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -295,6 +296,7 @@ class EventStream:
         self.host = failures.host
         self.correlation_id = failures.correlation_id  # the upstream's id of this request
         self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
+        self.waited = 0.0  # seconds spent waiting for the body's reads (the reader's overhead is the rest)
         self._decoder: SSEDecoder | None = None  # while the body is read (made at the first read)
         self._chunks: AsyncIterator[bytes] | None = None
         self._ended = False
@@ -324,6 +326,7 @@ class EventStream:
         # The read, inline (this runs once per read of the body: no context manager, no other coroutine).
         reader = self._reader = asyncio.current_task() if self._timer is not None else None
         cancelling = reader.cancelling() if reader is not None else 0
+        started = perf_counter()
         try:
             raw = await anext(self._chunks, None)  # type: ignore[arg-type]  # set by _start
         except asyncio.CancelledError:
@@ -340,6 +343,7 @@ class EventStream:
             raise
         finally:
             self._reader = None
+            self.waited += perf_counter() - started
         if raw is None:
             self._halt()
             self.ended_mid_event = not decoder.finish()

@@ -108,6 +108,11 @@ class Events(Protocol):
     @property
     def ended_mid_event(self) -> bool: ...
 
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting for the body's reads so far."""
+        ...
+
     async def read(self) -> list[ServerSentEvent] | None:
         """The events of the next read (often one, possibly none); None once the body ended."""
         ...
@@ -149,6 +154,10 @@ class HeldStream:
     @property
     def ended_mid_event(self) -> bool:
         return self._inner.ended_mid_event
+
+    @property
+    def waited(self) -> float:
+        return self._inner.waited
 
     async def read(self) -> list[ServerSentEvent] | None:
         if self._held:
