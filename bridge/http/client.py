@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Final, Protocol
@@ -298,7 +298,7 @@ class EventStream:
         self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
         self.waited = 0.0  # seconds spent waiting for the body's reads (the reader's overhead is the rest)
         self._decoder: SSEDecoder | None = None  # while the body is read (made at the first read)
-        self._chunks: AsyncIterator[bytes] | None = None
+        self._read: Callable[[], Awaitable[bytes]] | None = None  # the transport's, while the body is read
         self._ended = False
         self._failure: errors.BridgeError | None = None  # for the read after the events before it
         # The deadline's one timer for the whole body (not one per read): it cancels the task while it
@@ -328,7 +328,7 @@ class EventStream:
         cancelling = reader.cancelling() if reader is not None else 0
         started = perf_counter()
         try:
-            raw = await anext(self._chunks, None)  # type: ignore[arg-type]  # set by _start
+            raw = await self._read()  # type: ignore[misc]  # set by _start
         except asyncio.CancelledError:
             self._halt()
             if self._expired and reader is not None and reader.uncancel() <= cancelling:
@@ -344,7 +344,7 @@ class EventStream:
         finally:
             self._reader = None
             self.waited += perf_counter() - started
-        if raw is None:
+        if not raw:
             self._halt()
             self.ended_mid_event = not decoder.finish()
             return None
@@ -378,7 +378,7 @@ class EventStream:
 
     def _start(self) -> SSEDecoder:
         decoder = self._decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
-        self._chunks = self._response.chunks()
+        self._read = self._response.read
         if self._deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
         return decoder
@@ -386,7 +386,7 @@ class EventStream:
     def _halt(self) -> None:
         """The body is read no more: its end, a failure, or the reader stopped."""
         self._ended = True
-        self._decoder = self._chunks = None
+        self._decoder = self._read = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
