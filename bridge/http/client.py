@@ -160,6 +160,8 @@ class HttpClient:
 
     async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
+        if response.status // 100 == 2 and not _not_a_stream(response.headers.get("content-type", "")):
+            return response  # the usual start: nothing to read before the body, no guard to enter
         try:
             async with self._guard(deadline, response.headers):
                 await self._check_stream_start(response, request.path)
@@ -452,6 +454,11 @@ class _Request:
             return cls(method, path, headers, None)
         content = jsoncodec.dumps(body)
         return cls(method, path, {**headers, **_JSON_HEADERS}, content)
+
+
+def _not_a_stream(content_type: str) -> bool:
+    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream."""
+    return content_type.startswith("text/html") or "json" in content_type
 
 
 def _with_query(path: str, query: Mapping[str, str] | None) -> str:
