@@ -123,14 +123,20 @@ class JsonFormatter(logging.Formatter):
     def _entry(
         self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
     ) -> dict[str, object]:
+        time_ = self._time(created)
         entry: dict[str, object] = {
-            "time": self._time(created),
+            "time": time_,
             "level": level,
             "logger": logger,
             "message": message,
+            **fields,
         }
-        for key, value in fields.items():
-            entry.setdefault(key, value)  # the fixed keys win: a field cannot forge the level
+        # The fixed keys win: a field cannot forge the level (rare: made again, the fields after them).
+        fixed = entry["time"] is time_ and entry["level"] is level and entry["logger"] is logger
+        if not (fixed and entry["message"] is message):
+            entry = {"time": time_, "level": level, "logger": logger, "message": message}
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         return entry
 
     @staticmethod
