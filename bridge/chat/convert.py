@@ -12,8 +12,9 @@ by design: `null` means unset, and a key the proto does not know, or a known key
 wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls). A few fields
 are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES). The chunk of nearly
 every stream event (text deltas: no tool calls, logprobs, usage, alias or unknown key) is built by direct
-assignment (`_text_chunk`), every other one by the generic walk; both give the same message
-(tests/unit/test_convert.py checks it on the golden vectors and with hypothesis).
+assignment (`_text_chunk`), and so is a reply of text choices (`_text_response`, its usage by the generic
+walk); every other one by the generic walk; both give the same message (tests/unit/test_convert.py checks
+it on the golden vectors and with hypothesis).
 
 The generic rules live in bridge.jsonproto; this module holds the chat contract's rewrites and aliases.
 """
@@ -103,8 +104,9 @@ _REWRITES: Final = {
 
 def response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:
     """A `chat.completion` JSON object as a proto; unknown or mistyped keys land in `extra`."""
-    response = pb.CreateChatCompletionResponse()
-    _MAPPING.fill(response, obj)
+    response = _text_response(obj)
+    if response is None:
+        response = generic_response_from_upstream(obj)
     return response
 
 
@@ -187,6 +189,77 @@ def _add_text_choice(chunk: pb.StreamChatCompletionResponse, choice: JSON) -> bo
         fields["delta"] = pb.ChatCompletionDelta(**texts)  # type: ignore[arg-type]
     chunk.choices.add(**fields)
     return True
+
+
+def generic_response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:
+    """`response_from_upstream` by the generic walk alone (what the fast path must equal)."""
+    response = pb.CreateChatCompletionResponse()
+    _MAPPING.fill(response, obj)
+    return response
+
+
+# The reply's fast path: the chunk's top-level keys, choices of `index`, `finish_reason`, null `logprobs`
+# and a `message` of text fields; its `usage` goes through the generic walk (nested details, a Struct).
+_REPLY_KEYS: Final = frozenset({"id", "object", "model", "system_fingerprint", "service_tier", "created"})
+_REPLY_CHOICE_KEYS: Final = frozenset({"index", "message", "finish_reason", "logprobs"})
+
+
+def _text_response(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse | None:
+    """A reply of text choices by direct assignment; None for any other shape (the generic walk's)."""
+    response = pb.CreateChatCompletionResponse()
+    for key, value in obj.items():
+        if value is None:
+            continue
+        if key == "choices":
+            if type(value) is not list or not all(_add_reply_choice(response, choice) for choice in value):
+                return None
+        elif key == "usage":
+            if type(value) is not dict:
+                return None
+            response.usage.SetInParent()
+            if not _MAPPING.fill(response.usage, value):
+                return None
+        elif key not in _REPLY_KEYS or not _set_scalar(response, key, value):
+            return None
+    return response
+
+
+def _add_reply_choice(response: pb.CreateChatCompletionResponse, choice: JSON) -> bool:
+    if type(choice) is not dict or not _REPLY_CHOICE_KEYS.issuperset(choice):
+        return False
+    added = response.choices.add()
+    for key, value in choice.items():
+        if value is None:
+            continue
+        if key == "message":
+            if type(value) is not dict or not _DELTA_STRINGS.issuperset(value):
+                return False
+            message = added.message
+            message.SetInParent()
+            for name, text in value.items():
+                if text is not None and not _set_scalar(message, name, text):
+                    return False
+        elif key == "logprobs" or not _set_scalar(added, key, value):
+            return False
+    return True
+
+
+def _set_scalar(message: Message, key: str, value: JSON) -> bool:
+    """Sets the string or integer field `key` as the generic walk would; False for a value it would not
+    take (the generic walk keeps it in `extra`)."""
+    if type(value) is str:
+        if key in _INTEGERS:
+            return False
+        setattr(message, key, value if value.isascii() else proto_text(value))
+        return True
+    low, high = _INTEGERS.get(key, (1, 0))
+    if type(value) is not int or not low <= value <= high:
+        return False
+    setattr(message, key, value)
+    return True
+
+
+_INTEGERS: Final = {"created": _INT64, "index": _INT32}  # the reply's integer fields (the rest: strings)
 
 
 # Upstream keys read into a field named otherwise, by message: vLLM (newer) and OpenRouter send the
