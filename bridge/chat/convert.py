@@ -12,8 +12,8 @@ by design: `null` means unset, and a key the proto does not know, or a known key
 wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls). A few fields
 are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES). The chunk of nearly
 every stream event (text deltas: no tool calls, logprobs, usage, alias or unknown key) is built by direct
-assignment (`_text_chunk`), and so is a reply of text choices (`_text_response`, its usage by the generic
-walk); every other one by the generic walk; both give the same message (tests/unit/test_convert.py checks
+assignment (`_text_chunk`), and so is a reply of text choices (`_text_response`); every other one by
+the generic walk; both give the same message (tests/unit/test_convert.py checks
 it on the golden vectors and with hypothesis).
 
 The generic rules live in bridge.jsonproto; this module holds the chat contract's rewrites and aliases.
@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, value_to_json
+from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, update_struct, value_to_json
 
 __all__ = [
     "chunk_from_upstream",
@@ -199,7 +200,7 @@ def generic_response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatComp
 
 
 # The reply's fast path: the chunk's top-level keys, choices of `index`, `finish_reason`, null `logprobs`
-# and a `message` of text fields; its `usage` goes through the generic walk (nested details, a Struct).
+# and a `message` of text fields, a usage of counts, prices, details and carbon (`_fill_usage`).
 _REPLY_KEYS: Final = frozenset({"id", "object", "model", "system_fingerprint", "service_tier", "created"})
 _REPLY_CHOICE_KEYS: Final = frozenset({"index", "message", "finish_reason", "logprobs"})
 
@@ -216,9 +217,7 @@ def _text_response(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse |
         elif key == "usage":
             if type(value) is not dict:
                 return None
-            response.usage.SetInParent()
-            if not _MAPPING.fill(response.usage, value):
-                return None
+            _fill_usage(response.usage, value)
         elif key not in _REPLY_KEYS or not _set_scalar(response, key, value):
             return None
     return response
@@ -242,6 +241,59 @@ def _add_reply_choice(response: pb.CreateChatCompletionResponse, choice: JSON) -
         elif key == "logprobs" or not _set_scalar(added, key, value):
             return False
     return True
+
+
+def _fill_usage(usage: pb.Usage, obj: Mapping[str, JSON]) -> None:
+    """`usage` from `obj` by direct assignment when it holds counts, prices and details only (what
+    servers send), else by the generic walk."""
+    usage.SetInParent()
+    for key, value in obj.items():
+        if value is None:
+            continue
+        if key in _USAGE_DETAILS:
+            if type(value) is not dict:
+                break
+            details = getattr(usage, key)
+            details.SetInParent()
+            if not all(v is None or _set_count(details, k, v, _DETAIL_COUNTS) for k, v in value.items()):
+                break
+        elif key == "carbon":
+            if type(value) is not dict:
+                break
+            usage.carbon.SetInParent()
+            update_struct(usage.carbon, value)
+        elif key in _USAGE_PRICES:
+            if type(value) is int and -_EXACT < value < _EXACT:
+                value = float(value)  # `duration_ms: 0`
+            elif type(value) is not float:
+                break
+            setattr(usage, key, value)
+        elif not _set_count(usage, key, value, _USAGE_COUNTS):
+            break
+    else:
+        return
+    usage.Clear()  # something the fast path does not take: the generic walk, from the start
+    usage.SetInParent()
+    _MAPPING.fill(usage, obj)
+
+
+def _set_count(message: Message, key: str, value: JSON, counts: frozenset[str]) -> bool:
+    if key not in counts or type(value) is not int or not _INT32[0] <= value <= _INT32[1]:
+        return False
+    setattr(message, key, value)
+    return True
+
+
+_USAGE_COUNTS: Final = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_USAGE_PRICES: Final = frozenset({"cost", "duration_ms"})  # doubles
+_EXACT: Final = 2**53  # integers a double holds exactly (larger ones: the generic walk)
+_USAGE_DETAILS: Final = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+_DETAIL_COUNTS: Final = frozenset(
+    field.name
+    for details in (pb.PromptTokensDetails, pb.CompletionTokensDetails)
+    for field in details.DESCRIPTOR.fields
+    if field.cpp_type == FieldDescriptor.CPPTYPE_INT32
+)
 
 
 def _set_scalar(message: Message, key: str, value: JSON) -> bool:

@@ -30,6 +30,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.chat import convert as convert_module
 from bridge.chat.convert import (
     _text_chunk,
     _text_response,
@@ -1364,19 +1365,26 @@ def test_response_fast_path_equals_the_generic_walk_on_the_goldens(vector: dict[
     _same_message(response_from_upstream(obj), generic_response_from_upstream(obj))
 
 
-def test_the_fast_path_takes_a_plain_text_reply_with_its_usage() -> None:
-    """The reply of nearly every unary call (text, usage with details, cost and carbon) never takes the
-    generic walk (a regression there would only show in the benchmark)."""
+def test_the_fast_path_takes_a_plain_text_reply_with_its_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply of nearly every unary call (text, usage with details, cost, duration and carbon) never
+    takes the generic walk (a regression there would only show in the benchmark)."""
     obj = {
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1796657568, "model": "echo",
         "system_fingerprint": "fp", "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
         "message": {"role": "assistant", "content": "hi", "refusal": None}}],
         "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3, "cost": 0.5,
-                  "prompt_tokens_details": {"cached_tokens": 0}, "carbon": {"gco2e": 0.01}},
+                  "duration_ms": 0, "prompt_tokens_details": {"cached_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": 0}, "carbon": {"gco2e": 0.01}},
     }  # fmt: skip
+    generic = generic_response_from_upstream(obj)
+
+    def no_generic_walk(*args: object) -> bool:
+        raise AssertionError("the generic walk was taken")
+
+    monkeypatch.setattr(convert_module._MAPPING, "fill", no_generic_walk)
     fast = _text_response(obj)
     assert fast is not None
-    _same_message(fast, generic_response_from_upstream(obj))
+    _same_message(fast, generic)
 
 
 _MESSAGE = st.dictionaries(st.sampled_from(_DELTA_KEYS), _TEXT_OR_ODD, max_size=4)
@@ -1395,10 +1403,15 @@ _USAGE = st.fixed_dictionaries(
     optional={
         "prompt_tokens": st.one_of(st.integers(min_value=-(2**32), max_value=2**32), _ODD),
         "cost": st.one_of(st.floats(allow_nan=False, allow_infinity=False), _ODD),
+        "duration_ms": st.one_of(st.integers(min_value=-(2**60), max_value=2**60), st.floats(), _ODD),
         "carbon": st.one_of(
             st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False), max_size=2), _ODD
         ),
         "prompt_tokens_details": st.one_of(st.fixed_dictionaries({"cached_tokens": st.integers(0, 9)}), _ODD),
+        "completion_tokens_details": st.one_of(
+            st.dictionaries(st.sampled_from(["reasoning_tokens", "text_tokens", "other"]), _ODD, max_size=2),
+            st.fixed_dictionaries({"reasoning_tokens": st.integers(-(2**32), 2**32)}),
+        ),
         "other": _ODD,
     },
 )
