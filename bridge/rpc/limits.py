@@ -47,8 +47,21 @@ class ConcurrencyLimit(Interceptor):
         self._error = overloaded(limit)
         self._refusal = self._error.to_status()  # the same for every refused call
 
+    def call_started(self, call: RpcCall, context: Context) -> object:
+        """The plain hook (the chain's plain path, where ErrorMapping ends a refused call): takes a slot, or
+        raises the refusal, in which case `call_ended` is not run and no slot is held."""
+        if self.in_flight >= self.limit:
+            raise overloaded(self.limit)  # a fresh one: a raised exception keeps its traceback
+        self.in_flight += 1
+        return None
+
+    def call_ended(self, call: RpcCall, started: object) -> None:
+        self.in_flight -= 1
+
     @contextlib.asynccontextmanager
     async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
+        """The same in a chain that nests context managers (ErrorMapping is then inside): ends a refused
+        call itself."""
         if self.in_flight >= self.limit:
             call.code, call.error = self._error.code, self._error
             await abort(call, context, self._refusal)

@@ -17,6 +17,7 @@ from bridge.rpc.call import Context, RpcCall
 from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.chain import _Active
 from bridge.rpc.interceptors import AccessLog, ErrorMapping, Interceptor
+from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.tracing import Tracing
 from bridge.upstream.headers import AuthPolicy
 from tests.helpers import call_failing, chat_request
@@ -68,6 +69,11 @@ def test_the_usual_chain_runs_as_plain_hooks() -> None:
     guarded = _Active.of((tracing, access, callers, ErrorMapping()))
     assert guarded.plain
     assert guarded.hooked == (tracing, access, callers)
+    # --max-concurrent-rpcs: the limit takes and returns its slot in hooks, so the chain stays plain
+    limit = ConcurrencyLimit(4)
+    limited = _Active.of((tracing, access, limit, callers, ErrorMapping()))
+    assert limited.plain
+    assert limited.hooked == (tracing, access, limit, callers)
 
 
 @pytest.mark.parametrize("around", [False, True], ids=["plain", "nested"])
