@@ -13,8 +13,8 @@ wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but u
 are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES). The chunk of nearly
 every stream event (text deltas: no tool calls, logprobs, usage, alias or unknown key) is built by direct
 assignment (`_text_chunk`), and so is a reply of text choices (`_text_response`); every other one by
-the generic walk; both give the same message (tests/unit/test_convert.py checks
-it on the golden vectors and with hypothesis).
+the generic walk; both give the same message (tests/unit/test_convert.py checks it on the golden vectors
+and with hypothesis).
 
 The generic rules live in bridge.jsonproto; this module holds the chat contract's rewrites and aliases.
 """
