@@ -37,6 +37,80 @@ call.prompt_tokens = call.completion_tokens = 20
         "log._write(call)",
     ),
     (
+        "event-loop iterations alone (the reference for the next step), per iteration",
+        """
+import asyncio, uvloop
+loop = uvloop.new_event_loop()
+async def batch():
+    for _ in range(50):
+        await asyncio.sleep(0)
+def run():
+    loop.run_until_complete(batch())
+""",
+        "run()",
+        50,
+    ),
+    (
+        "the same iterations, each ending a call with its access line (JSON, to a file), per iteration",
+        """
+import asyncio, tempfile, uvloop
+from bridge.logs import setup_logging
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.call import RpcCall
+setup_logging("INFO", "json", open(tempfile.mkstemp()[1], "w", buffering=1))
+log = AccessLog()
+call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
+               model="echo")
+call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
+call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
+call.prompt_tokens = call.completion_tokens = 20
+loop = uvloop.new_event_loop()
+async def batch():
+    for _ in range(50):
+        log.call_ended(call, None)
+        await asyncio.sleep(0)
+def run():
+    loop.run_until_complete(batch())
+""",
+        "run()",
+        50,
+    ),
+    (
+        "response_from_upstream, the mock's reply (text, usage with details, cost, carbon)",
+        """
+from bridge.chat.convert import response_from_upstream
+reply = {"id": "chatcmpl-mock8fdd31fd53264a2482c9", "object": "chat.completion", "created": 1796657568,
+         "model": "echo", "system_fingerprint": "fp_mock", "choices": [{"index": 0, "message": {
+         "role": "assistant", "content": "Benchmarks measure what the bridge really costs: twenty words",
+         "refusal": None}, "logprobs": None, "finish_reason": "stop"}], "usage": {"prompt_tokens": 20,
+         "completion_tokens": 20, "total_tokens": 40, "prompt_tokens_details": {"cached_tokens": 0},
+         "completion_tokens_details": {"reasoning_tokens": 0}, "cost": 0.00025, "duration_ms": 0,
+         "carbon": {"gco2e": 0.012, "kwh": 4e-05}}}
+""",
+        "response_from_upstream(reply)",
+    ),
+    (
+        "the two deadline guards of a unary attempt (HttpClient._guard), per attempt",
+        """
+import asyncio, uvloop
+from bridge.http.client import HttpClient, HttpSettings
+from bridge.upstream.errors import OpenAICompatibleErrors
+loop = uvloop.new_event_loop()
+client = HttpClient(HttpSettings("http://127.0.0.1:9/v1"), errors=OpenAICompatibleErrors())
+headers = {"x-request-id": "abc-123", "content-type": "application/json"}
+async def batch():
+    for _ in range(50):
+        async with client._guard(loop.time() + 30, before_reply=True):
+            pass
+        async with client._guard(loop.time() + 30, headers):
+            pass
+def run():
+    loop.run_until_complete(batch())
+""",
+        "run()",
+        50,
+    ),
+    (
         "header_value, a provider id (not plain hex)",
         "from bridge.redaction import header_value",
         "header_value('chatcmpl-9f2c.a1_b-20261207')",

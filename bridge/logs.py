@@ -123,14 +123,20 @@ class JsonFormatter(logging.Formatter):
     def _entry(
         self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
     ) -> dict[str, object]:
+        time_ = self._time(created)
         entry: dict[str, object] = {
-            "time": self._time(created),
+            "time": time_,
             "level": level,
             "logger": logger,
             "message": message,
+            **fields,
         }
-        for key, value in fields.items():
-            entry.setdefault(key, value)  # the fixed keys win: a field cannot forge the level
+        # The fixed keys win: a field cannot forge the level (rare: made again, the fields after them).
+        fixed = entry["time"] is time_ and entry["level"] is level and entry["logger"] is logger
+        if not (fixed and entry["message"] is message):
+            entry = {"time": time_, "level": level, "logger": logger, "message": message}
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         return entry
 
     @staticmethod
@@ -157,27 +163,41 @@ def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = Non
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
     """The handler `setup_logging` installs: a StreamHandler that also takes lines made without a
-    LogRecord by its formatter's `line` (the access log's line per call: bridge.rpc.interceptors). On an
-    event loop those lines are written once per loop iteration, together (one write instead of one per
-    call); a record, a flush or the end of logging writes the waiting ones first: lines keep their order."""
+    LogRecord (the access log's line per call: bridge.rpc.interceptors) with `write_line`: the line, or a
+    function that makes it when the lines are written (after the call's reply, off its path).
+
+    On an event loop such lines wait up to `FLUSH_S` and are written together (one write for all the calls
+    of that span instead of a write per call: a write to a file costs more than making the line). A
+    record, a flush, the end of logging (`logging.shutdown`, which also runs at a worker's end) or
+    `MAX_WAITING` lines write the waiting ones at once: lines keep their order and none is left behind."""
+
+    FLUSH_S: Final = 0.05
+    MAX_WAITING: Final = 256
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._waiting: list[str] = []
+        self._waiting: list[str | Callable[[], str]] = []
+        self._armed: asyncio.AbstractEventLoop | None = None  # the loop whose timer will write them
 
-    def write_line(self, line: str) -> None:
+    def write_line(self, line: str | Callable[[], str]) -> None:
         self._waiting.append(line)
-        if len(self._waiting) > 1:
-            return  # the write is already scheduled
         try:
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop in this thread: now
             self.flush()
+            return
+        if len(self._waiting) >= self.MAX_WAITING:
+            self.flush()
+        elif self._armed is not loop:  # not yet scheduled on this loop (or the last one closed first)
+            self._armed = loop
+            loop.call_later(self.FLUSH_S, self.flush)
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            self._armed = None
             if self._waiting:
-                lines, self._waiting = self._waiting, []
+                waiting, self._waiting = self._waiting, []
+                lines = [line if type(line) is str else _made(line) for line in waiting]  # type: ignore[arg-type]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             super().flush()
 
@@ -185,3 +205,11 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
         if self._waiting:
             self.flush()
         super().emit(record)
+
+
+def _made(make: Callable[[], str]) -> str:
+    """The line `make` makes; if it fails, a line that says so (the others are still written)."""
+    try:
+        return make()
+    except Exception as exc:  # a bug in a line's maker must not lose the lines around it
+        return f"(a log line could not be made: {type(exc).__name__})"

@@ -12,8 +12,9 @@ by design: `null` means unset, and a key the proto does not know, or a known key
 wrong JSON type, is kept in the nearest `extra` Struct (nothing is dropped but unknown nulls). A few fields
 are read from a second key too (`reasoning` for `reasoning_content`, see _ALIASES). The chunk of nearly
 every stream event (text deltas: no tool calls, logprobs, usage, alias or unknown key) is built by direct
-assignment (`_text_chunk`), every other one by the generic walk; both give the same message
-(tests/unit/test_convert.py checks it on the golden vectors and with hypothesis).
+assignment (`_text_chunk`), and so is a reply of text choices (`_text_response`); every other one by
+the generic walk; both give the same message (tests/unit/test_convert.py checks it on the golden vectors
+and with hypothesis).
 
 The generic rules live in bridge.jsonproto; this module holds the chat contract's rewrites and aliases.
 """
@@ -23,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
-from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, value_to_json
+from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, update_struct, value_to_json
 
 __all__ = [
     "chunk_from_upstream",
@@ -103,8 +105,9 @@ _REWRITES: Final = {
 
 def response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:
     """A `chat.completion` JSON object as a proto; unknown or mistyped keys land in `extra`."""
-    response = pb.CreateChatCompletionResponse()
-    _MAPPING.fill(response, obj)
+    response = _text_response(obj)
+    if response is None:
+        response = generic_response_from_upstream(obj)
     return response
 
 
@@ -197,6 +200,128 @@ def _add_text_choice(add: Callable[[], pb.ChatCompletionChunkChoice], choice: JS
         else:
             return False  # logprobs, or a key the generic walk keeps in `extra`
     return True
+
+
+def generic_response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:
+    """`response_from_upstream` by the generic walk alone (what the fast path must equal)."""
+    response = pb.CreateChatCompletionResponse()
+    _MAPPING.fill(response, obj)
+    return response
+
+
+# The reply's fast path: the chunk's top-level keys, choices of `index`, `finish_reason`, null `logprobs`
+# and a `message` of text fields, a usage of counts, prices, details and carbon (`_fill_usage`).
+_REPLY_KEYS: Final = frozenset({"id", "object", "model", "system_fingerprint", "service_tier", "created"})
+_REPLY_CHOICE_KEYS: Final = frozenset({"index", "message", "finish_reason", "logprobs"})
+
+
+def _text_response(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse | None:
+    """A reply of text choices by direct assignment; None for any other shape (the generic walk's)."""
+    response = pb.CreateChatCompletionResponse()
+    for key, value in obj.items():
+        if value is None:
+            continue
+        if key == "choices":
+            if type(value) is not list or not all(_add_reply_choice(response, choice) for choice in value):
+                return None
+        elif key == "usage":
+            if type(value) is not dict:
+                return None
+            _fill_usage(response.usage, value)
+        elif key not in _REPLY_KEYS or not _set_scalar(response, key, value):
+            return None
+    return response
+
+
+def _add_reply_choice(response: pb.CreateChatCompletionResponse, choice: JSON) -> bool:
+    if type(choice) is not dict or not _REPLY_CHOICE_KEYS.issuperset(choice):
+        return False
+    added = response.choices.add()
+    for key, value in choice.items():
+        if value is None:
+            continue
+        if key == "message":
+            if type(value) is not dict or not _DELTA_STRINGS.issuperset(value):
+                return False
+            message = added.message
+            message.SetInParent()
+            for name, text in value.items():
+                if text is not None and not _set_scalar(message, name, text):
+                    return False
+        elif key == "logprobs" or not _set_scalar(added, key, value):
+            return False
+    return True
+
+
+def _fill_usage(usage: pb.Usage, obj: Mapping[str, JSON]) -> None:
+    """`usage` from `obj` by direct assignment when it holds counts, prices and details only (what
+    servers send), else by the generic walk."""
+    usage.SetInParent()
+    for key, value in obj.items():
+        if value is None:
+            continue
+        if key in _USAGE_DETAILS:
+            if type(value) is not dict:
+                break
+            details = getattr(usage, key)
+            details.SetInParent()
+            if not all(v is None or _set_count(details, k, v, _DETAIL_COUNTS) for k, v in value.items()):
+                break
+        elif key == "carbon":
+            if type(value) is not dict:
+                break
+            usage.carbon.SetInParent()
+            update_struct(usage.carbon, value)
+        elif key in _USAGE_PRICES:
+            if type(value) is int and -_EXACT < value < _EXACT:
+                value = float(value)  # `duration_ms: 0`
+            elif type(value) is not float:
+                break
+            setattr(usage, key, value)
+        elif not _set_count(usage, key, value, _USAGE_COUNTS):
+            break
+    else:
+        return
+    usage.Clear()  # something the fast path does not take: the generic walk, from the start
+    usage.SetInParent()
+    _MAPPING.fill(usage, obj)
+
+
+def _set_count(message: Message, key: str, value: JSON, counts: frozenset[str]) -> bool:
+    if key not in counts or type(value) is not int or not _INT32[0] <= value <= _INT32[1]:
+        return False
+    setattr(message, key, value)
+    return True
+
+
+_USAGE_COUNTS: Final = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_USAGE_PRICES: Final = frozenset({"cost", "duration_ms"})  # doubles
+_EXACT: Final = 2**53  # integers a double holds exactly (larger ones: the generic walk)
+_USAGE_DETAILS: Final = frozenset({"prompt_tokens_details", "completion_tokens_details"})
+_DETAIL_COUNTS: Final = frozenset(
+    field.name
+    for details in (pb.PromptTokensDetails, pb.CompletionTokensDetails)
+    for field in details.DESCRIPTOR.fields
+    if field.cpp_type == FieldDescriptor.CPPTYPE_INT32
+)
+
+
+def _set_scalar(message: Message, key: str, value: JSON) -> bool:
+    """Sets the string or integer field `key` as the generic walk would; False for a value it would not
+    take (the generic walk keeps it in `extra`)."""
+    if type(value) is str:
+        if key in _INTEGERS:
+            return False
+        setattr(message, key, value if value.isascii() else proto_text(value))
+        return True
+    low, high = _INTEGERS.get(key, (1, 0))
+    if type(value) is not int or not low <= value <= high:
+        return False
+    setattr(message, key, value)
+    return True
+
+
+_INTEGERS: Final = {"created": _INT64, "index": _INT32}  # the reply's integer fields (the rest: strings)
 
 
 # Upstream keys read into a field named otherwise, by message: vLLM (newer) and OpenRouter send the

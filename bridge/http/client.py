@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
+from types import TracebackType
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
 
@@ -194,20 +195,13 @@ class HttpClient:
                 request.method, self.base_url + request.path, request.headers, request.content
             )
 
-    @contextlib.asynccontextmanager
-    async def _guard(
+    def _guard(
         self, deadline: float | None, headers: Mapping[str, str] | None = None, *, before_reply: bool = False
-    ) -> AsyncIterator[None]:
+    ) -> _Guard:
         """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
         `headers` of a reply already begun give the errors its correlation id; `before_reply`: no reply
         can have begun (sending the request and waiting for its reply's head)."""
-        failures = self._failures(headers)
-        timeout = asyncio.timeout_at(deadline)
-        try:
-            async with timeout:
-                yield
-        except failures.caught as exc:
-            raise failures.error(exc, deadline_passed=timeout.expired(), before_reply=before_reply) from exc
+        return _Guard(self, deadline, headers, before_reply)
 
     def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
@@ -425,6 +419,38 @@ class _Failures:
         if before_reply and isinstance(error, errors.UpstreamError):
             return error.evolve(before_reply=True)
         return error
+
+
+class _Guard:
+    """HttpClient._guard: an `asyncio.timeout_at(deadline)` whose errors become bridge errors. A plain
+    context manager (not a generator), and what an error needs worked out only when there is one: two
+    are entered per unary attempt."""
+
+    __slots__ = ("_before_reply", "_client", "_headers", "_timeout")
+
+    def __init__(
+        self, client: HttpClient, deadline: float | None, headers: Mapping[str, str] | None, before: bool
+    ) -> None:
+        self._client, self._headers, self._before_reply = client, headers, before
+        self._timeout = asyncio.timeout_at(deadline)
+
+    async def __aenter__(self) -> None:
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as timed_out:  # the deadline passed (the timeout's own error)
+            raise self._error(self._client._failures(self._headers), timed_out) from timed_out
+        if exc is not None:
+            failures = self._client._failures(self._headers)
+            if isinstance(exc, failures.caught):
+                raise self._error(failures, exc) from exc
+
+    def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
+        return failures.error(exc, deadline_passed=self._timeout.expired(), before_reply=self._before_reply)
 
 
 async def _read_up_to(response: Response, limit: int) -> bytes:

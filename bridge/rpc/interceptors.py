@@ -265,17 +265,26 @@ class AccessLog(Interceptor):
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
         if not self._log.isEnabledFor(level):
             return
-        fields = access_fields(call)
         direct = _line_writer(self._log, level)
         if direct is not None:
             # The process's own handler and format (bridge.logs.setup_logging): the line written straight
-            # to it, as the record would have made it, without the record machinery (a line per call).
+            # to it, as the record would have made it, without the record machinery (a line per call),
+            # and made when the handler writes (after the reply is sent), from the facts as they are now.
             handler, formatter = direct
-            message = f"{call.name} {code.name}"
+            _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
             handler.write_line(
-                formatter.line(time.time(), _LEVEL_NAMES[level], self._log.name, message, fields)
+                functools.partial(
+                    _access_line,
+                    formatter,
+                    time.time(),
+                    _LEVEL_NAMES[level],
+                    self._log.name,
+                    call,
+                    call.elapsed_ms,
+                )
             )
             return
+        fields = access_fields(call)
         # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
         args = (call.name, code.name)
         self._log.handle(
@@ -285,14 +294,28 @@ class AccessLog(Interceptor):
         )
 
 
-def access_fields(call: RpcCall) -> dict[str, object]:
-    """The facts of a finished call worth a log line, those it has (None left out), in a stable order."""
+def _access_line(
+    formatter: _LineFormatter,
+    created: float,
+    level: str,
+    logger: str,
+    call: RpcCall,
+    elapsed_ms: float,
+) -> str:
+    """The access line of `call`, which ended at `created` after `elapsed_ms`."""
+    fields = access_fields(call, elapsed_ms)
+    return formatter.line(created, level, logger, f"{call.name} {fields['code']}", fields)
+
+
+def access_fields(call: RpcCall, elapsed_ms: float | None = None) -> dict[str, object]:
+    """The facts of a finished call worth a log line, those it has (None left out), in a stable order;
+    `elapsed_ms`: its duration, if it ended before now."""
     overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
     fields: dict[str, object] = {
         "service": call.service,
         "method": call.name,
         "code": call.code.name,
-        "ms": round(call.elapsed_ms, 1),
+        "ms": round(call.elapsed_ms if elapsed_ms is None else elapsed_ms, 1),
         "caller": call.caller.identity,  # printable ASCII and bounded where it was read (bridge.auth)
     }
     # One test per optional fact, in the order of the line (this runs once per call, on the event loop).

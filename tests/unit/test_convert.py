@@ -30,10 +30,13 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.chat import convert as convert_module
 from bridge.chat.convert import (
     _text_chunk,
+    _text_response,
     chunk_from_upstream,
     generic_chunk_from_upstream,
+    generic_response_from_upstream,
     message_to_json,
     request_to_upstream,
     response_from_upstream,
@@ -1351,3 +1354,88 @@ def test_property_chunk_fast_path_equals_the_generic_walk_on_text_chunks(obj: di
 @given(obj=_wild_object(pb.StreamChatCompletionResponse.DESCRIPTOR))
 def test_property_chunk_fast_path_equals_the_generic_walk_on_wild_chunks(obj: dict[str, Any]) -> None:
     _same_message(chunk_from_upstream(obj), generic_chunk_from_upstream(obj))
+
+
+# --- the reply's fast path --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", _vectors("response"))
+def test_response_fast_path_equals_the_generic_walk_on_the_goldens(vector: dict[str, Any]) -> None:
+    obj = vector["upstream"]
+    _same_message(response_from_upstream(obj), generic_response_from_upstream(obj))
+
+
+def test_the_fast_path_takes_a_plain_text_reply_with_its_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply of nearly every unary call (text, usage with details, cost, duration and carbon) never
+    takes the generic walk (a regression there would only show in the benchmark)."""
+    obj = {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1796657568, "model": "echo",
+        "system_fingerprint": "fp", "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "hi", "refusal": None}}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3, "cost": 0.5,
+                  "duration_ms": 0, "prompt_tokens_details": {"cached_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": 0}, "carbon": {"gco2e": 0.01}},
+    }  # fmt: skip
+    generic = generic_response_from_upstream(obj)
+
+    def no_generic_walk(*args: object) -> bool:
+        raise AssertionError("the generic walk was taken")
+
+    monkeypatch.setattr(convert_module._MAPPING, "fill", no_generic_walk)
+    fast = _text_response(obj)
+    assert fast is not None
+    _same_message(fast, generic)
+
+
+_MESSAGE = st.dictionaries(st.sampled_from(_DELTA_KEYS), _TEXT_OR_ODD, max_size=4)
+_REPLY_CHOICE = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.one_of(st.integers(min_value=-(2**32), max_value=2**32), _ODD),
+        "message": st.one_of(_MESSAGE, _MESSAGE, _ODD),
+        "finish_reason": _TEXT_OR_ODD,
+        "logprobs": st.one_of(st.none(), st.none(), _ODD),
+        "other": _ODD,
+    },
+)
+_USAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": st.one_of(st.integers(min_value=-(2**32), max_value=2**32), _ODD),
+        "cost": st.one_of(st.floats(allow_nan=False, allow_infinity=False), _ODD),
+        "duration_ms": st.one_of(st.integers(min_value=-(2**60), max_value=2**60), st.floats(), _ODD),
+        "carbon": st.one_of(
+            st.dictionaries(st.text(max_size=3), st.floats(allow_nan=False), max_size=2), _ODD
+        ),
+        "prompt_tokens_details": st.one_of(st.fixed_dictionaries({"cached_tokens": st.integers(0, 9)}), _ODD),
+        "completion_tokens_details": st.one_of(
+            st.dictionaries(st.sampled_from(["reasoning_tokens", "text_tokens", "other"]), _ODD, max_size=2),
+            st.fixed_dictionaries({"reasoning_tokens": st.integers(-(2**32), 2**32)}),
+        ),
+        "other": _ODD,
+    },
+)
+_TEXT_REPLY = st.fixed_dictionaries(
+    {},
+    optional={
+        **dict.fromkeys(("id", "object", "model", "system_fingerprint", "service_tier"), _TEXT_OR_ODD),
+        "created": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _ODD),
+        "choices": st.one_of(st.lists(_REPLY_CHOICE, max_size=3), _ODD),
+        "usage": st.one_of(st.none(), _USAGE, _USAGE, _ODD),
+        "other": _ODD,
+    },
+)
+
+
+@PROPERTY
+@given(obj=_TEXT_REPLY)
+def test_property_response_fast_path_equals_the_generic_walk_on_text_replies(obj: dict[str, Any]) -> None:
+    pristine = copy.deepcopy(obj)
+    _same_message(response_from_upstream(obj), generic_response_from_upstream(obj))
+    assert obj == pristine
+
+
+@PROPERTY
+@given(obj=_wild_object(pb.CreateChatCompletionResponse.DESCRIPTOR))
+def test_property_response_fast_path_equals_the_generic_walk_on_wild_replies(obj: dict[str, Any]) -> None:
+    _same_message(response_from_upstream(obj), generic_response_from_upstream(obj))

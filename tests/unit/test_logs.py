@@ -114,13 +114,122 @@ def test_line_handler_keeps_lines_and_records_in_order() -> None:
 
     async def main() -> None:
         handler.write_line("one")
-        handler.write_line("two")
-        assert out.getvalue() == ""  # waiting for the end of this loop iteration
+        handler.write_line(lambda: "two")
+        await asyncio.sleep(0)
+        assert out.getvalue() == ""  # waiting for the others of the next FLUSH_S
         handler.emit(_record(message="three"))  # a record writes the waiting lines first
         handler.write_line("four")
-        await asyncio.sleep(0)
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)  # past the timer set with "four"
 
     asyncio.run(main())
     assert out.getvalue() == "one\ntwo\nthree\nfour\n"
     handler.write_line("five")  # no event loop: written at once
     assert out.getvalue().endswith("four\nfive\n")
+
+
+class _Writes(io.StringIO):
+    """A stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_line_handler_writes_the_lines_of_a_span_at_once_and_makes_them_then() -> None:
+    out = _Writes()
+    handler = LineHandler(out)
+    made: list[int] = []
+
+    def line(number: int) -> str:
+        made.append(number)
+        return f"line {number}"
+
+    async def main() -> None:
+        for number in range(3):
+            handler.write_line(lambda number=number: line(number))  # type: ignore[misc]
+            await asyncio.sleep(0)  # each line in its own loop iteration, as calls end
+        assert (made, out.writes) == ([], 0)  # made when written, not on the call's path
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)
+
+    asyncio.run(main())
+    assert (made, out.writes, out.getvalue()) == ([0, 1, 2], 1, "line 0\nline 1\nline 2\n")
+
+
+def test_line_handler_writes_at_once_when_many_lines_wait() -> None:
+    out = _Writes()
+    handler = LineHandler(out)
+
+    async def main() -> None:
+        for number in range(LineHandler.MAX_WAITING):
+            handler.write_line(f"{number}")
+        assert out.getvalue().count("\n") == LineHandler.MAX_WAITING  # no wait for the timer
+        handler.write_line("last")
+        assert out.writes == 1
+
+    asyncio.run(main())
+
+
+def test_lines_left_waiting_by_a_closed_loop_are_written_by_logging_shutdown_or_the_next_loop() -> None:
+    out = io.StringIO()
+    handler = LineHandler(out)
+
+    async def one(text: str) -> None:
+        handler.write_line(text)
+
+    asyncio.run(one("first"))  # the loop closed before its timer was due
+    assert out.getvalue() == ""
+    asyncio.run(one("second"))  # another loop: its own timer (the first one's never fires)
+    assert out.getvalue() == ""
+    handler.flush()  # what logging.shutdown does at the end of the process
+    assert out.getvalue() == "first\nsecond\n"
+
+    async def waits() -> None:
+        handler.write_line("third")
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)
+
+    asyncio.run(waits())
+    assert out.getvalue().endswith("second\nthird\n")
+
+
+def test_a_line_that_cannot_be_made_is_told_and_the_others_written() -> None:
+    out = io.StringIO()
+    handler = LineHandler(out)
+    handler.write_line("before")  # no event loop: written at once
+    handler.write_line(lambda: str(1 / 0))
+    handler.write_line("after")
+    assert out.getvalue() == "before\n(a log line could not be made: ZeroDivisionError)\nafter\n"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import AccessLog
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    made: list[str] = []
+    line = JsonFormatter.line
+
+    def counted(self: JsonFormatter, *args: object) -> str:
+        made.append("line")
+        return line(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JsonFormatter, "line", counted)
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
+    call.started -= 1.0  # it lasted a second
+
+    async def main() -> None:
+        AccessLog().call_ended(call, None)
+        assert made == []  # not on the call's path
+        call.started -= 60.0  # what happens to the call object later does not change its line
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)
+
+    asyncio.run(main())
+    entry = json.loads(out.getvalue())
+    assert made == ["line"]
+    assert (entry["message"], entry["code"], entry["model"]) == ("CreateChatCompletion OK", "OK", "echo")
+    assert 1000 <= entry["ms"] < 60000
