@@ -159,11 +159,67 @@ def run():
     ),
 )
 
+# The chat handler's stream loop (issue 22, session 30): StreamChatCompletion on the mock transport, from the
+# upstream's reads to the reply protos (the request's validation and conversion included, the chunk count
+# dividing them), no gRPC; the same code in both checkouts, whatever each one's loop is made of.
+_HANDLER = """
+import asyncio
+from bench import workload
+from bridge.chat.service import ChatCompletionService
+from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.transports.mock import MockResponse, MockTransport
+from bridge.rpc.call import RpcCall, enter_call
+from bridge.upstream.errors import OPENAI_COMPATIBLE
+from bridge.upstream.headers import HeaderPolicy
+chunk = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","system_fingerprint":"fp_mock","choices":[{"index":0,"delta":{"content":"word "},'
+         b'"logprobs":null,"finish_reason":null}],"usage":null}\\n\\n')
+finish = chunk.replace(b'"finish_reason":null', b'"finish_reason":"stop"').replace(b'"content":"word "', b'')
+usage = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":64,"total_tokens":69}}\\n\\n')
+events = [chunk] * 63 + [finish, usage, b"data: [DONE]\\n\\n"]
+body = b"".join(events)
+third = len(body) // 3
+PIECES = [body[:third], body[third:2 * third], body[2 * third:]] if READS == 3 else events
+headers = {"content-type": "text/event-stream", "x-correlation-id": "chatcmpl-mock-1"}
+transport = MockTransport(lambda request: MockResponse(200, headers, PIECES))
+client = HttpClient(HttpSettings(base_url="http://mock/v1"), errors=OPENAI_COMPATIBLE, transport=transport)
+service = ChatCompletionService(client, HeaderPolicy())
+request = workload.request_proto()
+class Context:
+    def invocation_metadata(self): return ()
+    def time_remaining(self): return 30.0
+    async def send_initial_metadata(self, metadata): pass
+context = Context()
+METHOD = "/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion"
+async def consume():
+    enter_call(RpcCall(METHOD, response_streaming=True))
+    async for _ in service.StreamChatCompletion(request, context):
+        pass
+loop = asyncio.new_event_loop()
+def run():
+    loop.run_until_complete(consume())
+"""
+STEPS += (
+    ("chat stream handler, per chunk, 66 events in 3 reads", "READS = 3" + _HANDLER, "run()", 65),
+    ("chat stream handler, per chunk, one event per read", "READS = 66" + _HANDLER, "run()", 65),
+    (
+        "chunk_from_upstream, a text chunk",
+        """
+from bridge.chat.convert import chunk_from_upstream
+obj = {"id": "chatcmpl-mock-1", "object": "chat.completion.chunk", "created": 1765000000, "model": "echo",
+       "system_fingerprint": "fp_mock",
+       "choices": [{"index": 0, "delta": {"content": "word "}, "logprobs": None, "finish_reason": None}]}
+""",
+        "chunk_from_upstream(obj)",
+    ),
+)
+
 _TIMER = """
 import sys, timeit, json
 sys.path.insert(0, ".")
 setup, statement, per = sys.argv[1], sys.argv[2], int(sys.argv[3])
-number = 2000
+number = 2000 if per == 1 else 200
 best = min(timeit.repeat(statement, setup, number=number, repeat=5))
 print(json.dumps(best / number / per * 1e6))
 """

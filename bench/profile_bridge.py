@@ -243,7 +243,9 @@ async def profile(args: argparse.Namespace) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rpc", choices=["unary", "stream"], default="unary")
+    parser.add_argument(
+        "--rpc", choices=["unary", "stream", "paced"], default="unary", help="paced: one token per read"
+    )
     parser.add_argument("--transport", choices=TRANSPORT_NAMES, default=DEFAULT_TRANSPORT)
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default=DEFAULT_EVENT_LOOP)
     parser.add_argument("--observed", action="store_true", help="metrics and JSON access lines on")

@@ -111,9 +111,13 @@ class UpstreamCaller:
                 opened = self.upstream.open_sse(path, body, headers=headers, deadline=deadline)
             async with opened as events:
                 served.waited_on_upstream(time.perf_counter() - started)  # its head (its commit point)
-                served.upstream_replied(events.status, events.correlation_id)
-                await send_reply_metadata(context, self.headers, events.headers)
-                yield events
+                before = events.waited  # read up to the commit point: in the head's time
+                try:
+                    served.upstream_replied(events.status, events.correlation_id)
+                    await send_reply_metadata(context, self.headers, events.headers)
+                    yield events
+                finally:  # the reads' waits, told once (the bridge's overhead is the rest)
+                    served.waited_on_upstream(events.waited - before)
 
     def _request_headers(self, context: Context, served: RpcCall) -> dict[str, str]:
         """The upstream request's headers: the caller's metadata and who the caller is (the key's use)."""

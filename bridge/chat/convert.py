@@ -21,7 +21,7 @@ The generic rules live in bridge.jsonproto; this module holds the chat contract'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -129,6 +129,7 @@ def generic_chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatComplet
 # The keys the fast path takes: the chunk's string and integer fields, its choices, and a null usage; a
 # choice's index, delta, finish reason and null logprobs; a delta's string fields.
 _CHUNK_STRINGS: Final = ("id", "object", "model", "system_fingerprint", "service_tier")
+_STRINGS: Final = frozenset(_CHUNK_STRINGS)
 _CHUNK_KEYS: Final = frozenset({*_CHUNK_STRINGS, "created", "choices", "usage"})
 _CHOICE_KEYS: Final = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_STRINGS: Final = frozenset({"role", "content", "refusal", "reasoning_content"})
@@ -137,58 +138,67 @@ _INT64: Final = (-(2**63), 2**63 - 1)
 
 
 def _text_chunk(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse | None:
-    """A text-delta chunk by direct assignment; None for any other shape (the generic walk's)."""
-    if not _CHUNK_KEYS.issuperset(obj) or obj.get("usage") is not None:
-        return None
-    fields: dict[str, object] = {}
-    for key in _CHUNK_STRINGS:
-        value = obj.get(key)
-        if value is not None:
+    """A text-delta chunk by direct assignment into the proto, in one pass over its keys (the cheapest
+    way to fill one); None for any other shape (the generic walk's)."""
+    chunk = pb.StreamChatCompletionResponse()
+    for key, value in obj.items():
+        if value is None:
+            if key in _CHUNK_KEYS:
+                continue  # null is absent, for every key taken here (a null usage too)
+            return None
+        if key in _STRINGS:
             if type(value) is not str:
                 return None
-            fields[key] = value if value.isascii() else proto_text(value)
-    created = obj.get("created")
-    if created is not None:
-        if type(created) is not int or not _INT64[0] <= created <= _INT64[1]:
-            return None
-        fields["created"] = created
-    chunk = pb.StreamChatCompletionResponse(**fields)  # type: ignore[arg-type]
-    choices = obj.get("choices")
-    if choices is not None:
-        if type(choices) is not list:
-            return None
-        for choice in choices:
-            if not _add_text_choice(chunk, choice):
+            setattr(chunk, key, value if value.isascii() else proto_text(value))
+        elif key == "choices":
+            if type(value) is not list:
                 return None
+            add = chunk.choices.add
+            for choice in value:
+                if not _add_text_choice(add, choice):
+                    return None
+        elif key == "created":
+            if type(value) is not int or not _INT64[0] <= value <= _INT64[1]:
+                return None
+            chunk.created = value
+        else:
+            return None  # a usage, or a key the generic walk keeps in `extra`
     return chunk
 
 
-def _add_text_choice(chunk: pb.StreamChatCompletionResponse, choice: JSON) -> bool:
-    if type(choice) is not dict or not _CHOICE_KEYS.issuperset(choice) or choice.get("logprobs") is not None:
+def _add_text_choice(add: Callable[[], pb.ChatCompletionChunkChoice], choice: JSON) -> bool:
+    """Adds `choice` (by `add`, the chunk's `choices.add`); False for a shape the fast path does not take
+    (the chunk is then thrown away)."""
+    if type(choice) is not dict:
         return False
-    fields: dict[str, object] = {}
-    index = choice.get("index")
-    if index is not None:
-        if type(index) is not int or not _INT32[0] <= index <= _INT32[1]:
+    added = add()
+    for key, value in choice.items():
+        if value is None:
+            if key in _CHOICE_KEYS:
+                continue
             return False
-        fields["index"] = index
-    reason = choice.get("finish_reason")
-    if reason is not None:
-        if type(reason) is not str:
-            return False
-        fields["finish_reason"] = proto_text(reason)
-    delta = choice.get("delta")
-    if delta is not None:
-        if type(delta) is not dict or not _DELTA_STRINGS.issuperset(delta):
-            return False
-        texts: dict[str, str] = {}
-        for key, value in delta.items():
-            if value is not None:
-                if type(value) is not str:
+        if key == "delta":
+            if type(value) is not dict:
+                return False
+            into = added.delta
+            into.SetInParent()  # present even when empty (`"delta": {}`), as the generic walk has it
+            for name, text in value.items():
+                if name not in _DELTA_STRINGS:
                     return False
-                texts[key] = value if value.isascii() else proto_text(value)
-        fields["delta"] = pb.ChatCompletionDelta(**texts)  # type: ignore[arg-type]
-    chunk.choices.add(**fields)
+                if text is not None:
+                    if type(text) is not str:
+                        return False
+                    setattr(into, name, text if text.isascii() else proto_text(text))
+        elif key == "index":
+            if type(value) is not int or not _INT32[0] <= value <= _INT32[1]:
+                return False
+            added.index = value
+        elif key == "finish_reason":
+            if type(value) is not str:
+                return False
+            added.finish_reason = proto_text(value)
+        else:
+            return False  # logprobs, or a key the generic walk keeps in `extra`
     return True
 
 

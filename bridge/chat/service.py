@@ -21,6 +21,7 @@ from bridge.errors import invalid_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2 as pb_service
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.http.client import JSONObject
 from bridge.rpc.call import Context
 from bridge.upstream_call import UpstreamService
 
@@ -49,16 +50,24 @@ class ChatCompletionService(UpstreamService, pb_grpc.ChatCompletionServiceServic
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         body = _accept(request, streaming=True)
         added = usage.ask_for_usage(body)  # for the token metrics; then taken out of the reply
+        report = self._upstream.report_usage
+        to_proto = convert.chunk_from_upstream
+        # One loop from the upstream's read to the reply (each generator layer would cost per chunk).
         async with self._upstream.stream(context, PATH, body, commits=stream.commits) as events:
-            async for chunk in stream.chunks(events):
-                if chunk.get("usage") is not None:  # the usage (others say null, or nothing)
-                    self._upstream.report_usage(chunk)  # the last one counts: it may be repeated
-                if added:
-                    reply = usage.without_usage(chunk)
-                    if reply is None:  # there only for the usage the caller did not ask for
-                        continue
-                    chunk = reply
-                yield convert.chunk_from_upstream(chunk)
+            chunks = stream.Chunks(events)
+            chunk: JSONObject | None = None
+            while chunks.reading():
+                read = chunks.take(await events.read())
+                read.reverse()
+                while read:  # popped: nothing of a read is held while the next one waits (idle stream)
+                    chunk = read.pop()
+                    if chunk.get("usage") is not None:  # the usage (others say null, or nothing)
+                        report(chunk)  # the last one counts: it may be repeated
+                    if added and chunk.pop("usage", None) is not None and usage.carries_nothing(chunk):
+                        continue  # there only for the usage the caller did not ask for
+                    yield to_proto(chunk)
+                del read
+                chunk = None
 
 
 def _accept(request: pb.CreateChatCompletionRequest, *, streaming: bool) -> dict[str, Any]:

@@ -4,13 +4,15 @@ The rules: `data: [DONE]` ends the stream OK; an error event (bridge.upstream.er
 error; other event types are skipped; every `message` event is a JSON object chunk. A body that ends
 without `[DONE]` is accepted only on an event boundary after a choice reported its `finish_reason`
 (some providers close without `[DONE]`); otherwise the stream was cut short: UNAVAILABLE.
+
+`Chunks` applies them read by read, in a handler's own loop (no generator between the upstream's read
+and the handler: each layer costs per chunk); `chunks` is the same as an async iterator.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from time import perf_counter
 from typing import Final
 
 import grpc
@@ -20,40 +22,85 @@ from bridge.errors import Reason
 from bridge.http.client import JSONObject
 from bridge.http.failover import Events
 from bridge.http.sse import ServerSentEvent
-from bridge.rpc.call import this_call
 from bridge.upstream.errors import error_from_stream_event
 
-__all__ = ["chunks", "commits"]
+__all__ = ["Chunks", "chunks", "commits"]
 
 log = logging.getLogger(__name__)
 
 _DONE: Final = "[DONE]"
+_ERROR: Final = '"error"'
+
+
+class Chunks:
+    """The stream rules over one chat completion event stream, applied a read at a time by the reader's
+    own loop (no generator or coroutine of this module between the upstream's read and the reader):
+
+        chunks = Chunks(events)
+        while chunks.reading():
+            for chunk in chunks.take(await events.read()):
+                ...
+
+    Nothing of a read is held here while the next one waits."""
+
+    __slots__ = ("_done", "_failure", "_finished", "_stream")
+
+    def __init__(self, stream: Events) -> None:
+        self._stream = stream
+        self._finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
+        self._done = False  # the stream ended as it should
+        self._failure: BaseException | None = None  # raised after the chunks its read completed before it
+
+    def reading(self) -> bool:
+        """Whether the stream goes on (read it again); False once it ended as it should ([DONE], or a
+        finish reason then the body's end); raises what ended it otherwise, after the chunks before it."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._done = True
+            raise failure
+        return not self._done
+
+    def take(self, events: list[ServerSentEvent] | None) -> list[JSONObject]:
+        """The chunks of one read's `events` (None: the body ended, which raises if it ended too early),
+        up to `[DONE]`; an error event or a chunk not understood is raised, or by the next `reading()`
+        when chunks of the same read came before it."""
+        stream = self._stream
+        if events is None:
+            self._done = True
+            _check_end(stream, self._finished)
+            return []
+        out: list[JSONObject] = []
+        try:
+            for event in events:
+                data = event.data
+                if data == _DONE:
+                    self._done = True
+                    break
+                if event.event == "message" and _ERROR not in data:  # almost every event: no error
+                    chunk = _parse(stream, data)
+                else:  # an error (raised), another event type (skipped), or a chunk naming "error"
+                    other = _chunk(stream, event)
+                    if other is None:
+                        continue
+                    chunk = other
+                if not self._finished:
+                    self._finished = _has_finish_reason(chunk)
+                out.append(chunk)
+        except Exception as error:  # an error event or a chunk not understood: the chunks before it first
+            if not out:
+                raise
+            self._failure = error
+        return out
 
 
 async def chunks(stream: Events) -> AsyncIterator[JSONObject]:
     """The chunk objects of a chat completion event stream, in order, until it ends as it should."""
-    finished = False  # a choice reported finish_reason: a close without [DONE] is then acceptable
-    event: ServerSentEvent | None = None
-    chunk: JSONObject | None = None
-    served = this_call()
-    batches = stream.batches()
-    while True:
-        started = perf_counter()
-        events = await anext(batches, None)
-        served.waited_on_upstream(perf_counter() - started)  # the bridge's overhead is the rest
-        if events is None:
-            break
-        for event in events:
-            if event.data == _DONE:
-                return
-            chunk = _chunk(stream, event)
-            if chunk is not None:
-                finished = finished or _has_finish_reason(chunk)
-                yield chunk
-        # Nothing of a read is held while the next one waits (an idle stream).
-        del events
-        event = chunk = None
-    _check_end(stream, finished)
+    reader = Chunks(stream)
+    while reader.reading():
+        read = reader.take(await stream.read())
+        read.reverse()
+        while read:  # popped: nothing of a read is held while the next one waits (an idle stream)
+            yield read.pop()
 
 
 def _chunk(stream: Events, event: ServerSentEvent) -> JSONObject | None:
@@ -65,13 +112,17 @@ def _chunk(stream: Events, event: ServerSentEvent) -> JSONObject | None:
     if event.event != "message":
         log.debug("skipping SSE event of type %r", event.event)
         return None
+    return _parse(stream, event.data)
+
+
+def _parse(stream: Events, data: str) -> JSONObject:
     try:
-        chunk = jsoncodec.loads(event.data)
+        chunk = jsoncodec.loads(data)
     except (ValueError, RecursionError):
         raise stream.protocol_error(
             "stream chunk is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE
         ) from None
-    if not isinstance(chunk, dict):
+    if type(chunk) is not dict:
         raise stream.protocol_error("stream chunk is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE)
     return chunk
 
@@ -93,9 +144,11 @@ def _check_end(stream: Events, finished: bool) -> None:
 
 def _has_finish_reason(chunk: JSONObject) -> bool:
     choices = chunk.get("choices")
-    if not isinstance(choices, list):
-        return False
-    return any(isinstance(choice, dict) and choice.get("finish_reason") for choice in choices)
+    if type(choices) is list:
+        for choice in choices:
+            if type(choice) is dict and choice.get("finish_reason"):
+                return True
+    return False
 
 
 _GENERATED: Final = ("content", "tool_calls", "function_call", "reasoning_content", "refusal")

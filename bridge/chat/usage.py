@@ -18,7 +18,7 @@ from typing import Any
 
 from bridge.http.client import JSONObject
 
-__all__ = ["ask_for_usage", "without_usage"]
+__all__ = ["ask_for_usage", "carries_nothing", "without_usage"]
 
 
 def ask_for_usage(body: dict[str, Any]) -> bool:
@@ -39,10 +39,13 @@ def without_usage(chunk: JSONObject) -> JSONObject | None:
     anything). A chunk that carried content, a role, a tool call or a finish reason is kept."""
     if chunk.pop("usage", None) is None:
         return chunk
-    return None if _carries_nothing(chunk.get("choices")) else chunk
+    return None if carries_nothing(chunk) else chunk
 
 
-def _carries_nothing(choices: Any) -> bool:
+def carries_nothing(chunk: JSONObject) -> bool:
+    """Whether `chunk`, its usage taken out, carries nothing for the caller (no choice carrying
+    anything): a chunk that exists only for the usage (`without_usage` returns None for it)."""
+    choices = chunk.get("choices")
     if choices is None:
         return True
     if not isinstance(choices, list):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -151,13 +152,17 @@ class HttpClient:
             streaming=True,
             on_attempt=self._on_attempt,
         )
+        stream = EventStream(self, response, deadline, self._failures(response.headers))
         try:
-            yield EventStream(self, response, deadline, self._failures(response.headers))
+            yield stream
         finally:
+            stream.close()
             await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
 
     async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
+        if response.status // 100 == 2 and not _not_a_stream(response.headers.get("content-type", "")):
+            return response  # the usual start: nothing to read before the body, no guard to enter
         try:
             async with self._guard(deadline, response.headers):
                 await self._check_stream_start(response, request.path)
@@ -272,7 +277,8 @@ class HttpClient:
 
 
 class EventStream:
-    """An open upstream event stream: its events in order, read by `batches()`."""
+    """An open upstream event stream: its events in order, read by `read()` (one call per read of the
+    body: no generator between the transport's read and its reader) or `batches()`."""
 
     def __init__(
         self, client: HttpClient, response: Response, deadline: float | None, failures: _Failures
@@ -286,35 +292,75 @@ class EventStream:
         self.host = failures.host
         self.correlation_id = failures.correlation_id  # the upstream's id of this request
         self.ended_mid_event = False  # set when the body ended inside an event (a truncated stream)
+        self.waited = 0.0  # seconds spent waiting for the body's reads (the reader's overhead is the rest)
+        self._decoder: SSEDecoder | None = None  # while the body is read (made at the first read)
+        self._read: Callable[[], Awaitable[bytes]] | None = None  # the transport's, while the body is read
+        self._ended = False
+        self._failure: errors.BridgeError | None = None  # for the read after the events before it
         # The deadline's one timer for the whole body (not one per read): it cancels the task while it
         # waits for a read, and a read that starts after it fired fails at once.
         self._timer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[Any] | None = None  # the task waiting for a read, while it waits
         self._expired = False
 
-    async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:
-        """The events of each read of the body (often one, possibly none), until the body ends."""
-        decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
-        chunks = self._response.chunks()
-        if self._deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+    async def read(self) -> list[ServerSentEvent] | None:
+        """The events of the next read of the body (often one, possibly none); None once the body ended
+        (`ended_mid_event` then tells whether it ended inside an event). After a failure (raised once)
+        the stream reads as ended."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._halt()
+            raise failure
+        decoder = self._decoder
+        if decoder is None:
+            if self._ended:
+                return None
+            decoder = self._start()
+        if self._expired:
+            self._halt()
+            raise self._failures.error(TimeoutError(), deadline_passed=True)
+        # The read, inline (this runs once per read of the body: no context manager, no other coroutine).
+        reader = self._reader = asyncio.current_task() if self._timer is not None else None
+        cancelling = reader.cancelling() if reader is not None else 0
+        started = perf_counter()
         try:
-            while (raw := await self._next_read(chunks)) is not None:
-                try:
-                    events = decoder.feed(raw)
-                except SSEEventTooLarge as exc:
-                    if exc.events:  # complete before the oversized one: delivered first
-                        yield exc.events
-                    raise self.protocol_error(
-                        str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
-                    ) from None
-                del raw
-                yield events
-                del events  # nothing of a read is held while the next one waits (an idle stream)
+            raw = await self._read()  # type: ignore[misc]  # set by _start
+        except asyncio.CancelledError:
+            self._halt()
+            if self._expired and reader is not None and reader.uncancel() <= cancelling:
+                # the deadline's cancel (as asyncio.timeout tells it from the caller's)
+                raise self._failures.error(TimeoutError(), deadline_passed=True) from None
+            raise
+        except self._failures.caught as exc:
+            self._halt()
+            raise self._failures.error(exc) from exc
+        except BaseException:
+            self._halt()
+            raise
         finally:
-            if self._timer is not None:
-                self._timer.cancel()
-        self.ended_mid_event = not decoder.finish()
+            self._reader = None
+            self.waited += perf_counter() - started
+        if not raw:
+            self._halt()
+            self.ended_mid_event = not decoder.finish()
+            return None
+        try:
+            return decoder.feed(raw)
+        except SSEEventTooLarge as exc:
+            error = self.protocol_error(
+                str(exc), Reason.UPSTREAM_RESPONSE_TOO_LARGE, grpc.StatusCode.RESOURCE_EXHAUSTED
+            )
+            if exc.events:  # complete before the oversized one: delivered first, the error next
+                self._failure = error
+                return exc.events
+            self._halt()
+            raise error from None
+
+    async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:
+        """The events of each read of the body, until the body ends (`read` as an iterator)."""
+        while (events := await self.read()) is not None:
+            yield events
+            del events  # nothing of a read is held while the next one waits (an idle stream)
 
     def protocol_error(
         self, message: str, reason: Reason, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
@@ -322,23 +368,24 @@ class EventStream:
         """An error about this stream's content, carrying its correlation id."""
         return self._client.protocol_error(message, reason, self.headers, code=code)
 
-    async def _next_read(self, chunks: AsyncIterator[bytes]) -> bytes | None:
-        """The next read of the body; None at its end (this runs once per read: no context manager)."""
-        if self._expired:
-            raise self._failures.error(TimeoutError(), deadline_passed=True)
-        reader = self._reader = asyncio.current_task() if self._timer is not None else None
-        cancelling = reader.cancelling() if reader is not None else 0
-        try:
-            return await anext(chunks, None)
-        except asyncio.CancelledError:
-            if self._expired and reader is not None and reader.uncancel() <= cancelling:
-                # the deadline's cancel (as asyncio.timeout tells it from the caller's)
-                raise self._failures.error(TimeoutError(), deadline_passed=True) from None
-            raise
-        except self._failures.caught as exc:
-            raise self._failures.error(exc) from exc
-        finally:
-            self._reader = None
+    def close(self) -> None:
+        """Stops reading (its deadline timer cancelled); the reply itself is closed by its owner."""
+        self._halt()
+
+    def _start(self) -> SSEDecoder:
+        decoder = self._decoder = SSEDecoder(max_event_bytes=self._client.settings.max_event_bytes)
+        self._read = self._response.read
+        if self._deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+        return decoder
+
+    def _halt(self) -> None:
+        """The body is read no more: its end, a failure, or the reader stopped."""
+        self._ended = True
+        self._decoder = self._read = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _expire(self) -> None:
         self._expired = True
@@ -433,6 +480,11 @@ class _Request:
             return cls(method, path, headers, None)
         content = jsoncodec.dumps(body)
         return cls(method, path, {**headers, **_JSON_HEADERS}, content)
+
+
+def _not_a_stream(content_type: str) -> bool:
+    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream."""
+    return content_type.startswith("text/html") or "json" in content_type
 
 
 def _with_query(path: str, query: Mapping[str, str] | None) -> str:

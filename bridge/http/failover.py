@@ -108,6 +108,15 @@ class Events(Protocol):
     @property
     def ended_mid_event(self) -> bool: ...
 
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting for the body's reads so far."""
+        ...
+
+    async def read(self) -> list[ServerSentEvent] | None:
+        """The events of the next read (often one, possibly none); None once the body ended."""
+        ...
+
     def batches(self) -> AsyncIterator[list[ServerSentEvent]]: ...
 
     def protocol_error(
@@ -130,13 +139,11 @@ class HeldStream:
         self,
         inner: EventStream,
         held: list[list[ServerSentEvent]],
-        rest: AsyncIterator[list[ServerSentEvent]],
         close: contextlib.AsyncExitStack,
         upstream: str,
     ) -> None:
         self._inner = inner
         self._held = held
-        self._rest = rest
         self._close = close
         self.upstream = upstream
         self.status = inner.status
@@ -148,12 +155,19 @@ class HeldStream:
     def ended_mid_event(self) -> bool:
         return self._inner.ended_mid_event
 
+    @property
+    def waited(self) -> float:
+        return self._inner.waited
+
+    async def read(self) -> list[ServerSentEvent] | None:
+        if self._held:
+            return self._held.pop(0)
+        return await self._inner.read()
+
     async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:
-        held, self._held = self._held, []
-        for batch in held:
+        while (batch := await self.read()) is not None:
             yield batch
-        async for batch in self._rest:
-            yield batch
+            del batch
 
     def protocol_error(
         self, message: str, reason: Reason, code: grpc.StatusCode = grpc.StatusCode.INTERNAL
@@ -444,11 +458,9 @@ async def _open_committed(
         events = await stack.enter_async_context(
             upstream.client.open_sse(path, body, headers=headers, deadline=deadline)
         )
-        batches = events.batches()
-        stack.push_async_callback(batches.aclose)  # type: ignore[attr-defined]
         held: list[list[ServerSentEvent]] = []
         while True:
-            batch = await anext(batches, None)
+            batch = await events.read()
             if batch is None:
                 raise events.protocol_error(
                     "stream ended before its first content",
@@ -457,7 +469,7 @@ async def _open_committed(
                 )
             held.append(batch)
             if any(commits(event) for event in batch):
-                return HeldStream(events, held, batches, stack, upstream.name)
+                return HeldStream(events, held, stack, upstream.name)
     except BaseException:
         await stack.aclose()
         raise

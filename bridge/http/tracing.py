@@ -82,6 +82,9 @@ class _TracedResponse:
     def chunks(self) -> AsyncIterator[bytes]:
         return self._response.chunks()
 
+    async def read(self) -> bytes:
+        return await self._response.read()
+
     async def aclose(self) -> None:
         try:
             await self._response.aclose()

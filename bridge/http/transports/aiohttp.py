@@ -84,15 +84,31 @@ async def arrived_first(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 class _AiohttpResponse:
     """An aiohttp reply; its body read with `arrived_first`."""
 
-    __slots__ = ("_reply", "headers", "status")
+    __slots__ = ("_failure", "_reply", "headers", "status")
 
     def __init__(self, reply: aiohttp.ClientResponse) -> None:
         self._reply = reply
         self.status = reply.status
         self.headers: Mapping[str, str] = reply.headers  # case-insensitive
+        self._failure: BaseException | None = None  # raised by the read after the bytes before it
 
     def chunks(self) -> AsyncIterator[bytes]:
         return arrived_first(self._reply.content)
+
+    async def read(self) -> bytes:
+        """`arrived_first` a read at a time."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        content = self._reply.content
+        try:
+            return await content.readany()
+        except aiohttp.ClientError as exc:
+            left = content._read_nowait(-1)  # what arrived before the failure (no public API)
+            if not left:
+                raise
+            self._failure = exc
+            return left
 
     async def aclose(self) -> None:
         # Back to the pool when the body was read to its end; otherwise aiohttp closes the connection.

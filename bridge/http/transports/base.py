@@ -62,6 +62,7 @@ __all__ = [
     "body_pieces",
     "describe_cause",
     "error_for_exception",
+    "next_piece",
     "proxy_for",
     "request_body",
     "tls_context",
@@ -103,6 +104,11 @@ class Response(Protocol):
         when the connection fails, the bytes that arrived before the failure first, then the failure."""
         ...
 
+    async def read(self) -> bytes:
+        """The next bytes of the body, as `chunks` gives them; b"" at its end. (A coroutine per read, for
+        the stream path, where a generator layer would cost per read.) Not to be mixed with `chunks`."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -131,6 +137,14 @@ class Transport(Protocol):
 # would hold the event loop, and aiohttp warns about it.
 LARGE_BODY: Final = 512 * 1024
 _PIECE: Final = 256 * 1024
+
+
+async def next_piece(pieces: AsyncIterator[bytes]) -> bytes:
+    """The next non-empty piece of a body, b"" at its end (`Response.read` over `Response.chunks`)."""
+    async for piece in pieces:
+        if piece:
+            return piece
+    return b""
 
 
 async def body_pieces(content: bytes) -> AsyncIterator[bytes]:

@@ -32,6 +32,7 @@ from bridge.http.transports.base import (
     Response,
     TransportSettings,
     error_for_exception,
+    next_piece,
     request_body,
     tls_context,
 )
@@ -101,12 +102,13 @@ def error_for(exc: BaseException, *, address: str, correlation_id: str | None = 
 
 
 class _HttpxResponse:
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_body", "_response", "headers", "status")
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
         self.status = response.status_code
         self.headers: Mapping[str, str] = response.headers
+        self._body: AsyncIterator[bytes] | None = None  # for `read`
         if _LOCATION in response.extensions:  # a redirect: its Location back where the bridge reads it
             headers = response.headers.copy()
             headers["location"] = response.extensions[_LOCATION]
@@ -116,6 +118,11 @@ class _HttpxResponse:
         # Without a content encoding the bytes need no decoder: skip httpx's decoding layer (per chunk).
         raw = self._response.headers.get("content-encoding", "identity") == "identity"
         return self._response.aiter_raw() if raw else self._response.aiter_bytes()
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            self._body = self.chunks()
+        return await next_piece(self._body)
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge import jsoncodec
 from bridge.errors import BridgeError
-from bridge.http.transports.base import OS_EXCEPTIONS, USER_AGENT, error_for_exception
+from bridge.http.transports.base import OS_EXCEPTIONS, USER_AGENT, error_for_exception, next_piece
 
 __all__ = ["Headers", "MockRequest", "MockResponse", "MockTransport"]
 
@@ -86,7 +86,7 @@ Handler = Callable[[MockRequest], MockResponse | Awaitable[MockResponse]]
 
 
 class _MockReply:
-    __slots__ = ("_open", "_response", "_transport", "headers", "status")
+    __slots__ = ("_body", "_open", "_response", "_transport", "headers", "status")
 
     def __init__(self, response: MockResponse, transport: MockTransport) -> None:
         self._response = response
@@ -94,6 +94,7 @@ class _MockReply:
         self._open = True
         self.status = response.status
         self.headers = Headers(response.headers)
+        self._body: AsyncIterator[bytes] | None = None  # for `read`
 
     async def chunks(self) -> AsyncIterator[bytes]:
         body = self._response.body
@@ -106,6 +107,11 @@ class _MockReply:
                     yield piece
         if self._response.error is not None:
             raise self._response.error
+
+    async def read(self) -> bytes:
+        if self._body is None:
+            self._body = self.chunks()
+        return await next_piece(self._body)
 
     async def aclose(self) -> None:
         if self._open:  # closing twice counts once
