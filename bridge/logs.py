@@ -197,7 +197,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
             self._armed = None
             if self._waiting:
                 waiting, self._waiting = self._waiting, []
-                lines = [line if type(line) is str else _made(line) for line in waiting]  # type: ignore[arg-type]
+                lines = [line if type(line) is str else self._made(line) for line in waiting]  # type: ignore[arg-type]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             super().flush()
 
@@ -206,10 +206,14 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
             self.flush()
         super().emit(record)
 
-
-def _made(make: Callable[[], str]) -> str:
-    """The line `make` makes; if it fails, a line that says so (the others are still written)."""
-    try:
-        return make()
-    except Exception as exc:  # a bug in a line's maker must not lose the lines around it
-        return f"(a log line could not be made: {type(exc).__name__})"
+    def _made(self, make: Callable[[], str]) -> str:
+        """The line `make` makes; if it fails, an ERROR line that says so, in the handler's format (a
+        JSON pipeline still parses it), and the lines around it are still written."""
+        try:
+            return make()
+        except Exception as exc:  # a bug in a line's maker must not lose the lines around it
+            message = f"a log line could not be made: {type(exc).__name__}"
+            formatter = self.formatter
+            if isinstance(formatter, (JsonFormatter, TextFormatter)):
+                return formatter.line(time.time(), "ERROR", __name__, message, {})
+            return f"({message})"

@@ -202,6 +202,18 @@ def test_a_line_that_cannot_be_made_is_told_and_the_others_written() -> None:
     assert out.getvalue() == "before\n(a log line could not be made: ZeroDivisionError)\nafter\n"
 
 
+def test_a_line_that_cannot_be_made_is_told_in_the_handlers_format() -> None:
+    """In JSON format the stand-in is a JSON object too: a log pipeline parses every line."""
+    out = io.StringIO()
+    handler = LineHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.write_line(lambda: str(1 / 0))
+    entry = json.loads(out.getvalue())
+    assert entry["level"] == "ERROR"
+    assert entry["logger"] == "bridge.logs"
+    assert entry["message"] == "a log line could not be made: ZeroDivisionError"
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     monkeypatch: pytest.MonkeyPatch,
