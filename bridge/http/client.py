@@ -161,7 +161,7 @@ class HttpClient:
 
     async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
-        if response.status // 100 == 2 and not _not_a_stream(response.headers.get("content-type", "")):
+        if response.status // 100 == 2 and not _not_a_stream(_media_type(response.headers)):
             return response  # the usual start: nothing to read before the body, no guard to enter
         try:
             async with self._guard(deadline, response.headers):
@@ -244,7 +244,7 @@ class HttpClient:
             ) from None
         except (ValueError, RecursionError):
             content_type = headers.get("content-type", "")
-            said = "" if "json" in content_type else f" (content-type {content_type or 'none'})"
+            said = "" if "json" in content_type.lower() else f" (content-type {content_type or 'none'})"
             raise self.protocol_error(
                 f"reply is not valid JSON{said}", Reason.UPSTREAM_INVALID_RESPONSE, headers
             ) from None
@@ -258,7 +258,7 @@ class HttpClient:
     async def _check_stream_start(self, response: Response, path: str) -> None:
         if response.status // 100 != 2:
             raise await self._reply_error(response, path)
-        content_type = response.headers.get("content-type", "")
+        content_type = _media_type(response.headers)
         if content_type.startswith("text/html"):
             # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).
             raise self.protocol_error(
@@ -482,8 +482,14 @@ class _Request:
         return cls(method, path, {**headers, **_JSON_HEADERS}, content)
 
 
+def _media_type(headers: Mapping[str, str]) -> str:
+    """The reply's content-type, lowercased (media types are case-insensitive: `Text/HTML` is a page)."""
+    return headers.get("content-type", "").strip().lower()
+
+
 def _not_a_stream(content_type: str) -> bool:
-    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream."""
+    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream
+    (`content_type` as `_media_type` gives it)."""
     return content_type.startswith("text/html") or "json" in content_type
 
 

@@ -246,8 +246,19 @@ async def test_events_before_a_dropped_connection_arrive_then_the_failure(kind: 
             "JSON document instead of an event stream",
         ),
         (MockResponse(200, {"content-type": "text/html"}, b"<html>sign in</html>"), "INTERNAL", "HTML page"),
+        # media types are case-insensitive (RFC 9110): a server's own spelling is still a page or a document
+        (
+            MockResponse(200, {"content-type": "Text/HTML; charset=UTF-8"}, b"<html>sign in</html>"),
+            "INTERNAL",
+            "HTML page",
+        ),
+        (
+            MockResponse(200, {"content-type": "Application/JSON"}, b'{"error": {"message": "quota"}}'),
+            "INTERNAL",
+            "quota",
+        ),
     ],
-    ids=["error-status", "json-answer", "html-page"],
+    ids=["error-status", "json-answer", "html-page", "html-page-uppercase", "json-error-uppercase"],
 )
 async def test_a_stream_that_does_not_begin_as_one_is_an_error(
     kind: str, reply: MockResponse, code: str, said: str
