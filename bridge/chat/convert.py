@@ -211,7 +211,7 @@ def generic_response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatComp
 
 # The reply's fast path: the chunk's top-level keys, choices of `index`, `finish_reason`, null `logprobs`
 # and a `message` of text fields, a usage of counts, prices, details and carbon (`_fill_usage`).
-_REPLY_KEYS: Final = frozenset({"id", "object", "model", "system_fingerprint", "service_tier", "created"})
+_REPLY_KEYS: Final = frozenset({*_CHUNK_STRINGS, "created"})  # the same top-level fields as a chunk
 _REPLY_CHOICE_KEYS: Final = frozenset({"index", "message", "finish_reason", "logprobs"})
 
 

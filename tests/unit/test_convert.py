@@ -1330,16 +1330,23 @@ _CHOICE = st.fixed_dictionaries(
         "other": _ODD,
     },
 )
-_TEXT_CHUNK = st.fixed_dictionaries(
-    {},
-    optional={
-        **dict.fromkeys(("id", "object", "model", "system_fingerprint", "service_tier"), _TEXT_OR_ODD),
-        "created": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _ODD),
-        "choices": st.one_of(st.lists(_CHOICE, max_size=3), _ODD),
-        "usage": st.one_of(st.none(), st.none(), _ODD),
-        "other": _ODD,
-    },
-)
+
+
+def _completion(choice: st.SearchStrategy[Any], usage: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A chunk's or a reply's top level (they share it) with `choice`s and `usage`, any key possibly odd."""
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            **dict.fromkeys(("id", "object", "model", "system_fingerprint", "service_tier"), _TEXT_OR_ODD),
+            "created": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _ODD),
+            "choices": st.one_of(st.lists(choice, max_size=3), _ODD),
+            "usage": usage,
+            "other": _ODD,
+        },
+    )
+
+
+_TEXT_CHUNK = _completion(_CHOICE, st.one_of(st.none(), st.none(), _ODD))
 
 
 @PROPERTY
@@ -1415,16 +1422,7 @@ _USAGE = st.fixed_dictionaries(
         "other": _ODD,
     },
 )
-_TEXT_REPLY = st.fixed_dictionaries(
-    {},
-    optional={
-        **dict.fromkeys(("id", "object", "model", "system_fingerprint", "service_tier"), _TEXT_OR_ODD),
-        "created": st.one_of(st.integers(min_value=-(2**64), max_value=2**64), _ODD),
-        "choices": st.one_of(st.lists(_REPLY_CHOICE, max_size=3), _ODD),
-        "usage": st.one_of(st.none(), _USAGE, _USAGE, _ODD),
-        "other": _ODD,
-    },
-)
+_TEXT_REPLY = _completion(_REPLY_CHOICE, st.one_of(st.none(), _USAGE, _USAGE, _ODD))
 
 
 @PROPERTY
