@@ -17,14 +17,12 @@ It takes plain values (the allow-list, the auth policy), never the settings.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from typing import Final
 
 from bridge.auth.callers import AllowList, certificate_of, identify
-from bridge.errors import BridgeError
 from bridge.rpc.call import HEALTH_SERVICE, PLUMBING_SERVICES, Context, RpcCall
-from bridge.rpc.interceptors import Interceptor, abort
+from bridge.rpc.interceptors import Interceptor
 from bridge.upstream.headers import AuthPolicy
 
 __all__ = ["OPEN_SERVICES", "CallerAuthorization"]
@@ -61,8 +59,8 @@ class CallerAuthorization(Interceptor):
         return (self._mtls or self._auth.guards_key) and super().applies_to(method)
 
     def call_started(self, call: RpcCall, context: Context) -> object:
-        """The plain hook (the chain's plain path, where ErrorMapping ends a refused call): identifies the
-        caller, raises the refusal."""
+        """Identifies the caller, raises the refusal (ended by ErrorMapping, or in a chain that nests
+        context managers by the hooks' scope: Interceptor.around)."""
         if self._mtls:
             call.caller = identify(certificate_of(context.auth_context()), self._allow)
         if call.service not in self._upstreamless:
@@ -70,14 +68,3 @@ class CallerAuthorization(Interceptor):
             if refusal is not None:
                 raise refusal
         return None
-
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
-        """The same in a chain that nests context managers (ErrorMapping is then inside): ends a refused
-        call itself."""
-        try:
-            self.call_started(call, context)
-        except BridgeError as error:
-            call.code, call.error = error.code, error
-            await abort(call, context, error.to_status())
-        yield

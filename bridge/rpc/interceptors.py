@@ -72,7 +72,8 @@ class Interceptor:
 
     def around(self, call: RpcCall, context: Context) -> AbstractAsyncContextManager[object]:
         """By default the plain hooks (if this interceptor has them) as a context manager: how a chain
-        that nests context managers, or a test, runs them."""
+        that nests context managers, or a test, runs them. A `BridgeError` raised by `call_started` (a
+        refusal) ends the call with its status there, since ErrorMapping is inside."""
         return _HookScope(self, call, context) if _hooks(self) else _NOTHING
 
     def call_started(self, call: RpcCall, context: Context) -> object:
@@ -123,7 +124,10 @@ class _HookScope(AbstractAsyncContextManager[None]):
         self._started: object = None
 
     async def __aenter__(self) -> None:
-        self._started = self._interceptor.call_started(self._call, self._context)
+        try:
+            self._started = self._interceptor.call_started(self._call, self._context)
+        except BridgeError as refusal:  # a hook that refuses the call (who may call, the limit): ErrorMapping
+            await _abort(self._call, self._context, refusal)  # is inside this scope, so it is ended here
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._interceptor.call_ended(self._call, self._started)

@@ -13,14 +13,13 @@ the count underflow (grpc/grpc#30424, #41531); see docs/limits.md.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 import grpc
 
 from bridge.errors import BridgeError, Reason
 from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall
-from bridge.rpc.interceptors import Interceptor, abort
+from bridge.rpc.interceptors import Interceptor
 
 __all__ = ["ConcurrencyLimit", "overloaded"]
 
@@ -44,12 +43,10 @@ class ConcurrencyLimit(Interceptor):
         self.limit = limit
         self.in_flight = 0
         self.skip_services = frozenset(exempt_services)
-        self._error = overloaded(limit)
-        self._refusal = self._error.to_status()  # the same for every refused call
 
     def call_started(self, call: RpcCall, context: Context) -> object:
-        """The plain hook (the chain's plain path, where ErrorMapping ends a refused call): takes a slot, or
-        raises the refusal, in which case `call_ended` is not run and no slot is held."""
+        """Takes a slot, or raises the refusal (ended by ErrorMapping, or in a chain that nests context
+        managers by the hooks' scope), in which case `call_ended` is not run and no slot is held."""
         if self.in_flight >= self.limit:
             raise overloaded(self.limit)  # a fresh one: a raised exception keeps its traceback
         self.in_flight += 1
@@ -57,16 +54,3 @@ class ConcurrencyLimit(Interceptor):
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self.in_flight -= 1
-
-    @contextlib.asynccontextmanager
-    async def around(self, call: RpcCall, context: Context) -> AsyncIterator[None]:
-        """The same in a chain that nests context managers (ErrorMapping is then inside): ends a refused
-        call itself."""
-        if self.in_flight >= self.limit:
-            call.code, call.error = self._error.code, self._error
-            await abort(call, context, self._refusal)
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1

@@ -106,3 +106,26 @@ async def test_hooks_see_the_call_and_its_final_code_either_way(
         assert events[: len(call)] == call
         del events[: len(call)]
     assert events == []
+
+
+@pytest.mark.parametrize("around", [False, True], ids=["plain", "nested"])
+async def test_a_hook_that_refuses_ends_the_call_with_its_status_either_way(
+    start_bridge: Any, around: bool
+) -> None:
+    """The limit refuses in `call_started`: ErrorMapping ends the call on the plain path, the hooks' scope
+    (Interceptor.around) in a chain that nests context managers; no slot is taken or given back."""
+    events: Events = []
+    outer, limit = _Hooks("outer", events), ConcurrencyLimit(1)
+    limit.in_flight = 1  # full: the next call is refused
+    interceptors: list[Interceptor] = [outer, limit]
+    if around:
+        interceptors.insert(1, _Around(events))
+    bridge = await start_bridge(interceptors=interceptors)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{bridge.port}") as channel:
+        stub = pb_grpc.ChatCompletionServiceStub(channel)
+        error, _ = await call_failing(stub, "unary", chat_request(), timeout=10)
+        await asyncio.wait_for(outer.ended.wait(), 10)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-concurrent-rpcs" in (error.details() or "")
+    assert limit.in_flight == 1
+    assert events[-1] == ("outer", "ended", "RESOURCE_EXHAUSTED")
