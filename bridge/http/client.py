@@ -301,6 +301,9 @@ class EventStream:
         # waits for a read, and a read that starts after it fired fails at once.
         self._timer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[Any] | None = None  # the task waiting for a read, while it waits
+        # The task reading the body (what the deadline cancels), found at its first read; another task
+        # that takes the reading over says so with `handed_over()` (a pool's attempt task to its caller).
+        self._task: asyncio.Task[Any] | None = None
         self._expired = False
 
     async def read(self) -> list[ServerSentEvent] | None:
@@ -320,7 +323,10 @@ class EventStream:
             self._halt()
             raise self._failures.error(TimeoutError(), deadline_passed=True)
         # The read, inline (this runs once per read of the body: no context manager, no other coroutine).
-        reader = self._reader = asyncio.current_task() if self._timer is not None else None
+        reader = self._task  # the task that reads, found once (not per read: Python code in 3.11)
+        if reader is None and self._timer is not None:
+            reader = self._task = asyncio.current_task()
+        self._reader = reader
         cancelling = reader.cancelling() if reader is not None else 0
         started = perf_counter()
         try:
@@ -367,6 +373,10 @@ class EventStream:
     ) -> errors.UpstreamProtocolError:
         """An error about this stream's content, carrying its correlation id."""
         return self._client.protocol_error(message, reason, self.headers, code=code)
+
+    def handed_over(self) -> None:
+        """The next reads are made by another task (the deadline's timer finds it at its first read)."""
+        self._task = None
 
     def close(self) -> None:
         """Stops reading (its deadline timer cancelled); the reply itself is closed by its owner."""

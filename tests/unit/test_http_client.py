@@ -14,13 +14,15 @@ import grpc
 import pytest
 
 from bridge import errors
+from bridge.http.breaker import HedgePolicy
 from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.failover import UpstreamPool
 from bridge.http.retry import RetryPolicy
 from bridge.http.transports.base import LARGE_BODY, USER_AGENT, TransportSettings
 from bridge.http.transports.mock import MockRequest, MockResponse, MockTransport
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from tests.helpers import error_info
-from tests.transports import KINDS, MOCK, REAL_KINDS, transport_for
+from tests.transports import KINDS, MOCK, MOCK_BASE_URL, REAL_KINDS, transport_for
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 CHUNK = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
@@ -345,6 +347,31 @@ async def test_a_stream_silent_for_the_read_timeout_ends_after_what_arrived(real
     assert error_info(raised.value).reason == "UPSTREAM_TIMEOUT"
     assert raised.value.message.startswith("timed out waiting for upstream data (127.0.0.1:")
     assert raised.value.correlation_id == "c-4"
+
+
+async def _read_pool_into(received: list[str], pool: UpstreamPool, deadline: float) -> None:
+    async with pool.open_sse("/chat/completions", BODY, headers={}, deadline=deadline) as stream:
+        while (batch := await stream.read()) is not None:
+            received += [event.data for event in batch]
+
+
+async def test_the_deadline_ends_a_pool_s_stream_read_by_another_task_after_its_commit() -> None:
+    # With hedging on, the stream is read up to its commit point in the attempt's own task, then by the
+    # caller's: the deadline must cancel the task that waits then (the caller's), not the finished one.
+    started = asyncio.Event()
+    reply = MockResponse(200, {"content-type": "text/event-stream"}, _forever(started))
+    client = HttpClient(
+        HttpSettings(base_url=MOCK_BASE_URL),
+        errors=OPENAI_COMPATIBLE,
+        transport=MockTransport(lambda _: reply),
+    )
+    pool = UpstreamPool([client], retry=RetryPolicy(), hedge=HedgePolicy(after=30.0))
+    received: list[str] = []
+    deadline = asyncio.get_running_loop().time() + 0.3
+    with pytest.raises(errors.UpstreamTimeoutError) as raised:
+        await _read_pool_into(received, pool, deadline)
+    assert received == [CHUNK]
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 # ------------------------------------------------------------------- the mock transport's own failures
