@@ -215,6 +215,32 @@ obj = {"id": "chatcmpl-mock-1", "object": "chat.completion.chunk", "created": 17
     ),
 )
 
+
+def _paced_steps() -> tuple[tuple, ...]:
+    """Session 31 (the paced row): the chat handler on the paced scenario's shape, one event per read, 20
+    content chunks, the finish, the usage and [DONE] (the request's validation, conversion and the stream's
+    open divided among its 22 chunks), and the per-stream part alone (a stream of the finish and [DONE])."""
+    paced = _HANDLER.replace(
+        "events = [chunk] * 63 + [finish, usage", "events = [chunk] * CHUNKS + [finish, usage"
+    )
+    return (
+        (
+            "chat stream handler, per chunk, paced shape (22 chunks, one per read)",
+            "READS = 0; CHUNKS = 20" + paced,
+            "run()",
+            22,
+        ),
+        (
+            "chat stream handler, per stream: the finish and [DONE] alone",
+            "READS = 0; CHUNKS = 0" + paced,
+            "run()",
+            1,
+        ),
+    )
+
+
+STEPS += _paced_steps()
+
 _TIMER = """
 import sys, timeit, json
 sys.path.insert(0, ".")
@@ -242,11 +268,13 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (with its .venv)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--only", help="the steps whose name contains this text")
     args = parser.parse_args()
+    steps = [step for step in STEPS if args.only is None or args.only in step[0]]
     checkouts = {"this": ROOT, "baseline": args.baseline.resolve()}
-    times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in STEPS}
+    times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in steps}
     for _ in range(args.rounds):
-        for step in STEPS:
+        for step in steps:
             for name, checkout in checkouts.items():
                 value = time_step(checkout, step)
                 if value is not None:

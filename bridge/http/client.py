@@ -11,7 +11,6 @@ reply is always closed when the caller is done, fails or is cancelled, and cance
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -140,24 +139,12 @@ class HttpClient:
             await response.aclose()
         return JsonReply(response.status, response.headers, self._document(raw, response.headers), self.host)
 
-    @contextlib.asynccontextmanager
-    async def open_sse(
+    def open_sse(
         self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
-    ) -> AsyncIterator[EventStream]:
-        """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
-        request = _Request.of("POST", path, headers, body)
-        response = await self.settings.retry.run(
-            lambda: self._start_stream(request, deadline),
-            deadline=deadline,
-            streaming=True,
-            on_attempt=self._on_attempt,
-        )
-        stream = EventStream(self, response, deadline, self._failures(response.headers))
-        try:
-            yield stream
-        finally:
-            stream.close()
-            await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
+    ) -> _OpenSSE:
+        """POST `body` to `{base_url}{path}`; `async with` it gives the event stream once a 2xx event
+        stream has begun, and closes it."""
+        return _OpenSSE(self, path, body, headers, deadline)
 
     async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
@@ -401,6 +388,53 @@ class EventStream:
         self._expired = True
         if self._reader is not None:
             self._reader.cancel()
+
+
+class _OpenSSE:
+    """HttpClient.open_sse: a plain async context manager (entered once per stream: no generator), and
+    without the retry loop when streams are not retried (the default)."""
+
+    __slots__ = ("_body", "_client", "_deadline", "_headers", "_path", "_response", "_stream")
+
+    def __init__(
+        self,
+        client: HttpClient,
+        path: str,
+        body: JSONObject,
+        headers: Mapping[str, str],
+        deadline: float | None,
+    ) -> None:
+        self._client, self._path, self._body, self._headers = client, path, body, headers
+        self._deadline = deadline
+        self._response: Response | None = None
+        self._stream: EventStream | None = None
+
+    async def __aenter__(self) -> EventStream:
+        client, deadline = self._client, self._deadline
+        request = _Request.of("POST", self._path, self._headers, self._body)
+        retry = client.settings.retry
+        if retry.streams and retry.retries:
+            response = await retry.run(
+                lambda: client._start_stream(request, deadline),
+                deadline=deadline,
+                streaming=True,
+                on_attempt=client._on_attempt,
+            )
+        else:  # one attempt: what retry.run would make of it, without its loop
+            if client._on_attempt is not None:
+                client._on_attempt(1)
+            response = await client._start_stream(request, deadline)
+        self._response = response
+        stream = self._stream = EventStream(client, response, deadline, client._failures(response.headers))
+        return stream
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self._response is not None:
+            await self._response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
 
 
 @dataclass(frozen=True, slots=True)
