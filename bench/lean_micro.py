@@ -236,6 +236,12 @@ def _paced_steps() -> tuple[tuple, ...]:
             "run()",
             1,
         ),
+        (
+            "request_to_upstream, the benchmark request (stream)",
+            "from bench import workload\nfrom bridge.chat.convert import request_to_upstream\n"
+            "request = workload.request_proto()",
+            "request_to_upstream(request, stream=True)",
+        ),
     )
 
 
