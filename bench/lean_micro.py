@@ -215,6 +215,46 @@ obj = {"id": "chatcmpl-mock-1", "object": "chat.completion.chunk", "created": 17
     ),
 )
 
+# One stream of 200 events, one per write with a loop turn between them, read through HttpClient.open_sse on
+# uvloop and the aiohttp transport (its read timeout on, the default 300 s) with a deadline (the timer
+# EventStream keeps): client and server share the process and the loop, so the figure is both; the server's
+# part is the same in both checkouts.
+_AIOHTTP_READS = """
+import asyncio
+import uvloop
+from aiohttp import web
+from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.transports.base import TransportSettings
+from bridge.upstream.errors import OPENAI_COMPATIBLE
+event = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}\\n\\n')
+async def serve(request):
+    reply = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await reply.prepare(request)
+    for _ in range(200):
+        await reply.write(event)
+        await asyncio.sleep(0)
+    await reply.write_eof()
+    return reply
+loop = uvloop.new_event_loop()  # the bridge's default loop
+async def start():
+    runner = web.ServerRunner(web.Server(serve), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return HttpClient(HttpSettings(f"http://127.0.0.1:{port}/v1", transport=TransportSettings()),
+                      errors=OPENAI_COMPATIBLE)
+client = loop.run_until_complete(start())
+async def stream():
+    deadline = loop.time() + 30
+    async with client.open_sse("/chat/completions", {"model": "m"}, headers={}, deadline=deadline) as events:
+        while await events.read() is not None:
+            pass
+def run():
+    loop.run_until_complete(stream())
+"""
+
 
 def _paced_steps() -> tuple[tuple, ...]:
     """Session 31 (the paced row): the chat handler on the paced scenario's shape, one event per read, 20
@@ -235,6 +275,12 @@ def _paced_steps() -> tuple[tuple, ...]:
             "READS = 0; CHUNKS = 0" + paced,
             "run()",
             1,
+        ),
+        (
+            "aiohttp transport + EventStream, per read (read timeout on; a loopback server in the process)",
+            _AIOHTTP_READS,
+            "run()",
+            200,
         ),
         (
             "request_to_upstream, the benchmark request (stream)",
@@ -274,9 +320,9 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (with its .venv)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--only", help="the steps whose name contains this text")
+    parser.add_argument("--only", nargs="+", help="the steps whose name contains one of these texts")
     args = parser.parse_args()
-    steps = [step for step in STEPS if args.only is None or args.only in step[0]]
+    steps = [step for step in STEPS if args.only is None or any(text in step[0] for text in args.only)]
     checkouts = {"this": ROOT, "baseline": args.baseline.resolve()}
     times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in steps}
     for _ in range(args.rounds):
