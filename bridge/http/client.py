@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -27,6 +27,7 @@ from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transports import build_transport
 from bridge.http.transports.base import Response, Transport, TransportSettings
+from bridge.http.wire import EncodedRequest, media_type, not_a_stream, read_up_to, with_query
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -42,7 +43,6 @@ JSONObject = dict[str, Any]
 # Largest JSON reply and largest SSE event accepted by default: requests and replies can carry images.
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 _ERROR_BODY_LIMIT: Final = 64 * 1024  # error documents are small; only their head is read
-_JSON_HEADERS: Final = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +123,12 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
     ) -> JsonReply:
         """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
-        request = _Request.of(method, _with_query(path, query), headers, body)
+        request = EncodedRequest.of(method, with_query(path, query), headers, body)
         return await self.settings.retry.run(
             lambda: self._request_json_once(request, deadline), deadline=deadline, on_attempt=self._on_attempt
         )
 
-    async def _request_json_once(self, request: _Request, deadline: float | None) -> JsonReply:
+    async def _request_json_once(self, request: EncodedRequest, deadline: float | None) -> JsonReply:
         response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
@@ -146,9 +146,9 @@ class HttpClient:
         stream has begun, and closes it."""
         return _OpenSSE(self, path, body, headers, deadline)
 
-    async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
+    async def _start_stream(self, request: EncodedRequest, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
-        if response.status // 100 == 2 and not _not_a_stream(_media_type(response.headers)):
+        if response.status // 100 == 2 and not not_a_stream(media_type(response.headers)):
             return response  # the usual start: nothing to read before the body, no guard to enter
         try:
             async with self._guard(deadline, response.headers):
@@ -176,7 +176,7 @@ class HttpClient:
 
     # --- internals ---
 
-    async def _send(self, request: _Request, deadline: float | None) -> Response:
+    async def _send(self, request: EncodedRequest, deadline: float | None) -> Response:
         async with self._guard(deadline, before_reply=True):
             return await self._transport.send(
                 request.method, self.base_url + request.path, request.headers, request.content
@@ -197,7 +197,7 @@ class HttpClient:
     async def _read_body(self, response: Response) -> bytes:
         """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
         limit = self.settings.max_body_bytes
-        raw = await _read_up_to(response, limit + 1)
+        raw = await read_up_to(response, limit + 1)
         if len(raw) > limit:
             raise self.protocol_error(
                 f"reply body exceeds max_body_bytes={limit}",
@@ -219,7 +219,7 @@ class HttpClient:
                 correlation_id=self._errors.correlation_id(response.headers),
             )
         # Only the head of an error reply: its status decides the code, so a huge page must not hide it.
-        raw = await _read_up_to(response, _ERROR_BODY_LIMIT)
+        raw = await read_up_to(response, _ERROR_BODY_LIMIT)
         return self._errors.from_reply(response.status, response.headers, raw, host=self.host)
 
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
@@ -245,7 +245,7 @@ class HttpClient:
     async def _check_stream_start(self, response: Response, path: str) -> None:
         if response.status // 100 != 2:
             raise await self._reply_error(response, path)
-        content_type = _media_type(response.headers)
+        content_type = media_type(response.headers)
         if content_type.startswith("text/html"):
             # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).
             raise self.protocol_error(
@@ -411,7 +411,7 @@ class _OpenSSE:
 
     async def __aenter__(self) -> EventStream:
         client, deadline = self._client, self._deadline
-        request = _Request.of("POST", self._path, self._headers, self._body)
+        request = EncodedRequest.of("POST", self._path, self._headers, self._body)
         retry = client.settings.retry
         if retry.streams and retry.retries:
             response = await retry.run(
@@ -495,47 +495,3 @@ class _Guard:
 
     def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
         return failures.error(exc, deadline_passed=self._timeout.expired(), before_reply=self._before_reply)
-
-
-async def _read_up_to(response: Response, limit: int) -> bytes:
-    """The body, or its first `limit`-or-a-little-more bytes: reading stops once `limit` is reached."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.chunks():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """One upstream request, encoded once and sent as many times as it is attempted."""
-
-    method: str
-    path: str  # with its query
-    headers: Mapping[str, str]
-    content: bytes | None
-
-    @classmethod
-    def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
-        if body is None:
-            return cls(method, path, headers, None)
-        content = jsoncodec.dumps(body)
-        return cls(method, path, {**headers, **_JSON_HEADERS}, content)
-
-
-def _media_type(headers: Mapping[str, str]) -> str:
-    """The reply's content-type, lowercased (media types are case-insensitive: `Text/HTML` is a page)."""
-    return headers.get("content-type", "").strip().lower()
-
-
-def _not_a_stream(content_type: str) -> bool:
-    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream
-    (`content_type` as `_media_type` gives it)."""
-    return content_type.startswith("text/html") or "json" in content_type
-
-
-def _with_query(path: str, query: Mapping[str, str] | None) -> str:
-    return f"{path}?{urlencode(query)}" if query else path
