@@ -308,23 +308,18 @@ def _check_grpc(proc: Proc, timeout: float = 30.0) -> None:
         raise RuntimeError(f"{proc.name} streamed {len(chunks)} chunks, expected {expected}")
 
 
-def start_targets(bench: Bench, keys: list[str]) -> None:
+def start_mock(bench: Bench) -> Proc:
+    """The mock gateway every upstream-calling target shares (process `mock`), once it serves."""
     mock_port = workload.free_port()
-    mock = bench.start(
-        "mock",
-        [
-            PY,
-            "-m",
-            "bridge.cli",
-            "mock-gateway",
-            "--listen",
-            f"127.0.0.1:{mock_port}",
-            "--log-level",
-            "WARNING",
-        ],
-        f"http://127.0.0.1:{mock_port}/v1",
-    )
+    listen = f"127.0.0.1:{mock_port}"
+    cmd = [PY, "-m", "bridge.cli", "mock-gateway", "--log-level", "WARNING", "--listen", listen]
+    mock = bench.start("mock", cmd, f"http://127.0.0.1:{mock_port}/v1")
     _wait_http(f"http://127.0.0.1:{mock_port}/healthz", mock)
+    return mock
+
+
+def start_targets(bench: Bench, keys: list[str]) -> None:
+    mock = start_mock(bench)
     for key in keys:
         if key == "mock":
             continue

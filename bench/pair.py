@@ -1,0 +1,194 @@
+"""Two bridges measured at the same time: the CPU per call of A minus B, paired window by window.
+
+    .venv/bin/python bench/pair.py --a bridge-default --b bridge          # the access line's own cost
+    .venv/bin/python bench/pair.py --a bridge --b bridge                  # A/A: must read 0 +- its spread
+    .venv/bin/python bench/pair.py --a bridge-default --b bridge-default@base --baseline DIR   # a change
+
+Why: bench/run.py measures its targets one after the other, and on this shared 2-core box the CPU per
+call of one target drifts by +-20 % between points seconds to minutes apart; the difference of two such
+points cannot show a 10 us cost. Here both bridges run side by side in front of one mock gateway
+(bench/run.py's processes and load generators), and in each window both are driven at once, each by its
+own load generator (`--concurrency` calls in flight each), so whatever the box does meanwhile hits both
+alike. Per window: each process's CPU (utime + stime from /proc) over that window, divided by the calls
+its own generator completed (every call it started, the last ones finished: nothing uncounted), and the
+difference A - B. Many short windows (the generators' start order swapped every window) give the median
+of the paired differences with a 95 % bootstrap interval of that median and the quartiles of the
+windows. An A/A pair (the same target twice) shows the method's own bias and spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import run, workload
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+    )  # fmt: skip
+    target = lambda key: run.target_of(key).key  # noqa: E731
+    parser.add_argument("--a", type=target, default="bridge-default", help="bridge target A (%(default)s)")
+    parser.add_argument("--b", type=target, default="bridge", help="bridge target B (%(default)s)")
+    parser.add_argument("--rpc", choices=["unary", "stream"], default="unary", help="per call or per chunk")
+    parser.add_argument("--concurrency", type=int, default=16, help="calls in flight per bridge (default 16)")
+    parser.add_argument("--windows", type=int, default=20, help="paired windows (default 20)")
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per window (default 3)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="both driven, not counted (default 3 s)")
+    parser.add_argument("--baseline", type=Path, metavar="DIR", help="the checkout @base targets run from")
+    parser.add_argument("--output", type=Path, help="default bench/results/<UTC time>-pair.json")
+    args = parser.parse_args(argv)
+    run.BASELINE = args.baseline
+    for key in (args.a, args.b):
+        if not key.startswith("bridge"):
+            parser.error(f"{key}: bridge targets only")
+        baseline_ok = args.baseline is not None and (args.baseline / ".venv").exists()
+        if key.endswith(run.BASELINE_SUFFIX) and not baseline_ok:
+            parser.error(f"{key} needs --baseline DIR, a checkout with its own .venv")
+    return args
+
+
+@dataclasses.dataclass
+class Side:
+    name: str  # "a" or "b": the process's name in the Bench
+    target: run.Target
+
+
+def start(bench: run.Bench, sides: list[Side]) -> None:
+    mock = run.start_mock(bench)
+    for side in sides:
+        address = f"127.0.0.1:{workload.free_port()}"
+        cmd = run.bridge_cmd(side.target, address, mock.address)
+        bench.start(side.name, cmd, address, cwd=run.checkout_of(side.target))
+    for side in sides:
+        run._check_grpc(bench.procs[side.name])
+
+
+def window(
+    bench: run.Bench, gen: run.Generators, sides: list[Side], args: argparse.Namespace, seconds: float
+) -> dict[str, Any]:
+    """Both bridges driven at once for `seconds`: per side its calls (chunks) and CPU µs per call (chunk)."""
+    cmds = {}
+    for side in sides:
+        address = bench.procs[side.name].address
+        _, cmd, fmt = run.generator_cmds(gen, side.target, address, args.rpc, args.concurrency, seconds, 0.0)
+        cmds[side.name] = (cmd, fmt)
+    procs = list(bench.procs.values())
+    cpu0 = {p.name: p.cpu_seconds() for p in procs}
+    busy0, children0, t0 = run._system_busy()[0], run._children_cpu(), time.monotonic()
+    running = {
+        name: subprocess.Popen(cmd, cwd=run.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, (cmd, _) in cmds.items()
+    }
+    outputs = {name: popen.communicate() for name, popen in running.items()}
+    wall = time.monotonic() - t0
+    cpu = {p.name: p.cpu_seconds() - cpu0[p.name] for p in procs}
+    ours = sum(cpu.values()) + run._children_cpu() - children0
+    result: dict[str, Any] = {
+        "order": list(cmds),
+        "wall_s": round(wall, 3),
+        "other_cores": round(max(0.0, (run._system_busy()[0] - busy0 - ours) / wall), 3),
+    }
+    for name, (stdout, stderr) in outputs.items():
+        if running[name].returncode != 0:
+            raise RuntimeError(f"load generator of {name} failed:\n{stderr[-3000:]}")
+        raw = json.loads(stdout)
+        parsed = run._parse_ghz(raw) if cmds[name][1] == "ghz" else raw
+        units = parsed["count"] + parsed["errors"]  # every call it made, finished
+        if args.rpc == "stream":
+            units = parsed.get("chunks") or 0
+        result[name] = {
+            "calls": parsed["count"],
+            "errors": parsed["errors"],
+            "units": units,
+            "cpu_s": round(cpu[name], 4),
+            "us_per_unit": cpu[name] / units * 1e6 if units else None,
+        }
+    return result
+
+
+def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of the paired differences A - B (µs per unit), its 95 % bootstrap interval, the quartiles."""
+    diffs = [w["a"]["us_per_unit"] - w["b"]["us_per_unit"] for w in windows]
+    rng = random.Random(22)  # a fixed seed: the same file gives the same interval
+    medians = sorted(statistics.median(rng.choices(diffs, k=len(diffs))) for _ in range(2000))
+    quartiles = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [diffs[0]] * 3
+    a = statistics.median(w["a"]["us_per_unit"] for w in windows)
+    b = statistics.median(w["b"]["us_per_unit"] for w in windows)
+    return {
+        "diff_us_median": statistics.median(diffs),
+        "diff_us_ci95": [medians[49], medians[1949]],
+        "diff_us_quartiles": [quartiles[0], quartiles[2]],
+        "diff_us_min_max": [min(diffs), max(diffs)],
+        "a_us_median": a,
+        "b_us_median": b,
+        "ratio_median": statistics.median(w["a"]["us_per_unit"] / w["b"]["us_per_unit"] for w in windows),
+        "other_cores_max": max(w["other_cores"] for w in windows),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    protoset, request_bin, stream_request_bin = run.build_inputs()
+    gen = run.Generators(run.find_ghz(), run.build_streamgen(), protoset, request_bin, stream_request_bin)
+    sides = [Side("a", run.target_of(args.a)), Side("b", run.target_of(args.b))]
+    logdir = Path(tempfile.mkdtemp(prefix="prisme-pair-"))
+    bench = run.Bench(args, logdir)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    windows = []
+    with run.running(bench):
+        start(bench, sides)
+        print(f"{args.a} (a) and {args.b} (b) up, logs in {logdir}", file=sys.stderr)
+        if args.warmup > 0:
+            window(bench, gen, sides, args, args.warmup)
+        for i in range(args.windows):
+            order = sides if i % 2 == 0 else sides[::-1]  # who starts first swapped every window
+            w = window(bench, gen, order, args, args.window)
+            windows.append(w)
+            print(
+                f"  window {i + 1:>3}: a {w['a']['us_per_unit']:8.1f}  b {w['b']['us_per_unit']:8.1f}  "
+                f"a-b {w['a']['us_per_unit'] - w['b']['us_per_unit']:+7.1f} µs  "
+                f"({w['a']['calls']}+{w['b']['calls']} calls, other {w['other_cores']:.2f} cores)",
+                file=sys.stderr,
+            )
+    result = summary(windows)
+    unit = "call" if args.rpc == "unary" else "chunk"
+    low, high = result["diff_us_ci95"]
+    print(
+        f"{args.a} - {args.b}: {result['diff_us_median']:+.1f} µs CPU per {unit} (median of {len(windows)} "
+        f"paired windows; 95 % CI of the median {low:+.1f} .. {high:+.1f}; quartiles "
+        f"{result['diff_us_quartiles'][0]:+.1f} .. {result['diff_us_quartiles'][1]:+.1f}); "
+        f"a {result['a_us_median']:.1f}, b {result['b_us_median']:.1f} µs, "
+        f"ratio {result['ratio_median']:.3f}; "
+        f"outside load up to {result['other_cores_max']:.2f} cores"
+    )
+    meta = run.metadata(argparse.Namespace(
+        quick=False, duration=args.window, warmup=args.warmup, concurrency=[args.concurrency],
+        stream_concurrency=[], paced_concurrency=[], repeat=args.windows, targets=[args.a, args.b],
+        quiet_threshold=None, quiet_wait=None, quiet_budget=None, noise_flag=None, goal_target=args.a,
+        capacity_concurrency=[], idle_streams=0, generator="auto",
+    ), gen)  # fmt: skip
+    meta.update(started=started, pair=vars(args) | {"baseline": str(args.baseline), "output": None})
+    output = args.output or run.RESULTS / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-pair.json"
+    saved = {"meta": meta, "summary": result, "windows": windows}
+    output.write_text(json.dumps(saved, indent=2, default=str) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
