@@ -9,7 +9,9 @@ call of one target drifts by +-20 % between points seconds to minutes apart; the
 points cannot show a 10 us cost. Here both bridges run side by side in front of one mock gateway
 (bench/run.py's processes and load generators), and in each window both are driven at once, each by its
 own load generator (`--concurrency` calls in flight each), so whatever the box does meanwhile hits both
-alike. Per window: each process's CPU (utime + stime from /proc) over that window, divided by the calls
+alike. Per window: each process's CPU time over that window (the scheduler's nanosecond
+accounting of its threads, /proc/PID/task/*/schedstat: utime and stime are 10 ms ticks charged to whoever
+runs when a tick lands, which on a crowded box moves CPU from one process to another), divided by the calls
 its own generator completed (every call it started, the last ones finished: nothing uncounted), and the
 difference A - B. Many short windows (the generators' start order swapped every window) give the median
 of the paired differences with a 95 % bootstrap interval of that median and the quartiles of the
@@ -88,7 +90,7 @@ def window(
         _, cmd, fmt = run.generator_cmds(gen, side.target, address, args.rpc, args.concurrency, seconds, 0.0)
         cmds[side.name] = (cmd, fmt)
     procs = list(bench.procs.values())
-    cpu0 = {p.name: p.cpu_seconds() for p in procs}
+    cpu0 = {p.name: p.run_seconds() for p in procs}
     busy0, children0, t0 = run._system_busy()[0], run._children_cpu(), time.monotonic()
     running = {
         name: subprocess.Popen(cmd, cwd=run.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -96,7 +98,7 @@ def window(
     }
     outputs = {name: popen.communicate() for name, popen in running.items()}
     wall = time.monotonic() - t0
-    cpu = {p.name: p.cpu_seconds() - cpu0[p.name] for p in procs}
+    cpu = {p.name: p.run_seconds() - cpu0[p.name] for p in procs}
     ours = sum(cpu.values()) + run._children_cpu() - children0
     result: dict[str, Any] = {
         "order": list(cmds),
