@@ -6,21 +6,26 @@
 
 Why: bench/run.py measures its targets one after the other, and on this shared 2-core box the CPU per
 call of one target drifts by +-20 % between points seconds to minutes apart; the difference of two such
-points cannot show a 10 us cost. Here both bridges run side by side in front of one mock gateway
-(bench/run.py's processes and load generators), and in each window both are driven at once, each by its
-own load generator (`--concurrency` calls in flight each), so whatever the box does meanwhile hits both
-alike. Per window: each process's CPU time over that window (the scheduler's nanosecond
-accounting of its threads, /proc/PID/task/*/schedstat: utime and stime are 10 ms ticks charged to whoever
-runs when a tick lands, which on a crowded box moves CPU from one process to another), divided by the calls
-its own generator completed (every call it started, the last ones finished: nothing uncounted), and the
-difference A - B. Many short windows (the generators' start order swapped every window) give the median
-of the paired differences with a 95 % bootstrap interval of that median and the quartiles of the
-windows. An A/A pair (the same target twice) shows the method's own bias and spread.
+points cannot show a 10 us cost. Here both bridges run side by side in front of one mock gateway (bench/
+run.py's processes), started together, and are driven in the same windows, so whatever the box does
+meanwhile hits both alike. Load (`--generator`): by default one grpc.aio client in this process whose
+workers call A then B in turn (half of them B then A), so both bridges serve exactly the same number of
+calls at the same pace in every window (with a load generator each, a bridge that got less of the CPU
+served fewer calls and paid its fixed per-second costs over fewer of them: -350..+750 us per window in an
+A/A pair); or `separate`, each bridge its own Go load generator (bench/run.py's), the start order swapped
+every window. Per window: each process's CPU time (the scheduler's nanosecond accounting of its
+threads, /proc/PID/task/*/schedstat, not utime/stime: those are 10 ms ticks charged to whoever runs when a
+tick lands) divided by the calls it served (every call started in the window, the last ones finished),
+and the difference A - B. Many short windows, over `--sets` pairs of processes started afresh, give the
+median of the paired differences, a 95 % bootstrap interval of that median and the quartiles. An A/A
+pair (the same target twice) shows the method's own bias and spread: run it before trusting an A/B.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +53,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--a", type=target, default="bridge-default", help="bridge target A (%(default)s)")
     parser.add_argument("--b", type=target, default="bridge", help="bridge target B (%(default)s)")
     parser.add_argument("--rpc", choices=["unary", "stream"], default="unary", help="per call or per chunk")
-    parser.add_argument("--concurrency", type=int, default=16, help="calls in flight per bridge (default 16)")
-    parser.add_argument("--windows", type=int, default=20, help="paired windows (default 20)")
-    parser.add_argument("--window", type=float, default=3.0, help="seconds per window (default 3)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="both driven, not counted (default 3 s)")
+    parser.add_argument(
+        "--generator",
+        choices=["lockstep", "separate"],
+        default="lockstep",
+        help="lockstep (default): one client whose workers call A then B in turn, so both serve the same "
+        "calls at the same pace; separate: each bridge its own Go/ghz load generator (bench/run.py's)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="separate: calls in flight per bridge; lockstep: workers (default 16)",
+    )
+    parser.add_argument("--windows", type=int, default=15, help="paired windows per set (default 15)")
+    parser.add_argument(
+        "--sets",
+        type=int,
+        default=2,
+        help="times both bridges are started afresh, each set measured over --windows (default 2): two "
+        "processes of the same code can differ by a few %% for their lifetime (memory layout, hash seed), "
+        "a bias that new processes spread",
+    )
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per window (default 2)")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="both driven, not counted, per set (default 3 s)"
+    )
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="the checkout @base targets run from")
     parser.add_argument("--output", type=Path, help="default bench/results/<UTC time>-pair.json")
     args = parser.parse_args(argv)
@@ -123,6 +151,77 @@ def window(
     return result
 
 
+async def lockstep_windows(
+    bench: run.Bench,
+    sides: list[Side],
+    args: argparse.Namespace,
+    report: Callable[[int, dict[str, Any]], None],
+) -> list[dict[str, Any]]:
+    """`--generator lockstep`: one grpc.aio client in this process (bench/loadgen.py's), each of its
+    `--concurrency` workers calling A then B, again and again, so both bridges serve the same calls at the
+    same pace (their counts equal, whatever the box does): half the workers start with B."""
+    import grpc
+
+    from bench import loadgen
+
+    async with contextlib.AsyncExitStack() as stack:
+        calls = {}
+        for side in sides:
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(bench.procs[side.name].address)
+            )
+            calls[side.name] = loadgen.grpc_call(channel, stream=args.rpc == "stream")
+        first, second = calls["a"], calls["b"]
+
+        async def a_then_b() -> loadgen.Sample:
+            one = await first()
+            two = await second()
+            return one[0] + two[0], 0.0, one[2] + two[2]
+
+        async def b_then_a() -> loadgen.Sample:
+            two = await second()
+            one = await first()
+            return one[0] + two[0], 0.0, one[2] + two[2]
+
+        async def drive(seconds: float) -> tuple[list[loadgen.Sample], int]:
+            half = args.concurrency // 2
+            runs = await asyncio.gather(
+                loadgen.drive(a_then_b, args.concurrency - half, seconds),
+                loadgen.drive(b_then_a, half, seconds),
+            )
+            return [s for samples, _, _ in runs for s in samples], sum(sum(e.values()) for _, e, _ in runs)
+
+        if args.warmup > 0:
+            await drive(args.warmup)
+        windows = []
+        procs = list(bench.procs.values())
+        for i in range(args.windows):
+            cpu0 = {p.name: p.run_seconds() for p in procs}
+            busy0, t0 = run._system_busy()[0], time.monotonic()
+            self0 = time.process_time()
+            samples, errors = await drive(args.window)
+            wall = time.monotonic() - t0
+            cpu = {p.name: p.run_seconds() - cpu0[p.name] for p in procs}
+            ours = sum(cpu.values()) + time.process_time() - self0
+            w: dict[str, Any] = {
+                "order": "lockstep",
+                "wall_s": round(wall, 3),
+                "other_cores": round(max(0.0, (run._system_busy()[0] - busy0 - ours) / wall), 3),
+            }
+            units = len(samples) if args.rpc == "unary" else sum(s[2] for s in samples) // 2
+            for side in sides:
+                w[side.name] = {
+                    "calls": len(samples),
+                    "errors": errors,
+                    "units": units,
+                    "cpu_s": round(cpu[side.name], 4),
+                    "us_per_unit": cpu[side.name] / units * 1e6 if units else None,
+                }
+            windows.append(w)
+            report(i, w)
+        return windows
+
+
 def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of the paired differences A - B (µs per unit), its 95 % bootstrap interval, the quartiles."""
     diffs = [w["a"]["us_per_unit"] - w["b"]["us_per_unit"] for w in windows]
@@ -143,6 +242,34 @@ def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def measure_set(
+    bench: run.Bench, gen: run.Generators, sides: list[Side], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """`--windows` paired windows on the two bridges now running."""
+    if args.generator == "lockstep":
+        import uvloop  # the client's own CPU kept low (a dependency of the bridge)
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(lockstep_windows(bench, sides, args, _report))
+    if args.warmup > 0:
+        window(bench, gen, sides, args, args.warmup)
+    windows = []
+    for i in range(args.windows):
+        order = sides if i % 2 == 0 else sides[::-1]  # who starts first swapped every window
+        windows.append(window(bench, gen, order, args, args.window))
+        _report(i, windows[-1])
+    return windows
+
+
+def _report(i: int, w: dict[str, Any]) -> None:
+    print(
+        f"  window {i + 1:>3}: a {w['a']['us_per_unit']:8.1f}  b {w['b']['us_per_unit']:8.1f}  "
+        f"a-b {w['a']['us_per_unit'] - w['b']['us_per_unit']:+7.1f} µs  "
+        f"({w['a']['calls']}+{w['b']['calls']} calls, other {w['other_cores']:.2f} cores)",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     protoset, request_bin, stream_request_bin = run.build_inputs()
@@ -152,21 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     bench = run.Bench(args, logdir)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     windows = []
-    with run.running(bench):
-        start(bench, sides)
-        print(f"{args.a} (a) and {args.b} (b) up, logs in {logdir}", file=sys.stderr)
-        if args.warmup > 0:
-            window(bench, gen, sides, args, args.warmup)
-        for i in range(args.windows):
-            order = sides if i % 2 == 0 else sides[::-1]  # who starts first swapped every window
-            w = window(bench, gen, order, args, args.window)
-            windows.append(w)
-            print(
-                f"  window {i + 1:>3}: a {w['a']['us_per_unit']:8.1f}  b {w['b']['us_per_unit']:8.1f}  "
-                f"a-b {w['a']['us_per_unit'] - w['b']['us_per_unit']:+7.1f} µs  "
-                f"({w['a']['calls']}+{w['b']['calls']} calls, other {w['other_cores']:.2f} cores)",
-                file=sys.stderr,
-            )
+    for number in range(args.sets):
+        ordered = sides if number % 2 == 0 else sides[::-1]  # which of the two starts first, swapped
+        with run.running(bench):
+            start(bench, ordered)
+            print(f"set {number + 1}: {args.a} (a) and {args.b} (b) up, logs in {logdir}", file=sys.stderr)
+            windows += measure_set(bench, gen, sides, args)
     result = summary(windows)
     unit = "call" if args.rpc == "unary" else "chunk"
     low, high = result["diff_us_ci95"]
