@@ -242,11 +242,13 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (with its .venv)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="the steps whose name holds one of these")
     args = parser.parse_args()
+    steps = [step for step in STEPS if not args.only or any(text in step[0] for text in args.only)]
     checkouts = {"this": ROOT, "baseline": args.baseline.resolve()}
-    times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in STEPS}
+    times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in steps}
     for _ in range(args.rounds):
-        for step in STEPS:
+        for step in steps:
             for name, checkout in checkouts.items():
                 value = time_step(checkout, step)
                 if value is not None:
