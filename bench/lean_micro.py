@@ -215,6 +215,33 @@ obj = {"id": "chatcmpl-mock-1", "object": "chat.completion.chunk", "created": 17
     ),
 )
 
+
+def _line_steps() -> tuple[tuple[str, str, str], ...]:
+    """Session 31's steps: the access line made and written without an event loop (a write per line,
+    to /dev/null), in the JSON format (serve's default) and the text one, for a call with every usual
+    fact (model, upstream status, overhead, correlation id, tokens)."""
+    setup = """
+import os
+from bridge.logs import setup_logging
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.call import RpcCall
+setup_logging("INFO", FORMAT, open(os.devnull, "w"))
+log = AccessLog()
+call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
+               model="echo")
+call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
+call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
+call.prompt_tokens = call.completion_tokens = 20
+"""
+    return tuple(
+        (f"access line made and written, {name} format, every usual fact", f"FORMAT = {name!r}" + setup,
+         "log._write(call)")
+        for name in ("json", "text")
+    )  # fmt: skip
+
+
+STEPS += _line_steps()
+
 _TIMER = """
 import sys, timeit, json
 sys.path.insert(0, ".")
