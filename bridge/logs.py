@@ -175,13 +175,14 @@ class JsonFormatter(_HeadLines, logging.Formatter):
         return LineHead(text, frozenset(entry) | {"time"}, level, logger, message, fields)
 
     def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        second, millis = self._seconds.text(created)  # `_time`'s, in the one f-string below
         if not fields:
-            return f'{{"time":"{self._time(created)}",{text}}}'
+            return f'{{"time":"{second}.{millis:03d}+00:00",{text}}}'
         try:
             rest = orjson.dumps(fields, default=str).decode()
         except orjson.JSONEncodeError:
             return None  # made whole by `line`
-        return f'{{"time":"{self._time(created)}",{text},{rest[1:]}'
+        return f'{{"time":"{second}.{millis:03d}+00:00",{text},{rest[1:]}'
 
     def _entry(
         self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
