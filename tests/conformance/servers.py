@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -111,9 +112,15 @@ def litellm_environment() -> dict[str, str]:
 
 
 def free_port() -> int:
-    # LiteLLM has no "port 0 and tell me"; the tiny window between close and its bind is acceptable here.
+    # LiteLLM has no "port 0 and tell me": a port free now may be taken before it binds (start_litellm).
     with socket.create_server(("127.0.0.1", 0)) as probe:
         return int(probe.getsockname()[1])
+
+
+# How a server that lost its port to another process says so (uvicorn: "[Errno 98] error while attempting
+# to bind on address ...: address already in use").
+_PORT_TAKEN: Final = re.compile(r"address already in use", re.IGNORECASE)
+PORT_ATTEMPTS: Final = 3
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -153,24 +160,34 @@ async def start_litellm(venv: Path, provider_url: str, workdir: Path) -> Server:
     """LiteLLM on a free port; returns once /health/readiness answers 200. Fails with its log otherwise."""
     config = workdir / "litellm-config.yaml"
     config.write_text(json.dumps(litellm_config(provider_url), indent=1))  # YAML is a superset of JSON
-    port = free_port()
-    argv = [
-        str(venv / "bin" / "litellm"),
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = _spawn("LiteLLM", argv, litellm_environment(), workdir / "litellm.log", workdir)
-    server.url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_ready(server, f"{server.url}/health/readiness")
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    argv = [str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port"]
+    return await start_on_free_port(
+        lambda port: _spawn(
+            "LiteLLM", [*argv, str(port)], litellm_environment(), workdir / "litellm.log", workdir
+        ),
+        "/health/readiness",
+    )
+
+
+async def start_on_free_port(spawn: Callable[[int], Server], ready_path: str) -> Server:
+    """`spawn(port)` on a free port, ready once `ready_path` answers 200; on another port if the chosen one
+    was taken by another process before the server bound it (said so in its log), up to PORT_ATTEMPTS."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        port = free_port()
+        server = spawn(port)
+        server.url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_ready(server, f"{server.url}{ready_path}")
+        except RuntimeError:
+            server.stop()
+            if attempt == PORT_ATTEMPTS or not _PORT_TAKEN.search(log_tail(server.log)):
+                raise
+            continue
+        except BaseException:
+            server.stop()
+            raise
+        return server
+    raise AssertionError("unreachable")
 
 
 async def _wait_ready(server: Server, url: str) -> None:

@@ -9,7 +9,9 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Final
 
+import httpx
 import pytest
 
 from tests.conformance import servers
@@ -70,6 +72,47 @@ async def test_a_litellm_that_does_not_start_fails_showing_its_log(tmp_path: Pat
         await servers.start_litellm(venv, "http://127.0.0.1:9", tmp_path)
     assert "LiteLLM exited with 3 before ready" in str(raised.value)
     assert "ImportError: no module named x" in str(raised.value)
+
+
+_SERVE_200: Final = (
+    "import http.server, sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        self.send_response(200); self.end_headers()\n"
+    "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+)
+
+
+async def test_a_litellm_whose_port_was_taken_starts_again_on_another(tmp_path: Path) -> None:
+    # The port is chosen free, then closed before LiteLLM binds it: another process may take it meanwhile.
+    # The first start says so (as uvicorn does) and exits; the second, on a new port, serves.
+    (tmp_path / "serve.py").write_text(_SERVE_200)
+    first = tmp_path / "first-start-done"
+    litellm = (
+        f'port=$(eval echo "\\${{$#}}"); if [ ! -e {first} ]; then touch {first}; '
+        f"echo \"[Errno 98] error while attempting to bind on address ('127.0.0.1', $port): \"; "
+        "echo 'address already in use'; "
+        f'exit 1; fi; exec {sys.executable} {tmp_path / "serve.py"} "$port"'
+    )
+    venv = _fake_venv(tmp_path / "venv", python="exit 0", litellm=litellm)
+    server = await servers.start_litellm(venv, "http://127.0.0.1:9", tmp_path)
+    try:
+        assert first.exists()
+        assert (await _get(server.url + "/health/readiness")) == 200
+    finally:
+        server.stop()
+
+
+async def test_a_litellm_that_keeps_losing_its_port_fails_showing_its_log(tmp_path: Path) -> None:
+    litellm = "echo 'address already in use'; exit 1"
+    venv = _fake_venv(tmp_path / "venv", python="exit 0", litellm=litellm)
+    with pytest.raises(RuntimeError, match="address already in use"):
+        await servers.start_litellm(venv, "http://127.0.0.1:9", tmp_path)
+
+
+async def _get(url: str) -> int:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        return (await client.get(url)).status_code
 
 
 def test_a_run_without_the_install_fails(tmp_path: Path) -> None:
