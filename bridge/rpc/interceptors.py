@@ -37,7 +37,6 @@ from bridge.errors import (
     UpstreamStreamError,
     internal_error,
 )
-from bridge.logs import LineHead
 from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
 from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, split_method
 
@@ -135,11 +134,12 @@ class _HookScope(AbstractAsyncContextManager[None]):
 
 
 class _LineFormatter(Protocol):
-    """bridge.logs' formatters: a line made as a record would be, from a head made once (LineHead)."""
+    """bridge.logs' formatters (a layer above this one): a line made as a record would be, from a head
+    made once (their `LineHead`, kept here as it is)."""
 
-    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> LineHead: ...
+    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> object: ...
 
-    def line_after(self, created: float, head: LineHead, fields: Mapping[str, object]) -> str: ...
+    def line_after(self, created: float, head: Any, fields: Mapping[str, object]) -> str: ...
 
 
 def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatter] | None:
@@ -266,7 +266,7 @@ class AccessLog(Interceptor):
         self.skip_services = frozenset(skip_services)
         # The start of the line (level, logger, message, service, method, code) per formatter, level,
         # method and code, made once: the same for every call of a method that ends with one code.
-        self._heads: dict[tuple[object, int, str, grpc.StatusCode], LineHead] = {}
+        self._heads: dict[tuple[object, int, str, grpc.StatusCode], object] = {}
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self._write(call)
@@ -298,7 +298,7 @@ class AccessLog(Interceptor):
             )
         )
 
-    def _head(self, formatter: _LineFormatter, level: int, call: RpcCall) -> LineHead:
+    def _head(self, formatter: _LineFormatter, level: int, call: RpcCall) -> object:
         """The line's head for this formatter, level, method and code, made and kept."""
         if len(self._heads) >= _MAX_HEADS:  # a bound, whatever methods and formatters come and go
             self._heads.clear()
@@ -309,7 +309,7 @@ class AccessLog(Interceptor):
 
 
 def _access_line(
-    formatter: _LineFormatter, head: LineHead, created: float, call: RpcCall, elapsed_ms: float
+    formatter: _LineFormatter, head: object, created: float, call: RpcCall, elapsed_ms: float
 ) -> str:
     """The access line of `call`, which ended at `created` after `elapsed_ms`."""
     return formatter.line_after(created, head, _tail_fields(call, elapsed_ms))
