@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="both driven, not counted, per set (default 3 s)"
     )
+    parser.add_argument(
+        "--hash-seed",
+        choices=["random", "per-set"],
+        default="random",
+        help="random (default): each bridge its own PYTHONHASHSEED; per-set: both bridges of set N run "
+        "with PYTHONHASHSEED=N (the same dict and set layouts on both sides, a new one per set)",
+    )
     parser.add_argument("--baseline", type=Path, metavar="DIR", help="the checkout @base targets run from")
     parser.add_argument("--output", type=Path, help="default bench/results/<UTC time>-pair.json")
     args = parser.parse_args(argv)
@@ -98,12 +106,13 @@ class Side:
     target: run.Target
 
 
-def start(bench: run.Bench, sides: list[Side]) -> None:
+def start(bench: run.Bench, sides: list[Side], hash_seed: int | None) -> None:
     mock = run.start_mock(bench)
+    env = None if hash_seed is None else {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
     for side in sides:
         address = f"127.0.0.1:{workload.free_port()}"
         cmd = run.bridge_cmd(side.target, address, mock.address)
-        bench.start(side.name, cmd, address, cwd=run.checkout_of(side.target))
+        bench.start(side.name, cmd, address, cwd=run.checkout_of(side.target), env=env)
     for side in sides:
         run._check_grpc(bench.procs[side.name])
 
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for number in range(args.sets):
         ordered = sides if number % 2 == 0 else sides[::-1]  # which of the two starts first, swapped
         with run.running(bench):
-            start(bench, ordered)
+            start(bench, ordered, number + 1 if args.hash_seed == "per-set" else None)
             print(f"set {number + 1}: {args.a} (a) and {args.b} (b) up, logs in {logdir}", file=sys.stderr)
             windows += measure_set(bench, gen, sides, args)
     result = summary(windows)

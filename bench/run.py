@@ -246,11 +246,20 @@ class Bench:
     procs: dict[str, Proc] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for a quiet machine
 
-    def start(self, name: str, cmd: list[str], address: str, *, tree: bool = False, cwd: Path = ROOT) -> Proc:
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        address: str,
+        *,
+        tree: bool = False,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,  # None: this process's environment
+    ) -> Proc:
         log = self.logdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         proc = Proc(name, popen, address, log, tree)
         self.procs[name] = proc
