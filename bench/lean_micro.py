@@ -293,6 +293,33 @@ def _paced_steps() -> tuple[tuple, ...]:
 
 STEPS += _paced_steps()
 
+
+def _line_steps() -> tuple[tuple[str, str, str], ...]:
+    """Session 31's steps: the access line made and written without an event loop (a write per line,
+    to /dev/null), in the JSON format (serve's default) and the text one, for a call with every usual
+    fact (model, upstream status, overhead, correlation id, tokens)."""
+    setup = """
+import os
+from bridge.logs import setup_logging
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.call import RpcCall
+setup_logging("INFO", FORMAT, open(os.devnull, "w"))
+log = AccessLog()
+call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
+               model="echo")
+call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
+call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
+call.prompt_tokens = call.completion_tokens = 20
+"""
+    return tuple(
+        (f"access line made and written, {name} format, every usual fact", f"FORMAT = {name!r}" + setup,
+         "log._write(call)")
+        for name in ("json", "text")
+    )  # fmt: skip
+
+
+STEPS += _line_steps()
+
 _TIMER = """
 import sys, timeit, json
 sys.path.insert(0, ".")
@@ -320,9 +347,9 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, required=True, help="the other checkout (with its .venv)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--only", nargs="+", help="the steps whose name contains one of these texts")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", help="the steps whose name holds one of these")
     args = parser.parse_args()
-    steps = [step for step in STEPS if args.only is None or any(text in step[0] for text in args.only)]
+    steps = [step for step in STEPS if not args.only or any(text in step[0] for text in args.only)]
     checkouts = {"this": ROOT, "baseline": args.baseline.resolve()}
     times: dict[str, dict[str, list[float]]] = {step[0]: {"this": [], "baseline": []} for step in steps}
     for _ in range(args.rounds):

@@ -195,6 +195,19 @@ class Proc:
                     total += (int(fields[13]) + int(fields[14])) / TICKS  # cutime, cstime
         return total
 
+    def run_seconds(self) -> float:
+        """Time on a CPU of the process's live threads (and, with `tree`, its children's), from the
+        scheduler's own accounting (/proc/PID/task/*/schedstat, nanoseconds): exact, where utime and stime
+        are clock ticks charged to whoever runs when the tick lands, which on a crowded box moves CPU from
+        one process to another. Threads that ended are not counted (a server's threads live on)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+
     def rss_kb(self) -> int:
         """Resident memory of the process (and, with `tree`, of its children), KiB."""
         total = 0
@@ -233,11 +246,20 @@ class Bench:
     procs: dict[str, Proc] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for a quiet machine
 
-    def start(self, name: str, cmd: list[str], address: str, *, tree: bool = False, cwd: Path = ROOT) -> Proc:
+    def start(
+        self,
+        name: str,
+        cmd: list[str],
+        address: str,
+        *,
+        tree: bool = False,
+        cwd: Path = ROOT,
+        env: dict[str, str] | None = None,  # None: this process's environment
+    ) -> Proc:
         log = self.logdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         proc = Proc(name, popen, address, log, tree)
         self.procs[name] = proc
@@ -308,23 +330,18 @@ def _check_grpc(proc: Proc, timeout: float = 30.0) -> None:
         raise RuntimeError(f"{proc.name} streamed {len(chunks)} chunks, expected {expected}")
 
 
-def start_targets(bench: Bench, keys: list[str]) -> None:
+def start_mock(bench: Bench) -> Proc:
+    """The mock gateway every upstream-calling target shares (process `mock`), once it serves."""
     mock_port = workload.free_port()
-    mock = bench.start(
-        "mock",
-        [
-            PY,
-            "-m",
-            "bridge.cli",
-            "mock-gateway",
-            "--listen",
-            f"127.0.0.1:{mock_port}",
-            "--log-level",
-            "WARNING",
-        ],
-        f"http://127.0.0.1:{mock_port}/v1",
-    )
+    listen = f"127.0.0.1:{mock_port}"
+    cmd = [PY, "-m", "bridge.cli", "mock-gateway", "--log-level", "WARNING", "--listen", listen]
+    mock = bench.start("mock", cmd, f"http://127.0.0.1:{mock_port}/v1")
     _wait_http(f"http://127.0.0.1:{mock_port}/healthz", mock)
+    return mock
+
+
+def start_targets(bench: Bench, keys: list[str]) -> None:
+    mock = start_mock(bench)
     for key in keys:
         if key == "mock":
             continue

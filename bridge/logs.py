@@ -21,13 +21,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Final, Literal, TextIO
+from typing import Final, Literal, NamedTuple, TextIO
 
 import orjson
 
 from bridge.redaction import printable, redact
 
-__all__ = ["JsonFormatter", "LineHandler", "LogFormat", "TextFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "LineHandler", "LineHead", "LogFormat", "TextFormatter", "setup_logging"]
 
 LogFormat = Literal["json", "text"]
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
@@ -60,7 +60,41 @@ class _SecondCache:
         return self._text, min(int((created - second) * 1000), 999)
 
 
-class TextFormatter(logging.Formatter):
+class LineHead(NamedTuple):
+    """The part of a line that follows its time, made once for lines that share it (the access log's
+    level, logger, message and first fields, the same for every call of one method ending with one code):
+    a formatter's `head`, given back to its `line_after` with the fields that change."""
+
+    text: str | None  # as the formatter writes it after the time (None: not made ahead, see `line_after`)
+    keys: frozenset[str]  # the keys it holds: a field naming one of them is not appended to it
+    level: str
+    logger: str
+    message: str
+    fields: Mapping[str, object]
+
+
+class _HeadLines:
+    """`line_after` for the formatters below: what `line` makes, from a head made once."""
+
+    def line(
+        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        raise NotImplementedError
+
+    def line_after(self, created: float, head: LineHead, fields: Mapping[str, object]) -> str:
+        """`line(created, head.level, head.logger, head.message, head.fields | fields)`, the head's text
+        used as it is (only the time and `fields` formatted now) when `fields` names none of its keys."""
+        if head.text is not None and head.keys.isdisjoint(fields):
+            made = self._after(created, head.text, fields)
+            if made is not None:
+                return made
+        return self.line(created, head.level, head.logger, head.message, {**head.fields, **fields})
+
+    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        raise NotImplementedError
+
+
+class TextFormatter(_HeadLines, logging.Formatter):
     """`TIME LEVEL LOGGER: message key=value ...` (strings quoted with repr, so spaces stay readable)."""
 
     def __init__(self) -> None:
@@ -77,6 +111,16 @@ class TextFormatter(logging.Formatter):
         second, millis = self._seconds.text(created)
         return _with_fields(printable(f"{second},{millis:03d} {level} {logger}: {message}"), fields)
 
+    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> LineHead:
+        """What follows the time in `line`'s text for these (bridge.redaction.printable works character by
+        character: the time needs no escape, the rest is escaped alone the same)."""
+        text = _with_fields(printable(f" {level} {logger}: {message}"), fields)
+        return LineHead(text, frozenset(fields), level, logger, message, fields)
+
+    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str:
+        second, millis = self._seconds.text(created)
+        return _with_fields(f"{second},{millis:03d}{text}", fields)
+
     def formatException(self, ei: _ExcInfo) -> str:
         # Exception texts may quote upstream bytes (a library's "invalid header value b'...'"): escaped line
         # by line, the traceback's own line breaks kept.
@@ -92,7 +136,7 @@ def _with_fields(line: str, fields: Mapping[str, object]) -> str:
     return f"{line} {pairs}"
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_HeadLines, logging.Formatter):
     """One compact JSON object per line: time (UTC, ms), level, logger, message, the record's fields, and
     `exception` (its traceback, redacted) when there is one. Encoded with orjson: the access log writes a
     line per call, on the event loop (docs/PERFORMANCE.md)."""
@@ -119,6 +163,26 @@ class JsonFormatter(logging.Formatter):
     ) -> str:
         """What `format` makes of a record with these attributes, no arguments and no exception."""
         return self._encode(self._entry(created, level, logger, message, fields))
+
+    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> LineHead:
+        """The keys after `time` in `line`'s object for these, encoded once (without the braces)."""
+        entry = self._entry(0.0, level, logger, message, fields)
+        del entry["time"]
+        try:
+            text: str | None = orjson.dumps(entry, default=str).decode()[1:-1]
+        except orjson.JSONEncodeError:  # `line` encodes the whole line with the standard library's encoder
+            text = None
+        return LineHead(text, frozenset(entry) | {"time"}, level, logger, message, fields)
+
+    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        second, millis = self._seconds.text(created)  # `_time`'s, in the one f-string below
+        if not fields:
+            return f'{{"time":"{second}.{millis:03d}+00:00",{text}}}'
+        try:
+            rest = orjson.dumps(fields, default=str).decode()
+        except orjson.JSONEncodeError:
+            return None  # made whole by `line`
+        return f'{{"time":"{second}.{millis:03d}+00:00",{text},{rest[1:]}'
 
     def _entry(
         self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, NoReturn, Protocol
+from typing import Any, Final, NoReturn, Protocol, cast
 
 import grpc
 
@@ -134,17 +134,19 @@ class _HookScope(AbstractAsyncContextManager[None]):
 
 
 class _LineFormatter(Protocol):
-    def line(
-        self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
-    ) -> str:
-        """What the formatter makes of a record with these attributes (no arguments, no exception)."""
+    """bridge.logs' formatters (a layer above this one): a line made as a record would be, from a head
+    made once (their `LineHead`, kept here as it is)."""
+
+    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> object: ...
+
+    def line_after(self, created: float, head: Any, fields: Mapping[str, object]) -> str: ...
 
 
 def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatter] | None:
     """The one handler a record of `logger` at `level` would reach, and its formatter, if writing a line
     straight to it gives what the logging machinery would: no filter on the way, and a handler with
-    `write_line` whose formatter has `line` (bridge.logs.setup_logging's). None otherwise (tests capturing
-    records, handlers of an embedding application): then the caller makes a record."""
+    `write_line` whose formatter has `head` and `line_after` (bridge.logs.setup_logging's). None otherwise
+    (tests capturing records, handlers of an embedding application): then the caller makes a record."""
     if logger.filters or logger.manager.disable >= level:
         return None
     found: logging.Handler | None = None
@@ -158,7 +160,9 @@ def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatte
             found = handler
         current = current.parent if current.propagate else None
     formatter = found.formatter if found is not None else None
-    return (found, formatter) if formatter is not None and hasattr(formatter, "line") else None
+    if formatter is None or not (hasattr(formatter, "head") and hasattr(formatter, "line_after")):
+        return None
+    return found, cast(_LineFormatter, formatter)
 
 
 # Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
@@ -260,6 +264,9 @@ class AccessLog(Interceptor):
     ) -> None:
         self._log = logger or access_log
         self.skip_services = frozenset(skip_services)
+        # The start of the line (level, logger, message, service, method, code) per formatter, level,
+        # method and code, made once: the same for every call of a method that ends with one code.
+        self._heads: dict[tuple[object, int, str, grpc.StatusCode], object] = {}
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self._write(call)
@@ -275,17 +282,11 @@ class AccessLog(Interceptor):
             # to it, as the record would have made it, without the record machinery (a line per call),
             # and made when the handler writes (after the reply is sent), from the facts as they are now.
             handler, formatter = direct
+            head = self._heads.get((formatter, level, call.method, code))
+            head = head or self._head(formatter, level, call)
             _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
             handler.write_line(
-                functools.partial(
-                    _access_line,
-                    formatter,
-                    time.time(),
-                    _LEVEL_NAMES[level],
-                    self._log.name,
-                    call,
-                    call.elapsed_ms,
-                )
+                functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
             )
             return
         fields = access_fields(call)
@@ -297,28 +298,38 @@ class AccessLog(Interceptor):
             )
         )
 
+    def _head(self, formatter: _LineFormatter, level: int, call: RpcCall) -> object:
+        """The line's head for this formatter, level, method and code, made and kept."""
+        if len(self._heads) >= _MAX_HEADS:  # a bound, whatever methods and formatters come and go
+            self._heads.clear()
+        message = f"{call.name} {call.code.name}"
+        head = formatter.head(_LEVEL_NAMES[level], self._log.name, message, _head_fields(call))
+        self._heads[(formatter, level, call.method, call.code)] = head
+        return head
+
 
 def _access_line(
-    formatter: _LineFormatter,
-    created: float,
-    level: str,
-    logger: str,
-    call: RpcCall,
-    elapsed_ms: float,
+    formatter: _LineFormatter, head: object, created: float, call: RpcCall, elapsed_ms: float
 ) -> str:
     """The access line of `call`, which ended at `created` after `elapsed_ms`."""
-    fields = access_fields(call, elapsed_ms)
-    return formatter.line(created, level, logger, f"{call.name} {fields['code']}", fields)
+    return formatter.line_after(created, head, _tail_fields(call, elapsed_ms))
 
 
 def access_fields(call: RpcCall, elapsed_ms: float | None = None) -> dict[str, object]:
     """The facts of a finished call worth a log line, those it has (None left out), in a stable order;
     `elapsed_ms`: its duration, if it ended before now."""
+    return {**_head_fields(call), **_tail_fields(call, elapsed_ms)}
+
+
+def _head_fields(call: RpcCall) -> dict[str, object]:
+    """The facts every call of one method that ends with one code shares (the access line's head)."""
+    return {"service": call.service, "method": call.name, "code": call.code.name}
+
+
+def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
+    """access_fields after the head's."""
     overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
     fields: dict[str, object] = {
-        "service": call.service,
-        "method": call.name,
-        "code": call.code.name,
         "ms": round(call.elapsed_ms if elapsed_ms is None else elapsed_ms, 1),
         "caller": call.caller.identity,  # printable ASCII and bounded where it was read (bridge.auth)
     }
@@ -378,6 +389,7 @@ _MAX_LOGGED_CAUSE_BYTES: Final = 512
 _OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
 _LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
+_MAX_HEADS: Final = 1024
 _OK: Final = grpc.StatusCode.OK
 _CANCELLED: Final = grpc.StatusCode.CANCELLED
 

@@ -107,6 +107,32 @@ def test_a_line_made_without_a_record_is_the_records_line(formatter: TextFormatt
         assert made == formatter.format(record)
 
 
+_HEAD_CASES = (
+    ({"service": "pkg.S", "method": "M", "code": "OK"}, {"ms": 1.5, "model": "gpt 4o", "caller": "a b"}),
+    ({"service": "pkg.S", "method": "M", "code": "OK"}, {}),  # nothing after the head
+    ({}, {"ms": 1.5}),  # a head of the fixed keys alone
+    ({"code": "OK"}, {"code": "forged", "ms": 1.5}),  # a field naming a key of the head
+    ({"code": "OK"}, {"level": "forged", "ms": 1.5}),  # ... or a fixed key
+    ({"code": "OK"}, {"big": 2**70, "id": "r\udce9q"}),  # what orjson refuses, after the head
+    ({"big": 2**70}, {"ms": 1.5}),  # ... in the head
+)
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+@pytest.mark.parametrize(("head_fields", "fields"), _HEAD_CASES)
+@pytest.mark.parametrize("message", ["CreateChatCompletion OK", "id r\udce9q \x1b[0m"])
+def test_a_line_after_a_head_made_once_is_the_whole_line(
+    formatter: TextFormatter | JsonFormatter,
+    head_fields: dict[str, object],
+    fields: dict[str, object],
+    message: str,
+) -> None:
+    head = formatter.head("WARNING", "bridge.access", message, head_fields)
+    for created in (1796657568.042, 1796657569.5):  # one head, lines of several seconds
+        whole = formatter.line(created, "WARNING", "bridge.access", message, {**head_fields, **fields})
+        assert formatter.line_after(created, head, fields) == whole
+
+
 def test_line_handler_keeps_lines_and_records_in_order() -> None:
     out = io.StringIO()
     handler = LineHandler(out)
@@ -224,13 +250,13 @@ def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     out = io.StringIO()
     setup_logging("INFO", "json", out)
     made: list[str] = []
-    line = JsonFormatter.line
+    line_after = JsonFormatter.line_after
 
     def counted(self: JsonFormatter, *args: object) -> str:
         made.append("line")
-        return line(self, *args)  # type: ignore[arg-type]
+        return line_after(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JsonFormatter, "line", counted)
+    monkeypatch.setattr(JsonFormatter, "line_after", counted)
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.started -= 1.0  # it lasted a second
 
@@ -245,3 +271,55 @@ def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     assert made == ["line"]
     assert (entry["message"], entry["code"], entry["model"]) == ("CreateChatCompletion OK", "OK", "echo")
     assert 1000 <= entry["ms"] < 60000
+
+
+@pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_lines_head_is_made_once_per_method_and_code(
+    log_format: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import grpc
+
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import AccessLog, access_fields
+
+    out = io.StringIO()
+    setup_logging("INFO", log_format, out)  # type: ignore[arg-type]
+    formatter = logging.getLogger().handlers[0].formatter
+    assert isinstance(formatter, TextFormatter | JsonFormatter)
+    heads: list[str] = []
+    head = type(formatter).head
+
+    def counted(self: TextFormatter | JsonFormatter, *args: object) -> object:
+        heads.append(str(args[2]))
+        return head(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(formatter), "head", counted)
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+    calls = [RpcCall(method, False, model) for model in ("echo", "gpt 4o", "echo", "echo")]
+    calls[2].code = grpc.StatusCode.UNAVAILABLE
+    calls[3].correlation_id, calls[3].prompt_tokens = "chatcmpl-9f2c.a1_b", 20
+    log = AccessLog()
+    for call in calls:
+        log.call_ended(call, None)  # no event loop: written at once
+    assert heads == ["CreateChatCompletion OK", "CreateChatCompletion UNAVAILABLE"]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4
+    if log_format == "text":
+        assert (
+            lines[2]
+            .split(" ", 2)[2]
+            .startswith(
+                "WARNING bridge.access: CreateChatCompletion UNAVAILABLE service='prisme.llmgateway.v1."
+                "ChatCompletionService' method='CreateChatCompletion' code='UNAVAILABLE' ms="
+            )
+        )
+        assert lines[3].endswith("correlation_id='chatcmpl-9f2c.a1_b' prompt_tokens=20")
+        return
+    for call, line in zip(calls, lines, strict=True):
+        entry = json.loads(line)
+        expected = {"level": entry["level"], "logger": "bridge.access", **access_fields(call)}
+        expected["message"] = f"CreateChatCompletion {call.code.name}"
+        expected["ms"] = entry["ms"]  # the duration as the call ended, not now
+        assert list(entry) == ["time", "level", "logger", "message", *access_fields(call)]
+        assert entry == {"time": entry["time"], **expected}
