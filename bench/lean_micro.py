@@ -215,6 +215,84 @@ obj = {"id": "chatcmpl-mock-1", "object": "chat.completion.chunk", "created": 17
     ),
 )
 
+# One stream of 200 events, one per write with a loop turn between them, read through HttpClient.open_sse on
+# uvloop and the aiohttp transport (its read timeout on, the default 300 s) with a deadline (the timer
+# EventStream keeps): client and server share the process and the loop, so the figure is both; the server's
+# part is the same in both checkouts.
+_AIOHTTP_READS = """
+import asyncio
+import uvloop
+from aiohttp import web
+from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.transports.base import TransportSettings
+from bridge.upstream.errors import OPENAI_COMPATIBLE
+event = (b'data: {"id":"chatcmpl-mock-1","object":"chat.completion.chunk","created":1765000000,'
+         b'"model":"echo","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}\\n\\n')
+async def serve(request):
+    reply = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await reply.prepare(request)
+    for _ in range(200):
+        await reply.write(event)
+        await asyncio.sleep(0)
+    await reply.write_eof()
+    return reply
+loop = uvloop.new_event_loop()  # the bridge's default loop
+async def start():
+    runner = web.ServerRunner(web.Server(serve), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return HttpClient(HttpSettings(f"http://127.0.0.1:{port}/v1", transport=TransportSettings()),
+                      errors=OPENAI_COMPATIBLE)
+client = loop.run_until_complete(start())
+async def stream():
+    deadline = loop.time() + 30
+    async with client.open_sse("/chat/completions", {"model": "m"}, headers={}, deadline=deadline) as events:
+        while await events.read() is not None:
+            pass
+def run():
+    loop.run_until_complete(stream())
+"""
+
+
+def _paced_steps() -> tuple[tuple, ...]:
+    """Session 31 (the paced row): the chat handler on the paced scenario's shape, one event per read, 20
+    content chunks, the finish, the usage and [DONE] (the request's validation, conversion and the stream's
+    open divided among its 22 chunks), and the per-stream part alone (a stream of the finish and [DONE])."""
+    paced = _HANDLER.replace(
+        "events = [chunk] * 63 + [finish, usage", "events = [chunk] * CHUNKS + [finish, usage"
+    )
+    return (
+        (
+            "chat stream handler, per chunk, paced shape (22 chunks, one per read)",
+            "READS = 0; CHUNKS = 20" + paced,
+            "run()",
+            22,
+        ),
+        (
+            "chat stream handler, per stream: the finish and [DONE] alone",
+            "READS = 0; CHUNKS = 0" + paced,
+            "run()",
+            1,
+        ),
+        (
+            "aiohttp transport + EventStream, per read (read timeout on; a loopback server in the process)",
+            _AIOHTTP_READS,
+            "run()",
+            200,
+        ),
+        (
+            "request_to_upstream, the benchmark request (stream)",
+            "from bench import workload\nfrom bridge.chat.convert import request_to_upstream\n"
+            "request = workload.request_proto()",
+            "request_to_upstream(request, stream=True)",
+        ),
+    )
+
+
+STEPS += _paced_steps()
+
 
 def _line_steps() -> tuple[tuple[str, str, str], ...]:
     """Session 31's steps: the access line made and written without an event loop (a write per line,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeVar
 
 from bridge.errors import Reason
@@ -89,35 +90,15 @@ class UpstreamCaller:
         await send_reply_metadata(context, self.headers, reply.headers)
         return reply
 
-    @contextlib.asynccontextmanager
-    async def stream(
+    def stream(
         self, context: Context, path: str, body: JSONObject, *, commits: Commits | None = None
-    ) -> AsyncIterator[Events]:
+    ) -> _UpstreamStream:
         """POST `body` to `{upstream}{path}` for an event stream, on behalf of the call `context` serves;
-        yields it once it has begun, its headers sent back. The upstream's duration is the whole read.
-        With several upstreams, the stream is yielded once it reached its commit point (`commits`: its
-        first event that may reach the caller; bridge.http.failover), the events before it held back."""
-        served = this_call()
-        headers = self._request_headers(context, served)
-        deadline = deadline_of(context)
-        with served.upstream_request(waiting=False):
-            started = time.perf_counter()
-            opened: contextlib.AbstractAsyncContextManager[Events]
-            if isinstance(self.upstream, UpstreamPool):
-                opened = self.upstream.open_sse(
-                    path, body, headers=headers, deadline=deadline, commits=commits
-                )
-            else:  # one upstream: nowhere to move, nothing held back
-                opened = self.upstream.open_sse(path, body, headers=headers, deadline=deadline)
-            async with opened as events:
-                served.waited_on_upstream(time.perf_counter() - started)  # its head (its commit point)
-                before = events.waited  # read up to the commit point: in the head's time
-                try:
-                    served.upstream_replied(events.status, events.correlation_id)
-                    await send_reply_metadata(context, self.headers, events.headers)
-                    yield events
-                finally:  # the reads' waits, told once (the bridge's overhead is the rest)
-                    served.waited_on_upstream(events.waited - before)
+        `async with` it gives the stream once it has begun, its headers sent back. The upstream's duration is
+        the whole read. With several upstreams, the stream is given once it reached its commit point
+        (`commits`: its first event that may reach the caller; bridge.http.failover), the events before it
+        held back."""
+        return _UpstreamStream(self, context, path, body, commits)
 
     def _request_headers(self, context: Context, served: RpcCall) -> dict[str, str]:
         """The upstream request's headers: the caller's metadata and who the caller is (the key's use)."""
@@ -135,6 +116,82 @@ class UpstreamCaller:
             raise self.upstream.protocol_error(
                 str(exc), Reason.UPSTREAM_INVALID_RESPONSE, reply.headers, host=reply.host
             ) from None
+
+
+class _UpstreamStream:
+    """UpstreamCaller.stream: a plain async context manager (entered once per stream: no generator)."""
+
+    __slots__ = (
+        "_before",
+        "_body",
+        "_caller",
+        "_commits",
+        "_context",
+        "_events",
+        "_opened",
+        "_path",
+        "_served",
+        "_started",
+    )
+
+    def __init__(
+        self, caller: UpstreamCaller, context: Context, path: str, body: JSONObject, commits: Commits | None
+    ) -> None:
+        self._caller, self._context, self._path, self._body, self._commits = (
+            caller,
+            context,
+            path,
+            body,
+            commits,
+        )
+        self._opened: contextlib.AbstractAsyncContextManager[Events] | None = None
+        self._events: Events | None = None
+        self._before = 0.0
+        self._started = 0.0
+
+    async def __aenter__(self) -> Events:
+        caller, context = self._caller, self._context
+        served = self._served = this_call()
+        headers = caller._request_headers(context, served)
+        deadline = deadline_of(context)
+        self._started = started = time.perf_counter()  # the upstream request's time (served.upstream_seconds)
+        upstream = caller.upstream
+        opened: contextlib.AbstractAsyncContextManager[Events]
+        if isinstance(upstream, UpstreamPool):
+            opened = upstream.open_sse(
+                self._path, self._body, headers=headers, deadline=deadline, commits=self._commits
+            )
+        else:  # one upstream: nowhere to move, nothing held back
+            opened = upstream.open_sse(self._path, self._body, headers=headers, deadline=deadline)
+        try:
+            events = await opened.__aenter__()
+        except BaseException:
+            served.upstream_seconds = time.perf_counter() - started
+            raise
+        self._opened, self._events = opened, events
+        try:
+            served.waited_on_upstream(time.perf_counter() - started)  # its head (its commit point)
+            self._before = events.waited  # read up to the commit point: in the head's time
+            served.upstream_replied(events.status, events.correlation_id)
+            await send_reply_metadata(context, caller.headers, events.headers)
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return events
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        served, events, opened = self._served, self._events, self._opened
+        assert events is not None  # entered
+        assert opened is not None
+        try:
+            served.waited_on_upstream(events.waited - self._before)  # the reads' waits, told once
+        finally:
+            try:
+                await opened.__aexit__(exc_type, exc, tb)
+            finally:
+                served.upstream_seconds = time.perf_counter() - self._started
 
 
 def _report_usage(call: RpcCall, document: JSONObject) -> None:

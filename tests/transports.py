@@ -18,6 +18,7 @@ from bridge.http.transports.mock import Handler, Headers, MockRequest, MockRespo
 
 MOCK: Final = "mock"
 KINDS: Final = (MOCK, *TRANSPORT_NAMES)  # every transport a client test runs on
+REAL_KINDS: Final = TRANSPORT_NAMES  # those with a network under them (timeouts, sockets)
 MOCK_BASE_URL: Final = "http://gw.test/v1"
 
 

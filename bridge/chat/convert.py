@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
@@ -32,6 +32,7 @@ from bridge.jsonproto import JSON, JsonMapping, proto_text, struct_to_json, upda
 
 __all__ = [
     "chunk_from_upstream",
+    "generic_request_to_upstream",
     "message_to_json",
     "request_to_upstream",
     "response_from_upstream",
@@ -45,9 +46,71 @@ __all__ = [
 
 def request_to_upstream(request: pb.CreateChatCompletionRequest, *, stream: bool) -> dict[str, JSON]:
     """The upstream JSON body for `request`; `stream` is decided by the RPC. Assumes a validated request."""
+    body = _plain_request(request)
+    if body is None:
+        body = _MAPPING.request_body(request)
+    body["stream"] = stream
+    return body
+
+
+def generic_request_to_upstream(request: pb.CreateChatCompletionRequest, *, stream: bool) -> dict[str, JSON]:
+    """`request_to_upstream` by the generic walk alone (what the fast path must equal)."""
     body = _MAPPING.request_body(request)
     body["stream"] = stream
     return body
+
+
+def _plain_fields(descriptor: Descriptor) -> frozenset[str]:
+    """The fields the generic walk sends as they are: singular, neither messages nor floating point (those
+    go through a conversion or a rewrite)."""
+    skipped = (FieldDescriptor.CPPTYPE_MESSAGE, FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE)
+    return frozenset(f.name for f in descriptor.fields if not f.is_repeated and f.cpp_type not in skipped)
+
+
+# The request's fast path: the plain top-level fields (model, counts, flags, strings) and messages of plain
+# fields with their content as text (`content_text`, or a string `content` Value); anything else (floats,
+# tools, content parts, extra, extra_body, ...) takes the generic walk.
+_REQUEST_PLAIN: Final = _plain_fields(pb.CreateChatCompletionRequest.DESCRIPTOR)
+_MESSAGE_PLAIN: Final = _plain_fields(pb.ChatMessage.DESCRIPTOR) - {"content_text"}
+
+
+def _plain_request(request: pb.CreateChatCompletionRequest) -> dict[str, JSON] | None:
+    """The upstream body of a request of plain fields and plain messages, the generic walk's, built
+    directly; None for any other (the generic walk's)."""
+    body: dict[str, JSON] = {}
+    for field, value in request.ListFields():
+        name = field.name
+        if name == "messages":
+            messages: list[JSON] = []
+            for message in value:
+                out = _plain_message(message)
+                if out is None:
+                    return None
+                messages.append(out)
+            body[name] = messages
+        elif name in _REQUEST_PLAIN:
+            body[name] = value
+        else:
+            return None
+    return body
+
+
+def _plain_message(message: pb.ChatMessage) -> dict[str, JSON] | None:
+    out: dict[str, JSON] = {}
+    content: JSON = None
+    has_content = False
+    for field, value in message.ListFields():
+        name = field.name
+        if name in _MESSAGE_PLAIN:
+            out[name] = value
+        elif name == "content_text" or (name == "content" and value.WhichOneof("kind") == "string_value"):
+            content = value if name == "content_text" else value.string_value
+            has_content = True
+        else:
+            return None
+    if has_content:
+        out["content"] = content  # last, where the generic walk's rewrite puts a typed content too
+    return out
 
 
 def message_to_json(message: Message) -> JSON:

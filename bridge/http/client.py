@@ -11,13 +11,12 @@ reply is always closed when the caller is done, fails or is cancelled, and cance
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter
 from types import TracebackType
 from typing import Any, Final, Protocol
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import grpc
 
@@ -28,6 +27,7 @@ from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
 from bridge.http.transports import build_transport
 from bridge.http.transports.base import Response, Transport, TransportSettings
+from bridge.http.wire import EncodedRequest, media_type, not_a_stream, read_up_to, with_query
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -43,7 +43,6 @@ JSONObject = dict[str, Any]
 # Largest JSON reply and largest SSE event accepted by default: requests and replies can carry images.
 DEFAULT_MAX_BYTES: Final = 16 * 1024 * 1024
 _ERROR_BODY_LIMIT: Final = 64 * 1024  # error documents are small; only their head is read
-_JSON_HEADERS: Final = {"content-type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +123,12 @@ class HttpClient:
         query: Mapping[str, str] | None = None,
     ) -> JsonReply:
         """`method` `{base_url}{path}?{query}` with a JSON `body`; the reply's JSON object."""
-        request = _Request.of(method, _with_query(path, query), headers, body)
+        request = EncodedRequest.of(method, with_query(path, query), headers, body)
         return await self.settings.retry.run(
             lambda: self._request_json_once(request, deadline), deadline=deadline, on_attempt=self._on_attempt
         )
 
-    async def _request_json_once(self, request: _Request, deadline: float | None) -> JsonReply:
+    async def _request_json_once(self, request: EncodedRequest, deadline: float | None) -> JsonReply:
         response = await self._send(request, deadline)
         try:
             async with self._guard(deadline, response.headers):
@@ -140,28 +139,16 @@ class HttpClient:
             await response.aclose()
         return JsonReply(response.status, response.headers, self._document(raw, response.headers), self.host)
 
-    @contextlib.asynccontextmanager
-    async def open_sse(
+    def open_sse(
         self, path: str, body: JSONObject, *, headers: Mapping[str, str], deadline: float | None
-    ) -> AsyncIterator[EventStream]:
-        """POST `body` to `{base_url}{path}`; yields the event stream once a 2xx event stream has begun."""
-        request = _Request.of("POST", path, headers, body)
-        response = await self.settings.retry.run(
-            lambda: self._start_stream(request, deadline),
-            deadline=deadline,
-            streaming=True,
-            on_attempt=self._on_attempt,
-        )
-        stream = EventStream(self, response, deadline, self._failures(response.headers))
-        try:
-            yield stream
-        finally:
-            stream.close()
-            await response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
+    ) -> _OpenSSE:
+        """POST `body` to `{base_url}{path}`; `async with` it gives the event stream once a 2xx event
+        stream has begun, and closes it."""
+        return _OpenSSE(self, path, body, headers, deadline)
 
-    async def _start_stream(self, request: _Request, deadline: float | None) -> Response:
+    async def _start_stream(self, request: EncodedRequest, deadline: float | None) -> Response:
         response = await self._send(request, deadline)
-        if response.status // 100 == 2 and not _not_a_stream(_media_type(response.headers)):
+        if response.status // 100 == 2 and not not_a_stream(media_type(response.headers)):
             return response  # the usual start: nothing to read before the body, no guard to enter
         try:
             async with self._guard(deadline, response.headers):
@@ -189,7 +176,7 @@ class HttpClient:
 
     # --- internals ---
 
-    async def _send(self, request: _Request, deadline: float | None) -> Response:
+    async def _send(self, request: EncodedRequest, deadline: float | None) -> Response:
         async with self._guard(deadline, before_reply=True):
             return await self._transport.send(
                 request.method, self.base_url + request.path, request.headers, request.content
@@ -210,7 +197,7 @@ class HttpClient:
     async def _read_body(self, response: Response) -> bytes:
         """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
         limit = self.settings.max_body_bytes
-        raw = await _read_up_to(response, limit + 1)
+        raw = await read_up_to(response, limit + 1)
         if len(raw) > limit:
             raise self.protocol_error(
                 f"reply body exceeds max_body_bytes={limit}",
@@ -232,7 +219,7 @@ class HttpClient:
                 correlation_id=self._errors.correlation_id(response.headers),
             )
         # Only the head of an error reply: its status decides the code, so a huge page must not hide it.
-        raw = await _read_up_to(response, _ERROR_BODY_LIMIT)
+        raw = await read_up_to(response, _ERROR_BODY_LIMIT)
         return self._errors.from_reply(response.status, response.headers, raw, host=self.host)
 
     def _document(self, raw: bytes, headers: Mapping[str, str]) -> JSONObject:
@@ -258,7 +245,7 @@ class HttpClient:
     async def _check_stream_start(self, response: Response, path: str) -> None:
         if response.status // 100 != 2:
             raise await self._reply_error(response, path)
-        content_type = _media_type(response.headers)
+        content_type = media_type(response.headers)
         if content_type.startswith("text/html"):
             # A sign-in page or a proxy's page: never an event stream (read as one, it would seem empty).
             raise self.protocol_error(
@@ -301,6 +288,9 @@ class EventStream:
         # waits for a read, and a read that starts after it fired fails at once.
         self._timer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[Any] | None = None  # the task waiting for a read, while it waits
+        # The task reading the body (what the deadline cancels), found at its first read; another task
+        # that takes the reading over says so with `handed_over()` (a pool's attempt task to its caller).
+        self._task: asyncio.Task[Any] | None = None
         self._expired = False
 
     async def read(self) -> list[ServerSentEvent] | None:
@@ -320,7 +310,10 @@ class EventStream:
             self._halt()
             raise self._failures.error(TimeoutError(), deadline_passed=True)
         # The read, inline (this runs once per read of the body: no context manager, no other coroutine).
-        reader = self._reader = asyncio.current_task() if self._timer is not None else None
+        reader = self._task  # the task that reads, found once (not per read: Python code in 3.11)
+        if reader is None and self._timer is not None:
+            reader = self._task = asyncio.current_task()
+        self._reader = reader
         cancelling = reader.cancelling() if reader is not None else 0
         started = perf_counter()
         try:
@@ -368,6 +361,10 @@ class EventStream:
         """An error about this stream's content, carrying its correlation id."""
         return self._client.protocol_error(message, reason, self.headers, code=code)
 
+    def handed_over(self) -> None:
+        """The next reads are made by another task (the deadline's timer finds it at its first read)."""
+        self._task = None
+
     def close(self) -> None:
         """Stops reading (its deadline timer cancelled); the reply itself is closed by its owner."""
         self._halt()
@@ -391,6 +388,53 @@ class EventStream:
         self._expired = True
         if self._reader is not None:
             self._reader.cancel()
+
+
+class _OpenSSE:
+    """HttpClient.open_sse: a plain async context manager (entered once per stream: no generator), and
+    without the retry loop when streams are not retried (the default)."""
+
+    __slots__ = ("_body", "_client", "_deadline", "_headers", "_path", "_response", "_stream")
+
+    def __init__(
+        self,
+        client: HttpClient,
+        path: str,
+        body: JSONObject,
+        headers: Mapping[str, str],
+        deadline: float | None,
+    ) -> None:
+        self._client, self._path, self._body, self._headers = client, path, body, headers
+        self._deadline = deadline
+        self._response: Response | None = None
+        self._stream: EventStream | None = None
+
+    async def __aenter__(self) -> EventStream:
+        client, deadline = self._client, self._deadline
+        request = EncodedRequest.of("POST", self._path, self._headers, self._body)
+        retry = client.settings.retry
+        if retry.streams and retry.retries:
+            response = await retry.run(
+                lambda: client._start_stream(request, deadline),
+                deadline=deadline,
+                streaming=True,
+                on_attempt=client._on_attempt,
+            )
+        else:  # one attempt: what retry.run would make of it, without its loop
+            if client._on_attempt is not None:
+                client._on_attempt(1)
+            response = await client._start_stream(request, deadline)
+        self._response = response
+        stream = self._stream = EventStream(client, response, deadline, client._failures(response.headers))
+        return stream
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        if self._response is not None:
+            await self._response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,47 +495,3 @@ class _Guard:
 
     def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
         return failures.error(exc, deadline_passed=self._timeout.expired(), before_reply=self._before_reply)
-
-
-async def _read_up_to(response: Response, limit: int) -> bytes:
-    """The body, or its first `limit`-or-a-little-more bytes: reading stops once `limit` is reached."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.chunks():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """One upstream request, encoded once and sent as many times as it is attempted."""
-
-    method: str
-    path: str  # with its query
-    headers: Mapping[str, str]
-    content: bytes | None
-
-    @classmethod
-    def of(cls, method: str, path: str, headers: Mapping[str, str], body: JSONObject | None) -> _Request:
-        if body is None:
-            return cls(method, path, headers, None)
-        content = jsoncodec.dumps(body)
-        return cls(method, path, {**headers, **_JSON_HEADERS}, content)
-
-
-def _media_type(headers: Mapping[str, str]) -> str:
-    """The reply's content-type, lowercased (media types are case-insensitive: `Text/HTML` is a page)."""
-    return headers.get("content-type", "").strip().lower()
-
-
-def _not_a_stream(content_type: str) -> bool:
-    """Whether a 2xx reply to a stream request is a page or a JSON document instead of an event stream
-    (`content_type` as `_media_type` gives it)."""
-    return content_type.startswith("text/html") or "json" in content_type
-
-
-def _with_query(path: str, query: Mapping[str, str] | None) -> str:
-    return f"{path}?{urlencode(query)}" if query else path

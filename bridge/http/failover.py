@@ -145,6 +145,7 @@ class HeldStream:
         self._inner = inner
         self._held = held
         self._close = close
+        self._handed_over = False
         self.upstream = upstream
         self.status = inner.status
         self.headers = inner.headers
@@ -162,6 +163,9 @@ class HeldStream:
     async def read(self) -> list[ServerSentEvent] | None:
         if self._held:
             return self._held.pop(0)
+        if not self._handed_over:  # read up to the commit point in the attempt's task, now in the caller's
+            self._handed_over = True
+            self._inner.handed_over()
         return await self._inner.read()
 
     async def batches(self) -> AsyncIterator[list[ServerSentEvent]]:

@@ -32,10 +32,12 @@ from hypothesis import strategies as st
 
 from bridge.chat import convert as convert_module
 from bridge.chat.convert import (
+    _plain_request,
     _text_chunk,
     _text_response,
     chunk_from_upstream,
     generic_chunk_from_upstream,
+    generic_request_to_upstream,
     generic_response_from_upstream,
     message_to_json,
     request_to_upstream,
@@ -1437,3 +1439,75 @@ def test_property_response_fast_path_equals_the_generic_walk_on_text_replies(obj
 @given(obj=_wild_object(pb.CreateChatCompletionResponse.DESCRIPTOR))
 def test_property_response_fast_path_equals_the_generic_walk_on_wild_replies(obj: dict[str, Any]) -> None:
     _same_message(response_from_upstream(obj), generic_response_from_upstream(obj))
+
+
+# --- the request's fast path ------------------------------------------------------------------------------
+
+
+def _same_body(request: pb.CreateChatCompletionRequest) -> None:
+    for stream in (False, True):
+        fast = request_to_upstream(request, stream=stream)
+        generic = generic_request_to_upstream(request, stream=stream)
+        assert _typed(fast) == _typed(generic)  # the same values of the same JSON types
+        assert list(fast) == list(generic)  # and the same key order: the same bytes sent
+
+
+@pytest.mark.parametrize("vector", _vectors("request"))
+def test_request_fast_path_equals_the_generic_walk_on_the_goldens(vector: dict[str, Any]) -> None:
+    _same_body(_parse_request(vector["request"]))
+
+
+def test_the_fast_path_takes_plain_text_requests() -> None:
+    """The requests of nearly every call (a model, text messages, plain settings) never take the generic
+    walk (a regression there would only show in the benchmark)."""
+    text = pb.ChatMessage(role="system", content_text="be brief", name="n")
+    value = pb.ChatMessage(role="user", content=struct_pb2.Value(string_value="hi"))
+    plain = pb.CreateChatCompletionRequest(model="m", messages=[text, value], max_tokens=5, user="u")
+    benchmark = pb.CreateChatCompletionRequest(model="echo", messages=[value])  # bench.workload's
+    for request in (benchmark, plain):
+        assert _plain_request(request) is not None
+        _same_body(request)
+
+
+_CONTENT = st.one_of(
+    st.builds(lambda t: {"content_text": t}, st.text()),
+    st.builds(lambda t: {"content": struct_pb2.Value(string_value=t)}, st.text()),
+    st.builds(lambda x: {"content": struct_pb2.Value(number_value=x)}, st.floats(allow_nan=False)),
+    st.just({"content": struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)}),
+    st.builds(lambda t: {"content_parts": [pb.ContentPart(type="text", text=t)]}, st.text(max_size=3)),
+    st.just({}),
+)
+_MESSAGE = st.builds(
+    lambda role, name, content, extra: pb.ChatMessage(
+        role=role, name=name, **content, **({"extra": extra} if extra else {})
+    ),
+    st.sampled_from(["user", "assistant", "system", "tool", ""]),
+    st.text(max_size=3),
+    _CONTENT,
+    st.one_of(st.none(), st.none(), st.builds(lambda k: _struct({k: 1}), st.text(max_size=2))),
+)
+
+
+def _struct(obj: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(obj)
+    return struct
+
+
+_REQUEST_KWARGS = st.fixed_dictionaries(
+    {"model": st.text(max_size=5), "messages": st.lists(_MESSAGE, max_size=3)},
+    optional={
+        "max_tokens": st.integers(min_value=0, max_value=2**31 - 1),
+        "user": st.text(max_size=3),
+        "seed": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        "temperature": st.floats(min_value=0, max_value=2),
+        "stop": st.lists(st.text(max_size=2), max_size=2),
+        "extra_body": st.builds(lambda k: _struct({k: True}), st.text(max_size=2)),
+    },
+)
+
+
+@PROPERTY
+@given(kwargs=_REQUEST_KWARGS)
+def test_property_request_fast_path_equals_the_generic_walk(kwargs: dict[str, Any]) -> None:
+    _same_body(pb.CreateChatCompletionRequest(**kwargs))

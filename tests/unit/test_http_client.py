@@ -14,13 +14,15 @@ import grpc
 import pytest
 
 from bridge import errors
+from bridge.http.breaker import HedgePolicy
 from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.failover import UpstreamPool
 from bridge.http.retry import RetryPolicy
-from bridge.http.transports.base import LARGE_BODY, USER_AGENT
+from bridge.http.transports.base import LARGE_BODY, USER_AGENT, TransportSettings
 from bridge.http.transports.mock import MockRequest, MockResponse, MockTransport
 from bridge.upstream.errors import OPENAI_COMPATIBLE
 from tests.helpers import error_info
-from tests.transports import KINDS, MOCK, transport_for
+from tests.transports import KINDS, MOCK, MOCK_BASE_URL, REAL_KINDS, transport_for
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 CHUNK = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
@@ -288,6 +290,88 @@ async def test_a_silent_stream_ends_at_the_deadline_after_what_arrived(kind: str
     assert received == [CHUNK]
     assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert raised.value.correlation_id == "c-3"
+
+
+# The read timeout (`--upstream-read-timeout`: the upstream's silence while a read waits) on the real
+# transports' stream path; aiohttp's is the transport's lazy timer there (bridge.http.transports.aiohttp).
+READ_TIMEOUT = 0.3
+
+
+async def _stream_events(kind: str, body: AsyncIterator[bytes], pause: float = 0.0) -> list[str]:
+    """The events of a stream answered with `body` under READ_TIMEOUT, no deadline; the reader stops
+    reading for `pause` seconds after the first read."""
+    reply = MockResponse(200, {"content-type": "text/event-stream", "x-correlation-id": "c-4"}, body)
+    received: list[str] = []
+    async with transport_for(kind, lambda _: reply, TransportSettings(read_timeout=READ_TIMEOUT)) as (
+        transport,
+        base_url,
+    ):
+        client = HttpClient(HttpSettings(base_url=base_url), errors=OPENAI_COMPATIBLE, transport=transport)
+        async with client.open_sse("/chat/completions", BODY, headers={}, deadline=None) as stream:
+            while (batch := await stream.read()) is not None:
+                received += [event.data for event in batch]
+                if pause and len(received) == 1:
+                    await asyncio.sleep(pause)
+    return received
+
+
+async def _paced(count: int, gap: float, *, then_silent: bool = False) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield f"data: {CHUNK}\n\n".encode()
+        await asyncio.sleep(gap)
+    if then_silent:
+        await asyncio.Event().wait()
+    yield b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("real", REAL_KINDS)
+async def test_a_stream_longer_than_the_read_timeout_with_short_gaps_is_read_whole(real: str) -> None:
+    # 12 events 0.05 s apart: the whole body takes twice the read timeout, no gap comes near it.
+    received = await _stream_events(real, _paced(12, READ_TIMEOUT / 6))
+    assert received == [CHUNK] * 12 + ["[DONE]"]
+
+
+@pytest.mark.parametrize("real", REAL_KINDS)
+async def test_a_reader_busy_elsewhere_is_not_the_upstream_s_silence(real: str) -> None:
+    # The reader stops reading for three read timeouts while the upstream goes on sending (its bytes wait
+    # in the buffer): the upstream was never silent, the stream is read whole.
+    received = await _stream_events(real, _paced(12, READ_TIMEOUT / 6), pause=3 * READ_TIMEOUT)
+    assert received == [CHUNK] * 12 + ["[DONE]"]
+
+
+@pytest.mark.parametrize("real", REAL_KINDS)
+async def test_a_stream_silent_for_the_read_timeout_ends_after_what_arrived(real: str) -> None:
+    with pytest.raises(errors.UpstreamTimeoutError) as raised:
+        await _stream_events(real, _paced(2, 0.0, then_silent=True))
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error_info(raised.value).reason == "UPSTREAM_TIMEOUT"
+    assert raised.value.message.startswith("timed out waiting for upstream data (127.0.0.1:")
+    assert raised.value.correlation_id == "c-4"
+
+
+async def _read_pool_into(received: list[str], pool: UpstreamPool, deadline: float) -> None:
+    async with pool.open_sse("/chat/completions", BODY, headers={}, deadline=deadline) as stream:
+        while (batch := await stream.read()) is not None:
+            received += [event.data for event in batch]
+
+
+async def test_the_deadline_ends_a_pool_s_stream_read_by_another_task_after_its_commit() -> None:
+    # With hedging on, the stream is read up to its commit point in the attempt's own task, then by the
+    # caller's: the deadline must cancel the task that waits then (the caller's), not the finished one.
+    started = asyncio.Event()
+    reply = MockResponse(200, {"content-type": "text/event-stream"}, _forever(started))
+    client = HttpClient(
+        HttpSettings(base_url=MOCK_BASE_URL),
+        errors=OPENAI_COMPATIBLE,
+        transport=MockTransport(lambda _: reply),
+    )
+    pool = UpstreamPool([client], retry=RetryPolicy(), hedge=HedgePolicy(after=30.0))
+    received: list[str] = []
+    deadline = asyncio.get_running_loop().time() + 0.3
+    with pytest.raises(errors.UpstreamTimeoutError) as raised:
+        await _read_pool_into(received, pool, deadline)
+    assert received == [CHUNK]
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 # ------------------------------------------------------------------- the mock transport's own failures

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bridge import errors
 from bridge.http.client import HttpClient, HttpSettings
 from bridge.http.transports.mock import MockRequest, MockResponse, MockTransport
 from bridge.rpc.call import RpcCall, enter_call
@@ -98,6 +99,44 @@ async def test_a_stream_reports_the_upstreams_facts_and_its_usage_chunk() -> Non
     assert seen[0].json() == {"stream": True}
     assert (call.upstream_status, call.correlation_id, call.prompt_tokens) == (200, "corr-9", 3)
     assert ("x-request-id", "req-9") in context.sent[0]
+
+
+class _Refusing(_Context):
+    """A caller gone before the reply's headers could be sent back."""
+
+    async def send_initial_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        raise ConnectionResetError("the caller went away")
+
+
+@pytest.mark.parametrize("ending", ["read", "refused", "metadata_failed"])
+async def test_a_stream_tells_its_upstream_time_and_closes_its_reply_however_it_ends(ending: str) -> None:
+    if ending == "refused":
+        reply = MockResponse.json({"error": {"message": "busy"}}, status=503)
+    else:
+        reply = MockResponse.events("{}", "[DONE]", headers=REPLY_HEADERS)
+    transport = MockTransport(lambda _: reply)
+    client = HttpClient(
+        HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
+    )
+    caller = UpstreamCaller(client, HeaderPolicy(returned=RETURNED_HEADERS))
+    context = _Refusing() if ending == "metadata_failed" else _Context()
+
+    async def read() -> list[str]:
+        async with caller.stream(context, "/chat/completions", {"stream": True}) as events:
+            return [event.data async for batch in events.batches() for event in batch]
+
+    async def attempt() -> BaseException | list[str]:
+        try:
+            return await read()
+        except Exception as exc:  # what ended it, for the assertions below
+            return exc
+
+    call, outcome = await _served(attempt, streaming=True)
+    expected = {"read": list, "refused": errors.UpstreamHTTPError, "metadata_failed": ConnectionResetError}
+    assert isinstance(outcome, expected[ending])
+    assert call.upstream_seconds is not None  # told on every path, as the access line and metrics read it
+    assert transport.open_replies == 0  # the upstream's reply closed whatever ended the stream
+    assert call.upstream_status == (None if ending == "refused" else 200)
 
 
 async def test_calling_the_upstream_outside_a_served_call_is_an_error_before_anything_is_sent() -> None:

@@ -9,13 +9,15 @@ client error aiohttp exports has an entry of its own family.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import grpc
+from aiohttp.client_proto import ResponseHandler
 
 from bridge.errors import BridgeError, Reason, UpstreamUnavailableError
 from bridge.http.transports.base import (
@@ -82,37 +84,104 @@ async def arrived_first(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 
 class _AiohttpResponse:
-    """An aiohttp reply; its body read with `arrived_first`."""
+    """An aiohttp reply; its body read with `arrived_first` (`chunks`) or a read at a time (`read`).
 
-    __slots__ = ("_failure", "_reply", "headers", "status")
+    The read timeout (`--upstream-read-timeout`, aiohttp's `sock_read`) on the stream path: aiohttp cancels
+    its timer and makes a new one on every read of the socket (a timer handle made and closed per token of
+    a paced stream). From the first `read()` on, this reply takes it over with one lazy timer: each read
+    stamps its time, and the timer, when it fires, re-arms itself at the last read plus the timeout, or
+    ends the reply as aiohttp's own would (its `SocketTimeoutError` on the body: the same error, mapped the
+    same way) when the upstream stayed silent that long while a read waited for it. Time the reader
+    spends elsewhere (writing to a slow caller) is not counted as the upstream's silence."""
 
-    def __init__(self, reply: aiohttp.ClientResponse) -> None:
+    __slots__ = (
+        "_clock",
+        "_failure",
+        "_last",
+        "_read_timeout",
+        "_reply",
+        "_timer",
+        "_waiting",
+        "headers",
+        "status",
+    )
+
+    def __init__(self, reply: aiohttp.ClientResponse, read_timeout: float | None) -> None:
         self._reply = reply
         self.status = reply.status
         self.headers: Mapping[str, str] = reply.headers  # case-insensitive
         self._failure: BaseException | None = None  # raised by the read after the bytes before it
+        self._read_timeout = read_timeout  # set while read() has not taken the timeout over from aiohttp
+        self._timer: asyncio.TimerHandle | None = None  # the lazy read timer, while the body is read
+        self._waiting = False  # a read() waits for the upstream
+        self._last = 0.0  # the loop's time when the last read() returned (or the first began)
+        self._clock: Callable[[], float] | None = None  # the loop's time(), with the timer
 
     def chunks(self) -> AsyncIterator[bytes]:
         return arrived_first(self._reply.content)
 
     async def read(self) -> bytes:
-        """`arrived_first` a read at a time."""
+        """`arrived_first` a read at a time, under the lazy read timer."""
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
+        if self._read_timeout is not None:
+            self._take_read_timeout(self._read_timeout)
         content = self._reply.content
+        self._waiting = True
         try:
-            return await content.readany()
+            data = await content.readany()
         except aiohttp.ClientError as exc:
+            self._stop_timer()
             left = content._read_nowait(-1)  # what arrived before the failure (no public API)
             if not left:
                 raise
             self._failure = exc
             return left
+        self._waiting = False
+        if self._timer is not None:
+            if data:
+                self._last = self._clock()  # type: ignore[misc]  # set with the timer
+            else:
+                self._stop_timer()
+        return data
 
     async def aclose(self) -> None:
+        self._stop_timer()
         # Back to the pool when the body was read to its end; otherwise aiohttp closes the connection.
         self._reply.release()
+
+    def _take_read_timeout(self, timeout: float) -> None:
+        """aiohttp's per-read timer off for this reply, the lazy one on (once, at the first read)."""
+        self._read_timeout = None
+        connection = self._reply.connection
+        protocol = connection.protocol if connection is not None else None
+        if protocol is None or not timeout:
+            return  # the body has arrived whole (nothing left to time), or there is no read timeout
+        # The timer aiohttp armed at the last bytes it received stays until the next bytes cancel it (it
+        # times the silence before this read); aiohttp resets the setting for the connection's next request.
+        protocol.read_timeout = None
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._last = loop.time()
+        self._timer = loop.call_at(self._last + timeout, self._silence_check, protocol, timeout)
+
+    def _silence_check(self, protocol: ResponseHandler, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._last + timeout if self._waiting else now + timeout
+        if due > now:
+            self._timer = loop.call_at(due, self._silence_check, protocol, timeout)
+            return
+        self._timer = None
+        error = aiohttp.SocketTimeoutError("Timeout on reading data from socket")  # as aiohttp's own
+        protocol.set_exception(error)  # the connection is not reused
+        self._reply.content.set_exception(error)  # the waiting read raises it
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class AiohttpTransport:
@@ -159,7 +228,7 @@ class AiohttpTransport:
             proxy=self._proxy,
             proxy_auth=self._proxy_auth,
         )
-        return _AiohttpResponse(reply)
+        return _AiohttpResponse(reply, self._settings.read_timeout)
 
     def error_for(self, exc: BaseException, *, address: str, correlation_id: str | None) -> BridgeError:
         return error_for_exception(exc, EXCEPTIONS, address=address, correlation_id=correlation_id)
