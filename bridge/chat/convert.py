@@ -62,9 +62,19 @@ def generic_request_to_upstream(request: pb.CreateChatCompletionRequest, *, stre
 
 def _plain_fields(descriptor: Descriptor) -> frozenset[str]:
     """The fields the generic walk sends as they are: singular, neither messages nor floating point (those
-    go through a conversion or a rewrite)."""
-    skipped = (FieldDescriptor.CPPTYPE_MESSAGE, FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE)
-    return frozenset(f.name for f in descriptor.fields if not f.is_repeated and f.cpp_type not in skipped)
+    go through a conversion or a rewrite), nor enums or bytes (none today: if one is added, the walk
+    decides how it is sent, not a value copied here as a number or bytes)."""
+    skipped = (
+        FieldDescriptor.CPPTYPE_MESSAGE,
+        FieldDescriptor.CPPTYPE_FLOAT,
+        FieldDescriptor.CPPTYPE_DOUBLE,
+        FieldDescriptor.CPPTYPE_ENUM,
+    )
+    return frozenset(
+        f.name
+        for f in descriptor.fields
+        if not f.is_repeated and f.cpp_type not in skipped and f.type != FieldDescriptor.TYPE_BYTES
+    )
 
 
 # The request's fast path: the plain top-level fields (model, counts, flags, strings) and messages of plain

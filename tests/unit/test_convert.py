@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import descriptor_pb2, json_format, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
@@ -1467,6 +1467,27 @@ def test_the_fast_path_takes_plain_text_requests() -> None:
     for request in (benchmark, plain):
         assert _plain_request(request) is not None
         _same_body(request)
+
+
+def test_the_fast_path_copies_no_enum_or_bytes_field() -> None:
+    """The request has none today; a field of either kind added later goes through the generic walk (which
+    decides how it is sent), not copied as a number or bytes."""
+    descriptor = descriptor_pb2.FieldDescriptorProto.DESCRIPTOR
+    assert {"type", "label"} <= {f.name for f in descriptor.fields}  # enums
+    plain = convert_module._plain_fields(descriptor)
+    assert "name" in plain
+    assert "default_value" in plain  # a string
+    assert not {"type", "label"} & plain
+    uninterpreted = descriptor_pb2.UninterpretedOption.DESCRIPTOR  # `string_value` is bytes
+    assert uninterpreted.fields_by_name["string_value"].type == FieldDescriptor.TYPE_BYTES
+    assert "string_value" not in convert_module._plain_fields(uninterpreted)
+    assert "identifier_value" in convert_module._plain_fields(uninterpreted)  # a string
+    message = pb.ChatMessage.DESCRIPTOR  # and the chat messages have none of either kind today
+    assert all(
+        f.cpp_type != FieldDescriptor.CPPTYPE_ENUM and f.type != FieldDescriptor.TYPE_BYTES
+        for d in (message, pb.CreateChatCompletionRequest.DESCRIPTOR)
+        for f in d.fields
+    )
 
 
 _CONTENT = st.one_of(
