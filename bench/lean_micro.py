@@ -17,6 +17,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A call with every usual fact (model, upstream status, overhead, correlation id, tokens) and an access log,
+# for the access-line steps (after the process's logging is set up).
+_USUAL_CALL = """
+from bridge.rpc.interceptors import AccessLog
+from bridge.rpc.call import RpcCall
+log = AccessLog()
+call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
+               model="echo")
+call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
+call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
+call.prompt_tokens = call.completion_tokens = 20
+"""
+
 # One step: (name, setup, statement); run with `timeit` in the checkout's own interpreter and bridge/.
 STEPS = (
     (
@@ -55,16 +68,10 @@ def run():
         """
 import asyncio, tempfile, uvloop
 from bridge.logs import setup_logging
-from bridge.rpc.interceptors import AccessLog
-from bridge.rpc.call import RpcCall
 setup_logging("INFO", "json", open(tempfile.mkstemp()[1], "w", buffering=1))
-log = AccessLog()
-call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
-               model="echo")
-call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
-call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
-call.prompt_tokens = call.completion_tokens = 20
-loop = uvloop.new_event_loop()
+"""
+        + _USUAL_CALL
+        + """loop = uvloop.new_event_loop()
 async def batch():
     for _ in range(50):
         log.call_ended(call, None)
@@ -298,19 +305,14 @@ def _line_steps() -> tuple[tuple[str, str, str], ...]:
     """Session 31's steps: the access line made and written without an event loop (a write per line,
     to /dev/null), in the JSON format (serve's default) and the text one, for a call with every usual
     fact (model, upstream status, overhead, correlation id, tokens)."""
-    setup = """
+    setup = (
+        """
 import os
 from bridge.logs import setup_logging
-from bridge.rpc.interceptors import AccessLog
-from bridge.rpc.call import RpcCall
 setup_logging("INFO", FORMAT, open(os.devnull, "w"))
-log = AccessLog()
-call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
-               model="echo")
-call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.001
-call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
-call.prompt_tokens = call.completion_tokens = 20
 """
+        + _USUAL_CALL
+    )
     return tuple(
         (f"access line made and written, {name} format, every usual fact", f"FORMAT = {name!r}" + setup,
          "log._write(call)")
