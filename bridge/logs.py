@@ -278,6 +278,6 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
         except Exception as exc:  # a bug in a line's maker must not lose the lines around it
             message = f"a log line could not be made: {type(exc).__name__}"
             formatter = self.formatter
-            if isinstance(formatter, (JsonFormatter, TextFormatter)):
+            if isinstance(formatter, _HeadLines):  # the formatters with `line`
                 return formatter.line(time.time(), "ERROR", __name__, message, {})
             return f"({message})"
