@@ -391,8 +391,8 @@ class EventStream:
 
 
 class _OpenSSE:
-    """HttpClient.open_sse: a plain async context manager (entered once per stream: no generator), and
-    without the retry loop when streams are not retried (the default)."""
+    """HttpClient.open_sse: a plain async context manager (entered once per stream: no generator); a
+    stream that is not retried (the default) is one attempt, without the retry loop (RetryPolicy.run)."""
 
     __slots__ = ("_body", "_client", "_deadline", "_headers", "_path", "_response", "_stream")
 
@@ -412,18 +412,12 @@ class _OpenSSE:
     async def __aenter__(self) -> EventStream:
         client, deadline = self._client, self._deadline
         request = EncodedRequest.of("POST", self._path, self._headers, self._body)
-        retry = client.settings.retry
-        if retry.streams and retry.retries:
-            response = await retry.run(
-                lambda: client._start_stream(request, deadline),
-                deadline=deadline,
-                streaming=True,
-                on_attempt=client._on_attempt,
-            )
-        else:  # one attempt: what retry.run would make of it, without its loop
-            if client._on_attempt is not None:
-                client._on_attempt(1)
-            response = await client._start_stream(request, deadline)
+        response = await client.settings.retry.run(
+            lambda: client._start_stream(request, deadline),
+            deadline=deadline,
+            streaming=True,
+            on_attempt=client._on_attempt,
+        )
         self._response = response
         stream = self._stream = EventStream(client, response, deadline, client._failures(response.headers))
         return stream

@@ -97,8 +97,14 @@ class RetryPolicy:
         """The result of `attempt()`, called again after each retryable failure while the policy allows;
         otherwise its last error, as a copy whose message says how many attempts were made. `deadline`: the
         call's, as an event-loop time; `on_attempt(n)` is called as attempt n (1, 2, ...) starts."""
-        loop = asyncio.get_running_loop()
         allowed = self if self.streams or not streaming else NO_RETRIES
+        if not allowed.retries:
+            # One attempt (a stream by default): what the loop makes of a first attempt it does not retry,
+            # its error raised as it is, without the loop's clock, draw and handler on the hot path.
+            if on_attempt is not None:
+                on_attempt(1)
+            return await attempt()
+        loop = asyncio.get_running_loop()
         number = 1
         while True:
             if on_attempt is not None:

@@ -1,5 +1,6 @@
-"""The client's pure pieces of HTTP (no IO of their own): a request encoded once for all its attempts, a
-reply's media type and whether it can be an event stream, a path with its query, the head of a body."""
+"""The client's small pieces of HTTP: a request encoded once for all its attempts, a reply's media type and
+whether it can be an event stream, a path with its query (pure: no IO), and `read_up_to`, the one with IO,
+which reads a reply's body, or its head, through the transport's `Response.chunks()`."""
 
 from __future__ import annotations
 

@@ -210,6 +210,46 @@ async def test_a_stream_delivers_its_events_in_order_with_its_correlation_id(kin
     assert data == [CHUNK, CHUNK, "[DONE]"]
 
 
+@pytest.mark.parametrize(
+    "policy", [RetryPolicy(retries=0), RetryPolicy(retries=2, backoff=0.001)], ids=["no-retries", "retries"]
+)
+async def test_a_stream_is_one_attempt_unless_streams_are_retried(kind: str, policy: RetryPolicy) -> None:
+    """Streams are not retried by default, whatever the retries: a refused stream is one request, counted
+    as attempt 1, and its error is the upstream's own (no "after N attempts")."""
+    requests: list[MockRequest] = []
+    attempts: list[int] = []
+
+    def busy(request: MockRequest) -> MockResponse:
+        requests.append(request)
+        return MockResponse.json({"error": {"message": "busy"}}, status=503)
+
+    async with transport_for(kind, busy) as (transport, base_url):
+        settings = HttpSettings(base_url=base_url, retry=policy)
+        client = HttpClient(
+            settings, errors=OPENAI_COMPATIBLE, transport=transport, on_attempt=attempts.append
+        )
+        with pytest.raises(errors.UpstreamHTTPError) as raised:
+            await _events(client)
+    assert (len(requests), attempts) == (1, [1])
+    assert (raised.value.http_status, raised.value.attempts) == (503, 1)
+    assert "attempts" not in raised.value.message
+
+
+async def test_retry_streams_retries_a_stream_that_had_not_begun(kind: str) -> None:
+    answers = [MockResponse.json({"error": {"message": "busy"}}, status=503), MockResponse.events(CHUNK)]
+    attempts: list[int] = []
+    async with transport_for(kind, lambda _: answers.pop(0)) as (transport, base_url):
+        policy = RetryPolicy(retries=2, backoff=0.001, streams=True)
+        client = HttpClient(
+            HttpSettings(base_url=base_url, retry=policy),
+            errors=OPENAI_COMPATIBLE,
+            transport=transport,
+            on_attempt=attempts.append,
+        )
+        assert await _events(client) == [CHUNK]
+    assert attempts == [1, 2]
+
+
 async def test_a_stream_cut_inside_an_event_says_so(kind: str) -> None:
     body = [f"data: {CHUNK}\n\n".encode(), b'data: {"choi']
     async with (

@@ -182,6 +182,36 @@ async def test_streams_are_retried_only_when_asked() -> None:
     assert upstream.calls == 2
 
 
+@pytest.mark.parametrize(
+    ("policy", "streaming"),
+    [(NO_RETRIES, False), (NO_RETRIES, True), (FAST, True)],
+    ids=["no-retries", "no-retries-stream", "stream-not-retried"],
+)
+async def test_one_allowed_attempt_is_reported_and_its_error_raised_as_it_is(
+    policy: RetryPolicy, streaming: bool
+) -> None:
+    """No retry allowed (run's early path): the attempt is reported as attempt 1 before it starts, a
+    retryable error (only the policy stops it) or any other is raised as the very object the attempt
+    raised (no copy saying attempts, nothing swallowed), and an answer is returned."""
+    started: list[int] = []
+    failures: list[BaseException] = [http_error(503), ValueError("not the upstream's")]
+
+    async def attempt() -> str:
+        assert started[-1:] == [1]  # reported as it starts
+        if failures:
+            raise failures.pop(0)
+        return "ok"
+
+    for expected in list(failures):
+        with pytest.raises(type(expected)) as raised:
+            await policy.run(attempt, deadline=None, streaming=streaming, on_attempt=started.append)
+        assert raised.value is expected
+        assert raised.value.__cause__ is None
+    assert await policy.run(attempt, deadline=None, streaming=streaming, on_attempt=started.append) == "ok"
+    assert started == [1, 1, 1]
+    assert await policy.run(attempt, deadline=None, streaming=streaming) == "ok"  # no on_attempt: fine
+
+
 async def test_run_keeps_within_the_deadline() -> None:
     upstream = _Upstream(http_error(503, headers={"Retry-After": "1"}))
     patient = RetryPolicy(retries=2, backoff=0.001, max_backoff=5.0)
