@@ -1,12 +1,15 @@
-"""The interceptor chain: the one `grpc.aio.ServerInterceptor` the server gets for every `Interceptor`.
+"""The interceptor chain: every `Interceptor`, applied where the method handlers are registered.
 
-For each method `InterceptorChain` wraps the handler once (cached) so that the RPC runs inside every
+For each method `InterceptorChain` wraps the handler once, as it is registered (`InterceptorChain.on`
+gives services a server whose registrations go through the chain), so that the RPC runs inside every
 applicable interceptor, the first in the list outermost, with an `RpcCall` describing it
-(bridge.rpc.call). When no interceptor needs `around` (the usual chain), the call runs through the plain
-hooks in one try/finally, error mapping inline; otherwise through nested context managers. Streaming
-handlers are driven here with `context.write`, so a cancel or a deadline reaches the interceptors, the
-handler and its upstream request in the RPC's own task, and the handler's generator is always closed
-before the call's outcome is logged.
+(bridge.rpc.call). The chain is not a `grpc.aio.ServerInterceptor`: grpc.aio runs those on every call
+just to find the handler (a coroutine for each interceptor and its continuation), and here that handler
+is the same every time. When no interceptor needs `around` (the usual chain), the call runs through the
+plain hooks in one try/finally, error mapping inline; otherwise through nested context managers.
+Streaming handlers are driven here with `context.write`, so a cancel or a deadline reaches the
+interceptors, the handler and its upstream request in the RPC's own task, and the handler's generator is
+always closed before the call's outcome is logged.
 
 `ErrorMapping` is pinned innermost by `bridge.rpc.server.build_server`: it turns what a handler raised
 into the call's status, so every interceptor outside it sees `call.code` final when it ends.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,10 +39,10 @@ __all__ = ["InterceptorChain"]
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; at runtime they are not
     Handler = grpc.RpcMethodHandler[Any, Any]
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _GenericHandler = grpc.GenericRpcHandler[Any, Any]
 else:
     Handler = grpc.RpcMethodHandler
-    _ServerInterceptor = grpc.aio.ServerInterceptor
+    _GenericHandler = grpc.GenericRpcHandler
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,23 +77,20 @@ class _Active:
         return cls(interceptors, sent, received, trailers, plain=True, hooked=hooked, mapping=mapping)
 
 
-class InterceptorChain(_ServerInterceptor):
+class InterceptorChain:
     """Runs `interceptors` (first outermost) around every handler they apply to."""
 
     def __init__(self, interceptors: Sequence[Interceptor]) -> None:
         self._interceptors = tuple(interceptors)
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}  # method -> (handler, wrapped handler)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        # None for an unknown method (grpc-stubs says otherwise): grpc answers UNIMPLEMENTED.
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # type: ignore[return-value]
-        method: str = handler_call_details.method
+    def on(self, server: grpc.aio.Server) -> grpc.aio.Server:
+        """`server` as services should see it: the handlers they add to it are registered wrapped."""
+        return _ChainedServer(server, self)
+
+    def handler(self, method: str, handler: Handler) -> Handler:
+        """The handler grpc gets for `method` ("/pkg.Service/Method"): `handler` inside the interceptors
+        that apply to it, wrapped once per method (the generic and the registered entry share it)."""
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
             cached = self._wrapped[method] = (handler, self._wrap(method, handler))
@@ -125,6 +125,57 @@ class InterceptorChain(_ServerInterceptor):
             request_deserializer=lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _ChainedServer(grpc.aio.Server):
+    """A grpc.aio server whose handler registrations go through the chain; the rest is the server's own.
+
+    grpc.aio finds a registered method's handler in a dict (and core matches its path before it reaches
+    Python); a generic handler is asked per call, for methods nobody registered (and answers None for an
+    unknown one: UNIMPLEMENTED). Generated `add_*_to_server` functions do both with the same handlers."""
+
+    def __init__(self, server: grpc.aio.Server, chain: InterceptorChain) -> None:
+        self._server, self._chain = server, chain
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[_GenericHandler]) -> None:
+        self._server.add_generic_rpc_handlers([_ChainedGeneric(h, self._chain) for h in generic_rpc_handlers])
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: Mapping[str, Handler]
+    ) -> None:
+        chained = {
+            name: self._chain.handler(f"/{service_name}/{name}", handler)
+            for name, handler in method_handlers.items()
+        }
+        self._server.add_registered_method_handlers(service_name, chained)  # type: ignore[attr-defined]
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109  # grpc's
+        return await self._server.wait_for_termination(timeout)
+
+
+class _ChainedGeneric(_GenericHandler):
+    """A generic handler whose handlers run inside the chain."""
+
+    def __init__(self, inner: _GenericHandler, chain: InterceptorChain) -> None:
+        self._inner, self._chain = inner, chain
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:  # not one of its methods (grpc-stubs says it cannot be)
+            return None
+        return self._chain.handler(handler_call_details.method, handler)
 
 
 def _unary(inner: Any, method: str, active: _Active, streams_in: bool) -> Any:

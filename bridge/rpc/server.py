@@ -168,13 +168,16 @@ def build_server(
     options = server_options(config, reuse_port=reuse_port)
     pinned = [ErrorMapping()] if callers is None else [callers, ErrorMapping()]
     chain = InterceptorChain([*interceptors, *pinned])
-    server = grpc.aio.server(interceptors=[*grpc_interceptors, chain], options=options)
+    # The chain wraps each handler as it is registered, not as a grpc.aio interceptor: grpc runs those on
+    # every call to find the handler. Without grpc_interceptors, grpc.aio finds the wrapped handler itself.
+    server = grpc.aio.server(interceptors=list(grpc_interceptors) or None, options=options)
+    chained = chain.on(server)
     for service in services:
-        service.add_to_server(server)
+        service.add_to_server(chained)
     health = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, chained)
     names = tuple(service.name for service in services)
-    enable_reflection(server, (*names, HEALTH_SERVICE))
+    enable_reflection(chained, (*names, HEALTH_SERVICE))
     port = _bind(server, config.listen, credentials, reuse_port=reuse_port)
     built = GrpcServer(server, health, names, port, config.shutdown_grace)
     if config.health_listen is not None:
