@@ -264,9 +264,10 @@ class AccessLog(Interceptor):
     ) -> None:
         self._log = logger or access_log
         self.skip_services = frozenset(skip_services)
-        # The start of the line (level, logger, message, service, method, code) per formatter, level,
-        # method and code, made once: the same for every call of a method that ends with one code.
-        self._heads: dict[tuple[object, int, str, grpc.StatusCode], object] = {}
+        # The start of the line (level, logger, message, service, method, code) per formatter, method and
+        # code (which gives the level), made once: the same for every call of a method ending with one
+        # code. Keyed by the code's id: a StatusCode's own hash is Enum's, a call into Python.
+        self._heads: dict[tuple[object, str, int], object] = {}
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self._write(call)
@@ -282,7 +283,7 @@ class AccessLog(Interceptor):
             # to it, as the record would have made it, without the record machinery (a line per call),
             # and made when the handler writes (after the reply is sent), from the facts as they are now.
             handler, formatter = direct
-            head = self._heads.get((formatter, level, call.method, code))
+            head = self._heads.get((formatter, call.method, id(code)))
             head = head or self._head(formatter, level, call)
             _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
             handler.write_line(
@@ -304,7 +305,7 @@ class AccessLog(Interceptor):
             self._heads.clear()
         message = f"{call.name} {call.code.name}"
         head = formatter.head(_LEVEL_NAMES[level], self._log.name, message, _head_fields(call))
-        self._heads[(formatter, level, call.method, call.code)] = head
+        self._heads[(formatter, call.method, id(call.code))] = head
         return head
 
 
@@ -353,10 +354,15 @@ def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
             fields["correlation_id"] = correlation_id
     if call.code is not _OK:
         fields["reason"], fields["cause"] = failure_of(call)
-    for key in _OPTIONAL_FACTS:
-        value = getattr(call, key)
-        if value is not None:
-            fields[key] = value
+    # The usage and the trace, each tested by name: a loop of getattr over their names costs more.
+    if call.prompt_tokens is not None:
+        fields["prompt_tokens"] = call.prompt_tokens
+    if call.completion_tokens is not None:
+        fields["completion_tokens"] = call.completion_tokens
+    if call.cost is not None:
+        fields["cost"] = call.cost
+    if call.trace_id is not None:
+        fields["trace_id"] = call.trace_id
     return fields
 
 
@@ -386,7 +392,6 @@ _ENDED: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "the call's deadline passed",
 }
 _MAX_LOGGED_CAUSE_BYTES: Final = 512
-_OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
 _LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 _MAX_HEADS: Final = 1024

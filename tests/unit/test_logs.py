@@ -323,3 +323,16 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
         expected["ms"] = entry["ms"]  # the duration as the call ended, not now
         assert list(entry) == ["time", "level", "logger", "message", *access_fields(call)]
         assert entry == {"time": entry["time"], **expected}
+
+
+def test_the_access_lines_usage_and_trace_facts_follow_the_others_in_order() -> None:
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import access_fields
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
+    call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 0, 0.0, "4bf92f3577b34da6"
+    fields = access_fields(call, 12.34)
+    assert list(fields)[-4:] == ["prompt_tokens", "completion_tokens", "cost", "trace_id"]
+    assert [fields[key] for key in list(fields)[-4:]] == [3, 0, 0.0, "4bf92f3577b34da6"]
+    call.prompt_tokens = call.completion_tokens = call.cost = call.trace_id = None
+    assert not {"prompt_tokens", "completion_tokens", "cost", "trace_id"} & set(access_fields(call, 1.0))
