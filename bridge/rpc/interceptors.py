@@ -268,6 +268,8 @@ class AccessLog(Interceptor):
         # code (which gives the level), made once: the same for every call of a method ending with one
         # code. Keyed by the code's id: a StatusCode's own hash is Enum's, a call into Python.
         self._heads: dict[tuple[object, str, int], object] = {}
+        # (level, handler, formatter, the handler's batch) of the last line written straight to a handler.
+        self._found: tuple[int, Any, _LineFormatter, object] | None = None
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self._write(call)
@@ -277,22 +279,34 @@ class AccessLog(Interceptor):
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
         if not self._log.isEnabledFor(level):
             return
-        direct = _line_writer(self._log, level)
-        if direct is not None:
-            # The process's own handler and format (bridge.logs.setup_logging): the line written straight
-            # to it, as the record would have made it, without the record machinery (a line per call),
-            # and made when the handler writes (after the reply is sent), from the facts as they are now.
-            handler, formatter = direct
-            head = self._heads.get((formatter, call.method, id(code)))
-            head = head or self._head(formatter, level, call)
-            _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
-            handler.write_line(
-                functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
-            )
-            return
+        found = self._found
+        if found is None or found[0] != level or found[3] is not found[1].batch:
+            direct = _line_writer(self._log, level)
+            if direct is None:
+                self._found = None
+                self._record(call, level)
+                return
+            found = (level, *direct, direct[0].batch)
+        # The process's own handler and format (bridge.logs.setup_logging): the line written straight to
+        # it, as the record would have made it, without the record machinery (a line per call), and made
+        # when the handler writes (after the reply is sent), from the facts as they are now.
+        _, handler, formatter, batch = found
+        head = self._heads.get((formatter, call.method, id(code)))
+        head = head or self._head(formatter, level, call)
+        _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
+        handler.write_line(
+            functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
+        )
+        # Where the line went holds for the next calls while their lines join the same waiting batch (up
+        # to LineHandler.FLUSH_S): the logger tree is walked again once the batch is written, so a handler
+        # added meanwhile gets the lines of the next batch on.
+        self._found = found if handler.batch is batch else None
+
+    def _record(self, call: RpcCall, level: int) -> None:
+        """The line as a record, through the logging machinery (handlers other than setup_logging's)."""
         fields = access_fields(call)
         # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
-        args = (call.name, code.name)
+        args = (call.name, call.code.name)
         self._log.handle(
             self._log.makeRecord(
                 self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra={"fields": fields}
