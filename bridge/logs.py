@@ -240,17 +240,19 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        self._waiting: list[str | Callable[[], str]] = []
+        # The lines waiting to be written together; a new list once they are (the access log keeps where
+        # its lines go while they join one batch: a plain attribute, read per call).
+        self.batch: list[str | Callable[[], str]] = []
         self._armed: asyncio.AbstractEventLoop | None = None  # the loop whose timer will write them
 
     def write_line(self, line: str | Callable[[], str]) -> None:
-        self._waiting.append(line)
+        self.batch.append(line)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop in this thread: now
             self.flush()
             return
-        if len(self._waiting) >= self.MAX_WAITING:
+        if len(self.batch) >= self.MAX_WAITING:
             self.flush()
         elif self._armed is not loop:  # not yet scheduled on this loop (or the last one closed first)
             self._armed = loop
@@ -259,14 +261,14 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
             self._armed = None
-            if self._waiting:
-                waiting, self._waiting = self._waiting, []
+            if self.batch:
+                waiting, self.batch = self.batch, []
                 lines = [line if type(line) is str else self._made(line) for line in waiting]  # type: ignore[arg-type]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             super().flush()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._waiting:
+        if self.batch:
             self.flush()
         super().emit(record)
 

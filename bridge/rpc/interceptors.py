@@ -264,9 +264,12 @@ class AccessLog(Interceptor):
     ) -> None:
         self._log = logger or access_log
         self.skip_services = frozenset(skip_services)
-        # The start of the line (level, logger, message, service, method, code) per formatter, level,
-        # method and code, made once: the same for every call of a method that ends with one code.
-        self._heads: dict[tuple[object, int, str, grpc.StatusCode], object] = {}
+        # The start of the line (level, logger, message, service, method, code) per formatter, method and
+        # code (which gives the level), made once: the same for every call of a method ending with one
+        # code. Keyed by the code's id: a StatusCode's own hash is Enum's, a call into Python.
+        self._heads: dict[tuple[object, str, int], object] = {}
+        # (level, handler, formatter, the handler's batch) of the last line written straight to a handler.
+        self._found: tuple[int, Any, _LineFormatter, object] | None = None
 
     def call_ended(self, call: RpcCall, started: object) -> None:
         self._write(call)
@@ -276,22 +279,34 @@ class AccessLog(Interceptor):
         level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
         if not self._log.isEnabledFor(level):
             return
-        direct = _line_writer(self._log, level)
-        if direct is not None:
-            # The process's own handler and format (bridge.logs.setup_logging): the line written straight
-            # to it, as the record would have made it, without the record machinery (a line per call),
-            # and made when the handler writes (after the reply is sent), from the facts as they are now.
-            handler, formatter = direct
-            head = self._heads.get((formatter, level, call.method, code))
-            head = head or self._head(formatter, level, call)
-            _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
-            handler.write_line(
-                functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
-            )
-            return
+        found = self._found
+        if found is None or found[0] != level or found[3] is not found[1].batch:
+            direct = _line_writer(self._log, level)
+            if direct is None:
+                self._found = None
+                self._record(call, level)
+                return
+            found = (level, *direct, direct[0].batch)
+        # The process's own handler and format (bridge.logs.setup_logging): the line written straight to
+        # it, as the record would have made it, without the record machinery (a line per call), and made
+        # when the handler writes (after the reply is sent), from the facts as they are now.
+        _, handler, formatter, batch = found
+        head = self._heads.get((formatter, call.method, id(code)))
+        head = head or self._head(formatter, level, call)
+        _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
+        handler.write_line(
+            functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
+        )
+        # Where the line went holds for the next calls while their lines join the same waiting batch (up
+        # to LineHandler.FLUSH_S): the logger tree is walked again once the batch is written, so a handler
+        # added meanwhile gets the lines of the next batch on.
+        self._found = found if handler.batch is batch else None
+
+    def _record(self, call: RpcCall, level: int) -> None:
+        """The line as a record, through the logging machinery (handlers other than setup_logging's)."""
         fields = access_fields(call)
         # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
-        args = (call.name, code.name)
+        args = (call.name, call.code.name)
         self._log.handle(
             self._log.makeRecord(
                 self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra={"fields": fields}
@@ -304,7 +319,7 @@ class AccessLog(Interceptor):
             self._heads.clear()
         message = f"{call.name} {call.code.name}"
         head = formatter.head(_LEVEL_NAMES[level], self._log.name, message, _head_fields(call))
-        self._heads[(formatter, level, call.method, call.code)] = head
+        self._heads[(formatter, call.method, id(call.code))] = head
         return head
 
 
@@ -353,10 +368,15 @@ def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
             fields["correlation_id"] = correlation_id
     if call.code is not _OK:
         fields["reason"], fields["cause"] = failure_of(call)
-    for key in _OPTIONAL_FACTS:
-        value = getattr(call, key)
-        if value is not None:
-            fields[key] = value
+    # The usage and the trace, each tested by name: a loop of getattr over their names costs more.
+    if call.prompt_tokens is not None:
+        fields["prompt_tokens"] = call.prompt_tokens
+    if call.completion_tokens is not None:
+        fields["completion_tokens"] = call.completion_tokens
+    if call.cost is not None:
+        fields["cost"] = call.cost
+    if call.trace_id is not None:
+        fields["trace_id"] = call.trace_id
     return fields
 
 
@@ -386,7 +406,6 @@ _ENDED: Final = {
     grpc.StatusCode.DEADLINE_EXCEEDED: "the call's deadline passed",
 }
 _MAX_LOGGED_CAUSE_BYTES: Final = 512
-_OPTIONAL_FACTS: Final = ("prompt_tokens", "completion_tokens", "cost", "trace_id")
 _SOURCE: Final = __file__  # the access line's pathname
 _LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
 _MAX_HEADS: Final = 1024

@@ -323,3 +323,63 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
         expected["ms"] = entry["ms"]  # the duration as the call ended, not now
         assert list(entry) == ["time", "level", "logger", "message", *access_fields(call)]
         assert entry == {"time": entry["time"], **expected}
+
+
+def test_the_access_lines_usage_and_trace_facts_follow_the_others_in_order() -> None:
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import access_fields
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
+    call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 0, 0.0, "4bf92f3577b34da6"
+    fields = access_fields(call, 12.34)
+    assert list(fields)[-4:] == ["prompt_tokens", "completion_tokens", "cost", "trace_id"]
+    assert [fields[key] for key in list(fields)[-4:]] == [3, 0, 0.0, "4bf92f3577b34da6"]
+    call.prompt_tokens = call.completion_tokens = call.cost = call.trace_id = None
+    assert not {"prompt_tokens", "completion_tokens", "cost", "trace_id"} & set(access_fields(call, 1.0))
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import grpc
+
+    from bridge.rpc import interceptors
+    from bridge.rpc.call import RpcCall
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    walks: list[int] = []
+    walk = interceptors._line_writer
+
+    def counted(logger: logging.Logger, level: int) -> object:
+        walks.append(level)
+        return walk(logger, level)
+
+    monkeypatch.setattr(interceptors, "_line_writer", counted)
+    log = interceptors.AccessLog()
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+    added: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            added.append(record)
+
+    async def calls() -> None:
+        for _ in range(3):  # one batch: the tree walked for its first line only
+            log.call_ended(RpcCall(method, False, "echo"), None)
+        assert walks == [logging.INFO]
+        failed = RpcCall(method, False, "echo")
+        failed.code = grpc.StatusCode.UNAVAILABLE  # another level: walked for it
+        log.call_ended(failed, None)
+        assert walks == [logging.INFO, logging.WARNING]
+        log.call_ended(RpcCall(method, False, "echo"), None)
+        assert len(walks) == 3
+        logging.getLogger().handlers[0].flush()  # the batch written: the next line walks again
+        logging.getLogger().addHandler(Capture())  # and finds a handler of another kind: a record
+        log.call_ended(RpcCall(method, False, "echo"), None)
+        assert len(walks) == 4
+        assert [record.getMessage() for record in added] == ["CreateChatCompletion OK"]
+
+    asyncio.run(calls())
+    assert len(out.getvalue().splitlines()) == 6  # every line written, the record's too
