@@ -154,7 +154,7 @@ class _UpstreamStream:
         served = self._served = this_call()
         headers = caller._request_headers(context, served)
         deadline = deadline_of(context)
-        self._started = started = time.perf_counter()  # the upstream request's time (served.upstream_seconds)
+        self._started = started = time.perf_counter()  # the upstream request's start
         upstream = caller.upstream
         opened: contextlib.AbstractAsyncContextManager[Events]
         if isinstance(upstream, UpstreamPool):
@@ -166,7 +166,7 @@ class _UpstreamStream:
         try:
             events = await opened.__aenter__()
         except BaseException:
-            served.upstream_seconds = time.perf_counter() - started
+            served.upstream_request_ended(started, waiting=False)
             raise
         self._opened, self._events = opened, events
         try:
@@ -191,7 +191,7 @@ class _UpstreamStream:
             try:
                 await opened.__aexit__(exc_type, exc, tb)
             finally:
-                served.upstream_seconds = time.perf_counter() - self._started
+                served.upstream_request_ended(self._started, waiting=False)
 
 
 def _report_usage(call: RpcCall, document: JSONObject) -> None:

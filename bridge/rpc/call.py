@@ -124,9 +124,14 @@ class RpcCall:
         try:
             yield
         finally:
-            self.upstream_seconds = time.perf_counter() - started
-            if waiting:
-                self.waited_on_upstream(self.upstream_seconds)
+            self.upstream_request_ended(started, waiting=waiting)
+
+    def upstream_request_ended(self, started: float, *, waiting: bool) -> None:
+        """The upstream request begun at `started` (a perf_counter time) is over: its duration kept, and
+        with `waiting` also counted as time spent waiting on the upstream (see `upstream_request`)."""
+        self.upstream_seconds = time.perf_counter() - started
+        if waiting:
+            self.waited_on_upstream(self.upstream_seconds)
 
     def upstream_replied(self, status: int, correlation_id: str | None) -> None:
         """The upstream's reply began with `status`; `correlation_id` is its id of the request."""
