@@ -228,6 +228,25 @@ def test_a_line_that_cannot_be_made_is_told_and_the_others_written() -> None:
     assert out.getvalue() == "before\n(a log line could not be made: ZeroDivisionError)\nafter\n"
 
 
+def test_a_batch_with_a_line_that_cannot_be_made_keeps_every_other_line_once() -> None:
+    """On an event loop the lines of one batch are made in one pass; a failure mid-batch does not lose or
+    repeat the lines around it."""
+    out = io.StringIO()
+    handler = LineHandler(out)
+
+    async def batch() -> None:
+        handler.write_line(lambda: "first")
+        handler.write_line("second")
+        handler.write_line(lambda: str(1 / 0))
+        handler.write_line(lambda: "fourth")
+        assert out.getvalue() == ""  # waiting together
+        handler.flush()
+
+    asyncio.run(batch())
+    made = "first\nsecond\n(a log line could not be made: ZeroDivisionError)\nfourth\n"
+    assert out.getvalue() == made
+
+
 def test_a_line_that_cannot_be_made_is_told_in_the_handlers_format() -> None:
     """In JSON format the stand-in is a JSON object too: a log pipeline parses every line."""
     out = io.StringIO()
@@ -250,13 +269,13 @@ def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     out = io.StringIO()
     setup_logging("INFO", "json", out)
     made: list[str] = []
-    line_after = JsonFormatter.line_after
+    after = JsonFormatter.after
 
-    def counted(self: JsonFormatter, *args: object) -> str:
+    def counted(self: JsonFormatter, *args: object) -> str | None:
         made.append("line")
-        return line_after(self, *args)  # type: ignore[arg-type]
+        return after(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JsonFormatter, "line_after", counted)
+    monkeypatch.setattr(JsonFormatter, "after", counted)
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.started -= 1.0  # it lasted a second
 
@@ -383,3 +402,20 @@ def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
 
     asyncio.run(calls())
     assert len(out.getvalue().splitlines()) == 6  # every line written, the record's too
+
+
+def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
+    """The access log checks the head's keys against `TAIL_FIELDS` once per head instead of per line: a
+    fact added to the line must be named there (a call with every fact set gives every name)."""
+    import grpc
+
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import TAIL_FIELDS, _head_fields, _tail_fields
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion", True, "echo")
+    call.code = grpc.StatusCode.UNAVAILABLE  # a reason and a cause
+    call.upstream, call.upstream_status, call.upstream_attempts = "a.example:443", 503, 2
+    call.upstream_waiting, call.correlation_id, call.messages_sent = 0.001, "req-1", 3
+    call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 4, 0.5, "4bf92f3577b34da6"
+    assert set(_tail_fields(call, 12.0)) == TAIL_FIELDS
+    assert TAIL_FIELDS.isdisjoint(_head_fields(call))
