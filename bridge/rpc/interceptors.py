@@ -376,7 +376,9 @@ def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
     """access_fields after the head's."""
     overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
     fields: dict[str, object] = {
-        "ms": round(call.elapsed_ms if elapsed_ms is None else elapsed_ms, 1),
+        # To 0.1 ms (0.01 for the overhead) by an integer round: `round(x, 1)` goes through a decimal
+        # string, three times the cost; the two differ only for an x a hair from a half.
+        "ms": round((call.elapsed_ms if elapsed_ms is None else elapsed_ms) * 10) / 10,
         "caller": call.caller.identity,  # printable ASCII and bounded where it was read (bridge.auth)
     }
     # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
@@ -389,7 +391,7 @@ def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
     if call.upstream_attempts > 1:
         fields["upstream_attempts"] = call.upstream_attempts
     if overhead is not None:
-        fields["overhead_ms"] = round(overhead * 1000, 2)
+        fields["overhead_ms"] = round(overhead * 100_000) / 100
     if call.response_streaming:
         fields["chunks"] = call.messages_sent
     if call.correlation_id:

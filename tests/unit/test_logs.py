@@ -419,3 +419,22 @@ def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
     call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 4, 0.5, "4bf92f3577b34da6"
     assert set(_tail_fields(call, 12.0)) == TAIL_FIELDS
     assert TAIL_FIELDS.isdisjoint(_head_fields(call))
+
+
+@pytest.mark.parametrize(("elapsed_ms", "overhead_s", "ms", "overhead_ms"), [
+    (12.345678, 0.00123456, 12.3, 1.23),
+    (0.04, 0.0, 0.0, 0.0),
+    (999.96, 0.0123449, 1000.0, 12.34),
+    (86_400_000.06, 1.000004, 86_400_000.1, 1000.0),
+])  # fmt: skip
+def test_the_access_lines_durations_are_rounded_to_a_tenth_and_a_hundredth_of_a_ms(
+    elapsed_ms: float, overhead_s: float, ms: float, overhead_ms: float
+) -> None:
+    from bridge.rpc.call import RpcCall
+    from bridge.rpc.interceptors import access_fields
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
+    call.upstream_waiting, call.overhead = 0.0, overhead_s
+    fields = access_fields(call, elapsed_ms)
+    assert (fields["ms"], fields["overhead_ms"]) == (ms, overhead_ms)
+    assert json.dumps(fields["ms"]) == repr(ms)  # written short: "12.3", not "12.300000000000001"
