@@ -236,7 +236,7 @@ def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = Non
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
     """The handler `setup_logging` installs: a StreamHandler that also takes lines made without a
-    LogRecord (the access log's line per call: bridge.rpc.interceptors) with `write_line`: the line, or a
+    LogRecord (the access log's line per call: bridge.rpc.access) with `write_line`: the line, or a
     function that makes it when the lines are written (after the call's reply, off its path).
 
     On an event loop such lines wait up to `FLUSH_S` and are written together (one write for all the calls
@@ -275,7 +275,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
                 try:  # the lines made in one pass, without a try and a method call per line
                     lines = [line if type(line) is str else line() for line in waiting]  # type: ignore[operator]
                 except Exception:  # a maker failed: again one by one, its line an ERROR that says so
-                    lines = [line if type(line) is str else self._made(line) for line in waiting]  # type: ignore[arg-type]
+                    lines = [line if type(line) is str else self.made(line) for line in waiting]  # type: ignore[arg-type]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             super().flush()
 
@@ -284,7 +284,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
             self.flush()
         super().emit(record)
 
-    def _made(self, make: Callable[[], str]) -> str:
+    def made(self, make: Callable[[], str]) -> str:
         """The line `make` makes; if it fails, an ERROR line that says so, in the handler's format (a
         JSON pipeline still parses it), and the lines around it are still written."""
         try:

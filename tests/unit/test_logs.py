@@ -263,8 +263,8 @@ def test_a_line_that_cannot_be_made_is_told_in_the_handlers_format() -> None:
 def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from bridge.rpc.access import AccessLog
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import AccessLog
 
     out = io.StringIO()
     setup_logging("INFO", "json", out)
@@ -299,8 +299,8 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
 ) -> None:
     import grpc
 
+    from bridge.rpc.access import AccessLog, access_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import AccessLog, access_fields
 
     out = io.StringIO()
     setup_logging("INFO", log_format, out)  # type: ignore[arg-type]
@@ -345,8 +345,8 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
 
 
 def test_the_access_lines_usage_and_trace_facts_follow_the_others_in_order() -> None:
+    from bridge.rpc.access import access_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import access_fields
 
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 0, 0.0, "4bf92f3577b34da6"
@@ -363,20 +363,20 @@ def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
 ) -> None:
     import grpc
 
-    from bridge.rpc import interceptors
+    from bridge.rpc import access
     from bridge.rpc.call import RpcCall
 
     out = io.StringIO()
     setup_logging("INFO", "json", out)
     walks: list[int] = []
-    walk = interceptors._line_writer
+    walk = access._line_writer
 
     def counted(logger: logging.Logger, level: int) -> object:
         walks.append(level)
         return walk(logger, level)
 
-    monkeypatch.setattr(interceptors, "_line_writer", counted)
-    log = interceptors.AccessLog()
+    monkeypatch.setattr(access, "_line_writer", counted)
+    log = access.AccessLog()
     method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
     added: list[logging.LogRecord] = []
 
@@ -393,15 +393,20 @@ def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
         log.call_ended(failed, None)
         assert walks == [logging.INFO, logging.WARNING]
         log.call_ended(RpcCall(method, False, "echo"), None)
-        assert len(walks) == 3
+        log.call_ended(failed, None)
+        assert len(walks) == 2  # both levels known to go there for the rest of the batch
+        assert out.getvalue() == ""  # every line still waiting
         logging.getLogger().handlers[0].flush()  # the batch written: the next line walks again
+        assert len(out.getvalue().splitlines()) == 6
         logging.getLogger().addHandler(Capture())  # and finds a handler of another kind: a record
         log.call_ended(RpcCall(method, False, "echo"), None)
-        assert len(walks) == 4
+        assert len(walks) == 3
         assert [record.getMessage() for record in added] == ["CreateChatCompletion OK"]
 
     asyncio.run(calls())
-    assert len(out.getvalue().splitlines()) == 6  # every line written, the record's too
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 7  # every line written, the record's too
+    assert [entry["code"] for entry in lines] == ["OK"] * 3 + ["UNAVAILABLE", "OK", "UNAVAILABLE", "OK"]
 
 
 def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
@@ -409,8 +414,8 @@ def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
     fact added to the line must be named there (a call with every fact set gives every name)."""
     import grpc
 
+    from bridge.rpc.access import TAIL_FIELDS, _head_fields, _tail_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import TAIL_FIELDS, _head_fields, _tail_fields
 
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion", True, "echo")
     call.code = grpc.StatusCode.UNAVAILABLE  # a reason and a cause
@@ -430,8 +435,8 @@ def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
 def test_the_access_lines_durations_are_rounded_to_a_tenth_and_a_hundredth_of_a_ms(
     elapsed_ms: float, overhead_s: float, ms: float, overhead_ms: float
 ) -> None:
+    from bridge.rpc.access import access_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import access_fields
 
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.upstream_waiting, call.overhead = 0.0, overhead_s
