@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -443,3 +443,58 @@ def test_the_access_lines_durations_are_rounded_to_a_tenth_and_a_hundredth_of_a_
     fields = access_fields(call, elapsed_ms)
     assert (fields["ms"], fields["overhead_ms"]) == (ms, overhead_ms)
     assert json.dumps(fields["ms"]) == repr(ms)  # written short: "12.3", not "12.300000000000001"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_access_line_that_cannot_be_made_costs_its_own_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calls of one batch are made into lines together; one that fails is told by an ERROR line in its
+    place, the others are written as they are, in order."""
+    from bridge.rpc.access import AccessLog
+    from bridge.rpc.call import RpcCall
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    after = JsonFormatter.after
+
+    def failing(self: JsonFormatter, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        if fields.get("model") == "boom":
+            raise ValueError("a bug")
+        return after(self, created, text, fields)
+
+    monkeypatch.setattr(JsonFormatter, "after", failing)
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+
+    async def calls() -> None:
+        log = AccessLog()
+        for model in ("first", "boom", "third"):
+            log.call_ended(RpcCall(method, False, model), None)
+        assert out.getvalue() == ""  # one batch, waiting
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)
+
+    asyncio.run(calls())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [entry.get("model", entry["message"]) for entry in lines] == [
+        "first",
+        "a log line could not be made: ValueError",
+        "third",
+    ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_access_lines_are_written_once_a_batch_holds_the_most_it_may() -> None:
+    from bridge.rpc.access import AccessLog
+    from bridge.rpc.call import RpcCall
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+
+    async def calls() -> None:
+        log = AccessLog()
+        for _ in range(LineHandler.MAX_WAITING - 1):
+            log.call_ended(RpcCall(method, False, "echo"), None)
+        assert out.getvalue() == ""
+        log.call_ended(RpcCall(method, False, "echo"), None)
+        assert len(out.getvalue().splitlines()) == LineHandler.MAX_WAITING  # without waiting for the timer
+
+    asyncio.run(calls())
