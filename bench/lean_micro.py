@@ -25,7 +25,9 @@ try:
 except ImportError:  # a checkout before session 33 (the access log in bridge.rpc.interceptors)
     from bridge.rpc.interceptors import AccessLog
 """
-_USUAL_CALL = _ACCESS_LOG + """
+_USUAL_CALL = (
+    _ACCESS_LOG
+    + """
 from bridge.rpc.call import RpcCall
 log = AccessLog()
 call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
@@ -34,6 +36,7 @@ call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.
 call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
 call.prompt_tokens = call.completion_tokens = 20
 """
+)
 
 # One step: (name, setup, statement); run with `timeit` in the checkout's own interpreter and bridge/.
 STEPS = (
@@ -43,7 +46,9 @@ STEPS = (
 import logging, os
 from bridge.logs import setup_logging
 from bridge.rpc.call import RpcCall
-""" + _ACCESS_LOG + """
+"""
+        + _ACCESS_LOG
+        + """
 setup_logging("INFO", "text", open(os.devnull, "w", buffering=1))
 log = AccessLog()
 call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
