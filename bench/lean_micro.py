@@ -19,8 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A call with every usual fact (model, upstream status, overhead, correlation id, tokens) and an access log,
 # for the access-line steps (after the process's logging is set up).
-_USUAL_CALL = """
-from bridge.rpc.interceptors import AccessLog
+_ACCESS_LOG = """
+try:
+    from bridge.rpc.access import AccessLog
+except ImportError:  # a checkout before session 33 (the access log in bridge.rpc.interceptors)
+    from bridge.rpc.interceptors import AccessLog
+"""
+_USUAL_CALL = (
+    _ACCESS_LOG
+    + """
 from bridge.rpc.call import RpcCall
 log = AccessLog()
 call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,
@@ -29,6 +36,7 @@ call.upstream_status, call.upstream_attempts, call.upstream_waiting = 200, 1, 0.
 call.correlation_id = "chatcmpl-9f2c.a1_b-20261207"
 call.prompt_tokens = call.completion_tokens = 20
 """
+)
 
 # One step: (name, setup, statement); run with `timeit` in the checkout's own interpreter and bridge/.
 STEPS = (
@@ -37,8 +45,10 @@ STEPS = (
         """
 import logging, os
 from bridge.logs import setup_logging
-from bridge.rpc.interceptors import AccessLog
 from bridge.rpc.call import RpcCall
+"""
+        + _ACCESS_LOG
+        + """
 setup_logging("INFO", "text", open(os.devnull, "w", buffering=1))
 log = AccessLog()
 call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", response_streaming=False,

@@ -98,11 +98,15 @@ def http_call(session: Any, url: str, *, stream: bool) -> CallFn:
     return streamed if stream else unary
 
 
-def grpc_call(channel: Any, *, stream: bool) -> CallFn:
+def grpc_call(channel: Any, *, stream: bool, paced: bool = False) -> CallFn:
+    """One call of the workload: unary, a 64-chunk stream, or (`paced`) the paced scenario's stream."""
     from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
 
     stub = pb_grpc.ChatCompletionServiceStub(channel)
-    request = workload.request_proto(workload.LONG_PROMPT if stream else workload.PROMPT)
+    if paced:
+        request = workload.request_proto(workload.PACED_PROMPT, workload.PACED_MODEL)
+    else:
+        request = workload.request_proto(workload.LONG_PROMPT if stream else workload.PROMPT)
 
     async def unary() -> Sample:
         t0 = time.perf_counter()

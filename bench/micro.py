@@ -33,8 +33,8 @@ from bridge.chat import convert  # noqa: E402
 from bridge.chat.validation import validate_request  # noqa: E402
 from bridge.http.sse import SSEDecoder  # noqa: E402
 from bridge.logs import JsonFormatter  # noqa: E402
+from bridge.rpc.access import AccessLog  # noqa: E402
 from bridge.rpc.call import RpcCall  # noqa: E402
-from bridge.rpc.interceptors import AccessLog  # noqa: E402
 from bridge.rpc.metrics import Metrics  # noqa: E402
 from bridge.upstream import errors  # noqa: E402
 from bridge.upstream.headers import AuthPolicy, correlation_id, response_metadata, upstream_headers  # noqa: E402

@@ -22,9 +22,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge.logs import setup_logging
+from bridge.rpc.access import AccessLog
 from bridge.rpc.call import RpcCall
 from bridge.rpc.chain import _Active, _add_trailers, _around
-from bridge.rpc.interceptors import AccessLog, Interceptor
+from bridge.rpc.interceptors import Interceptor
 from bridge.rpc.load import LoadMeter, LoadOptions
 from bridge.rpc.metrics import Metrics
 from bridge.rpc.orca import LoadReports

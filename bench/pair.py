@@ -51,9 +51,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )  # fmt: skip
     target = lambda key: run.target_of(key).key  # noqa: E731
-    parser.add_argument("--a", type=target, default="bridge-default", help="bridge target A (%(default)s)")
-    parser.add_argument("--b", type=target, default="bridge", help="bridge target B (%(default)s)")
-    parser.add_argument("--rpc", choices=["unary", "stream"], default="unary", help="per call or per chunk")
+    parser.add_argument(
+        "--a", type=target, default="bridge-default", help="bridge target A, or minimal (%(default)s)"
+    )
+    parser.add_argument(
+        "--b", type=target, default="bridge", help="bridge target B, or minimal (%(default)s)"
+    )
+    parser.add_argument(
+        "--rpc",
+        choices=["unary", "stream", "paced"],
+        default="unary",
+        help="per call (unary), per chunk of 64-chunk streams (stream), or per chunk of paced streams "
+        "(bench/run.py's paced scenario: one token per read, 100 ms apart; use a --window of 10 s or more)",
+    )
     parser.add_argument(
         "--generator",
         choices=["lockstep", "separate"],
@@ -92,8 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     run.BASELINE = args.baseline
     for key in (args.a, args.b):
-        if not key.startswith("bridge"):
-            parser.error(f"{key}: bridge targets only")
+        if not (key.startswith("bridge") or key == "minimal"):
+            parser.error(f"{key}: bridge targets and minimal only")
         baseline_ok = args.baseline is not None and (args.baseline / ".venv").exists()
         if key.endswith(run.BASELINE_SUFFIX) and not baseline_ok:
             parser.error(f"{key} needs --baseline DIR, a checkout with its own .venv")
@@ -111,7 +121,10 @@ def start(bench: run.Bench, sides: list[Side], hash_seed: int | None) -> None:
     env = None if hash_seed is None else {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
     for side in sides:
         address = f"127.0.0.1:{workload.free_port()}"
-        cmd = run.bridge_cmd(side.target, address, mock.address)
+        if side.target.key == "minimal":
+            cmd = run.minimal_cmd(address, mock.address)
+        else:
+            cmd = run.bridge_cmd(side.target, address, mock.address)
         bench.start(side.name, cmd, address, cwd=run.checkout_of(side.target), env=env)
     for side in sides:
         run._check_grpc(bench.procs[side.name])
@@ -148,7 +161,7 @@ def window(
         raw = json.loads(stdout)
         parsed = run._parse_ghz(raw) if cmds[name][1] == "ghz" else raw
         units = parsed["count"] + parsed["errors"]  # every call it made, finished
-        if args.rpc == "stream":
+        if args.rpc != "unary":
             units = parsed.get("chunks") or 0
         result[name] = {
             "calls": parsed["count"],
@@ -179,7 +192,8 @@ async def lockstep_windows(
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(bench.procs[side.name].address)
             )
-            calls[side.name] = loadgen.grpc_call(channel, stream=args.rpc == "stream")
+            paced = args.rpc == "paced"
+            calls[side.name] = loadgen.grpc_call(channel, stream=args.rpc != "unary", paced=paced)
         first, second = calls["a"], calls["b"]
 
         async def a_then_b() -> loadgen.Sample:
@@ -239,6 +253,8 @@ def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
     quartiles = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else [diffs[0]] * 3
     a = statistics.median(w["a"]["us_per_unit"] for w in windows)
     b = statistics.median(w["b"]["us_per_unit"] for w in windows)
+    ratios = [w["a"]["us_per_unit"] / w["b"]["us_per_unit"] for w in windows]
+    ratio_medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     return {
         "diff_us_median": statistics.median(diffs),
         "diff_us_ci95": [medians[49], medians[1949]],
@@ -246,7 +262,8 @@ def summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "diff_us_min_max": [min(diffs), max(diffs)],
         "a_us_median": a,
         "b_us_median": b,
-        "ratio_median": statistics.median(w["a"]["us_per_unit"] / w["b"]["us_per_unit"] for w in windows),
+        "ratio_median": statistics.median(ratios),
+        "ratio_ci95": [ratio_medians[49], ratio_medians[1949]],
         "other_cores_max": max(w["other_cores"] for w in windows),
     }
 
@@ -302,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         f"paired windows; 95 % CI of the median {low:+.1f} .. {high:+.1f}; quartiles "
         f"{result['diff_us_quartiles'][0]:+.1f} .. {result['diff_us_quartiles'][1]:+.1f}); "
         f"a {result['a_us_median']:.1f}, b {result['b_us_median']:.1f} µs, "
-        f"ratio {result['ratio_median']:.3f}; "
+        f"ratio {result['ratio_median']:.3f} (95 % CI {result['ratio_ci95'][0]:.3f} .. "
+        f"{result['ratio_ci95'][1]:.3f}); "
         f"outside load up to {result['other_cores_max']:.2f} cores"
     )
     meta = run.metadata(argparse.Namespace(

@@ -157,6 +157,11 @@ def checkout_of(target: Target) -> Path:
     return BASELINE
 
 
+def minimal_cmd(address: str, upstream: str) -> list[str]:
+    """The minimal bridge (bench/minimal_bridge.py) listening on `address`, in front of `upstream`."""
+    return [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", upstream]
+
+
 def bridge_cmd(target: Target, address: str, upstream: str, *, workers: int = 1) -> list[str]:
     python = str(BASELINE / ".venv/bin/python") if target.baseline and BASELINE else PY
     cmd = [python, "-m", "bridge.cli", "serve", "--listen", address, "--upstream-url", upstream]
@@ -349,7 +354,7 @@ def start_targets(bench: Bench, keys: list[str]) -> None:
         if key == "echo":
             cmd = [PY, str(BENCH / "echo_server.py"), "--listen", address, "--sample-from", mock.address]
         elif key == "minimal":
-            cmd = [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", mock.address]
+            cmd = minimal_cmd(address, mock.address)
         elif key in REFERENCES:
             cmd = [PY, str(BENCH / "aiohttp_proxy.py"), "--listen", address, "--upstream-url", mock.address]
             if key == "ref-bare":
@@ -636,10 +641,7 @@ def measure_idle(bench: Bench, key: str, streams: int) -> dict[str, Any]:
     name = f"idle-{key}"
     address = f"127.0.0.1:{workload.free_port()}"
     upstream = bench.procs["mock"].address
-    if key == "minimal":
-        cmd = [PY, str(BENCH / "minimal_bridge.py"), "--listen", address, "--upstream-url", upstream]
-    else:
-        cmd = bridge_cmd(target, address, upstream)
+    cmd = minimal_cmd(address, upstream) if key == "minimal" else bridge_cmd(target, address, upstream)
     proc = bench.start(name, cmd, address, cwd=checkout_of(target))
     try:
         _check_grpc(proc)

@@ -36,9 +36,10 @@ from bridge.http.tracing import TracedTransport
 from bridge.http.transports import build_transport
 from bridge.http.transports.base import TransportSettings, proxy_for, tls_context
 from bridge.models.service import ModelService
+from bridge.rpc.access import AccessLog
 from bridge.rpc.call import note_upstream, note_upstream_attempt
 from bridge.rpc.callers import CallerAuthorization
-from bridge.rpc.interceptors import AccessLog, Interceptor
+from bridge.rpc.interceptors import Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.load import LoadBoard, LoadMeter, LoadOptions, available_cores
 from bridge.rpc.metrics import Metrics, exposed, serve_metrics

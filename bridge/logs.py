@@ -49,15 +49,16 @@ class _SecondCache:
 
     def __init__(self, pattern: str, convert: Callable[[float], time.struct_time]) -> None:
         self._pattern, self._convert = pattern, convert
-        self._second, self._text = -1, ""
+        self.second, self.second_text = -1, ""  # the last second formatted (plain attributes: read per line)
 
     def text(self, created: float) -> tuple[str, int]:
         """(the second's text, the milliseconds) of `created`."""
         second = int(created)
-        if second != self._second:
-            self._text = time.strftime(self._pattern, self._convert(second))
-            self._second = second
-        return self._text, min(int((created - second) * 1000), 999)
+        if second != self.second:
+            self.second_text = time.strftime(self._pattern, self._convert(second))
+            self.second = second
+        # created - second is exact and below 1, so the milliseconds are at most 999.
+        return self.second_text, int((created - second) * 1000)
 
 
 class LineHead(NamedTuple):
@@ -85,12 +86,15 @@ class _HeadLines:
         """`line(created, head.level, head.logger, head.message, head.fields | fields)`, the head's text
         used as it is (only the time and `fields` formatted now) when `fields` names none of its keys."""
         if head.text is not None and head.keys.isdisjoint(fields):
-            made = self._after(created, head.text, fields)
+            made = self.after(created, head.text, fields)
             if made is not None:
                 return made
         return self.line(created, head.level, head.logger, head.message, {**head.fields, **fields})
 
-    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+    def after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        """The line of a head's `text` (not None) and `fields` that name none of the head's keys (the
+        caller's to know: `line_after` checks it per line, the access log once per head); None when the
+        fields need the whole line made by `line`."""
         raise NotImplementedError
 
 
@@ -117,7 +121,7 @@ class TextFormatter(_HeadLines, logging.Formatter):
         text = _with_fields(printable(f" {level} {logger}: {message}"), fields)
         return LineHead(text, frozenset(fields), level, logger, message, fields)
 
-    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str:
+    def after(self, created: float, text: str, fields: Mapping[str, object]) -> str:
         second, millis = self._seconds.text(created)
         return _with_fields(f"{second},{millis:03d}{text}", fields)
 
@@ -174,15 +178,20 @@ class JsonFormatter(_HeadLines, logging.Formatter):
             text = None
         return LineHead(text, frozenset(entry) | {"time"}, level, logger, message, fields)
 
-    def _after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
-        second, millis = self._seconds.text(created)  # `_time`'s, in the one f-string below
+    def after(self, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        # `_time`'s text, its cache read here: this runs once per access line.
+        seconds = self._seconds
+        second = int(created)
+        if second != seconds.second:
+            seconds.text(created)
+        millis = int((created - second) * 1000)
         if not fields:
-            return f'{{"time":"{second}.{millis:03d}+00:00",{text}}}'
+            return f'{{"time":"{seconds.second_text}.{millis:03d}+00:00",{text}}}'
         try:
             rest = orjson.dumps(fields, default=str).decode()
         except orjson.JSONEncodeError:
             return None  # made whole by `line`
-        return f'{{"time":"{second}.{millis:03d}+00:00",{text},{rest[1:]}'
+        return f'{{"time":"{seconds.second_text}.{millis:03d}+00:00",{text},{rest[1:]}'
 
     def _entry(
         self, created: float, level: str, logger: str, message: str, fields: Mapping[str, object]
@@ -227,7 +236,7 @@ def setup_logging(level: str, log_format: LogFormat, stream: TextIO | None = Non
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic in typeshed only
     """The handler `setup_logging` installs: a StreamHandler that also takes lines made without a
-    LogRecord (the access log's line per call: bridge.rpc.interceptors) with `write_line`: the line, or a
+    LogRecord (the access log's line per call: bridge.rpc.access) with `write_line`: the line, or a
     function that makes it when the lines are written (after the call's reply, off its path).
 
     On an event loop such lines wait up to `FLUSH_S` and are written together (one write for all the calls
@@ -263,7 +272,10 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
             self._armed = None
             if self.batch:
                 waiting, self.batch = self.batch, []
-                lines = [line if type(line) is str else self._made(line) for line in waiting]  # type: ignore[arg-type]
+                try:  # the lines made in one pass, without a try and a method call per line
+                    lines = [line if type(line) is str else line() for line in waiting]  # type: ignore[operator]
+                except Exception:  # a maker failed: again one by one, its line an ERROR that says so
+                    lines = [line if type(line) is str else self.made(line) for line in waiting]  # type: ignore[arg-type]
                 self.stream.write(self.terminator.join(lines) + self.terminator)
             super().flush()
 
@@ -272,7 +284,7 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic i
             self.flush()
         super().emit(record)
 
-    def _made(self, make: Callable[[], str]) -> str:
+    def made(self, make: Callable[[], str]) -> str:
         """The line `make` makes; if it fails, an ERROR line that says so, in the handler's format (a
         JSON pipeline still parses it), and the lines around it are still written."""
         try:

@@ -1,5 +1,6 @@
 """Interceptors: one concern per `Interceptor`, run around every RPC, unary or streaming alike (the chain
-that runs them: bridge.rpc.chain), and the two every server has, error mapping and the access log.
+that runs them: bridge.rpc.chain), and error mapping, which every server has (the access log, the other
+one: bridge.rpc.access).
 
 An interceptor either overrides `around` (an async context manager around the whole call) or the plain
 hooks `call_started`/`call_ended` (nothing to await or catch: the cheaper form, run in one try/finally).
@@ -19,39 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, NoReturn, Protocol, cast
+from typing import Final, NoReturn
 
 import grpc
 
 from bridge.errors import (
     BridgeError,
-    Key,
-    Reason,
     UpstreamError,
-    UpstreamHTTPError,
-    UpstreamStreamError,
     internal_error,
 )
-from bridge.redaction import MAX_METADATA_BYTES, clean, header_value
-from bridge.rpc.call import PLUMBING_SERVICES, Context, RpcCall, Trailers, split_method
+from bridge.rpc.call import Context, RpcCall, Trailers, split_method
 
-__all__ = [
-    "AccessLog",
-    "ErrorMapping",
-    "Hook",
-    "Interceptor",
-    "abort",
-    "access_fields",
-    "failure_of",
-]
+__all__ = ["ErrorMapping", "Hook", "Interceptor", "abort"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("bridge.access")
 _NOTHING: Final = contextlib.nullcontext()
 
 
@@ -133,39 +118,6 @@ class _HookScope(AbstractAsyncContextManager[None]):
         self._interceptor.call_ended(self._call, self._started)
 
 
-class _LineFormatter(Protocol):
-    """bridge.logs' formatters (a layer above this one): a line made as a record would be, from a head
-    made once (their `LineHead`, kept here as it is)."""
-
-    def head(self, level: str, logger: str, message: str, fields: Mapping[str, object]) -> object: ...
-
-    def line_after(self, created: float, head: Any, fields: Mapping[str, object]) -> str: ...
-
-
-def _line_writer(logger: logging.Logger, level: int) -> tuple[Any, _LineFormatter] | None:
-    """The one handler a record of `logger` at `level` would reach, and its formatter, if writing a line
-    straight to it gives what the logging machinery would: no filter on the way, and a handler with
-    `write_line` whose formatter has `head` and `line_after` (bridge.logs.setup_logging's). None otherwise
-    (tests capturing records, handlers of an embedding application): then the caller makes a record."""
-    if logger.filters or logger.manager.disable >= level:
-        return None
-    found: logging.Handler | None = None
-    current: logging.Logger | None = logger
-    while current is not None:
-        for handler in current.handlers:
-            if level < handler.level:
-                continue
-            if found is not None or handler.filters or not hasattr(handler, "write_line"):
-                return None
-            found = handler
-        current = current.parent if current.propagate else None
-    formatter = found.formatter if found is not None else None
-    if formatter is None or not (hasattr(formatter, "head") and hasattr(formatter, "line_after")):
-        return None
-    return found, cast(_LineFormatter, formatter)
-
-
-# Request fields naming the one model a call is about: `model` (chat, embeddings), `model_id` (GetModel).
 # ---------------------------------------------------------------------------------------- error mapping
 
 
@@ -242,181 +194,3 @@ def _call_over(context: Context) -> bool:
 def _ended_code(context: Context) -> grpc.StatusCode:
     """How a call that ended without a status of ours ended: its deadline, or the client's cancel."""
     return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
-
-
-# ------------------------------------------------------------------------------------------- access log
-
-
-class AccessLog(Interceptor):
-    """One line per call when it ends, on the `bridge.access` logger: the method and its code as the
-    message; the call's facts as the record's `fields` (bridge.logs renders them as key=value or JSON keys):
-    duration, the caller's identity (bridge.rpc.callers: its certificate's allowed SAN, else "anonymous"),
-    model, upstream status and correlation id, upstream attempts when a request was retried, chunks sent,
-    the reason and cause of a call that did not end OK (`failure_of`), token counts and cost, trace id.
-
-    OK and CANCELLED are INFO, other codes WARNING. Health checks and reflection are not logged. Only
-    facts are logged, never metadata or message content; caller and upstream strings are redacted and
-    bounded (bridge.redaction).
-    """
-
-    def __init__(
-        self, logger: logging.Logger | None = None, *, skip_services: Collection[str] = PLUMBING_SERVICES
-    ) -> None:
-        self._log = logger or access_log
-        self.skip_services = frozenset(skip_services)
-        # The start of the line (level, logger, message, service, method, code) per formatter, method and
-        # code (which gives the level), made once: the same for every call of a method ending with one
-        # code. Keyed by the code's id: a StatusCode's own hash is Enum's, a call into Python.
-        self._heads: dict[tuple[object, str, int], object] = {}
-        # (level, handler, formatter, the handler's batch) of the last line written straight to a handler.
-        self._found: tuple[int, Any, _LineFormatter, object] | None = None
-
-    def call_ended(self, call: RpcCall, started: object) -> None:
-        self._write(call)
-
-    def _write(self, call: RpcCall) -> None:
-        code = call.code
-        level = logging.INFO if code is _OK or code is _CANCELLED else logging.WARNING
-        if not self._log.isEnabledFor(level):
-            return
-        found = self._found
-        if found is None or found[0] != level or found[3] is not found[1].batch:
-            direct = _line_writer(self._log, level)
-            if direct is None:
-                self._found = None
-                self._record(call, level)
-                return
-            found = (level, *direct, direct[0].batch)
-        # The process's own handler and format (bridge.logs.setup_logging): the line written straight to
-        # it, as the record would have made it, without the record machinery (a line per call), and made
-        # when the handler writes (after the reply is sent), from the facts as they are now.
-        _, handler, formatter, batch = found
-        head = self._heads.get((formatter, call.method, id(code)))
-        head = head or self._head(formatter, level, call)
-        _ = call.overhead_seconds  # fixed now, by its first read, before the duration is read
-        handler.write_line(
-            functools.partial(_access_line, formatter, head, time.time(), call, call.elapsed_ms)
-        )
-        # Where the line went holds for the next calls while their lines join the same waiting batch (up
-        # to LineHandler.FLUSH_S): the logger tree is walked again once the batch is written, so a handler
-        # added meanwhile gets the lines of the next batch on.
-        self._found = found if handler.batch is batch else None
-
-    def _record(self, call: RpcCall, level: int) -> None:
-        """The line as a record, through the logging machinery (handlers other than setup_logging's)."""
-        fields = access_fields(call)
-        # Made here rather than by Logger.log, which would walk the stack for the caller's file and line.
-        args = (call.name, call.code.name)
-        self._log.handle(
-            self._log.makeRecord(
-                self._log.name, level, _SOURCE, 0, "%s %s", args, None, extra={"fields": fields}
-            )
-        )
-
-    def _head(self, formatter: _LineFormatter, level: int, call: RpcCall) -> object:
-        """The line's head for this formatter, level, method and code, made and kept."""
-        if len(self._heads) >= _MAX_HEADS:  # a bound, whatever methods and formatters come and go
-            self._heads.clear()
-        message = f"{call.name} {call.code.name}"
-        head = formatter.head(_LEVEL_NAMES[level], self._log.name, message, _head_fields(call))
-        self._heads[(formatter, call.method, id(call.code))] = head
-        return head
-
-
-def _access_line(
-    formatter: _LineFormatter, head: object, created: float, call: RpcCall, elapsed_ms: float
-) -> str:
-    """The access line of `call`, which ended at `created` after `elapsed_ms`."""
-    return formatter.line_after(created, head, _tail_fields(call, elapsed_ms))
-
-
-def access_fields(call: RpcCall, elapsed_ms: float | None = None) -> dict[str, object]:
-    """The facts of a finished call worth a log line, those it has (None left out), in a stable order;
-    `elapsed_ms`: its duration, if it ended before now."""
-    return {**_head_fields(call), **_tail_fields(call, elapsed_ms)}
-
-
-def _head_fields(call: RpcCall) -> dict[str, object]:
-    """The facts every call of one method that ends with one code shares (the access line's head)."""
-    return {"service": call.service, "method": call.name, "code": call.code.name}
-
-
-def _tail_fields(call: RpcCall, elapsed_ms: float | None) -> dict[str, object]:
-    """access_fields after the head's."""
-    overhead = call.overhead_seconds  # before the duration: overhead + upstream time <= duration
-    fields: dict[str, object] = {
-        "ms": round(call.elapsed_ms if elapsed_ms is None else elapsed_ms, 1),
-        "caller": call.caller.identity,  # printable ASCII and bounded where it was read (bridge.auth)
-    }
-    # One test per optional fact, in the order of the line (this runs once per call, on the event loop).
-    if call.model:
-        fields["model"] = _logged_model(call.model)
-    if call.upstream is not None:
-        fields["upstream"] = call.upstream
-    if call.upstream_status is not None:
-        fields["upstream_status"] = call.upstream_status
-    if call.upstream_attempts > 1:
-        fields["upstream_attempts"] = call.upstream_attempts
-    if overhead is not None:
-        fields["overhead_ms"] = round(overhead * 1000, 2)
-    if call.response_streaming:
-        fields["chunks"] = call.messages_sent
-    if call.correlation_id:
-        # Sanitised where it was read (bridge.upstream.headers); again here, as everything a line carries.
-        correlation_id = header_value(call.correlation_id)
-        if correlation_id is not None:
-            fields["correlation_id"] = correlation_id
-    if call.code is not _OK:
-        fields["reason"], fields["cause"] = failure_of(call)
-    # The usage and the trace, each tested by name: a loop of getattr over their names costs more.
-    if call.prompt_tokens is not None:
-        fields["prompt_tokens"] = call.prompt_tokens
-    if call.completion_tokens is not None:
-        fields["completion_tokens"] = call.completion_tokens
-    if call.cost is not None:
-        fields["cost"] = call.cost
-    if call.trace_id is not None:
-        fields["trace_id"] = call.trace_id
-    return fields
-
-
-def failure_of(call: RpcCall) -> tuple[str, str]:
-    """(reason, cause) of a call that did not end OK, for an operator reading the access log: the
-    ErrorInfo reason its status carried, and the cause in the bridge's words (the status message: what
-    failed, where, and what the network said; for a redirect, where it pointed). The upstream's own words
-    may quote a request, so an error it answered is told by its HTTP status and error code only. A call
-    that ended without a status of the bridge's (the client cancelled, its deadline passed) has the code's
-    name as its reason."""
-    error = call.error
-    if not isinstance(error, BridgeError):
-        return call.code.name, _ENDED.get(call.code, "the handler set the status")
-    reason = error.reason
-    cause = error.message
-    if isinstance(error, UpstreamHTTPError | UpstreamStreamError) and reason != Reason.UPSTREAM_REDIRECTED:
-        status = error.http_status
-        cause = f"upstream HTTP {status}" if status else "upstream error event in its stream"
-        code = error.metadata.get(Key.UPSTREAM_CODE)
-        cause += f" ({clean(code, MAX_METADATA_BYTES)})" if code else ""
-    return reason, clean(cause, _MAX_LOGGED_CAUSE_BYTES)
-
-
-# How a call ends when no status of the bridge's is sent.
-_ENDED: Final = {
-    grpc.StatusCode.CANCELLED: "the client cancelled the call",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "the call's deadline passed",
-}
-_MAX_LOGGED_CAUSE_BYTES: Final = 512
-_SOURCE: Final = __file__  # the access line's pathname
-_LEVEL_NAMES: Final = {logging.INFO: "INFO", logging.WARNING: "WARNING"}
-_MAX_HEADS: Final = 1024
-_OK: Final = grpc.StatusCode.OK
-_CANCELLED: Final = grpc.StatusCode.CANCELLED
-
-
-_MAX_LOGGED_MODEL_BYTES: Final = 256  # the contract's limit on `model`
-
-
-@functools.lru_cache(maxsize=1024)
-def _logged_model(model: str) -> str:
-    # Callers send a few model names again and again: redact each once.
-    return clean(model, _MAX_LOGGED_MODEL_BYTES)

@@ -13,10 +13,11 @@ import grpc
 import pytest
 
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_service_pb2_grpc as pb_grpc
+from bridge.rpc.access import AccessLog
 from bridge.rpc.call import Context, RpcCall
 from bridge.rpc.callers import CallerAuthorization
 from bridge.rpc.chain import _Active
-from bridge.rpc.interceptors import AccessLog, ErrorMapping, Interceptor
+from bridge.rpc.interceptors import ErrorMapping, Interceptor
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.tracing import Tracing
 from bridge.upstream.headers import AuthPolicy

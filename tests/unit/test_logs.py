@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -228,6 +228,25 @@ def test_a_line_that_cannot_be_made_is_told_and_the_others_written() -> None:
     assert out.getvalue() == "before\n(a log line could not be made: ZeroDivisionError)\nafter\n"
 
 
+def test_a_batch_with_a_line_that_cannot_be_made_keeps_every_other_line_once() -> None:
+    """On an event loop the lines of one batch are made in one pass; a failure mid-batch does not lose or
+    repeat the lines around it."""
+    out = io.StringIO()
+    handler = LineHandler(out)
+
+    async def batch() -> None:
+        handler.write_line(lambda: "first")
+        handler.write_line("second")
+        handler.write_line(lambda: str(1 / 0))
+        handler.write_line(lambda: "fourth")
+        assert out.getvalue() == ""  # waiting together
+        handler.flush()
+
+    asyncio.run(batch())
+    made = "first\nsecond\n(a log line could not be made: ZeroDivisionError)\nfourth\n"
+    assert out.getvalue() == made
+
+
 def test_a_line_that_cannot_be_made_is_told_in_the_handlers_format() -> None:
     """In JSON format the stand-in is a JSON object too: a log pipeline parses every line."""
     out = io.StringIO()
@@ -244,19 +263,19 @@ def test_a_line_that_cannot_be_made_is_told_in_the_handlers_format() -> None:
 def test_the_access_line_is_made_after_the_call_from_its_facts_as_it_ended(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from bridge.rpc.access import AccessLog
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import AccessLog
 
     out = io.StringIO()
     setup_logging("INFO", "json", out)
     made: list[str] = []
-    line_after = JsonFormatter.line_after
+    after = JsonFormatter.after
 
-    def counted(self: JsonFormatter, *args: object) -> str:
+    def counted(self: JsonFormatter, *args: object) -> str | None:
         made.append("line")
-        return line_after(self, *args)  # type: ignore[arg-type]
+        return after(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JsonFormatter, "line_after", counted)
+    monkeypatch.setattr(JsonFormatter, "after", counted)
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.started -= 1.0  # it lasted a second
 
@@ -280,8 +299,8 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
 ) -> None:
     import grpc
 
+    from bridge.rpc.access import AccessLog, access_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import AccessLog, access_fields
 
     out = io.StringIO()
     setup_logging("INFO", log_format, out)  # type: ignore[arg-type]
@@ -326,8 +345,8 @@ def test_the_access_lines_head_is_made_once_per_method_and_code(
 
 
 def test_the_access_lines_usage_and_trace_facts_follow_the_others_in_order() -> None:
+    from bridge.rpc.access import access_fields
     from bridge.rpc.call import RpcCall
-    from bridge.rpc.interceptors import access_fields
 
     call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
     call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 0, 0.0, "4bf92f3577b34da6"
@@ -344,20 +363,20 @@ def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
 ) -> None:
     import grpc
 
-    from bridge.rpc import interceptors
+    from bridge.rpc import access
     from bridge.rpc.call import RpcCall
 
     out = io.StringIO()
     setup_logging("INFO", "json", out)
     walks: list[int] = []
-    walk = interceptors._line_writer
+    walk = access._line_writer
 
     def counted(logger: logging.Logger, level: int) -> object:
         walks.append(level)
         return walk(logger, level)
 
-    monkeypatch.setattr(interceptors, "_line_writer", counted)
-    log = interceptors.AccessLog()
+    monkeypatch.setattr(access, "_line_writer", counted)
+    log = access.AccessLog()
     method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
     added: list[logging.LogRecord] = []
 
@@ -374,12 +393,108 @@ def test_the_access_log_looks_for_its_handler_once_per_batch_and_again_after_it(
         log.call_ended(failed, None)
         assert walks == [logging.INFO, logging.WARNING]
         log.call_ended(RpcCall(method, False, "echo"), None)
-        assert len(walks) == 3
+        log.call_ended(failed, None)
+        assert len(walks) == 2  # both levels known to go there for the rest of the batch
+        assert out.getvalue() == ""  # every line still waiting
         logging.getLogger().handlers[0].flush()  # the batch written: the next line walks again
+        assert len(out.getvalue().splitlines()) == 6
         logging.getLogger().addHandler(Capture())  # and finds a handler of another kind: a record
         log.call_ended(RpcCall(method, False, "echo"), None)
-        assert len(walks) == 4
+        assert len(walks) == 3
         assert [record.getMessage() for record in added] == ["CreateChatCompletion OK"]
 
     asyncio.run(calls())
-    assert len(out.getvalue().splitlines()) == 6  # every line written, the record's too
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 7  # every line written, the record's too
+    assert [entry["code"] for entry in lines] == ["OK"] * 3 + ["UNAVAILABLE", "OK", "UNAVAILABLE", "OK"]
+
+
+def test_every_fact_the_access_line_may_carry_is_named_in_tail_fields() -> None:
+    """The access log checks the head's keys against `TAIL_FIELDS` once per head instead of per line: a
+    fact added to the line must be named there (a call with every fact set gives every name)."""
+    import grpc
+
+    from bridge.rpc.access import TAIL_FIELDS, _head_fields, _tail_fields
+    from bridge.rpc.call import RpcCall
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion", True, "echo")
+    call.code = grpc.StatusCode.UNAVAILABLE  # a reason and a cause
+    call.upstream, call.upstream_status, call.upstream_attempts = "a.example:443", 503, 2
+    call.upstream_waiting, call.correlation_id, call.messages_sent = 0.001, "req-1", 3
+    call.prompt_tokens, call.completion_tokens, call.cost, call.trace_id = 3, 4, 0.5, "4bf92f3577b34da6"
+    assert set(_tail_fields(call, 12.0)) == TAIL_FIELDS
+    assert TAIL_FIELDS.isdisjoint(_head_fields(call))
+
+
+@pytest.mark.parametrize(("elapsed_ms", "overhead_s", "ms", "overhead_ms"), [
+    (12.345678, 0.00123456, 12.3, 1.23),
+    (0.04, 0.0, 0.0, 0.0),
+    (999.96, 0.0123449, 1000.0, 12.34),
+    (86_400_000.06, 1.000004, 86_400_000.1, 1000.0),
+])  # fmt: skip
+def test_the_access_lines_durations_are_rounded_to_a_tenth_and_a_hundredth_of_a_ms(
+    elapsed_ms: float, overhead_s: float, ms: float, overhead_ms: float
+) -> None:
+    from bridge.rpc.access import access_fields
+    from bridge.rpc.call import RpcCall
+
+    call = RpcCall("/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion", False, "echo")
+    call.upstream_waiting, call.overhead = 0.0, overhead_s
+    fields = access_fields(call, elapsed_ms)
+    assert (fields["ms"], fields["overhead_ms"]) == (ms, overhead_ms)
+    assert json.dumps(fields["ms"]) == repr(ms)  # written short: "12.3", not "12.300000000000001"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_an_access_line_that_cannot_be_made_costs_its_own_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calls of one batch are made into lines together; one that fails is told by an ERROR line in its
+    place, the others are written as they are, in order."""
+    from bridge.rpc.access import AccessLog
+    from bridge.rpc.call import RpcCall
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    after = JsonFormatter.after
+
+    def failing(self: JsonFormatter, created: float, text: str, fields: Mapping[str, object]) -> str | None:
+        if fields.get("model") == "boom":
+            raise ValueError("a bug")
+        return after(self, created, text, fields)
+
+    monkeypatch.setattr(JsonFormatter, "after", failing)
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+
+    async def calls() -> None:
+        log = AccessLog()
+        for model in ("first", "boom", "third"):
+            log.call_ended(RpcCall(method, False, model), None)
+        assert out.getvalue() == ""  # one batch, waiting
+        await asyncio.sleep(LineHandler.FLUSH_S * 2)
+
+    asyncio.run(calls())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [entry.get("model", entry["message"]) for entry in lines] == [
+        "first",
+        "a log line could not be made: ValueError",
+        "third",
+    ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_access_lines_are_written_once_a_batch_holds_the_most_it_may() -> None:
+    from bridge.rpc.access import AccessLog
+    from bridge.rpc.call import RpcCall
+
+    out = io.StringIO()
+    setup_logging("INFO", "json", out)
+    method = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+
+    async def calls() -> None:
+        log = AccessLog()
+        for _ in range(LineHandler.MAX_WAITING - 1):
+            log.call_ended(RpcCall(method, False, "echo"), None)
+        assert out.getvalue() == ""
+        log.call_ended(RpcCall(method, False, "echo"), None)
+        assert len(out.getvalue().splitlines()) == LineHandler.MAX_WAITING  # without waiting for the timer
+
+    asyncio.run(calls())

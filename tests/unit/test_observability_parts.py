@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from bridge.app import server_config
+from bridge.rpc.access import AccessLog
 from bridge.rpc.call import PLUMBING_SERVICES
 from bridge.rpc.callers import CallerAuthorization
-from bridge.rpc.interceptors import AccessLog
 from bridge.rpc.limits import ConcurrencyLimit
 from bridge.rpc.metrics import GO_CODE_NAMES, OTHER_MODEL, Metrics, ModelLabels
 from bridge.rpc.server import server_options
