@@ -21,7 +21,7 @@ The generic rules live in bridge.jsonproto; this module holds the chat contract'
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -202,77 +202,40 @@ def generic_chunk_from_upstream(obj: Mapping[str, JSON]) -> pb.StreamChatComplet
 # The keys the fast path takes: the chunk's string and integer fields, its choices, and a null usage; a
 # choice's index, delta, finish reason and null logprobs; a delta's string fields.
 _CHUNK_STRINGS: Final = ("id", "object", "model", "system_fingerprint", "service_tier")
-_STRINGS: Final = frozenset(_CHUNK_STRINGS)
 _CHUNK_KEYS: Final = frozenset({*_CHUNK_STRINGS, "created", "choices", "usage"})
 _CHOICE_KEYS: Final = frozenset({"index", "delta", "finish_reason", "logprobs"})
 _DELTA_STRINGS: Final = frozenset({"role", "content", "refusal", "reasoning_content"})
 _INT32: Final = (-(2**31), 2**31 - 1)
 _INT64: Final = (-(2**63), 2**63 - 1)
+_Chunk: Final = pb.StreamChatCompletionResponse
 
 
 def _text_chunk(obj: Mapping[str, JSON]) -> pb.StreamChatCompletionResponse | None:
-    """A text-delta chunk by direct assignment into the proto, in one pass over its keys (the cheapest
-    way to fill one); None for any other shape (the generic walk's)."""
-    chunk = pb.StreamChatCompletionResponse()
-    for key, value in obj.items():
-        if value is None:
-            if key in _CHUNK_KEYS:
-                continue  # null is absent, for every key taken here (a null usage too)
+    """A text-delta chunk built by the message's own constructor (one C call fills it: cheaper than an
+    assignment per field), once its keys and those of its choices and deltas are those taken here; None
+    for any other shape (the generic walk's). The constructor checks each value's type and range as the
+    generic walk would (a bool is not an int, a float not an integer, an int beyond its field's range, a
+    string with a lone surrogate: each raises, and the generic walk then decides); null is absent."""
+    if not obj.keys() <= _CHUNK_KEYS or obj.get("usage") is not None:
+        return None  # a usage, or a key the generic walk keeps in `extra`
+    choices = obj.get("choices")
+    if choices is not None:
+        if type(choices) is not list:
             return None
-        if key in _STRINGS:
-            if type(value) is not str:
+        for choice in choices:
+            if (
+                type(choice) is not dict
+                or not choice.keys() <= _CHOICE_KEYS
+                or choice.get("logprobs") is not None
+            ):
+                return None  # logprobs, or a key the generic walk keeps in `extra`
+            delta = choice.get("delta")
+            if delta is not None and (type(delta) is not dict or not delta.keys() <= _DELTA_STRINGS):
                 return None
-            setattr(chunk, key, value if value.isascii() else proto_text(value))
-        elif key == "choices":
-            if type(value) is not list:
-                return None
-            add = chunk.choices.add
-            for choice in value:
-                if not _add_text_choice(add, choice):
-                    return None
-        elif key == "created":
-            if type(value) is not int or not _INT64[0] <= value <= _INT64[1]:
-                return None
-            chunk.created = value
-        else:
-            return None  # a usage, or a key the generic walk keeps in `extra`
-    return chunk
-
-
-def _add_text_choice(add: Callable[[], pb.ChatCompletionChunkChoice], choice: JSON) -> bool:
-    """Adds `choice` (by `add`, the chunk's `choices.add`); False for a shape the fast path does not take
-    (the chunk is then thrown away)."""
-    if type(choice) is not dict:
-        return False
-    added = add()
-    for key, value in choice.items():
-        if value is None:
-            if key in _CHOICE_KEYS:
-                continue
-            return False
-        if key == "delta":
-            if type(value) is not dict:
-                return False
-            into = added.delta
-            into.SetInParent()  # present even when empty (`"delta": {}`), as the generic walk has it
-            for name, text in value.items():
-                if name not in _DELTA_STRINGS:
-                    return False
-                if text is not None:
-                    if type(text) is not str:
-                        return False
-                    setattr(into, name, text if text.isascii() else proto_text(text))
-        elif key == "index":
-            if type(value) is not int or not _INT32[0] <= value <= _INT32[1]:
-                return False
-            added.index = value
-        elif key == "finish_reason":
-            if type(value) is not str:
-                return False
-            added.finish_reason = proto_text(value)
-        else:
-            return False  # logprobs, or a key the generic walk keeps in `extra`
-    return True
+    try:
+        return _Chunk(**obj)
+    except (TypeError, ValueError):  # a value of another type or beyond its range (UnicodeError included)
+        return None
 
 
 def generic_response_from_upstream(obj: Mapping[str, JSON]) -> pb.CreateChatCompletionResponse:

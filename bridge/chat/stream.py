@@ -70,6 +70,8 @@ class Chunks:
             _check_end(stream, self._finished)
             return []
         out: list[JSONObject] = []
+        finished = self._finished
+        loads = jsoncodec.loads
         try:
             for event in events:
                 data = event.data
@@ -77,14 +79,24 @@ class Chunks:
                     self._done = True
                     break
                 if event.event == "message" and _ERROR not in data:  # almost every event: no error
-                    chunk = _parse(stream, data)
+                    try:  # _parse, in line
+                        chunk = loads(data)
+                    except (ValueError, RecursionError):
+                        raise _not_json(stream) from None
+                    if type(chunk) is not dict:
+                        raise _not_an_object(stream)
                 else:  # an error (raised), another event type (skipped), or a chunk naming "error"
                     other = _chunk(stream, event)
                     if other is None:
                         continue
                     chunk = other
-                if not self._finished:
-                    self._finished = _has_finish_reason(chunk)
+                if not finished:  # _has_finish_reason, in line (once per chunk until a choice finished)
+                    choices = chunk.get("choices")
+                    if type(choices) is list:
+                        for choice in choices:
+                            if type(choice) is dict and choice.get("finish_reason"):
+                                finished = self._finished = True
+                                break
                 out.append(chunk)
         except Exception as error:  # an error event or a chunk not understood: the chunks before it first
             if not out:
@@ -119,12 +131,18 @@ def _parse(stream: Events, data: str) -> JSONObject:
     try:
         chunk = jsoncodec.loads(data)
     except (ValueError, RecursionError):
-        raise stream.protocol_error(
-            "stream chunk is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE
-        ) from None
+        raise _not_json(stream) from None
     if type(chunk) is not dict:
-        raise stream.protocol_error("stream chunk is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE)
+        raise _not_an_object(stream)
     return chunk
+
+
+def _not_json(stream: Events) -> Exception:
+    return stream.protocol_error("stream chunk is not valid JSON", Reason.UPSTREAM_INVALID_RESPONSE)
+
+
+def _not_an_object(stream: Events) -> Exception:
+    return stream.protocol_error("stream chunk is not a JSON object", Reason.UPSTREAM_INVALID_RESPONSE)
 
 
 def _check_end(stream: Events, finished: bool) -> None:
@@ -140,15 +158,6 @@ def _check_end(stream: Events, finished: bool) -> None:
             Reason.UPSTREAM_STREAM_INCOMPLETE,
             grpc.StatusCode.UNAVAILABLE,
         )
-
-
-def _has_finish_reason(chunk: JSONObject) -> bool:
-    choices = chunk.get("choices")
-    if type(choices) is list:
-        for choice in choices:
-            if type(choice) is dict and choice.get("finish_reason"):
-                return True
-    return False
 
 
 _GENERATED: Final = ("content", "tool_calls", "function_call", "reasoning_content", "refusal")
