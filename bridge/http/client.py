@@ -129,14 +129,22 @@ class HttpClient:
         )
 
     async def _request_json_once(self, request: EncodedRequest, deadline: float | None) -> JsonReply:
-        response = await self._send(request, deadline)
+        # One deadline scope for the whole attempt (sending, the reply's head and its body): its errors are
+        # mapped by phase (`_Guard.replied`), and the reply is closed once the scope is left.
+        guard = self._guard(deadline, before_reply=True)
+        response: Response | None = None
         try:
-            async with self._guard(deadline, response.headers):
+            async with guard:
+                response = await self._transport.send(
+                    request.method, self.base_url + request.path, request.headers, request.content
+                )
+                guard.replied(response.headers)
                 if response.status // 100 != 2:
                     raise await self._reply_error(response, request.path)
                 raw = await self._read_body(response)
         finally:
-            await response.aclose()
+            if response is not None:
+                await response.aclose()
         return JsonReply(response.status, response.headers, self._document(raw, response.headers), self.host)
 
     def open_sse(
@@ -460,32 +468,71 @@ class _Failures:
 
 
 class _Guard:
-    """HttpClient._guard: an `asyncio.timeout_at(deadline)` whose errors become bridge errors. A plain
-    context manager (not a generator), and what an error needs worked out only when there is one: two
-    are entered per unary attempt."""
+    """HttpClient._guard: the call's deadline around upstream awaits (what `asyncio.timeout_at` does: one
+    timer cancelling the task, told apart from any other cancel by the task's cancel count), its errors and
+    the transport's mapped to bridge errors. A plain context manager (not a generator), without a timer when
+    there is no deadline, and what an error needs worked out only when there is one: one is entered per
+    unary attempt, one per stream's open."""
 
-    __slots__ = ("_before_reply", "_client", "_headers", "_timeout")
+    __slots__ = (
+        "_before_reply",
+        "_cancelling",
+        "_client",
+        "_expired",
+        "_headers",
+        "_task",
+        "_timer",
+        "_when",
+    )
 
     def __init__(
         self, client: HttpClient, deadline: float | None, headers: Mapping[str, str] | None, before: bool
     ) -> None:
         self._client, self._headers, self._before_reply = client, headers, before
-        self._timeout = asyncio.timeout_at(deadline)
+        self._when = deadline
+        self._timer: asyncio.Handle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._expired = False
+
+    def replied(self, headers: Mapping[str, str]) -> None:
+        """A reply has begun (its `headers` give errors its correlation id): no longer before the reply."""
+        self._headers, self._before_reply = headers, False
 
     async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
+        if self._when is not None:
+            task = self._task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("an upstream deadline is kept inside a task")
+            self._cancelling = task.cancelling()
+            loop = asyncio.get_running_loop()
+            if self._when <= loop.time():  # as asyncio.timeout_at: at the next turn of the loop
+                self._timer = loop.call_soon(self._expire)
+            else:
+                self._timer = loop.call_at(self._when, self._expire)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError as timed_out:  # the deadline passed (the timeout's own error)
-            raise self._error(self._client._failures(self._headers), timed_out) from timed_out
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._expired:
+            assert self._task is not None
+            # As asyncio.timeout: the deadline's cancel, and no other since the scope began.
+            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+                timed_out = TimeoutError()
+                timed_out.__cause__ = exc
+                raise self._error(self._client._failures(self._headers), timed_out) from timed_out
         if exc is not None:
             failures = self._client._failures(self._headers)
             if isinstance(exc, failures.caught):
                 raise self._error(failures, exc) from exc
 
+    def _expire(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self._expired = True
+
     def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
-        return failures.error(exc, deadline_passed=self._timeout.expired(), before_reply=self._before_reply)
+        return failures.error(exc, deadline_passed=self._expired, before_reply=self._before_reply)
