@@ -222,15 +222,21 @@ async def test_a_deadline_already_passed_ends_a_unary_request_before_any_reply(r
     assert raised.value.correlation_id is None
 
 
-async def test_a_unary_request_cancelled_by_its_caller_stays_cancelled_and_closes_its_reply() -> None:
-    # The caller's cancel inside the deadline's scope is the caller's: never turned into a deadline error.
-    started = asyncio.Event()
+def _stalling_client(started: asyncio.Event) -> tuple[MockTransport, HttpClient]:
+    """A client whose upstream answers 200 with the head of a JSON document, then stalls (`started` set)."""
     transport = MockTransport(
         lambda _: MockResponse(200, {"content-type": "application/json"}, _json_head_then_silence(started))
     )
     client = HttpClient(
         HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
     )
+    return transport, client
+
+
+async def test_a_unary_request_cancelled_by_its_caller_stays_cancelled_and_closes_its_reply() -> None:
+    # The caller's cancel inside the deadline's scope is the caller's: never turned into a deadline error.
+    started = asyncio.Event()
+    transport, client = _stalling_client(started)
     posting = asyncio.create_task(_post(client, asyncio.get_running_loop().time() + 30))
     await started.wait()
     posting.cancel()
@@ -242,12 +248,7 @@ async def test_a_unary_request_cancelled_by_its_caller_stays_cancelled_and_close
 async def test_a_unary_request_cancelled_as_its_deadline_passes_stays_cancelled() -> None:
     # A cancel from outside that arrives while the deadline fires too: the cancel wins (as asyncio.timeout).
     started = asyncio.Event()
-    transport = MockTransport(
-        lambda _: MockResponse(200, {"content-type": "application/json"}, _json_head_then_silence(started))
-    )
-    client = HttpClient(
-        HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
-    )
+    transport, client = _stalling_client(started)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.05
     posting = asyncio.create_task(_post(client, deadline))

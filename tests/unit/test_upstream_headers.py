@@ -15,6 +15,7 @@ from bridge.upstream.headers import (
     RETURNED_HEADERS,
     HeaderPolicy,
     ReplyMetadata,
+    _within_bounds,
     correlation_id,
     reply_metadata,
     retry_delay,
@@ -73,21 +74,10 @@ _HEADERS = st.dictionaries(_NAMES, _VALUES, max_size=12)
 
 
 def _reply_metadata_by_lookups(headers: list[tuple[str, str]], returned: tuple[str, ...]) -> ReplyMetadata:
-    """The former reply_metadata (a lookup per returned name in the lower-cased headers), as the reference
-    for the one-pass one."""
+    """The former reply_metadata (a lookup per returned name in the lower-cased headers, then the general
+    path's bounds), as the reference for the one-pass one and its fast path."""
     lowered = {name.lower(): value for name, value in headers}
-    present = [(name, value) for name in returned if (value := lowered.get(name)) is not None]
-    kept: list[tuple[str, str]] = []
-    dropped: list[str] = []
-    size = 0
-    for name, value in present:
-        fits = value.isascii() and value.isprintable() and len(value) <= MAX_RETURNED_VALUE_BYTES
-        if fits and size + len(name) + len(value) <= MAX_RETURNED_BYTES:
-            kept.append((name, value))
-            size += len(name) + len(value)
-        else:
-            dropped.append(name)
-    return ReplyMetadata(tuple(kept), tuple(dropped))
+    return _within_bounds([(name, value) for name in returned if (value := lowered.get(name)) is not None])
 
 
 _CASED_NAMES = _NAMES.flatmap(lambda name: st.sampled_from([name, name.upper(), name.title()]))
