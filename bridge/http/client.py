@@ -22,6 +22,7 @@ import grpc
 
 from bridge import errors, jsoncodec
 from bridge.errors import Reason
+from bridge.http.guard import Failures, Guard
 from bridge.http.redirect import is_redirect, redirect_error
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
@@ -130,7 +131,7 @@ class HttpClient:
 
     async def _request_json_once(self, request: EncodedRequest, deadline: float | None) -> JsonReply:
         # One deadline scope for the whole attempt (sending, the reply's head and its body): its errors are
-        # mapped by phase (`_Guard.replied`), and the reply is closed once the scope is left.
+        # mapped by phase (`Guard.replied`), and the reply is closed once the scope is left.
         guard = self._guard(deadline, before_reply=True)
         response: Response | None = None
         try:
@@ -192,15 +193,15 @@ class HttpClient:
 
     def _guard(
         self, deadline: float | None, headers: Mapping[str, str] | None = None, *, before_reply: bool = False
-    ) -> _Guard:
+    ) -> Guard:
         """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
         `headers` of a reply already begun give the errors its correlation id; `before_reply`: no reply
         can have begun (sending the request and waiting for its reply's head)."""
-        return _Guard(self, deadline, headers, before_reply)
+        return Guard(self._failures, deadline, headers, before_reply)
 
-    def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
+    def _failures(self, headers: Mapping[str, str] | None) -> Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
-        return _Failures(self._transport, self.host, self.address, correlation_id)
+        return Failures(self._transport, self.host, self.address, correlation_id)
 
     async def _read_body(self, response: Response) -> bytes:
         """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
@@ -276,7 +277,7 @@ class EventStream:
     body: no generator between the transport's read and its reader) or `batches()`."""
 
     def __init__(
-        self, client: HttpClient, response: Response, deadline: float | None, failures: _Failures
+        self, client: HttpClient, response: Response, deadline: float | None, failures: Failures
     ) -> None:
         self._client = client
         self._response = response
@@ -437,102 +438,3 @@ class _OpenSSE:
             self._stream.close()
         if self._response is not None:
             await self._response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
-
-
-@dataclass(frozen=True, slots=True)
-class _Failures:
-    """What can fail around an upstream await of one request, and the bridge error for it."""
-
-    transport: Transport
-    host: str
-    address: str  # host:port
-    correlation_id: str | None
-
-    @property
-    def caught(self) -> tuple[type[BaseException], ...]:
-        # TimeoutError: asyncio.timeout_at raises it when the call's deadline passes.
-        return (TimeoutError, *self.transport.caught)
-
-    def error(
-        self, exc: BaseException, *, deadline_passed: bool = False, before_reply: bool = False
-    ) -> errors.BridgeError:
-        """The error for `exc`; `deadline_passed`: the call's deadline ended the await (a transport's own
-        timeouts, which some libraries raise as TimeoutError too, are the transport's to map);
-        `before_reply`: no reply had begun, so bridge.http.retry may send the request again."""
-        if deadline_passed:
-            return errors.deadline_exceeded(self.host, self.correlation_id)
-        error = self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
-        if before_reply and isinstance(error, errors.UpstreamError):
-            return error.evolve(before_reply=True)
-        return error
-
-
-class _Guard:
-    """HttpClient._guard: the call's deadline around upstream awaits (what `asyncio.timeout_at` does: one
-    timer cancelling the task, told apart from any other cancel by the task's cancel count), its errors and
-    the transport's mapped to bridge errors. A plain context manager (not a generator), without a timer when
-    there is no deadline, and what an error needs worked out only when there is one: one is entered per
-    unary attempt, one per stream's open."""
-
-    __slots__ = (
-        "_before_reply",
-        "_cancelling",
-        "_client",
-        "_expired",
-        "_headers",
-        "_task",
-        "_timer",
-        "_when",
-    )
-
-    def __init__(
-        self, client: HttpClient, deadline: float | None, headers: Mapping[str, str] | None, before: bool
-    ) -> None:
-        self._client, self._headers, self._before_reply = client, headers, before
-        self._when = deadline
-        self._timer: asyncio.Handle | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._cancelling = 0
-        self._expired = False
-
-    def replied(self, headers: Mapping[str, str]) -> None:
-        """A reply has begun (its `headers` give errors its correlation id): no longer before the reply."""
-        self._headers, self._before_reply = headers, False
-
-    async def __aenter__(self) -> None:
-        if self._when is not None:
-            task = self._task = asyncio.current_task()
-            if task is None:
-                raise RuntimeError("an upstream deadline is kept inside a task")
-            self._cancelling = task.cancelling()
-            loop = asyncio.get_running_loop()
-            if self._when <= loop.time():  # as asyncio.timeout_at: at the next turn of the loop
-                self._timer = loop.call_soon(self._expire)
-            else:
-                self._timer = loop.call_at(self._when, self._expire)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._expired:
-            assert self._task is not None
-            # As asyncio.timeout: the deadline's cancel, and no other since the scope began.
-            if self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-                timed_out = TimeoutError()
-                timed_out.__cause__ = exc
-                raise self._error(self._client._failures(self._headers), timed_out) from timed_out
-        if exc is not None:
-            failures = self._client._failures(self._headers)
-            if isinstance(exc, failures.caught):
-                raise self._error(failures, exc) from exc
-
-    def _expire(self) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        self._expired = True
-
-    def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
-        return failures.error(exc, deadline_passed=self._expired, before_reply=self._before_reply)
