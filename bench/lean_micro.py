@@ -332,6 +332,48 @@ setup_logging("INFO", FORMAT, open(os.devnull, "w"))
 
 STEPS += _line_steps()
 
+# Session 33 (the unary path): CreateChatCompletion on the mock transport with the mock gateway's reply and
+# headers (a uuid correlation id), from the request proto to the reply proto: validation, the request's
+# conversion and encoding, the upstream request (its deadline guards, the retry policy), the reply's reading,
+# its facts reported to the call and its reply metadata sent; no gRPC, no chain.
+_UNARY = """
+import asyncio, uvloop
+from bench import workload
+from bridge.chat.service import ChatCompletionService
+from bridge.http.client import HttpClient, HttpSettings
+from bridge.http.transports.mock import MockResponse, MockTransport
+from bridge.rpc.call import RpcCall, enter_call
+from bridge.upstream.errors import OPENAI_COMPATIBLE
+from bridge.upstream.headers import HeaderPolicy
+reply = (b'{"id":"chatcmpl-mock8fdd31fd53264a2482c9","object":"chat.completion","created":1796657568,'
+         b'"model":"echo","system_fingerprint":"fp_mock","choices":[{"index":0,"message":{"role":"assistant",'
+         b'"content":"Benchmarks measure what the bridge really costs: twenty words","refusal":null},'
+         b'"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":20,'
+         b'"total_tokens":40,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":'
+         b'{"reasoning_tokens":0},"cost":0.00025,"duration_ms":0,"carbon":{"gco2e":0.012,"kwh":4e-05}}}')
+headers = {"content-type": "application/json", "content-length": str(len(reply)),
+           "x-correlation-id": "5f0c6a8e-2b1d-4c3e-9f7a-1d2e3f4a5b6c",
+           "date": "Tue, 08 Dec 2026 00:00:00 GMT", "server": "Python/3.11 aiohttp/3.13"}
+transport = MockTransport(lambda request: MockResponse(200, headers, [reply]))
+client = HttpClient(HttpSettings(base_url="http://mock/v1"), errors=OPENAI_COMPATIBLE, transport=transport)
+service = ChatCompletionService(client, HeaderPolicy())
+request = workload.request_proto()
+class Context:
+    def invocation_metadata(self): return ()
+    def time_remaining(self): return 30.0
+    async def send_initial_metadata(self, metadata): pass
+context = Context()
+METHOD = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+async def calls():
+    for _ in range(20):
+        enter_call(RpcCall(METHOD, response_streaming=False))
+        await service.CreateChatCompletion(request, context)
+loop = uvloop.new_event_loop()  # the bridge's default loop
+def run():
+    loop.run_until_complete(calls())
+"""
+STEPS += (("chat unary handler, per call (mock transport, no gRPC)", _UNARY, "run()", 20),)
+
 _TIMER = """
 import sys, timeit, json
 sys.path.insert(0, ".")

@@ -76,7 +76,8 @@ class UpstreamCaller:
     ) -> JsonReply:
         """`method` `{upstream}{path}` on behalf of the call `context` serves; its headers are sent back."""
         served = this_call()
-        with served.upstream_request():
+        started = time.perf_counter()  # the upstream request's start (no context manager per call)
+        try:
             reply = await self.upstream.request_json(
                 method,
                 path,
@@ -85,6 +86,8 @@ class UpstreamCaller:
                 headers=self._request_headers(context, served),
                 deadline=deadline_of(context),
             )
+        finally:
+            served.upstream_request_ended(started, waiting=True)
         served.upstream_replied(reply.status, correlation_id(reply.headers))
         _report_usage(served, reply.body)
         await send_reply_metadata(context, self.headers, reply.headers)

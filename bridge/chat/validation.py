@@ -41,20 +41,26 @@ def validate_request(request: pb.CreateChatCompletionRequest, *, streaming: bool
     # may repeat a field set beside it, and wins, so a partly understood object replays as is).
     present: dict[str, Any] = {}
     non_finite: list[FieldViolation] = []
+    message_violations: list[FieldViolation] = []
     for field, value in request.ListFields():
-        present[field.name] = value
-        non_finite_field(non_finite, "", field, value)
+        name = field.name
+        present[name] = value
+        if name == "messages":  # each message's own walk checks its numbers too, in the same place
+            for i, message in enumerate(value):
+                message_violations += _message_violations(f"messages[{i}]", message, non_finite)
+        else:
+            non_finite_field(non_finite, "", field, value)
     violations: list[FieldViolation] = []
     model = present.get("model", "")
     if not model:
         violations.append(("model", 'must not be empty: name the model to use, e.g. "gpt-4o"'))
-    violations += too_long("model", model, _MAX_MODEL_LENGTH)
-    violations += too_long("task_id", present.get("task_id", ""), _MAX_TASK_ID_LENGTH)
-    messages = present.get("messages", ())
-    if not messages:
+    if len(model) > _MAX_MODEL_LENGTH:
+        violations += too_long("model", model, _MAX_MODEL_LENGTH)
+    if "task_id" in present:
+        violations += too_long("task_id", present["task_id"], _MAX_TASK_ID_LENGTH)
+    if "messages" not in present:
         violations.append(("messages", "must contain at least one message"))
-    for i, message in enumerate(messages):
-        violations += _message_violations(f"messages[{i}]", message)
+    violations += message_violations
     for i, tool in enumerate(present.get("tools", ())):
         violations += _tool_violations(f"tools[{i}]", tool)
     if "tool_choice" in present:
@@ -89,8 +95,15 @@ def _one_of(path: str, message: Message, names: tuple[str, ...]) -> list[FieldVi
 _CONTENT_FORMS: Final = ("content", "content_parts", "content_text")
 
 
-def _message_violations(path: str, message: pb.ChatMessage) -> list[FieldViolation]:
-    present = {field.name: value for field, value in message.ListFields()}
+def _message_violations(
+    path: str, message: pb.ChatMessage, non_finite: list[FieldViolation]
+) -> list[FieldViolation]:
+    """The message's violations; its NaN or infinite numbers are added to `non_finite` on the way."""
+    present: dict[str, Any] = {}
+    prefix = f"{path}."
+    for field, value in message.ListFields():
+        present[field.name] = value
+        non_finite_field(non_finite, prefix, field, value)
     violations: list[FieldViolation] = []
     if not present.get("role"):
         violations.append(

@@ -22,6 +22,7 @@ import grpc
 
 from bridge import errors, jsoncodec
 from bridge.errors import Reason
+from bridge.http.guard import Failures, Guard
 from bridge.http.redirect import is_redirect, redirect_error
 from bridge.http.retry import NO_RETRIES, RetryPolicy
 from bridge.http.sse import ServerSentEvent, SSEDecoder, SSEEventTooLarge
@@ -129,14 +130,22 @@ class HttpClient:
         )
 
     async def _request_json_once(self, request: EncodedRequest, deadline: float | None) -> JsonReply:
-        response = await self._send(request, deadline)
+        # One deadline scope for the whole attempt (sending, the reply's head and its body): its errors are
+        # mapped by phase (`Guard.replied`), and the reply is closed once the scope is left.
+        guard = self._guard(deadline, before_reply=True)
+        response: Response | None = None
         try:
-            async with self._guard(deadline, response.headers):
+            async with guard:
+                response = await self._transport.send(
+                    request.method, self.base_url + request.path, request.headers, request.content
+                )
+                guard.replied(response.headers)
                 if response.status // 100 != 2:
                     raise await self._reply_error(response, request.path)
                 raw = await self._read_body(response)
         finally:
-            await response.aclose()
+            if response is not None:
+                await response.aclose()
         return JsonReply(response.status, response.headers, self._document(raw, response.headers), self.host)
 
     def open_sse(
@@ -184,15 +193,15 @@ class HttpClient:
 
     def _guard(
         self, deadline: float | None, headers: Mapping[str, str] | None = None, *, before_reply: bool = False
-    ) -> _Guard:
+    ) -> Guard:
         """Maps transport exceptions and the call's deadline to bridge errors around upstream awaits;
         `headers` of a reply already begun give the errors its correlation id; `before_reply`: no reply
         can have begun (sending the request and waiting for its reply's head)."""
-        return _Guard(self, deadline, headers, before_reply)
+        return Guard(self._failures, deadline, headers, before_reply)
 
-    def _failures(self, headers: Mapping[str, str] | None) -> _Failures:
+    def _failures(self, headers: Mapping[str, str] | None) -> Failures:
         correlation_id = self._errors.correlation_id(headers) if headers is not None else None
-        return _Failures(self._transport, self.host, self.address, correlation_id)
+        return Failures(self._transport, self.host, self.address, correlation_id)
 
     async def _read_body(self, response: Response) -> bytes:
         """A reply body meant to be parsed whole: larger than max_body_bytes is an error."""
@@ -268,7 +277,7 @@ class EventStream:
     body: no generator between the transport's read and its reader) or `batches()`."""
 
     def __init__(
-        self, client: HttpClient, response: Response, deadline: float | None, failures: _Failures
+        self, client: HttpClient, response: Response, deadline: float | None, failures: Failures
     ) -> None:
         self._client = client
         self._response = response
@@ -429,63 +438,3 @@ class _OpenSSE:
             self._stream.close()
         if self._response is not None:
             await self._response.aclose()  # shielding is not needed: aclose of a cancelled read just drops it
-
-
-@dataclass(frozen=True, slots=True)
-class _Failures:
-    """What can fail around an upstream await of one request, and the bridge error for it."""
-
-    transport: Transport
-    host: str
-    address: str  # host:port
-    correlation_id: str | None
-
-    @property
-    def caught(self) -> tuple[type[BaseException], ...]:
-        # TimeoutError: asyncio.timeout_at raises it when the call's deadline passes.
-        return (TimeoutError, *self.transport.caught)
-
-    def error(
-        self, exc: BaseException, *, deadline_passed: bool = False, before_reply: bool = False
-    ) -> errors.BridgeError:
-        """The error for `exc`; `deadline_passed`: the call's deadline ended the await (a transport's own
-        timeouts, which some libraries raise as TimeoutError too, are the transport's to map);
-        `before_reply`: no reply had begun, so bridge.http.retry may send the request again."""
-        if deadline_passed:
-            return errors.deadline_exceeded(self.host, self.correlation_id)
-        error = self.transport.error_for(exc, address=self.address, correlation_id=self.correlation_id)
-        if before_reply and isinstance(error, errors.UpstreamError):
-            return error.evolve(before_reply=True)
-        return error
-
-
-class _Guard:
-    """HttpClient._guard: an `asyncio.timeout_at(deadline)` whose errors become bridge errors. A plain
-    context manager (not a generator), and what an error needs worked out only when there is one: two
-    are entered per unary attempt."""
-
-    __slots__ = ("_before_reply", "_client", "_headers", "_timeout")
-
-    def __init__(
-        self, client: HttpClient, deadline: float | None, headers: Mapping[str, str] | None, before: bool
-    ) -> None:
-        self._client, self._headers, self._before_reply = client, headers, before
-        self._timeout = asyncio.timeout_at(deadline)
-
-    async def __aenter__(self) -> None:
-        await self._timeout.__aenter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            await self._timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError as timed_out:  # the deadline passed (the timeout's own error)
-            raise self._error(self._client._failures(self._headers), timed_out) from timed_out
-        if exc is not None:
-            failures = self._client._failures(self._headers)
-            if isinstance(exc, failures.caught):
-                raise self._error(failures, exc) from exc
-
-    def _error(self, failures: _Failures, exc: BaseException) -> errors.BridgeError:
-        return failures.error(exc, deadline_passed=self._timeout.expired(), before_reply=self._before_reply)

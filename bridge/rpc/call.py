@@ -11,9 +11,8 @@ reporting: `ErrorMapping` takes the status and correlation id from the `Upstream
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -115,20 +114,11 @@ class RpcCall:
         """Adds `seconds` spent waiting on the upstream (a read of a stream's body)."""
         self.upstream_waiting = (self.upstream_waiting or 0.0) + seconds
 
-    @contextlib.contextmanager
-    def upstream_request(self, *, waiting: bool = True) -> Iterator[None]:
-        """Times the upstream request made inside (for a stream: until its last event is read); with
-        `waiting`, all of it was spent waiting on the upstream (a unary request, not a stream, whose reads
-        are told one by one with `waited_on_upstream`)."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.upstream_request_ended(started, waiting=waiting)
-
     def upstream_request_ended(self, started: float, *, waiting: bool) -> None:
-        """The upstream request begun at `started` (a perf_counter time) is over: its duration kept, and
-        with `waiting` also counted as time spent waiting on the upstream (see `upstream_request`)."""
+        """The upstream request begun at `started` (a perf_counter time) is over (a stream's: once its last
+        event is read): its duration kept, and with `waiting` also counted as time spent waiting on the
+        upstream (a unary request's whole time; a stream tells its reads one by one with
+        `waited_on_upstream`)."""
         self.upstream_seconds = time.perf_counter() - started
         if waiting:
             self.waited_on_upstream(self.upstream_seconds)

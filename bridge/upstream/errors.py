@@ -42,6 +42,7 @@ __all__ = [
     "error_from_document",
     "error_from_http_response",
     "error_from_stream_event",
+    "reports_error",
 ]
 
 Code = grpc.StatusCode
@@ -230,9 +231,14 @@ def error_from_stream_event(
 
 def error_from_document(doc: Any, *, host: str, correlation_id: str | None) -> UpstreamStreamError | None:
     """The error a parsed JSON document (a 200 reply, or a chunk) reports, or None if it is no error."""
-    if not isinstance(doc, dict) or doc.get("error") in (None, False, ""):
+    if not reports_error(doc):
         return None
     return _stream_error(parse_error_document(doc), host, correlation_id)
+
+
+def reports_error(doc: Any) -> bool:
+    """Whether a parsed JSON document (a 200 reply, or a chunk) reports an error instead of a result."""
+    return isinstance(doc, dict) and doc.get("error") not in (None, False, "")
 
 
 def _stream_error(parsed: UpstreamErrorBody, host: str, request_id: str | None) -> UpstreamStreamError:
@@ -271,6 +277,8 @@ class OpenAICompatibleErrors:
 
     @staticmethod
     def from_document(doc: Any, headers: Mapping[str, str], *, host: str) -> UpstreamStreamError | None:
+        if not reports_error(doc):
+            return None  # the usual reply: no correlation id worked out for nothing
         return error_from_document(doc, host=host, correlation_id=correlation_id(headers))
 
 

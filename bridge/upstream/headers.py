@@ -135,12 +135,16 @@ class HeaderPolicy:
     returned: tuple[str, ...] = RETURNED_HEADERS  # reply headers sent back as initial metadata
     # Names of dropped headers already reported (bridge.upstream_call logs each once).
     reported: set[str] = field(default_factory=set, compare=False, repr=False)
+    _order: Mapping[str, int] = field(init=False, compare=False, repr=False)  # `returned`: name -> place
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_order", _order_of(self.returned))
 
     def request_headers(self, metadata: Metadata, caller: Caller) -> dict[str, str]:
         return upstream_headers(metadata, self.auth, caller)
 
     def reply_metadata(self, headers: Mapping[str, str]) -> ReplyMetadata:
-        return reply_metadata(headers, self.returned)
+        return _reply_metadata(headers, self._order)
 
 
 class ReplyMetadata(NamedTuple):  # made per call: a named tuple costs a third of a frozen dataclass
@@ -171,11 +175,37 @@ def upstream_headers(metadata: Metadata, policy: AuthPolicy, caller: Caller) -> 
 
 
 def reply_metadata(headers: Mapping[str, str], returned: Iterable[str] = RETURNED_HEADERS) -> ReplyMetadata:
-    """The upstream response headers named in `returned`, as gRPC metadata: those whose value is printable
-    ASCII within the size bounds; the others are named in `dropped`."""
-    # One pass into a plain dict: httpx.Headers scans all its items on every lookup.
-    lowered = {name.lower(): value for name, value in headers.items()}
-    present = [(name, value) for name in returned if (value := lowered.get(name)) is not None]
+    """The upstream response headers named in `returned` (lower-case names; one named twice is returned
+    once), as gRPC metadata in the order of `returned`: those whose value is printable ASCII within the
+    size bounds; the others are named in `dropped`."""
+    return _reply_metadata(headers, _DEFAULT_ORDER if returned is RETURNED_HEADERS else _order_of(returned))
+
+
+def _order_of(returned: Iterable[str]) -> dict[str, int]:
+    order: dict[str, int] = {}
+    for name in returned:
+        order.setdefault(name, len(order))
+    return order
+
+
+_DEFAULT_ORDER: Final = _order_of(RETURNED_HEADERS)
+_NOTHING: Final = ReplyMetadata(())
+
+
+def _reply_metadata(headers: Mapping[str, str], order: Mapping[str, int]) -> ReplyMetadata:
+    if not order:  # --reply-metadata false
+        return _NOTHING
+    # One pass over the reply's few headers (not a lookup per returned name: httpx.Headers scans all its
+    # items on every lookup); a header repeated in the reply gives its last value.
+    found: dict[str, str] = {}
+    for name, value in headers.items():
+        if (key := name.lower()) in order:
+            found[key] = value
+    if not found:
+        return _NOTHING
+    present = list(found.items())
+    if len(present) > 1:
+        present.sort(key=lambda item: order[item[0]])
     size = 0
     for name, value in present:  # this runs once per call: the usual reply takes no list but this one
         size += len(name) + len(value)

@@ -183,6 +183,82 @@ async def test_the_deadline_bounds_a_silent_upstream(kind: str) -> None:
     assert error_info(raised.value).reason == "DEADLINE_EXCEEDED"
 
 
+async def _json_head_then_silence(started: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    """The head of a JSON document, then silence (a reply whose body stalls)."""
+    yield b'{"id": "chatcmpl-1", '
+    if started is not None:
+        started.set()
+    await asyncio.Event().wait()
+
+
+async def test_the_deadline_ends_a_unary_reply_whose_body_stalls_with_its_correlation_id(kind: str) -> None:
+    # One deadline scope covers the whole attempt: past the reply's head, the error names the upstream's id,
+    # and is not retried (a reply had begun).
+    replies: list[MockRequest] = []
+
+    def stalls(request: MockRequest) -> MockResponse:
+        replies.append(request)
+        headers = {"content-type": "application/json", "x-correlation-id": "corr-stall"}
+        return MockResponse(200, headers, _json_head_then_silence())
+
+    async with _client(kind, stalls, retry=RetryPolicy(retries=2, backoff=0.001)) as client:
+        deadline = asyncio.get_running_loop().time() + 0.3
+        with pytest.raises(errors.UpstreamTimeoutError) as raised:
+            await _post(client, deadline)
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error_info(raised.value).reason == "DEADLINE_EXCEEDED"
+    assert raised.value.correlation_id == "corr-stall"
+    assert len(replies) == 1
+
+
+@pytest.mark.parametrize("real", REAL_KINDS)
+async def test_a_deadline_already_passed_ends_a_unary_request_before_any_reply(real: str) -> None:
+    # (on the real transports: the mock's send never yields to the loop, so no timer can fire in it)
+    async with _client(real, lambda _: MockResponse.json({"ok": 1})) as client:
+        deadline = asyncio.get_running_loop().time() - 1
+        with pytest.raises(errors.UpstreamTimeoutError) as raised:
+            await _post(client, deadline)
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert raised.value.correlation_id is None
+
+
+def _stalling_client(started: asyncio.Event) -> tuple[MockTransport, HttpClient]:
+    """A client whose upstream answers 200 with the head of a JSON document, then stalls (`started` set)."""
+    transport = MockTransport(
+        lambda _: MockResponse(200, {"content-type": "application/json"}, _json_head_then_silence(started))
+    )
+    client = HttpClient(
+        HttpSettings(base_url="http://gw.test/v1"), errors=OPENAI_COMPATIBLE, transport=transport
+    )
+    return transport, client
+
+
+async def test_a_unary_request_cancelled_by_its_caller_stays_cancelled_and_closes_its_reply() -> None:
+    # The caller's cancel inside the deadline's scope is the caller's: never turned into a deadline error.
+    started = asyncio.Event()
+    transport, client = _stalling_client(started)
+    posting = asyncio.create_task(_post(client, asyncio.get_running_loop().time() + 30))
+    await started.wait()
+    posting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await posting
+    assert transport.open_replies == 0
+
+
+async def test_a_unary_request_cancelled_as_its_deadline_passes_stays_cancelled() -> None:
+    # A cancel from outside that arrives while the deadline fires too: the cancel wins (as asyncio.timeout).
+    started = asyncio.Event()
+    transport, client = _stalling_client(started)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.05
+    posting = asyncio.create_task(_post(client, deadline))
+    await started.wait()
+    loop.call_at(deadline, posting.cancel)  # scheduled after the guard's own timer for the same time
+    with pytest.raises(asyncio.CancelledError):
+        await posting
+    assert transport.open_replies == 0
+
+
 async def test_a_refused_request_is_retried_and_each_attempt_counted(kind: str) -> None:
     answers = [MockResponse.json({"error": {"message": "busy"}}, status=503), MockResponse.json({"ok": 1})]
     attempts: list[int] = []

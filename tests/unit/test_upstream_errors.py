@@ -14,6 +14,7 @@ from bridge.errors import (
     UpstreamStreamError,
 )
 from bridge.redaction import MAX_TEXT_BYTES
+from bridge.upstream.errors import OPENAI_COMPATIBLE, error_from_document
 from tests.helpers import HOST
 from tests.helpers import error_info as _info
 from tests.helpers import error_violations as _violations
@@ -425,3 +426,46 @@ _CHUNK = {
 )
 def test_ordinary_events_are_not_errors(data: Any) -> None:
     assert _stream(data) is None
+
+
+class _UnreadHeaders(dict[str, str]):
+    """Reply headers that fail the test if anything reads them."""
+
+    def get(self, *_: Any) -> Any:  # type: ignore[override]
+        raise AssertionError("the headers of a reply that reports no error were read")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"id": "x", "choices": []},
+        {"error": None},
+        {"error": False},
+        {"error": ""},
+        {"error": 0},
+        [1],
+        "s",
+        None,
+    ],
+)
+def test_a_document_that_reports_no_error_is_read_without_its_headers(doc: Any) -> None:
+    assert OPENAI_COMPATIBLE.from_document(doc, _UnreadHeaders(), host=HOST) is None
+    assert error_from_document(doc, host=HOST, correlation_id=None) is None
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"error": "overloaded"},
+        {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}},
+        {"error": {"message": "bad", "code": 400}, "choices": []},
+        {"error": True},
+    ],
+)
+def test_a_document_that_reports_an_error_gets_the_reply_s_correlation_id(doc: Any) -> None:
+    error = OPENAI_COMPATIBLE.from_document(doc, {"x-correlation-id": "corr-9"}, host=HOST)
+    expected = error_from_document(doc, host=HOST, correlation_id="corr-9")
+    assert error is not None
+    assert expected is not None
+    assert (error.code, error.message, error.correlation_id) == (expected.code, expected.message, "corr-9")
+    assert _info(error) == _info(expected)

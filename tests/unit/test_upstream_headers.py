@@ -13,6 +13,9 @@ from bridge.upstream.headers import (
     MAX_RETURNED_BYTES,
     MAX_RETURNED_VALUE_BYTES,
     RETURNED_HEADERS,
+    HeaderPolicy,
+    ReplyMetadata,
+    _within_bounds,
     correlation_id,
     reply_metadata,
     retry_delay,
@@ -68,6 +71,53 @@ _NAMES = st.sampled_from(
     [*RETURNED_HEADERS, "retry-after", "retry-after-ms", "llm_provider-retry-after", "location", "x-other"]
 )
 _HEADERS = st.dictionaries(_NAMES, _VALUES, max_size=12)
+
+
+def _reply_metadata_by_lookups(headers: list[tuple[str, str]], returned: tuple[str, ...]) -> ReplyMetadata:
+    """The former reply_metadata (a lookup per returned name in the lower-cased headers, then the general
+    path's bounds), as the reference for the one-pass one and its fast path."""
+    lowered = {name.lower(): value for name, value in headers}
+    return _within_bounds([(name, value) for name in returned if (value := lowered.get(name)) is not None])
+
+
+_CASED_NAMES = _NAMES.flatmap(lambda name: st.sampled_from([name, name.upper(), name.title()]))
+_SHORT_VALUES = st.sampled_from(["r-1", "", " spaced ", "a\x1bb", "réq", "v" * 900, "x" * 1100])
+_RETURNED = st.lists(st.sampled_from([*RETURNED_HEADERS, "x-other", "location"]), unique=True).map(tuple)
+
+
+@given(
+    headers=st.lists(st.tuples(_CASED_NAMES, _VALUES | _SHORT_VALUES), max_size=14),
+    returned=_RETURNED | st.just(RETURNED_HEADERS),
+)
+def test_reply_metadata_in_one_pass_equals_a_lookup_per_returned_name(
+    headers: list[tuple[str, str]], returned: tuple[str, ...]
+) -> None:
+    # Any case, repeated headers (the last value counts), values dropped or over the budget, any order.
+    expected = _reply_metadata_by_lookups(headers, returned)
+    assert HeaderPolicy(returned=returned).reply_metadata(_MultiHeaders(headers)) == expected
+    assert reply_metadata(_MultiHeaders(headers), returned) == expected
+
+
+class _MultiHeaders(dict[str, str]):
+    """Reply headers that may repeat a name (as aiohttp's CIMultiDictProxy), iterated in their order."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        super().__init__(items)
+        self._items = items
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        return self._items
+
+
+def test_a_header_named_twice_in_returned_comes_back_once() -> None:
+    reply = HeaderPolicy(returned=("x-a", "x-request-id", "x-a")).reply_metadata(
+        {"X-A": "1", "x-request-id": "r"}
+    )
+    assert reply == ReplyMetadata((("x-a", "1"), ("x-request-id", "r")))
+
+
+def test_no_returned_names_returns_nothing() -> None:
+    assert HeaderPolicy(returned=()).reply_metadata({"x-request-id": "r-1"}) == ReplyMetadata(())
 
 
 @given(headers=_HEADERS, status=st.integers(100, 999))

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from bridge.chat.convert import request_to_upstream
 from bridge.chat.validation import validate_request
 from bridge.gen.prisme.llmgateway.v1 import chat_completion_pb2 as pb
+from bridge.jsonproto import non_finite_field
 
 SEED = Path(__file__).parents[1] / "golden" / "request_full.json"
 USER = {"role": "user", "content": "hi"}
@@ -522,3 +523,26 @@ def test_non_finite_numbers_are_rejected_where_they_sit() -> None:
 def test_finite_numbers_everywhere_pass() -> None:
     request = _request(temperature=0.0, logit_bias={"1": -100}, analytics_context={"n": [1, 2.5, {"x": -3}]})
     assert _paths(request) == []
+
+
+def test_non_finite_numbers_come_in_the_generic_walk_s_order_whichever_field_holds_them() -> None:
+    # The messages' numbers are checked in each message's own walk: the violations must be those, and in
+    # the order, of the generic walk over every set field (jsonproto.non_finite_field), after the others.
+    request = _request(
+        messages=[USER, USER, {"role": "user", "content": "x", "extra": {"w": 1}}],
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {"max": 1}}}],
+        analytics_context={"n": 1},
+    )
+    request.temperature = float("nan")
+    request.messages[0].extra["w"] = float("inf")
+    request.messages[1].content.number_value = float("-inf")
+    request.messages[2].extra["w"] = float("nan")
+    request.tools[0].function.parameters["max"] = float("inf")
+    request.analytics_context["n"] = float("nan")
+    walked: list[tuple[str, str]] = []
+    for field, value in request.ListFields():
+        non_finite_field(walked, "", field, value)
+    assert len(walked) == 6
+    violations = validate_request(request, streaming=False)
+    assert violations[-len(walked) :] == walked
+    assert ("messages[1].content", "must be a string, an array of content parts, or null") in violations
