@@ -176,10 +176,25 @@ def run():
     ),
 )
 
+# The chat service on the mock transport, its replies the setup's PIECES (the reads), and what it is called
+# with (a request, a context whose deadline is 30 s away), for the handler steps.
+_SERVICE_ON_MOCK = """
+transport = MockTransport(lambda request: MockResponse(200, headers, PIECES))
+client = HttpClient(HttpSettings(base_url="http://mock/v1"), errors=OPENAI_COMPATIBLE, transport=transport)
+service = ChatCompletionService(client, HeaderPolicy())
+request = workload.request_proto()
+class Context:
+    def invocation_metadata(self): return ()
+    def time_remaining(self): return 30.0
+    async def send_initial_metadata(self, metadata): pass
+context = Context()
+"""
+
 # The chat handler's stream loop (issue 22, session 30): StreamChatCompletion on the mock transport, from the
 # upstream's reads to the reply protos (the request's validation and conversion included, the chunk count
 # dividing them), no gRPC; the same code in both checkouts, whatever each one's loop is made of.
-_HANDLER = """
+_HANDLER = (
+    """
 import asyncio
 from bench import workload
 from bridge.chat.service import ChatCompletionService
@@ -199,16 +214,9 @@ body = b"".join(events)
 third = len(body) // 3
 PIECES = [body[:third], body[third:2 * third], body[2 * third:]] if READS == 3 else events
 headers = {"content-type": "text/event-stream", "x-correlation-id": "chatcmpl-mock-1"}
-transport = MockTransport(lambda request: MockResponse(200, headers, PIECES))
-client = HttpClient(HttpSettings(base_url="http://mock/v1"), errors=OPENAI_COMPATIBLE, transport=transport)
-service = ChatCompletionService(client, HeaderPolicy())
-request = workload.request_proto()
-class Context:
-    def invocation_metadata(self): return ()
-    def time_remaining(self): return 30.0
-    async def send_initial_metadata(self, metadata): pass
-context = Context()
-METHOD = "/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion"
+"""
+    + _SERVICE_ON_MOCK
+    + """METHOD = "/prisme.llmgateway.v1.ChatCompletionService/StreamChatCompletion"
 async def consume():
     enter_call(RpcCall(METHOD, response_streaming=True))
     async for _ in service.StreamChatCompletion(request, context):
@@ -217,6 +225,7 @@ loop = asyncio.new_event_loop()
 def run():
     loop.run_until_complete(consume())
 """
+)
 STEPS += (
     ("chat stream handler, per chunk, 66 events in 3 reads", "READS = 3" + _HANDLER, "run()", 65),
     ("chat stream handler, per chunk, one event per read", "READS = 66" + _HANDLER, "run()", 65),
@@ -336,7 +345,8 @@ STEPS += _line_steps()
 # headers (a uuid correlation id), from the request proto to the reply proto: validation, the request's
 # conversion and encoding, the upstream request (its deadline guards, the retry policy), the reply's reading,
 # its facts reported to the call and its reply metadata sent; no gRPC, no chain.
-_UNARY = """
+_UNARY = (
+    """
 import asyncio, uvloop
 from bench import workload
 from bridge.chat.service import ChatCompletionService
@@ -354,16 +364,10 @@ reply = (b'{"id":"chatcmpl-mock8fdd31fd53264a2482c9","object":"chat.completion",
 headers = {"content-type": "application/json", "content-length": str(len(reply)),
            "x-correlation-id": "5f0c6a8e-2b1d-4c3e-9f7a-1d2e3f4a5b6c",
            "date": "Tue, 08 Dec 2026 00:00:00 GMT", "server": "Python/3.11 aiohttp/3.13"}
-transport = MockTransport(lambda request: MockResponse(200, headers, [reply]))
-client = HttpClient(HttpSettings(base_url="http://mock/v1"), errors=OPENAI_COMPATIBLE, transport=transport)
-service = ChatCompletionService(client, HeaderPolicy())
-request = workload.request_proto()
-class Context:
-    def invocation_metadata(self): return ()
-    def time_remaining(self): return 30.0
-    async def send_initial_metadata(self, metadata): pass
-context = Context()
-METHOD = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
+PIECES = [reply]
+"""
+    + _SERVICE_ON_MOCK
+    + """METHOD = "/prisme.llmgateway.v1.ChatCompletionService/CreateChatCompletion"
 async def calls():
     for _ in range(20):
         enter_call(RpcCall(METHOD, response_streaming=False))
@@ -372,6 +376,7 @@ loop = uvloop.new_event_loop()  # the bridge's default loop
 def run():
     loop.run_until_complete(calls())
 """
+)
 STEPS += (("chat unary handler, per call (mock transport, no gRPC)", _UNARY, "run()", 20),)
 
 _TIMER = """
