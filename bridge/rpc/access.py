@@ -106,33 +106,38 @@ class AccessLog(Interceptor):
         # made together when the handler writes it (after the replies are sent), from the facts as they
         # are now.
         waiting = self._waiting
-        if waiting is not None and level in waiting.levels and (calls := waiting.calls) is not None:
-            calls.append(ended)
-            if len(calls) >= _MAX_WAITING_CALLS:
-                waiting.handler.flush()
-            return
-        self._wait(level, ended)
+        if waiting is None or not waiting.waiting or level not in waiting.levels:
+            waiting = self._join(level)
+            if waiting is None:  # a handler of another kind (a test capturing records, an application's)
+                self._record(call, level)
+                return
+        calls = waiting.calls
+        calls.append(ended)
+        if len(calls) == 1:  # the batch's first: handed to the handler now that it holds the call (with no
+            waiting.handler.write_line(waiting)  # event loop running, the handler writes it at once)
+        elif len(calls) >= _MAX_WAITING_CALLS:
+            waiting.handler.flush()
 
-    def _wait(self, level: int, ended: _Ended) -> None:
-        """The first line of a batch, or of a level not yet looked for in it: where its line goes found by
-        walking the logger tree (once per batch and level: a handler added meanwhile gets the lines of the
-        next batch on)."""
+    def _join(self, level: int) -> _WaitingLines | None:
+        """The lines a line of `level` joins: where it goes found by walking the logger tree (once per batch
+        and level: a handler added meanwhile gets the lines of the next batch on), the waiting lines kept if
+        they go there too, else new ones; None for a handler of another kind, whose lines are records."""
         direct = _line_writer(self._log, level)
-        if direct is None:  # handlers other than setup_logging's (tests capturing records, an application)
-            self._record(ended[0], level)
-            return
+        if direct is None:
+            return None
         handler, formatter = direct
         waiting = self._waiting
-        if waiting is None or waiting.calls is None or waiting.to != direct:
+        if (
+            waiting is None
+            or not waiting.waiting
+            or waiting.handler is not handler
+            or waiting.formatter is not formatter
+        ):
             # The process's own handler and format (bridge.logs.setup_logging): the lines written straight
             # to it, as records would have made them, without the record machinery (a line per call).
             waiting = self._waiting = _WaitingLines(self, handler, formatter)
-            waiting.calls.append(ended)  # type: ignore[union-attr]  # a new one's list
-            waiting.levels.add(level)
-            handler.write_line(waiting)  # at once when no event loop runs: then the calls are made now
-            return
         waiting.levels.add(level)
-        waiting.calls.append(ended)
+        return waiting
 
     def line(self, formatter: _LineFormatter, ended: _Ended) -> str:
         """The access line of a call that ended (`_write`'s `ended`), in `formatter`'s format."""
@@ -175,16 +180,16 @@ class _WaitingLines:
     the calls that ended meanwhile, their lines made together when it writes the batch (where the first of
     them joined it: a record, or the batch's end, writes them all, so lines keep their order)."""
 
-    __slots__ = ("calls", "formatter", "handler", "levels", "log", "to")
+    __slots__ = ("calls", "formatter", "handler", "levels", "log", "waiting")
 
     def __init__(self, log: AccessLog, handler: Any, formatter: _LineFormatter) -> None:
         self.log, self.handler, self.formatter = log, handler, formatter
-        self.to = (handler, formatter)  # where the lines go, as `_line_writer` found it
         self.levels: set[int] = set()  # the levels whose lines the logger tree sends there, in this batch
-        self.calls: list[_Ended] | None = []  # None once made: later calls join the next batch
+        self.calls: list[_Ended] = []
+        self.waiting = True  # False once made: later calls join the next batch
 
     def __call__(self) -> str:
-        calls, self.calls = self.calls or [], None
+        calls, self.calls, self.waiting = self.calls, [], False
         line, formatter = self.log.line, self.formatter
         try:  # in one pass; a failure made again line by line, so it costs its own line only
             lines = [line(formatter, ended) for ended in calls]
