@@ -90,7 +90,7 @@ class Chunks:
                     if other is None:
                         continue
                     chunk = other
-                if not finished:  # _has_finish_reason, in line (once per chunk until a choice finished)
+                if not finished:  # a choice with a finish reason, looked for in each chunk until one is found
                     choices = chunk.get("choices")
                     if type(choices) is list:
                         for choice in choices:
